@@ -1,0 +1,269 @@
+/*
+ * mtcp.h — the one public header of the mtcp_loop native stack.
+ *
+ * cffi reads the part between CDEF-BEGIN and CDEF-END (build script strips the
+ * preprocessor lines), so that part sticks to plain C declarations: structs,
+ * enums, integer #defines and prototypes.
+ *
+ * Model (see docs/architecture.md):
+ *   link (ring pair)  ->  engine (one per core/loop: wire + tcp + tables)  ->  events  ->  Python
+ *   Python calls mtcp_send/recv/close... ; one mtcp_engine_poll() per loop iteration does
+ *   RX batch + timers + TX flush.
+ *
+ * Conventions:
+ *   - time is monotonic microseconds, always passed in (now_us); the engine never reads a clock.
+ *   - connection ids (cid) are (generation << 32) | index, never 0; a stale cid gives -EBADF.
+ *   - functions return >= 0 on success and -errno on failure.
+ *   - addresses: struct mtcp_addr, IPv4 in ip[0..3] in network byte order, port in host order.
+ */
+#ifndef MTCP_H
+#define MTCP_H
+#include <stdint.h>
+#include <stddef.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* CDEF-BEGIN */
+
+typedef struct mtcp_engine mtcp_engine;
+typedef struct mtcp_link mtcp_link;
+typedef uint64_t mtcp_cid;
+
+#define MTCP_AF_INET 4
+#define MTCP_AF_INET6 6
+
+#define MTCP_LINK_ETHERNET 0
+#define MTCP_LINK_IP 1
+
+#define MTCP_CC_CUBIC 0
+#define MTCP_CC_RENO 1
+
+#define MTCP_SYNCOOKIES_OFF 0
+#define MTCP_SYNCOOKIES_ON_OVERFLOW 1
+#define MTCP_SYNCOOKIES_ALWAYS 2
+
+struct mtcp_addr {
+    uint8_t family;     /* MTCP_AF_INET or MTCP_AF_INET6 */
+    uint8_t pad;
+    uint16_t port;      /* host byte order */
+    uint8_t ip[16];     /* network byte order; IPv4 uses ip[0..3] */
+};
+
+/* Engine configuration. mtcp_config_default() fills every field with its default;
+ * mtcp_engine_new() validates and reports a bad field by name in err. */
+struct mtcp_config {
+    /* --- pools (all memory is allocated once, in mtcp_engine_new) --- */
+    uint32_t max_conns;        /* connection blocks incl. listeners and TIME-WAIT; default 16384 */
+    uint32_t chunk_size;       /* buffer chunk payload bytes; default 2048 */
+    uint32_t max_chunks;       /* chunks in the pool shared by all send/recv/reassembly buffers; default 32768 (64 MiB) */
+    uint32_t sndbuf;           /* per-connection send buffer limit, bytes; default 262144 */
+    uint32_t rcvbuf;           /* per-connection receive buffer (max window), bytes; default 262144 */
+    uint32_t max_events;       /* event queue capacity; default 65536 */
+
+    /* --- TCP tunables --- */
+    uint32_t initial_rto_us;   /* RFC 6298: 1 s */
+    uint32_t min_rto_us;       /* default 200000 */
+    uint32_t max_rto_us;       /* default 60000000 (RFC 6298 upper bound) */
+    uint32_t max_retries;      /* RTO expiries of data before ETIMEDOUT; default 15 */
+    uint32_t syn_retries;      /* SYN retransmissions before ETIMEDOUT; default 6 */
+    uint32_t synack_retries;   /* default 5 */
+    uint32_t msl_us;           /* TIME-WAIT lasts 2*msl; default 30 s (Linux-like 60 s TIME-WAIT) */
+    uint32_t delack_us;        /* delayed ACK timeout, <= 40 ms; default 40000 */
+    uint32_t syn_backlog;      /* SYN-RECEIVED entries per listener before SYN cookies; default 1024 */
+    uint32_t initial_cwnd;     /* segments; RFC 6928: 10 */
+    uint32_t keepalive_idle_us;  /* default 7200 s */
+    uint32_t keepalive_intvl_us; /* default 75 s */
+    uint32_t keepalive_cnt;      /* default 9 */
+    uint32_t challenge_ack_limit; /* RFC 5961 challenge ACKs per second per engine; default 1000 */
+    uint8_t cc;                /* MTCP_CC_CUBIC (default) or MTCP_CC_RENO */
+    uint8_t sack;              /* offer/accept SACK; default 1 */
+    uint8_t timestamps;        /* offer/accept RFC 7323 timestamps; default 1 */
+    uint8_t window_scaling;    /* offer/accept window scaling; default 1 */
+    uint8_t syncookies;        /* MTCP_SYNCOOKIES_*; default ON_OVERFLOW */
+    uint8_t nodelay_default;   /* default 0 (Nagle on) */
+    uint8_t pad0[2];
+    uint64_t seed;             /* secret for ISNs (RFC 6528), SYN cookies, port choice; 0 = engine picks one */
+
+    /* --- the interface --- */
+    uint32_t link_type;        /* MTCP_LINK_ETHERNET (ARP/NDP) or MTCP_LINK_IP (loopback, no L2) */
+    uint32_t mtu;              /* IP MTU; default 1500 (loopback uses 65535) */
+    uint8_t mac[6];
+    uint8_t own_prefix;        /* 1: every address in ipv4/ipv4_prefix (and ipv6/prefix) is local (loopback) */
+    uint8_t pad1;
+    uint8_t ipv4[4];           /* 0.0.0.0 = no IPv4 */
+    uint8_t ipv4_prefix;
+    uint8_t ipv6_prefix;
+    uint8_t pad2[2];
+    uint8_t ipv4_gw[4];        /* 0.0.0.0 = no gateway (on-link only) */
+    uint8_t ipv6[16];          /* :: = no IPv6 */
+    uint8_t ipv6_gw[16];
+    uint16_t eph_port_lo;      /* ephemeral range, default 32768 */
+    uint16_t eph_port_hi;      /* default 60999 */
+    uint32_t neigh_timeout_us; /* ARP/NDP cache entry lifetime; default 60 s */
+};
+
+/* Events handed to the layer above, in order. */
+#define MTCP_EV_ACCEPT 1        /* listener `parent` has a new established connection `cid` */
+#define MTCP_EV_CONNECTED 2     /* active open `cid` is established */
+#define MTCP_EV_CONNECT_FAILED 3 /* active open failed; err = ECONNREFUSED / ETIMEDOUT / EHOSTUNREACH ... */
+#define MTCP_EV_READABLE 4      /* new in-order data; len = bytes now readable */
+#define MTCP_EV_WRITABLE 5      /* send space available again after mtcp_send() accepted less than asked */
+#define MTCP_EV_PEER_CLOSED 6   /* FIN received; all data before it is readable */
+#define MTCP_EV_ERROR 7         /* connection died: err = ECONNRESET, ETIMEDOUT, EPIPE ... */
+#define MTCP_EV_CLOSED 8        /* connection reached CLOSED (both sides done); call mtcp_close to release */
+
+struct mtcp_event {
+    mtcp_cid cid;
+    mtcp_cid parent;            /* listener id for ACCEPT, else 0 */
+    uint32_t type;              /* MTCP_EV_* */
+    int32_t err;                /* positive errno for CONNECT_FAILED / ERROR */
+    uint32_t len;               /* READABLE: bytes readable */
+    uint32_t pad;
+};
+
+/* Socket options for mtcp_setopt / mtcp_getopt. Times in microseconds. */
+#define MTCP_OPT_NODELAY 1
+#define MTCP_OPT_KEEPALIVE 2
+#define MTCP_OPT_KEEPIDLE 3
+#define MTCP_OPT_KEEPINTVL 4
+#define MTCP_OPT_KEEPCNT 5
+#define MTCP_OPT_SNDBUF 6
+#define MTCP_OPT_RCVBUF 7
+#define MTCP_OPT_LINGER_ZERO 8  /* close() sends RST */
+
+/* Connection states as reported by mtcp_conn_info (RFC 9293 names). */
+#define MTCP_ST_CLOSED 0
+#define MTCP_ST_LISTEN 1
+#define MTCP_ST_SYN_SENT 2
+#define MTCP_ST_SYN_RECEIVED 3
+#define MTCP_ST_ESTABLISHED 4
+#define MTCP_ST_FIN_WAIT_1 5
+#define MTCP_ST_FIN_WAIT_2 6
+#define MTCP_ST_CLOSE_WAIT 7
+#define MTCP_ST_CLOSING 8
+#define MTCP_ST_LAST_ACK 9
+#define MTCP_ST_TIME_WAIT 10
+
+struct mtcp_conn_info {
+    uint32_t state;
+    uint32_t mss;             /* effective send MSS */
+    uint32_t srtt_us;
+    uint32_t rttvar_us;
+    uint32_t rto_us;
+    uint32_t cwnd;            /* bytes */
+    uint32_t ssthresh;
+    uint32_t snd_wnd;         /* peer's advertised window, bytes (scaled) */
+    uint32_t rcv_wnd;         /* our advertised window, bytes */
+    uint32_t unacked;         /* bytes in flight */
+    uint32_t sndbuf_used;     /* bytes queued (unsent + unacked) */
+    uint32_t rcvbuf_used;     /* bytes readable by the app */
+    uint64_t bytes_sent;
+    uint64_t bytes_received;
+    uint32_t retransmits;
+    uint32_t flags;           /* bit0 sack, bit1 timestamps, bit2 wscale, bit3 nodelay, bit4 keepalive */
+    struct mtcp_addr local;
+    struct mtcp_addr remote;
+};
+
+/* --- engine lifecycle --- */
+void mtcp_config_default(struct mtcp_config *cfg);
+/* link may be NULL: then only the frame API below moves frames. On error returns NULL and
+ * writes a message naming the bad field into err. */
+mtcp_engine *mtcp_engine_new(const struct mtcp_config *cfg, mtcp_link *link, char *err, size_t errlen);
+void mtcp_engine_free(mtcp_engine *e);   /* does not free the link */
+
+/* One batch: take every received frame from the link (rxsync), run TCP, expire timers, emit
+ * everything that can be sent into the TX ring, txsync. Returns the number of queued events. */
+int mtcp_engine_poll(mtcp_engine *e, uint64_t now_us);
+/* Absolute time (us) of the engine's (and its link's) next deadline, or -1 if none. */
+int64_t mtcp_engine_next_deadline(mtcp_engine *e);
+/* Move up to max queued events into ev; returns how many. */
+uint32_t mtcp_engine_events(mtcp_engine *e, struct mtcp_event *ev, uint32_t max);
+/* Pollable fd of the link (readable when frames wait), or -1. */
+int mtcp_engine_fd(mtcp_engine *e);
+
+/* Frame API without a link (tests, fuzzing, benchmarks). */
+void mtcp_engine_input(mtcp_engine *e, uint64_t now_us, const uint8_t *frame, uint32_t len);
+/* Runs timers and output; copies pending frames back to back into buf, their lengths into lens.
+ * Returns the number of frames. */
+uint32_t mtcp_engine_output(mtcp_engine *e, uint64_t now_us, uint8_t *buf, uint32_t bufcap,
+                            uint32_t *lens, uint32_t maxframes);
+
+/* --- connections --- */
+/* Listen on local (ip all-zero = any address of that family; port 0 = pick one). Returns the
+ * listener id (a cid) or -EADDRINUSE / -EADDRNOTAVAIL / -EINVAL / -ENOMEM. */
+int64_t mtcp_listen(mtcp_engine *e, const struct mtcp_addr *local, int backlog);
+/* Active open toward remote, optionally from local (NULL or port 0 = ephemeral). Returns cid or
+ * -errno (-EADDRNOTAVAIL, -ENETUNREACH, -EADDRINUSE, -ENOMEM). Completion: CONNECTED or CONNECT_FAILED. */
+int64_t mtcp_connect(mtcp_engine *e, uint64_t now_us, const struct mtcp_addr *remote,
+                     const struct mtcp_addr *local);
+/* Copy up to len bytes into the send buffer; returns bytes accepted (may be < len; then a
+ * WRITABLE event follows when space frees) or -EPIPE / -ENOTCONN / -EBADF. */
+int64_t mtcp_send(mtcp_engine *e, mtcp_cid cid, const uint8_t *data, uint32_t len);
+/* Copy up to cap readable bytes out and consume them (the advertised window reopens).
+ * Returns bytes copied; 0 when nothing is readable. */
+int64_t mtcp_recv(mtcp_engine *e, mtcp_cid cid, uint8_t *buf, uint32_t cap);
+/* Bytes readable now. */
+int64_t mtcp_readable(mtcp_engine *e, mtcp_cid cid);
+/* Send FIN after all queued data (write side only). */
+int mtcp_shutdown(mtcp_engine *e, mtcp_cid cid);
+/* Graceful close: queued data then FIN; the cid is released now (no more events for it), the
+ * connection finishes its close (and TIME-WAIT) inside the engine. For a listener: stops it
+ * and resets connections not yet accepted. Idempotent on a released cid: -EBADF. */
+int mtcp_close(mtcp_engine *e, mtcp_cid cid);
+/* Send RST, drop buffers, release the cid. */
+int mtcp_abort(mtcp_engine *e, mtcp_cid cid);
+int mtcp_setopt(mtcp_engine *e, mtcp_cid cid, int opt, int64_t val);
+int mtcp_getopt(mtcp_engine *e, mtcp_cid cid, int opt, int64_t *val);
+int mtcp_getaddrs(mtcp_engine *e, mtcp_cid cid, struct mtcp_addr *local, struct mtcp_addr *remote);
+int mtcp_conn_info(mtcp_engine *e, mtcp_cid cid, struct mtcp_conn_info *out);
+/* Iterate live connections for an ss-like view: fills up to max cids starting after `after` (0 = from start). */
+uint32_t mtcp_conn_list(mtcp_engine *e, mtcp_cid after, mtcp_cid *out, uint32_t max);
+
+/* --- counters (netstat -s like) --- */
+uint32_t mtcp_counter_count(void);
+const char *mtcp_counter_name(uint32_t i);
+/* Copies min(n, mtcp_counter_count()) counters into out. */
+void mtcp_engine_counters(mtcp_engine *e, uint64_t *out, uint32_t n);
+
+/* --- links (ring pairs). Backends live in native/io; see native/io/link.h for the contract. --- */
+void mtcp_link_close(mtcp_link *l);
+int mtcp_link_fd(mtcp_link *l);
+/* Two in-memory Ethernet links joined back to back (single thread, deterministic). */
+int mtcp_simlink_pair(uint32_t slots, uint32_t mtu, mtcp_link **a, mtcp_link **b);
+
+/* The process-wide in-process loopback switch (link type IP). Every engine attached to it owns
+ * 127.0.0.0/8 and ::1; frames are delivered to the engine that claimed the destination port
+ * (listener or ephemeral), to the sender otherwise (which answers RST). Thread-safe: each
+ * attachment has an eventfd that becomes readable when frames wait. */
+mtcp_link *mtcp_loopback_open(uint32_t slots, char *err, size_t errlen);
+/* 1 if some engine in this process listens on port (family MTCP_AF_INET/6), else 0. */
+int mtcp_loopback_has_listener(int family, uint16_t port);
+
+/* Impairment wrapper around any link (applies to frames in both directions). Rates are
+ * probabilities in [0,1]; delay and jitter in microseconds; rate_bps 0 = unlimited. */
+struct mtcp_impair {
+    double loss;
+    double duplicate;
+    double reorder;          /* probability a frame is held back by reorder_gap frames */
+    double corrupt;          /* probability of a single bit flip */
+    uint32_t delay_us;
+    uint32_t jitter_us;
+    uint64_t rate_bps;
+    uint64_t seed;
+};
+/* Takes ownership of inner (closing the wrapper closes inner). NULL on bad config. */
+mtcp_link *mtcp_impair_wrap(mtcp_link *inner, const struct mtcp_impair *cfg, char *err, size_t errlen);
+/* Impairment counters: dropped, duplicated, reordered, corrupted, delayed. */
+void mtcp_impair_counters(mtcp_link *l, uint64_t *out5);
+
+/* Write every frame the link carries (both directions) to a pcap file. 0 or -errno. */
+int mtcp_link_pcap(mtcp_link *l, const char *path);
+
+/* CDEF-END */
+
+#ifdef __cplusplus
+}
+#endif
+#endif

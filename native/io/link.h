@@ -1,0 +1,86 @@
+/*
+ * link.h — the ring-pair contract every link backend implements (sim, loopback, impair,
+ * TAP, AF_PACKET, AF_XDP, netmap). Modelled on netmap's rings:
+ *
+ *   ring->slot[num_slots], indices head, cur, tail in [0, num_slots) (num_slots is a power of 2)
+ *
+ *   RX ring: after rxsync(), slots [head, tail) hold received frames and belong to the user.
+ *            The user consumes them and sets head = cur = tail (or any point between) to give
+ *            them back; the next rxsync() reclaims released slots and appends newly arrived ones.
+ *   TX ring: slots [head, tail) are free for the user. The user writes frames at head (buf,
+ *            len, flags), advances head = cur, then calls txsync(), which transmits every slot
+ *            the user released since the previous txsync and advances tail as slots free up.
+ *            A ring never fills completely: one slot stays unused so head == tail means
+ *            "no free slot" on TX and "no frame" on RX.
+ *
+ * One rxsync and one txsync per engine poll: at most one syscall per batch in real backends.
+ */
+#ifndef MTCP_IO_LINK_H
+#define MTCP_IO_LINK_H
+#include <stdint.h>
+#include "../include/mtcp.h"
+
+#define LINK_SLOT_F_CSUM_PARTIAL 0x1  /* RX/TX: transport checksum incomplete: csum_start/offset valid
+                                         (virtio NEEDS_CSUM, TP_STATUS_CSUMNOTREADY) */
+#define LINK_SLOT_F_CSUM_VALID   0x2  /* RX: lower layer verified checksums (loopback, DATA_VALID) */
+#define LINK_SLOT_F_GSO          0x4  /* frame is a TSO/GSO super-frame to be cut at gso_size */
+
+#define LINK_FEAT_TSO       0x1   /* TX accepts super-frames up to 64 KiB with gso_size */
+#define LINK_FEAT_CSUM_TX   0x2   /* TX accepts LINK_SLOT_F_CSUM_PARTIAL */
+#define LINK_FEAT_RX_GRO    0x4   /* RX may deliver coalesced super-frames */
+
+struct link_slot {
+    uint8_t *buf;          /* frame buffer owned by the ring, buf_size bytes */
+    uint32_t len;          /* frame length in bytes */
+    uint16_t flags;        /* LINK_SLOT_F_* */
+    uint16_t gso_size;
+    uint16_t csum_start;   /* offset of the transport header from frame start */
+    uint16_t csum_offset;  /* offset of the checksum field from csum_start */
+};
+
+struct link_ring {
+    uint32_t num_slots;    /* power of two */
+    uint32_t mask;         /* num_slots - 1 */
+    uint32_t head, cur, tail;
+    uint32_t buf_size;     /* capacity of each slot buffer */
+    struct link_slot *slot;
+};
+
+static inline uint32_t link_ring_next(const struct link_ring *r, uint32_t i) { return (i + 1) & r->mask; }
+static inline uint32_t link_ring_space(const struct link_ring *r) { return (r->tail - r->head) & r->mask; }
+
+struct mtcp_link;
+
+struct link_ops {
+    const char *name;
+    int (*rxsync)(struct mtcp_link *l, uint64_t now_us);   /* >= 0 or -errno */
+    int (*txsync)(struct mtcp_link *l, uint64_t now_us);
+    int (*fd)(struct mtcp_link *l);                         /* pollable fd or -1 */
+    int64_t (*next_deadline)(struct mtcp_link *l);          /* absolute us or -1 (delay queues) */
+    /* Port ownership (loopback switch, per-core steering). May be NULL = anything goes.
+     * claim: 0 or -EADDRINUSE (port taken) / -EAGAIN (port not steered to this link). */
+    int (*claim_port)(struct mtcp_link *l, int family, uint16_t port, int listener);
+    void (*release_port)(struct mtcp_link *l, int family, uint16_t port, int listener);
+    void (*destroy)(struct mtcp_link *l);
+};
+
+struct mtcp_link {
+    const struct link_ops *ops;
+    struct link_ring rx, tx;
+    uint32_t link_type;    /* MTCP_LINK_ETHERNET / MTCP_LINK_IP */
+    uint32_t mtu;          /* IP MTU */
+    uint32_t features;     /* LINK_FEAT_* */
+    struct pcap_writer *pcap; /* optional capture (io/pcap.c); backends call link_pcap_frame */
+    void *priv;
+};
+
+/* Helpers shared by backends (io/link.c). */
+int link_rings_alloc(struct mtcp_link *l, uint32_t rx_slots, uint32_t tx_slots, uint32_t buf_size);
+void link_rings_free(struct mtcp_link *l);
+/* Called by backends for each frame they deliver (rx=1) or transmit (rx=0) when l->pcap is set. */
+void link_pcap_frame(struct mtcp_link *l, const uint8_t *frame, uint32_t len, uint64_t now_us);
+
+static inline int link_rxsync(struct mtcp_link *l, uint64_t now) { return l->ops->rxsync(l, now); }
+static inline int link_txsync(struct mtcp_link *l, uint64_t now) { return l->ops->txsync(l, now); }
+
+#endif

@@ -1,0 +1,42 @@
+/*
+ * cc.h — congestion control behind a small interface: CUBIC (RFC 9438, default) and
+ * Reno (RFC 5681). Pure: time passed in (us). Windows in bytes.
+ *
+ * TCP calls:
+ *   cc_init         at connection establishment (cwnd = initial_cwnd * mss, RFC 6928)
+ *   cc_on_ack       for every ACK that advances snd_una outside recovery (acked bytes, an RTT sample
+ *                   in us or 0 if none, bytes in flight before the ACK)
+ *   cc_on_congestion when loss recovery starts (fast retransmit): sets ssthresh, cwnd
+ *   cc_on_rto       on a retransmission timeout: ssthresh = max(flight/2, 2*mss), cwnd = 1 mss
+ *   cc_on_recovery_exit when recovery ends (cwnd = ssthresh for Reno/NewReno)
+ */
+#ifndef MTCP_TCP_CC_H
+#define MTCP_TCP_CC_H
+#include <stdint.h>
+
+struct cc_state {
+    uint8_t algo;             /* MTCP_CC_CUBIC / MTCP_CC_RENO */
+    uint32_t mss;
+    uint32_t cwnd;
+    uint32_t ssthresh;
+    uint32_t bytes_acked;     /* Reno congestion avoidance accumulator (RFC 3465 style) */
+    /* CUBIC (RFC 9438) */
+    uint64_t epoch_start_us;  /* 0 = no epoch */
+    uint32_t w_max;           /* bytes */
+    uint32_t w_last_max;
+    uint32_t k_ms;            /* K in milliseconds */
+    uint32_t w_est;           /* Reno-friendly estimate, bytes */
+    uint32_t origin;          /* bytes */
+    uint32_t min_rtt_us;
+    uint32_t cwnd_cnt;
+};
+
+void cc_init(struct cc_state *s, int algo, uint32_t mss, uint32_t initial_cwnd_segments);
+void cc_on_ack(struct cc_state *s, uint64_t now_us, uint32_t acked, uint32_t rtt_us, uint32_t inflight);
+void cc_on_congestion(struct cc_state *s, uint64_t now_us, uint32_t inflight);
+void cc_on_rto(struct cc_state *s, uint64_t now_us, uint32_t inflight);
+void cc_on_recovery_exit(struct cc_state *s, uint64_t now_us);
+void cc_set_mss(struct cc_state *s, uint32_t mss);   /* PMTU change */
+const char *cc_name(int algo);
+
+#endif

@@ -1,0 +1,172 @@
+/*
+ * tcp.h — the TCP state machine (RFC 9293 and friends) as a pure module: no I/O, no clock,
+ * no malloc. Time is passed in (monotonic us). The engine (native/engine) owns connection
+ * lookup, listeners/SYN queues/SYN cookies, addressing, IP/link headers and the timer wheel;
+ * this module owns everything from "a segment for this connection" down to "emit this segment".
+ *
+ * Call chain (engine -> tcp):
+ *   engine_input -> (lookup) -> tcp_input(c, seg)          segment for an existing connection
+ *                    listener SYN -> tcp_open_passive(c, syn)  new SYN-RECEIVED connection
+ *                    valid cookie ACK -> tcp_open_cookie(c, ack, mss, wscale, sack)
+ *   api mtcp_connect  -> tcp_open_active(c)                 SYN-SENT
+ *   api mtcp_send/recv/shutdown/close/abort -> tcp_send/tcp_recv/tcp_shutdown/tcp_close/tcp_abort
+ *   timer wheel       -> tcp_timer(c)                       when c's deadline passed
+ *   end of poll       -> tcp_output(c) for every connection marked "output pending"
+ *
+ * tcp -> engine goes through struct tcp_env callbacks: segment emission (zero copy into the
+ * TX frame), events for the application, timer (re)arming, "output pending" marking.
+ */
+#ifndef MTCP_TCP_H
+#define MTCP_TCP_H
+#include <stdint.h>
+#include "../include/mtcp.h"
+#include "../wire/wire.h"
+#include "buf.h"
+#include "cc.h"
+
+/* States: MTCP_ST_* from mtcp.h. */
+
+/* tcp_conn.flags */
+#define TCPF_SACK_OK      0x0001   /* both sides agreed on SACK */
+#define TCPF_TS_OK        0x0002   /* timestamps in use */
+#define TCPF_WS_OK        0x0004   /* window scaling in use */
+#define TCPF_NODELAY      0x0008
+#define TCPF_KEEPALIVE    0x0010
+#define TCPF_ACK_NOW      0x0020   /* send an ACK at next output */
+#define TCPF_DELACK       0x0040   /* an ACK is being delayed */
+#define TCPF_FIN_QUEUED   0x0080   /* app shut down writing: FIN after the send buffer */
+#define TCPF_FIN_SENT     0x0100
+#define TCPF_RCVD_FIN     0x0200
+#define TCPF_IN_RECOVERY  0x0400
+#define TCPF_WANT_WRITABLE 0x0800  /* app saw a short send: report WRITABLE when space frees */
+#define TCPF_LINGER0      0x1000   /* close sends RST */
+#define TCPF_QUICKACK     0x2000   /* quick-ACK mode at start */
+#define TCPF_PASSIVE      0x4000   /* opened from a listener */
+#define TCPF_DETACHED     0x8000   /* app released the cid (closed); no more events */
+
+/* Peer SACK scoreboard (RFC 6675): ranges above snd_una the peer holds. */
+#define TCP_SB_MAX 8
+struct tcp_sack_range { uint32_t left, right; };
+
+struct tcp_conn {
+    uint8_t state;                /* MTCP_ST_* */
+    uint8_t snd_wscale, rcv_wscale;
+    uint8_t dupacks;
+    uint16_t flags;               /* TCPF_* */
+    uint16_t local_port, remote_port;
+    uint16_t mss;                 /* send MSS (min of peer's MSS option and our path MSS) */
+    uint16_t rcv_mss;             /* MSS we advertised */
+    uint8_t family;               /* MTCP_AF_INET / 6 (header sizes) */
+    uint8_t retries;              /* consecutive RTO expiries */
+    uint8_t ka_probes;
+    uint8_t sb_n;
+
+    /* send sequence space (RFC 9293 3.3.1) */
+    uint32_t iss, snd_una, snd_nxt, snd_max, snd_wnd, snd_wl1, snd_wl2;
+    uint32_t recover;             /* NewReno / RFC 6675 recovery point */
+    /* receive sequence space */
+    uint32_t irs, rcv_nxt, rcv_adv;   /* rcv_adv: right edge of the window we advertised */
+    uint32_t rcvbuf, sndbuf;      /* limits, bytes */
+
+    /* timestamps (RFC 7323) */
+    uint32_t ts_recent;
+    uint32_t ts_recent_age_ms;
+    uint32_t ts_offset;           /* per-connection random offset added to our tsval */
+
+    /* RTT (RFC 6298) */
+    uint32_t srtt_us, rttvar_us, rto_us;
+    uint32_t rtt_seq;             /* sequence being timed (no timestamps), 0 flag in rtt_start */
+    uint64_t rtt_start_us;
+
+    /* timers: absolute us, 0 = off. The engine arms one wheel entry at their minimum. */
+    uint64_t t_rexmit;            /* RTO / SYN / persist (zero-window probe) */
+    uint64_t t_delack;
+    uint64_t t_keepalive;
+    uint64_t t_timewait;          /* also SYN-RECEIVED expiry, FIN-WAIT-2 timeout */
+    uint64_t last_rx_us;          /* for keepalive */
+    uint32_t ka_idle_us, ka_intvl_us;
+    uint8_t ka_cnt;
+    uint8_t persist_backoff;
+    uint16_t ooo;                 /* index of this connection's buf_ooo in the engine pool, 0xffff = none */
+
+    struct cc_state cc;
+    struct tcp_sack_range sb[TCP_SB_MAX];
+    uint32_t sacked_bytes;        /* bytes above snd_una covered by the scoreboard */
+    uint32_t high_rxt;            /* RFC 6675 HighRxt */
+
+    struct buf_stream snd;        /* bytes from snd_una (unacked then unsent) */
+    struct buf_stream rcv;        /* in-order bytes not yet read by the app */
+
+    uint64_t bytes_sent, bytes_received;
+    uint32_t retransmits;
+    uint32_t pad;
+};
+
+/* What the engine gives TCP. */
+struct tcp_env {
+    void *ctx;                            /* the engine */
+    const struct mtcp_config *cfg;
+    struct buf_pool *pool;
+    uint64_t *counters;                   /* indexed by enum mtcp_counter (engine/counters.h) */
+    /* Per-connection out-of-order buffer: get (allocating if alloc) or release. NULL = none/full. */
+    struct buf_ooo *(*ooo_get)(void *ctx, struct tcp_conn *c, int alloc);
+    void (*ooo_put)(void *ctx, struct tcp_conn *c);
+    /* Reserve room for one segment to c's peer. Returns where the TCP header goes and its capacity
+     * (header + payload, already limited by the path MTU) in *cap; NULL when the TX ring is full
+     * (TCP leaves the connection "output pending" and tries again next poll). */
+    uint8_t *(*tx_begin)(void *ctx, struct tcp_conn *c, uint32_t *cap);
+    /* Finish the segment written at tx_begin's pointer (tcp_len = header + payload): the engine
+     * fills the checksum, IP and link headers and queues the frame. */
+    void (*tx_commit)(void *ctx, struct tcp_conn *c, uint32_t tcp_len);
+    /* Application event (MTCP_EV_*). The engine drops events for detached connections. */
+    void (*event)(void *ctx, struct tcp_conn *c, uint32_t type, int32_t err, uint32_t len);
+    /* c's earliest timer changed: (re)arm to deadline (0 = none). */
+    void (*timer)(void *ctx, struct tcp_conn *c, uint64_t deadline_us);
+    /* Mark c for tcp_output at the end of the current poll (batching: one output pass per poll). */
+    void (*want_output)(void *ctx, struct tcp_conn *c);
+    /* c reached CLOSED (or TIME-WAIT ended): the engine unhashes it and frees it if detached. */
+    void (*closed)(void *ctx, struct tcp_conn *c);
+};
+
+/* Initialise a fresh block (all zero -> defaults from cfg). */
+void tcp_conn_init(const struct tcp_env *env, struct tcp_conn *c, int family, uint16_t local_port,
+                   uint16_t remote_port, uint16_t path_mss);
+
+/* Active open: state SYN-SENT, SYN queued for output. iss chosen by the engine (RFC 6528). */
+void tcp_open_active(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, uint32_t iss);
+/* Passive open from a SYN that matched a listener: state SYN-RECEIVED, SYN-ACK queued. */
+void tcp_open_passive(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, uint32_t iss,
+                      const struct wire_tcp *syn);
+/* Passive open from a valid SYN-cookie ACK: straight to ESTABLISHED with the options the
+ * cookie carried (mss; wscale 0xff = none; sack 0/1; peer tsval in ack->tsval if any). */
+void tcp_open_cookie(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, uint32_t iss,
+                     const struct wire_tcp *ack, uint16_t mss, uint8_t wscale, uint8_t sack_ok);
+
+/* A segment for this connection (checksum already verified, payload pointer valid). */
+void tcp_input(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, const struct wire_tcp *seg);
+/* Emit whatever is due: SYN/SYN-ACK, data within min(cwnd, snd_wnd), retransmissions, FIN,
+ * pure ACKs, window updates, probes. */
+void tcp_output(const struct tcp_env *env, struct tcp_conn *c, uint64_t now);
+/* The connection's deadline passed: handle every expired timer. */
+void tcp_timer(const struct tcp_env *env, struct tcp_conn *c, uint64_t now);
+/* Earliest armed timer or 0. */
+uint64_t tcp_next_deadline(const struct tcp_conn *c);
+
+/* Application calls (return >= 0 or -errno). */
+int64_t tcp_send(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, const uint8_t *data, uint32_t len);
+int64_t tcp_recv(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, uint8_t *out, uint32_t cap);
+int tcp_shutdown(const struct tcp_env *env, struct tcp_conn *c, uint64_t now);
+int tcp_close(const struct tcp_env *env, struct tcp_conn *c, uint64_t now);
+void tcp_abort(const struct tcp_env *env, struct tcp_conn *c, uint64_t now);   /* RST, -> CLOSED */
+int tcp_setopt(const struct tcp_env *env, struct tcp_conn *c, int opt, int64_t val);
+int tcp_getopt(const struct tcp_conn *c, int opt, int64_t *val);
+void tcp_info(const struct tcp_conn *c, struct mtcp_conn_info *out);   /* addresses filled by engine */
+
+/* Path MTU lowered (ICMP frag-needed / packet-too-big): new MSS for this connection. */
+void tcp_pmtu(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, uint16_t mss);
+
+/* RFC 9293 3.10.7.1: the RST to answer a segment that matched no connection (unless it is an RST).
+ * Fills rst (ports swapped); returns 0 if no RST must be sent. */
+int tcp_rst_for(const struct wire_tcp *seg, struct wire_tcp *rst);
+
+#endif
