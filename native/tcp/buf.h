@@ -81,4 +81,13 @@ static inline int seq_le(uint32_t a, uint32_t b) { return (int32_t)(a - b) <= 0;
 static inline int seq_gt(uint32_t a, uint32_t b) { return (int32_t)(a - b) > 0; }
 static inline int seq_ge(uint32_t a, uint32_t b) { return (int32_t)(a - b) >= 0; }
 
+/* --- additions (buf.c owner): raw chunk access and zero-copy reads --- */
+/* One chunk from the pool (BUF_NONE when dry) / back to it. O(1). */
+uint32_t buf_chunk_get(struct buf_pool *p);
+void buf_chunk_put(struct buf_pool *p, uint32_t c);
+/* Zero-copy view: *ptr = address of the byte at offset off; returns how many bytes are
+ * contiguous there (up to the end of that chunk or of the stream), 0 if off >= len. O(off/chunk). */
+uint32_t buf_stream_map(const struct buf_pool *p, const struct buf_stream *s, uint32_t off,
+                        const uint8_t **ptr);
+
 #endif
