@@ -80,6 +80,17 @@ void link_rings_free(struct mtcp_link *l);
 /* Called by backends for each frame they deliver (rx=1) or transmit (rx=0) when l->pcap is set. */
 void link_pcap_frame(struct mtcp_link *l, const uint8_t *frame, uint32_t len, uint64_t now_us);
 
+/* Additions (io engineer): capture control used by mtcp_link_close / tests. */
+void link_pcap_close(struct mtcp_link *l);
+void link_pcap_flush(struct mtcp_link *l);
+/* Diagnostics for tests: frames dropped on arrival (RX ring full / frame too long). */
+uint64_t sim_link_drops(struct mtcp_link *l);
+uint64_t loopback_drops(struct mtcp_link *l);
+static inline int64_t link_next_deadline(struct mtcp_link *l)
+{
+    return l->ops->next_deadline ? l->ops->next_deadline(l) : -1;
+}
+
 static inline int link_rxsync(struct mtcp_link *l, uint64_t now) { return l->ops->rxsync(l, now); }
 static inline int link_txsync(struct mtcp_link *l, uint64_t now) { return l->ops->txsync(l, now); }
 

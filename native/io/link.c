@@ -1,0 +1,74 @@
+/*
+ * link.c — helpers shared by every link backend (ring allocation) and the public link
+ * functions of mtcp.h that are not backend specific (mtcp_link_close, mtcp_link_fd).
+ *
+ * link_rings_alloc() makes one allocation: [rx slots][tx slots][pad][buffers]. Buffers are
+ * 64-byte aligned, buf_size rounded up to 64; the block is freed through rx.slot, so a
+ * backend must never replace rx.slot. buf_size == 0 allocates slot arrays only (backends
+ * whose buffers live in a kernel mmap, e.g. AF_PACKET/AF_XDP, point slot->buf themselves).
+ *
+ * Initial indices: RX head = cur = tail = 0 (no frame); TX head = cur = 0, tail = n - 1
+ * (all but one slot free).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include "link.h"
+#include "io_util.h"
+
+int link_rings_alloc(struct mtcp_link *l, uint32_t rx_slots, uint32_t tx_slots, uint32_t buf_size)
+{
+    rx_slots = io_pow2_roundup(rx_slots);
+    tx_slots = io_pow2_roundup(tx_slots);
+    if (rx_slots > (1u << 20) || tx_slots > (1u << 20) || buf_size > (1u << 20))
+        return -EINVAL;
+    uint32_t bs = (buf_size + 63u) & ~63u;
+    size_t nslots = (size_t)rx_slots + tx_slots;
+    size_t head = nslots * sizeof(struct link_slot);
+    size_t total = head + 64 + (size_t)bs * nslots;
+    uint8_t *block = calloc(1, total);
+    if (!block)
+        return -ENOMEM;
+    struct link_slot *slots = (struct link_slot *)block;
+    uint8_t *area = NULL;
+    if (bs) {
+        uintptr_t a = (uintptr_t)(block + head);
+        area = (uint8_t *)((a + 63) & ~(uintptr_t)63);
+    }
+    for (size_t i = 0; i < nslots; i++)
+        slots[i].buf = area ? area + i * bs : NULL;
+
+    l->rx.num_slots = rx_slots;
+    l->rx.mask = rx_slots - 1;
+    l->rx.head = l->rx.cur = l->rx.tail = 0;
+    l->rx.buf_size = bs;
+    l->rx.slot = slots;
+    l->tx.num_slots = tx_slots;
+    l->tx.mask = tx_slots - 1;
+    l->tx.head = l->tx.cur = 0;
+    l->tx.tail = tx_slots - 1;
+    l->tx.buf_size = bs;
+    l->tx.slot = slots + rx_slots;
+    return 0;
+}
+
+void link_rings_free(struct mtcp_link *l)
+{
+    free(l->rx.slot);
+    l->rx.slot = l->tx.slot = NULL;
+}
+
+
+void mtcp_link_close(mtcp_link *l)
+{
+    if (!l)
+        return;
+    link_pcap_close(l);
+    l->ops->destroy(l);
+}
+
+int mtcp_link_fd(mtcp_link *l)
+{
+    if (!l || !l->ops->fd)
+        return -1;
+    return l->ops->fd(l);
+}
