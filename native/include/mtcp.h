@@ -258,6 +258,13 @@ mtcp_link *mtcp_impair_wrap(mtcp_link *inner, const struct mtcp_impair *cfg, cha
 /* Impairment counters: dropped, duplicated, reordered, corrupted, delayed. */
 void mtcp_impair_counters(mtcp_link *l, uint64_t *out5);
 
+/* Parse a user-facing impairment spec such as
+ * "loss=0.01,delay=5ms,jitter=1ms,reorder=0.1,duplicate=0.01,corrupt=0.001,rate=100mbit,seed=42"
+ * (probabilities as 0..1 or N%; times us/ms/s, default ms; rates bit/kbit/mbit/gbit or
+ * bps/kbps/mbps/gbps = bytes/s; "" or "none" = no impairment). Fills *out (zeroing unspecified
+ * fields); 0, or -EINVAL with a message naming the bad key in err. */
+int mtcp_impair_parse(const char *spec, struct mtcp_impair *out, char *err, size_t errlen);
+
 /* Write every frame the link carries (both directions) to a pcap file. 0 or -errno. */
 int mtcp_link_pcap(mtcp_link *l, const char *path);
 
