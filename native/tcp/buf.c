@@ -86,6 +86,20 @@ static inline uint8_t *cptr(const struct buf_pool *p, uint32_t c)
 
 static inline uint32_t min32(uint32_t a, uint32_t b) { return a < b ? a : b; }
 
+/* x / chunk_size and x % chunk_size: a shift and a mask for power-of-two chunk sizes (the
+ * default 2048), a 32-bit division otherwise. Stream offsets fit in 32 bits: append keeps
+ * head_off + len below 2^32. */
+static inline uint32_t cdiv(const struct buf_pool *p, uint32_t x)
+{
+    uint32_t cs = p->chunk_size;
+    return (cs & (cs - 1)) ? x / cs : x >> __builtin_ctz(cs);
+}
+static inline uint32_t cmod(const struct buf_pool *p, uint32_t x)
+{
+    uint32_t cs = p->chunk_size;
+    return (cs & (cs - 1)) ? x % cs : x & (cs - 1);
+}
+
 /* ---------- stream ---------- */
 
 void buf_stream_init(struct buf_stream *s)
@@ -98,7 +112,7 @@ void buf_stream_init(struct buf_stream *s)
 /* Offset just past the last byte in tail (1..cs), for a non-empty stream. */
 static inline uint32_t tail_end(const struct buf_pool *p, const struct buf_stream *s)
 {
-    return (uint32_t)(((uint64_t)s->head_off + s->len - 1) % p->chunk_size) + 1;
+    return cmod(p, s->head_off + s->len - 1) + 1;
 }
 
 /* Append; when the stream is empty its first byte goes at offset off0 of the first chunk. */
@@ -107,6 +121,12 @@ static uint32_t stream_append_at(struct buf_pool *p, struct buf_stream *s, uint3
 {
     const uint32_t cs = p->chunk_size;
     uint32_t done = 0, pos;
+    /* keep head_off + len < 2^32 (offsets are 32-bit) */
+    uint32_t room = 0xffffffffu - cs - s->len;
+    if (s->len > 0xffffffffu - cs)
+        room = 0;
+    if (len > room)
+        len = room;
     if (len == 0)
         return 0;
     if (s->len == 0) {
@@ -139,6 +159,18 @@ static uint32_t stream_append_at(struct buf_pool *p, struct buf_stream *s, uint3
     return done;
 }
 
+/* The k-th chunk of a non-empty stream: a walk from head, except that the last chunk is
+ * reached directly through tail (freshly appended data is the common read target). */
+static inline uint32_t chunk_at(const struct buf_pool *p, const struct buf_stream *s, uint32_t k)
+{
+    if (k == cdiv(p, s->head_off + s->len - 1))
+        return s->tail;
+    uint32_t c = s->head;
+    for (; k; k--)
+        c = p->next[c];
+    return c;
+}
+
 uint32_t buf_stream_append(struct buf_pool *p, struct buf_stream *s, const uint8_t *data, uint32_t len)
 {
     return stream_append_at(p, s, 0, data, len);
@@ -151,11 +183,9 @@ uint32_t buf_stream_peek(const struct buf_pool *p, const struct buf_stream *s, u
     if (off >= s->len || len == 0)
         return 0;
     len = min32(len, s->len - off);
-    uint64_t abs = (uint64_t)s->head_off + off;
-    uint32_t c = s->head;
-    for (uint64_t k = abs / cs; k; k--)
-        c = p->next[c];
-    uint32_t pos = (uint32_t)(abs % cs), done = 0;
+    uint32_t abs = s->head_off + off;
+    uint32_t c = chunk_at(p, s, cdiv(p, abs));
+    uint32_t pos = cmod(p, abs), done = 0;
     for (;;) {
         uint32_t n = min32(cs - pos, len - done);
         memcpy(out + done, cptr(p, c) + pos, n);
@@ -175,11 +205,9 @@ uint32_t buf_stream_map(const struct buf_pool *p, const struct buf_stream *s, ui
         *ptr = NULL;
         return 0;
     }
-    uint64_t abs = (uint64_t)s->head_off + off;
-    uint32_t c = s->head;
-    for (uint64_t k = abs / cs; k; k--)
-        c = p->next[c];
-    uint32_t pos = (uint32_t)(abs % cs);
+    uint32_t abs = s->head_off + off;
+    uint32_t c = chunk_at(p, s, cdiv(p, abs));
+    uint32_t pos = cmod(p, abs);
     *ptr = cptr(p, c) + pos;
     return min32(cs - pos, s->len - off);
 }
@@ -191,7 +219,7 @@ void buf_stream_consume(struct buf_pool *p, struct buf_stream *s, uint32_t n)
         buf_stream_clear(p, s);
         return;
     }
-    uint64_t abs = (uint64_t)s->head_off + n;
+    uint32_t abs = s->head_off + n;
     while (abs >= cs) {
         uint32_t c = s->head;
         s->head = p->next[c];
