@@ -1,0 +1,321 @@
+"""MTCPConfig: the one configuration object of mtcp_loop.
+
+Every field has a documented default, is validated in one place (``MTCPConfig.validate``, which
+raises ``ValueError``/``TypeError`` naming the field) and can be set from an ``MTCP_<FIELD>``
+environment variable (``MTCP_MAX_CONNS=32768``, ``MTCP_IMPAIR="loss=0.01,delay=5ms"`` ...), so a
+third-party application or test suite runs on the stack with no code change.
+
+Precedence: explicit keyword arguments > ``MTCP_*`` environment variables > defaults.
+
+Fields left at ``None`` keep the C engine's default (``mtcp_config_default``), documented in
+native/include/mtcp.h.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping, Optional
+
+__all__ = ["MTCPConfig", "ImpairConfig", "parse_impair"]
+
+_BACKENDS = ("loopback",)
+_BASES = ("auto", "uvloop", "asyncio")
+_FALLBACKS = ("kernel", "error")
+_CCS = ("cubic", "reno")
+_SYNCOOKIES = ("off", "on_overflow", "always")
+
+
+@dataclass
+class ImpairConfig:
+    """Impairment applied to every frame of the loop's link (both directions), seeded.
+
+    String form (``MTCP_IMPAIR``): ``"loss=0.01,delay=5ms,jitter=1ms,reorder=0.1,duplicate=0.01,
+    corrupt=0.001,rate=100mbit,seed=7"``. Rates are probabilities in [0, 1] (or N%); durations take
+    us/ms/s suffixes (bare numbers are milliseconds); rate takes bit/kbit/mbit/gbit (bits/s) or
+    bps/kbps/mbps/gbps (bytes/s) suffixes - the same grammar as the C mtcp_impair_parse.
+    """
+
+    loss: float = 0.0
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    corrupt: float = 0.0
+    delay_us: int = 0
+    jitter_us: int = 0
+    rate_bps: int = 0
+    seed: int = 1
+
+    def validate(self) -> None:
+        for name in ("loss", "duplicate", "reorder", "corrupt"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise TypeError(f"impair.{name} must be a number, got {type(v).__name__}")
+            if not 0.0 <= float(v) <= 1.0:
+                raise ValueError(f"impair.{name} must be a probability in [0, 1], got {v!r}")
+        for name in ("delay_us", "jitter_us", "rate_bps", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"impair.{name} must be an int, got {type(v).__name__}")
+            if v < 0:
+                raise ValueError(f"impair.{name} must be >= 0, got {v!r}")
+
+    @property
+    def active(self) -> bool:
+        return any((self.loss, self.duplicate, self.reorder, self.corrupt, self.delay_us,
+                    self.jitter_us, self.rate_bps))
+
+
+_DUR = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(us|ms|s)?\s*$")
+_RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)?\s*$", re.I)
+
+
+def _parse_duration_us(key: str, text: str) -> int:
+    m = _DUR.match(text)
+    if not m:
+        raise ValueError(f"impair.{key}: bad duration {text!r} (use e.g. 500us, 5ms, 1s; bare = ms)")
+    mult = {"us": 1, None: 1000, "ms": 1000, "s": 1000000}[m.group(2)]
+    return int(round(float(m.group(1)) * mult))
+
+
+def _parse_rate_bps(text: str) -> int:
+    m = _RATE.match(text)
+    if not m:
+        raise ValueError(f"impair.rate: bad rate {text!r} (use e.g. 100mbit)")
+    unit = (m.group(2) or "bit").lower()
+    mult = {"bit": 1, "kbit": 1000, "mbit": 1000000, "gbit": 1000000000,
+            "bps": 8, "kbps": 8000, "mbps": 8000000, "gbps": 8000000000}[unit]
+    return int(float(m.group(1)) * mult)
+
+
+def parse_impair(text: str) -> Optional[ImpairConfig]:
+    """Parse ``"loss=0.01,delay=5ms,..."``; empty/"none"/"off" -> None."""
+    text = (text or "").strip()
+    if text.lower() in ("", "none", "off", "0"):
+        return None
+    imp = ImpairConfig()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "=" not in part:
+            raise ValueError(f"impair: expected key=value, got {part!r}")
+        k, v = (s.strip() for s in part.split("=", 1))
+        k = k.lower()
+        try:
+            if k in ("loss", "duplicate", "dup", "reorder", "corrupt"):
+                k = "duplicate" if k == "dup" else k
+                val = v[:-1] if v.endswith("%") else v
+                f = float(val) / (100.0 if v.endswith("%") else 1.0)
+                setattr(imp, k, f)
+            elif k in ("delay", "jitter"):
+                setattr(imp, k + "_us", _parse_duration_us(k, v))
+            elif k == "rate":
+                imp.rate_bps = _parse_rate_bps(v)
+            elif k == "seed":
+                imp.seed = int(v, 0)
+            else:
+                raise ValueError(f"impair: unknown key {k!r} (known: loss, duplicate, reorder, "
+                                 "corrupt, delay, jitter, rate, seed)")
+        except ValueError as exc:
+            if str(exc).startswith("impair"):
+                raise
+            raise ValueError(f"impair.{k}: bad value {v!r}") from None
+    imp.validate()
+    return imp
+
+
+def _to_bool(name: str, text: str) -> bool:
+    t = text.strip().lower()
+    if t in ("1", "true", "yes", "on"):
+        return True
+    if t in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}: expected a boolean (1/0/true/false), got {text!r}")
+
+
+@dataclass
+class MTCPConfig:
+    """Configuration of an MTCPLoop and its engine. See the module docstring for precedence."""
+
+    #: Which link the engine runs on. "loopback": the process-wide in-process user-space loopback
+    #: (owns 127.0.0.0/8 and ::1; no root, no device). Real rings come with the testbed/benchmark work.
+    backend: str = "loopback"
+    #: Base loop class: "auto" (uvloop when installed, else asyncio's selector loop), "uvloop", "asyncio".
+    base: str = "auto"
+    #: Destinations the stack does not own: "kernel" (use the base loop unchanged) or "error"
+    #: (raise OSError(EADDRNOTAVAIL) naming the address).
+    fallback: str = "kernel"
+    #: Loopback mode: a listener on the stack also listens on the same port on the kernel's
+    #: 127.0.0.1/::1 (so curl, blocking sockets and other processes reach it).
+    kernel_mirror: bool = True
+    #: Connection blocks (listeners + connections + TIME-WAIT), C default 16384.
+    max_conns: Optional[int] = None
+    #: Per-connection send / receive buffer bytes, C default 262144.
+    sndbuf: Optional[int] = None
+    rcvbuf: Optional[int] = None
+    #: Shared buffer pool: chunks x chunk_size bytes, C default 32768 x 2048.
+    max_chunks: Optional[int] = None
+    chunk_size: Optional[int] = None
+    #: Engine event queue capacity, C default 65536.
+    max_events: Optional[int] = None
+    #: Congestion control: "cubic" (default) or "reno".
+    cc: str = "cubic"
+    #: Secret for ISNs, SYN cookies and port choice; 0 = the engine picks one.
+    seed: int = 0
+    #: Write every frame of the link to this pcap file.
+    pcap: Optional[str] = None
+    #: Impairment of the link (ImpairConfig, a dict of its fields, or the "loss=..,delay=.." string).
+    impair: Optional[Any] = None
+    #: TCP options offered/accepted.
+    sack: bool = True
+    timestamps: bool = True
+    window_scaling: bool = True
+    #: TCP_NODELAY on new connections (asyncio sets it on every TCP transport; so do we).
+    nodelay: bool = True
+    #: SYN cookies: "off", "on_overflow" (default), "always".
+    syncookies: str = "on_overflow"
+    #: Timers in microseconds (None = C default: 200 ms min RTO, 40 ms delayed ACK, 30 s MSL).
+    min_rto_us: Optional[int] = None
+    delack_us: Optional[int] = None
+    msl_us: Optional[int] = None
+    #: Slots of the loopback attachment's rings.
+    loopback_slots: int = 4096
+    #: Events taken from the engine per mtcp_engine_events call.
+    event_batch: int = 1024
+
+    _INT_FIELDS = ("max_conns", "sndbuf", "rcvbuf", "max_chunks", "chunk_size", "max_events",
+                   "seed", "min_rto_us", "delack_us", "msl_us", "loopback_slots", "event_batch")
+    _BOOL_FIELDS = ("kernel_mirror", "sack", "timestamps", "window_scaling", "nodelay")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- validation (the one place) ---------------------------------------------------------
+    def validate(self) -> "MTCPConfig":
+        def choice(name, allowed):
+            v = getattr(self, name)
+            if not isinstance(v, str):
+                raise TypeError(f"{name} must be a str, got {type(v).__name__}")
+            v = v.strip().lower()
+            if v not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {v!r}")
+            setattr(self, name, v)
+
+        choice("backend", _BACKENDS)
+        choice("base", _BASES)
+        choice("fallback", _FALLBACKS)
+        choice("cc", _CCS)
+        choice("syncookies", _SYNCOOKIES)
+        for name in self._BOOL_FIELDS:
+            v = getattr(self, name)
+            if not isinstance(v, bool):
+                raise TypeError(f"{name} must be a bool, got {type(v).__name__}")
+        limits = {
+            "max_conns": (4, 1 << 24), "sndbuf": (2048, 1 << 30), "rcvbuf": (2048, 1 << 30),
+            "max_chunks": (16, 1 << 26), "chunk_size": (256, 65536), "max_events": (16, 1 << 24),
+            "seed": (0, (1 << 64) - 1), "min_rto_us": (1000, 60000000),
+            "delack_us": (0, 40000), "msl_us": (0, 600000000),
+            "loopback_slots": (64, 1 << 20), "event_batch": (1, 1 << 20),
+        }
+        for name in self._INT_FIELDS:
+            v = getattr(self, name)
+            if v is None and name not in ("seed", "loopback_slots", "event_batch"):
+                continue
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+            lo, hi = limits[name]
+            if not lo <= v <= hi:
+                raise ValueError(f"{name} must be in [{lo}, {hi}], got {v}")
+        if self.loopback_slots & (self.loopback_slots - 1):
+            raise ValueError(f"loopback_slots must be a power of two, got {self.loopback_slots}")
+        if self.pcap is not None and not isinstance(self.pcap, (str, os.PathLike)):
+            raise TypeError(f"pcap must be a path, got {type(self.pcap).__name__}")
+        if self.pcap is not None:
+            self.pcap = os.fspath(self.pcap) or None
+        imp = self.impair
+        if isinstance(imp, str):
+            imp = parse_impair(imp)
+        elif isinstance(imp, Mapping):
+            try:
+                imp = ImpairConfig(**imp)
+            except TypeError as exc:
+                raise TypeError(f"impair: {exc}") from None
+        elif imp is not None and not isinstance(imp, ImpairConfig):
+            raise TypeError(f"impair must be an ImpairConfig, dict or str, got {type(imp).__name__}")
+        if imp is not None:
+            imp.validate()
+        self.impair = imp
+        return self
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def field_names(cls):
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides: Any) -> "MTCPConfig":
+        """Defaults, then MTCP_* variables, then keyword overrides; validated."""
+        env = os.environ if environ is None else environ
+        names = cls.field_names()
+        kw: dict = {}
+        for name in names:
+            key = "MTCP_" + name.upper()
+            if key not in env:
+                continue
+            text = env[key]
+            try:
+                if name in cls._BOOL_FIELDS:
+                    kw[name] = _to_bool(name, text)
+                elif name in cls._INT_FIELDS:
+                    t = text.strip()
+                    kw[name] = None if t.lower() in ("", "none", "default") else int(t, 0)
+                elif name == "pcap":
+                    kw[name] = text or None
+                else:
+                    kw[name] = text
+            except ValueError as exc:
+                raise ValueError(f"{key}: {exc}") from None
+        for k in overrides:
+            if k not in names:
+                raise TypeError(f"unknown mtcp_loop config field {k!r} (known: {', '.join(names)})")
+        kw.update(overrides)
+        try:
+            return cls(**kw)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"mtcp_loop config: {exc}") from None
+
+    @classmethod
+    def coerce(cls, config: Optional["MTCPConfig"] = None, **overrides: Any) -> "MTCPConfig":
+        """``config`` (if given) with overrides applied, else from_env(**overrides)."""
+        if config is None:
+            return cls.from_env(**overrides)
+        if not isinstance(config, MTCPConfig):
+            raise TypeError(f"config must be an MTCPConfig, got {type(config).__name__}")
+        if overrides:
+            for k in overrides:
+                if k not in cls.field_names():
+                    raise TypeError(f"unknown mtcp_loop config field {k!r}")
+            return dataclasses.replace(config, **overrides)
+        return config
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return d
+
+    # -- mapping onto struct mtcp_config ------------------------------------------------------
+    def fill_c_config(self, ffi, lib, c) -> None:
+        """Fill an already mtcp_config_default()-initialised struct mtcp_config."""
+        for name in ("max_conns", "sndbuf", "rcvbuf", "max_chunks", "chunk_size", "max_events",
+                     "min_rto_us", "delack_us", "msl_us"):
+            v = getattr(self, name)
+            if v is not None:
+                setattr(c, name, v)
+        c.cc = lib.MTCP_CC_RENO if self.cc == "reno" else lib.MTCP_CC_CUBIC
+        c.sack = int(self.sack)
+        c.timestamps = int(self.timestamps)
+        c.window_scaling = int(self.window_scaling)
+        c.nodelay_default = int(self.nodelay)
+        c.syncookies = {"off": lib.MTCP_SYNCOOKIES_OFF, "on_overflow": lib.MTCP_SYNCOOKIES_ON_OVERFLOW,
+                        "always": lib.MTCP_SYNCOOKIES_ALWAYS}[self.syncookies]
+        c.seed = self.seed

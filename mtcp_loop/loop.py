@@ -1,0 +1,1073 @@
+"""MTCPLoop: an asyncio event loop whose TCP runs on the user-space engine (native/engine).
+
+``make_loop_class(base)`` builds the loop class on a base loop: ``uvloop.Loop`` when installed,
+else ``asyncio.SelectorEventLoop``. Everything that is not TCP on a stack-owned address (DNS,
+UDP, Unix sockets, subprocesses, TCP to other addresses) is the base loop's, unchanged.
+
+Driving the engine (one per loop, like mTCP's per-core stack, but run-to-completion on the loop's
+thread):
+
+* the engine's link fd (an eventfd of the in-process loopback attachment) is watched with
+  add_reader, so frames from other loops/threads wake this loop;
+* every API call that changes the engine (send, close, connect, listen...) "kicks": it schedules
+  at most one pending ``call_soon(_run)``;
+* ``_run``: one ``mtcp_engine_poll`` (RX batch + timers + TX flush), then the whole batch of
+  events (``mtcp_engine_events`` into a preallocated ffi array) is dispatched to transports,
+  protocols, pending connects and listeners; writes made by protocols land in the engine's send
+  buffers at once and kick the next poll, which flushes them;
+* ``mtcp_engine_next_deadline`` is one loop timer, rescheduled only when the deadline changes.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import errno
+import ipaddress
+import logging
+import socket
+import time
+import weakref
+from asyncio import base_events, events, sslproto
+
+from ._native import errstr, ffi, lib
+from .config import MTCPConfig
+from .transports import MTCPTransport, PseudoSocket, addr_to_tuple, os_error
+
+try:
+    import ssl as _ssl
+except ImportError:  # pragma: no cover
+    _ssl = None
+
+logger = logging.getLogger("mtcp_loop")
+
+__all__ = ["make_loop_class", "loop_class_for", "MTCPServer", "available_bases"]
+
+_now_us = time.monotonic_ns
+
+
+def _monotonic_us():
+    return time.monotonic_ns() // 1000
+
+
+# --------------------------------------------------------------------------------------------
+# addresses
+# --------------------------------------------------------------------------------------------
+def _strip_scope(host):
+    return host.split("%", 1)[0] if isinstance(host, str) else host
+
+
+def stack_owns(family, host, listen=False):
+    """True when the in-process loopback stack owns this address (127.0.0.0/8, ::1; for a
+    listener also the wildcard addresses)."""
+    try:
+        ip = ipaddress.ip_address(_strip_scope(host))
+    except ValueError:
+        return False
+    if ip.version == 4:
+        return ip.is_loopback or (listen and int(ip) == 0)
+    if ip.ipv4_mapped is not None:
+        return False
+    return ip.is_loopback or (listen and int(ip) == 0)
+
+
+def _fill_addr(a, family, host, port):
+    if family == socket.AF_INET:
+        a.family = lib.MTCP_AF_INET
+        raw = socket.inet_pton(socket.AF_INET, host or "0.0.0.0")
+        ffi.memmove(a.ip, raw, 4)
+    else:
+        a.family = lib.MTCP_AF_INET6
+        raw = socket.inet_pton(socket.AF_INET6, _strip_scope(host) or "::")
+        ffi.memmove(a.ip, raw, 16)
+    a.port = int(port or 0)
+    return a
+
+
+def _family_of(host):
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+# --------------------------------------------------------------------------------------------
+# the engine of one loop
+# --------------------------------------------------------------------------------------------
+class _Engine:
+    """One mtcp engine attached to the in-process loopback link, driven by one loop."""
+
+    def __init__(self, loop, config: MTCPConfig):
+        self.loop = loop
+        self.config = config
+        err = ffi.new("char[]", 256)
+        link = lib.mtcp_loopback_open(config.loopback_slots, err, 256)
+        if link == ffi.NULL:
+            raise OSError(errno.EIO, f"mtcp_loopback_open failed: {errstr(err)}")
+        self._impaired = False
+        if config.impair is not None and config.impair.active:
+            imp = ffi.new("struct mtcp_impair *")
+            i = config.impair
+            imp.loss, imp.duplicate, imp.reorder, imp.corrupt = i.loss, i.duplicate, i.reorder, i.corrupt
+            imp.delay_us, imp.jitter_us, imp.rate_bps, imp.seed = i.delay_us, i.jitter_us, i.rate_bps, i.seed
+            wrapped = lib.mtcp_impair_wrap(link, imp, err, 256)
+            if wrapped == ffi.NULL:
+                lib.mtcp_link_close(link)
+                raise ValueError(f"impair: {errstr(err)}")
+            link = wrapped
+            self._impaired = True
+        if config.pcap:
+            rc = lib.mtcp_link_pcap(link, config.pcap.encode())
+            if rc < 0:
+                lib.mtcp_link_close(link)
+                raise os_error(-rc, f"pcap {config.pcap!r}")
+        c = ffi.new("struct mtcp_config *")
+        lib.mtcp_config_default(c)
+        config.fill_c_config(ffi, lib, c)
+        c.link_type = lib.MTCP_LINK_IP
+        c.mtu = 65535 if c.mtu < 65535 else c.mtu
+        c.own_prefix = 1
+        ffi.memmove(c.ipv4, bytes([127, 0, 0, 1]), 4)
+        c.ipv4_prefix = 8
+        ffi.memmove(c.ipv6, socket.inet_pton(socket.AF_INET6, "::1"), 16)
+        c.ipv6_prefix = 128
+        e = lib.mtcp_engine_new(c, link, err, 256)
+        if e == ffi.NULL:
+            lib.mtcp_link_close(link)
+            raise ValueError(f"mtcp_engine_new: {errstr(err)}")
+        self.link = link
+        self.e = e
+        self._nev = config.event_batch
+        self._ev = ffi.new("struct mtcp_event[]", self._nev)
+        self._rxbuf = ffi.new("uint8_t[]", MTCPTransport.max_size)
+        self._rxview = ffi.buffer(self._rxbuf)
+        self._a1 = ffi.new("struct mtcp_addr *")
+        self._a2 = ffi.new("struct mtcp_addr *")
+        self._conns = {}            # cid -> transport
+        self._connecting = {}       # cid -> future
+        self._listeners = {}        # lid -> MTCPServer
+        self._unowned = {}          # accepted cid not yet owned by a transport -> [peer_eof, err]
+        self._scheduled = False
+        self._deadline = -1
+        self._timer = None
+        self.polls = 0
+        self.events = 0
+        self.fd = lib.mtcp_engine_fd(e)
+        if self.fd >= 0:
+            loop._add_reader_base(self.fd, self._on_fd)
+        self.kick()
+
+    # -- driving ----------------------------------------------------------------------------
+    def kick(self):
+        if not self._scheduled and self.e is not None:
+            self._scheduled = True
+            self.loop.call_soon(self._run)
+
+    def _on_fd(self):
+        if not self._scheduled:
+            self._scheduled = True
+            self._run()
+
+    def _on_timer(self):
+        self._timer = None
+        self._deadline = -1
+        if not self._scheduled:
+            self._scheduled = True
+            self._run()
+
+    def _run(self):
+        self._scheduled = False
+        e = self.e
+        if e is None:
+            return
+        now = time.monotonic_ns() // 1000
+        n = lib.mtcp_engine_poll(e, now)
+        self.polls += 1
+        if n:
+            self._dispatch()
+        d = lib.mtcp_engine_next_deadline(e)
+        if d != self._deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._deadline = d
+            if d >= 0:
+                delay = (d - now) / 1e6
+                self._timer = self.loop.call_later(delay if delay > 0 else 0.0, self._on_timer)
+
+    def _dispatch(self):
+        ev = self._ev
+        nev = self._nev
+        conns = self._conns
+        while self.e is not None:
+            k = lib.mtcp_engine_events(self.e, ev, nev)
+            self.events += k
+            for i in range(k):
+                x = ev[i]
+                t = x.type
+                cid = x.cid
+                if t == 4:      # MTCP_EV_READABLE
+                    tr = conns.get(cid)
+                    if tr is not None:
+                        tr._on_readable()
+                elif t == 5:    # MTCP_EV_WRITABLE
+                    tr = conns.get(cid)
+                    if tr is not None:
+                        tr._on_writable()
+                elif t == 1:    # MTCP_EV_ACCEPT
+                    srv = self._listeners.get(x.parent)
+                    if srv is None:
+                        lib.mtcp_abort(self.e, cid)
+                    else:
+                        self._unowned[cid] = [False, 0]
+                        srv._on_accept(cid)
+                elif t == 2:    # MTCP_EV_CONNECTED
+                    fut = self._connecting.pop(cid, None)
+                    if fut is None or fut.done():
+                        lib.mtcp_abort(self.e, cid)
+                    else:
+                        fut.set_result(cid)
+                elif t == 3:    # MTCP_EV_CONNECT_FAILED
+                    fut = self._connecting.pop(cid, None)
+                    lib.mtcp_close(self.e, cid)
+                    if fut is not None and not fut.done():
+                        fut.set_exception(ConnectionError_from(x.err, fut))
+                elif t == 6:    # MTCP_EV_PEER_CLOSED
+                    tr = conns.get(cid)
+                    if tr is not None:
+                        tr._on_peer_closed()
+                    elif cid in self._unowned:
+                        self._unowned[cid][0] = True
+                elif t == 7:    # MTCP_EV_ERROR
+                    tr = conns.get(cid)
+                    if tr is not None:
+                        tr._on_error(x.err)
+                    elif cid in self._unowned:
+                        self._unowned[cid][1] = x.err
+                elif t == 8:    # MTCP_EV_CLOSED
+                    tr = conns.get(cid)
+                    if tr is not None:
+                        tr._engine_closed = True
+            if k < nev:
+                break
+
+    # -- connection API used by transports ----------------------------------------------------
+    def register(self, cid, transport):
+        self._conns[cid] = transport
+        early = self._unowned.pop(cid, None)
+        if early is not None:
+            peer_eof, err = early
+            if peer_eof:
+                transport._peer_eof = True
+            if err:
+                self.loop.call_soon(transport._on_error, err)
+
+    def release(self, cid, abort=False):
+        self._conns.pop(cid, None)
+        self._unowned.pop(cid, None)
+        if self.e is None:
+            return
+        if abort:
+            lib.mtcp_abort(self.e, cid)
+        else:
+            lib.mtcp_close(self.e, cid)
+        self.kick()
+
+    def send(self, cid, data):
+        if self.e is None:
+            return -errno.EBADF
+        n = len(data)
+        if n > 1 << 30:
+            n = 1 << 30
+        r = lib.mtcp_send(self.e, cid, ffi.from_buffer(data), n)
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self._run)
+        return r
+
+    def readable(self, cid):
+        if self.e is None:
+            return -errno.EBADF
+        return lib.mtcp_readable(self.e, cid)
+
+    def recv_bytes(self, cid, n):
+        if self.e is None:
+            return -errno.EBADF
+        r = lib.mtcp_recv(self.e, cid, self._rxbuf, n)
+        if r > 0:
+            self.kick()    # the window may reopen: let the engine announce it
+            return self._rxview[:r]
+        if r == 0:
+            return None
+        return r
+
+    def recv_into(self, cid, buf):
+        if self.e is None:
+            return -errno.EBADF
+        mv = memoryview(buf)
+        n = mv.nbytes
+        if n > 1 << 30:
+            n = 1 << 30
+        r = lib.mtcp_recv(self.e, cid, ffi.from_buffer(mv, require_writable=True), n)
+        if r > 0:
+            self.kick()
+        return r
+
+    def shutdown(self, cid):
+        if self.e is None:
+            return -errno.EBADF
+        r = lib.mtcp_shutdown(self.e, cid)
+        self.kick()
+        return r
+
+    def getaddrs(self, cid):
+        a1, a2 = self._a1, self._a2
+        rc = lib.mtcp_getaddrs(self.e, cid, a1, a2)
+        if rc < 0:
+            raise os_error(-rc, "mtcp_getaddrs")
+        return addr_to_tuple(ffi, a1), (addr_to_tuple(ffi, a2) if a2.family else None)
+
+    def conn_info(self, cid):
+        out = ffi.new("struct mtcp_conn_info *")
+        rc = lib.mtcp_conn_info(self.e, cid, out)
+        if rc < 0:
+            raise os_error(-rc, "mtcp_conn_info")
+        d = {k: getattr(out, k) for k in ("state", "mss", "srtt_us", "rttvar_us", "rto_us", "cwnd",
+                                           "ssthresh", "snd_wnd", "rcv_wnd", "unacked", "sndbuf_used",
+                                           "rcvbuf_used", "bytes_sent", "bytes_received",
+                                           "retransmits", "flags")}
+        d["local"] = addr_to_tuple(ffi, out.local)
+        d["remote"] = addr_to_tuple(ffi, out.remote)
+        return d
+
+    def listen(self, family, host, port, backlog):
+        a = _fill_addr(ffi.new("struct mtcp_addr *"), family, host, port)
+        lid = lib.mtcp_listen(self.e, a, int(backlog))
+        if lid < 0:
+            raise os_error(-lid, f"error while attempting to bind on address {(host, port)!r}")
+        self.kick()
+        return lid
+
+    def connect(self, family, host, port, local=None):
+        r = _fill_addr(ffi.new("struct mtcp_addr *"), family, host, port)
+        la = ffi.NULL
+        if local is not None:
+            la = _fill_addr(ffi.new("struct mtcp_addr *"), family, local[0], local[1])
+        cid = lib.mtcp_connect(self.e, _monotonic_us(), r, la)
+        if cid < 0:
+            raise os_error(-cid, f"Connect call failed {(host, port)!r}")
+        self.kick()
+        return cid
+
+    def counters(self):
+        n = lib.mtcp_counter_count()
+        arr = ffi.new("uint64_t[]", n)
+        lib.mtcp_engine_counters(self.e, arr, n)
+        out = {}
+        for i in range(n):
+            name = lib.mtcp_counter_name(i)
+            key = ffi.string(name).decode() if name != ffi.NULL else f"counter{i}"
+            out[key] = int(arr[i])
+        return out
+
+    def impair_counters(self):
+        if not self._impaired:
+            return None
+        out = ffi.new("uint64_t[5]")
+        lib.mtcp_impair_counters(self.link, out)
+        return dict(zip(("dropped", "duplicated", "reordered", "corrupted", "delayed"), map(int, out)))
+
+    def close(self):
+        if self.e is None:
+            return
+        for tr in list(self._conns.values()):
+            tr._released = True
+            tr._closing = True
+            tr._conn_lost += 1
+        for fut in self._connecting.values():
+            if not fut.done():
+                fut.cancel()
+        self._conns.clear()
+        self._connecting.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.fd >= 0:
+            try:
+                self.loop._remove_reader_base(self.fd)
+            except Exception:
+                pass
+        e, self.e = self.e, None
+        lib.mtcp_engine_free(e)
+        lib.mtcp_link_close(self.link)
+        self.link = None
+
+
+def ConnectionError_from(err, fut):
+    addr = getattr(fut, "_mtcp_addr", None)
+    return os_error(err, f"Connect call failed {addr!r}" if addr is not None else "Connect call failed")
+
+
+# --------------------------------------------------------------------------------------------
+# Server
+# --------------------------------------------------------------------------------------------
+class MTCPServer(events.AbstractServer):
+    """asyncio Server semantics (3.11) over stack listeners plus kernel mirror listeners."""
+
+    def __init__(self, loop, engine, protocol_factory, ssl_context, backlog,
+                 ssl_handshake_timeout, ssl_shutdown_timeout):
+        self._loop = loop
+        self._engine = engine
+        self._protocol_factory = protocol_factory
+        self._ssl_context = ssl_context
+        self._backlog = backlog
+        self._ssl_handshake_timeout = ssl_handshake_timeout
+        self._ssl_shutdown_timeout = ssl_shutdown_timeout
+        self._listeners = []       # (lid, PseudoSocket)
+        self._kernel_servers = []  # base loop servers (kernel mirror / kernel-only addresses)
+        self._kernel_socks = []
+        self._active_count = 0
+        self._waiters = []
+        self._serving = False
+        self._serving_forever_fut = None
+        self._pending = collections.deque()
+        self._closed = False
+
+    def __repr__(self):
+        return f"<{self.__class__.__name__} sockets={self.sockets!r}>"
+
+    def _attach(self):
+        assert not self._closed or self._active_count >= 0
+        self._active_count += 1
+
+    def _detach(self):
+        assert self._active_count > 0
+        self._active_count -= 1
+        if self._active_count == 0 and self._closed:
+            self._wakeup()
+
+    def _wakeup(self):
+        waiters = self._waiters
+        self._waiters = None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _add_listener(self, lid, family):
+        local, _ = self._engine.getaddrs(lid)
+        ps = PseudoSocket(self._loop, self._engine, lid, family, local, None, listener=True)
+        self._listeners.append((lid, ps))
+        self._engine._listeners[lid] = self
+
+    def _on_accept(self, cid):
+        if not self._serving:
+            self._pending.append(cid)
+            return
+        self._accept(cid)
+
+    def _accept(self, cid):
+        loop = self._loop
+        eng = self._engine
+        loop._mtcp_n_user_accepted += 1
+        try:
+            protocol = self._protocol_factory()
+            if self._ssl_context is not None:
+                waiter = loop.create_future()
+                ssl_protocol = sslproto.SSLProtocol(
+                    loop, protocol, self._ssl_context, waiter, server_side=True,
+                    ssl_handshake_timeout=self._ssl_handshake_timeout,
+                    ssl_shutdown_timeout=self._ssl_shutdown_timeout)
+                MTCPTransport(loop, eng, cid, ssl_protocol, server=self)
+                waiter.add_done_callback(_consume_exception)
+            else:
+                MTCPTransport(loop, eng, cid, protocol, server=self)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            eng.release(cid, abort=True)
+            if loop.get_debug():
+                loop.call_exception_handler({
+                    "message": "Error on transport creation for incoming connection",
+                    "exception": exc})
+
+    def get_loop(self):
+        return self._loop
+
+    def is_serving(self):
+        return self._serving
+
+    @property
+    def sockets(self):
+        if self._closed:
+            return ()
+        socks = [ps for _, ps in self._listeners]
+        if not socks:
+            for ks in self._kernel_servers:
+                socks.extend(ks.sockets or ())
+        return tuple(socks)
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        eng = self._engine
+        for lid, _ in self._listeners:
+            eng._listeners.pop(lid, None)
+            eng.release(lid)
+        self._listeners = []
+        while self._pending:
+            eng.release(self._pending.popleft(), abort=True)
+        for ks in self._kernel_servers:
+            ks.close()
+        self._serving = False
+        if self._serving_forever_fut is not None and not self._serving_forever_fut.done():
+            self._serving_forever_fut.cancel()
+            self._serving_forever_fut = None
+        if self._active_count == 0:
+            self._wakeup()
+
+    def _start_serving(self):
+        if self._serving:
+            return
+        self._serving = True
+        while self._pending:
+            self._accept(self._pending.popleft())
+
+    async def start_serving(self):
+        self._start_serving()
+        for ks in self._kernel_servers:
+            await ks.start_serving()
+        await asyncio.sleep(0)
+
+    async def serve_forever(self):
+        if self._serving_forever_fut is not None:
+            raise RuntimeError(f"server {self!r} is already being awaited on serve_forever()")
+        if self._closed:
+            raise RuntimeError(f"server {self!r} is closed")
+        await self.start_serving()
+        self._serving_forever_fut = self._loop.create_future()
+        try:
+            await self._serving_forever_fut
+        except asyncio.CancelledError:
+            try:
+                self.close()
+                await self.wait_closed()
+            finally:
+                raise
+        finally:
+            self._serving_forever_fut = None
+
+    async def wait_closed(self):
+        # asyncio 3.11 semantics: returns at once once close() ran (3.12 waits for connections).
+        if self._closed or self._waiters is None:
+            for ks in self._kernel_servers:
+                await ks.wait_closed()
+            return
+        waiter = self._loop.create_future()
+        self._waiters.append(waiter)
+        await waiter
+        for ks in self._kernel_servers:
+            await ks.wait_closed()
+
+
+def _consume_exception(fut):
+    if not fut.cancelled():
+        fut.exception()
+
+
+# --------------------------------------------------------------------------------------------
+# the loop mixin
+# --------------------------------------------------------------------------------------------
+_SENTINEL = object()
+
+
+class _MTCPLoopMixin:
+    """Methods layered over the base loop (see make_loop_class)."""
+
+    _mtcp_base_name = "?"
+
+    def __init__(self, config=None, **overrides):
+        super().__init__()
+        self._mtcp_config = MTCPConfig.coerce(config, **overrides)
+        self._mtcp_engine = None
+        self._mtcp_adopted = {}          # kernel socket -> (cid, finalizer) after sock_connect
+        self._mtcp_n_user_connected = 0
+        self._mtcp_n_user_accepted = 0
+        self._mtcp_n_kernel_connected = 0
+        self._mtcp_n_kernel_accepted = 0
+
+    # base add_reader without any override (engines use it for their fd)
+    def _add_reader_base(self, fd, cb):
+        return super().add_reader(fd, cb)
+
+    def _remove_reader_base(self, fd):
+        return super().remove_reader(fd)
+
+    @property
+    def mtcp_config(self):
+        return self._mtcp_config
+
+    def _engine(self):
+        eng = self._mtcp_engine
+        if eng is None:
+            if self.is_closed():
+                raise RuntimeError("Event loop is closed")
+            eng = self._mtcp_engine = _Engine(self, self._mtcp_config)
+        return eng
+
+    def stats(self):
+        """Engine counters (netstat -s like) plus how many connections took each path."""
+        eng = self._mtcp_engine
+        d = eng.counters() if eng is not None and eng.e is not None else {}
+        d["loop.userspace_connected"] = self._mtcp_n_user_connected
+        d["loop.userspace_accepted"] = self._mtcp_n_user_accepted
+        d["loop.kernel_connected"] = self._mtcp_n_kernel_connected
+        d["loop.kernel_accepted"] = self._mtcp_n_kernel_accepted
+        d["loop.userspace_connections"] = self._mtcp_n_user_connected + self._mtcp_n_user_accepted
+        d["loop.kernel_connections"] = self._mtcp_n_kernel_connected + self._mtcp_n_kernel_accepted
+        if eng is not None and eng.e is not None:
+            d["loop.engine_polls"] = eng.polls
+            d["loop.engine_events"] = eng.events
+            d["loop.open_transports"] = len(eng._conns)
+            imp = eng.impair_counters()
+            if imp:
+                for k, v in imp.items():
+                    d["impair." + k] = v
+        return d
+
+    def close(self):
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        eng = self._mtcp_engine
+        if eng is not None:
+            eng.close()
+        for sock, (cid, fin) in list(self._mtcp_adopted.items()):
+            fin.detach()
+        self._mtcp_adopted.clear()
+        super().close()
+
+    # -- routing -------------------------------------------------------------------------------
+    def _route_to_stack(self, family, host, port):
+        """Should an outgoing connection to (host, port) take the user-space stack?"""
+        if not stack_owns(family, host):
+            return False
+        fam = lib.MTCP_AF_INET6 if family == socket.AF_INET6 else lib.MTCP_AF_INET
+        if lib.mtcp_loopback_has_listener(fam, int(port)):
+            return True
+        return self._mtcp_config.fallback == "error"
+
+    def _not_owned_error(self, host, port):
+        return OSError(errno.EADDRNOTAVAIL,
+                       f"mtcp_loop: address {(host, port)!r} is not owned by the user-space stack "
+                       "(fallback='error'; the loopback stack owns 127.0.0.0/8 and ::1)")
+
+    async def _stack_connect(self, family, host, port, local=None):
+        eng = self._engine()
+        cid = eng.connect(family, host, port, local)
+        fut = self.create_future()
+        fut._mtcp_addr = (host, port)
+        eng._connecting[cid] = fut
+        try:
+            await fut
+        except BaseException:
+            if eng._connecting.pop(cid, None) is not None and eng.e is not None:
+                lib.mtcp_abort(eng.e, cid)
+                eng.kick()
+            raise
+        return cid
+
+    async def _stack_transport(self, cid, protocol_factory, ssl, server_hostname,
+                               ssl_handshake_timeout, ssl_shutdown_timeout, kernel_sock=None):
+        eng = self._engine()
+        try:
+            protocol = protocol_factory()
+        except BaseException:
+            eng.release(cid, abort=True)
+            raise
+        waiter = self.create_future()
+        if ssl:
+            sslcontext = None if isinstance(ssl, bool) else ssl
+            ssl_protocol = sslproto.SSLProtocol(
+                self, protocol, sslcontext, waiter, False, server_hostname,
+                ssl_handshake_timeout=ssl_handshake_timeout,
+                ssl_shutdown_timeout=ssl_shutdown_timeout)
+            transport = MTCPTransport(self, eng, cid, ssl_protocol, kernel_sock=kernel_sock)
+        else:
+            transport = MTCPTransport(self, eng, cid, protocol, waiter, kernel_sock=kernel_sock)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            raise
+        self._mtcp_n_user_connected += 1
+        if ssl:
+            return ssl_protocol._app_transport, protocol
+        return transport, protocol
+
+    async def _resolve_stream(self, host, port, family, proto, flags):
+        infos = await self.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM,
+                                       proto=proto, flags=flags)
+        if not infos:
+            raise OSError("getaddrinfo() returned empty list")
+        return infos
+
+    # -- create_connection ---------------------------------------------------------------------
+    async def create_connection(self, protocol_factory, host=None, port=None, *, ssl=None,
+                                family=0, proto=0, flags=0, sock=None, local_addr=None,
+                                server_hostname=None, ssl_handshake_timeout=None,
+                                ssl_shutdown_timeout=None, happy_eyeballs_delay=None,
+                                interleave=None, **kwargs):
+        passthrough = dict(ssl=ssl, family=family, proto=proto, flags=flags, sock=sock,
+                           local_addr=local_addr, server_hostname=server_hostname,
+                           ssl_handshake_timeout=ssl_handshake_timeout,
+                           ssl_shutdown_timeout=ssl_shutdown_timeout, **kwargs)
+        if happy_eyeballs_delay is not None:
+            passthrough["happy_eyeballs_delay"] = happy_eyeballs_delay
+        if interleave is not None:
+            passthrough["interleave"] = interleave
+
+        if server_hostname is not None and not ssl:
+            raise ValueError("server_hostname is only meaningful with ssl")
+        if server_hostname is None and ssl:
+            if not host:
+                if sock is None or sock not in self._mtcp_adopted:
+                    raise ValueError("You must set server_hostname when using ssl without a host")
+            server_hostname = host
+        if ssl_handshake_timeout is not None and not ssl:
+            raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
+        if ssl_shutdown_timeout is not None and not ssl:
+            raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
+
+        if sock is not None:
+            if host is not None or port is not None:
+                raise ValueError("host/port and sock can not be specified at the same time")
+            adopted = self._mtcp_adopted.pop(sock, None)
+            if adopted is not None:
+                cid, fin = adopted
+                fin.detach()
+                if server_hostname is None and ssl:
+                    server_hostname = self._engine().getaddrs(cid)[1][0]
+                sock.setblocking(False)
+                return await self._stack_transport(cid, protocol_factory, ssl, server_hostname,
+                                                   ssl_handshake_timeout, ssl_shutdown_timeout,
+                                                   kernel_sock=sock)
+            res = await super().create_connection(protocol_factory, **passthrough)
+            self._mtcp_n_kernel_connected += 1
+            return res
+
+        if host is None and port is None:
+            raise ValueError("host and port was not specified and no sock specified")
+        infos = await self._resolve_stream(host, port, family, proto, flags)
+        stack = [(fam, sa) for fam, _t, _p, _c, sa in infos if self._route_to_stack(fam, sa[0], sa[1])]
+        others = [(fam, sa) for fam, _t, _p, _c, sa in infos if not self._route_to_stack(fam, sa[0], sa[1])]
+        if self._mtcp_config.fallback == "error":
+            bad = [sa for fam, sa in others if not stack_owns(fam, sa[0])]
+            if bad and not stack:
+                raise self._not_owned_error(bad[0][0], bad[0][1])
+        if not stack:
+            res = await super().create_connection(protocol_factory, host, port, **passthrough)
+            self._mtcp_n_kernel_connected += 1
+            return res
+
+        exceptions = []
+        for fam, sa in stack:
+            local = None
+            if local_addr is not None:
+                linfos = await self._resolve_stream(local_addr[0], local_addr[1], fam, proto, flags)
+                local = linfos[0][4][:2]
+            try:
+                cid = await self._stack_connect(fam, sa[0], sa[1], local)
+            except OSError as exc:
+                exceptions.append(exc)
+                continue
+            return await self._stack_transport(cid, protocol_factory, ssl, server_hostname,
+                                               ssl_handshake_timeout, ssl_shutdown_timeout)
+        if others and self._mtcp_config.fallback == "kernel":
+            res = await super().create_connection(protocol_factory, host, port, **passthrough)
+            self._mtcp_n_kernel_connected += 1
+            return res
+        if len(exceptions) == 1:
+            raise exceptions[0]
+        model = str(exceptions[0])
+        if all(str(exc) == model for exc in exceptions):
+            raise exceptions[0]
+        raise OSError("Multiple exceptions: {}".format(", ".join(str(exc) for exc in exceptions)))
+
+    # -- sock_connect: adopt kernel sockets connecting to the stack ----------------------------
+    async def sock_connect(self, sock, address):
+        if (sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM
+                and isinstance(address, tuple) and len(address) >= 2):
+            host, port = address[0], address[1]
+            try:
+                ipaddress.ip_address(_strip_scope(host))
+                literal = True
+            except ValueError:
+                literal = False
+            if not literal:
+                infos = await self._resolve_stream(host, port, sock.family, 0, 0)
+                host, port = infos[0][4][0], infos[0][4][1]
+            if self._route_to_stack(sock.family, host, port):
+                local = None
+                try:
+                    lsa = sock.getsockname()
+                    if lsa[1]:
+                        local = lsa[:2]
+                except OSError:
+                    pass
+                cid = await self._stack_connect(sock.family, host, port, local)
+                eng = self._engine()
+                fin = weakref.finalize(sock, eng.release, cid, True)
+                self._mtcp_adopted[sock] = (cid, fin)
+                return None
+        return await super().sock_connect(sock, address)
+
+    # -- create_server ---------------------------------------------------------------------------
+    async def create_server(self, protocol_factory, host=None, port=None, *,
+                            family=socket.AF_UNSPEC, flags=socket.AI_PASSIVE, sock=None,
+                            backlog=100, ssl=None, reuse_address=None, reuse_port=None,
+                            ssl_handshake_timeout=None, ssl_shutdown_timeout=None,
+                            start_serving=True, **kwargs):
+        if isinstance(ssl, bool):
+            raise TypeError("ssl argument must be an SSLContext or None")
+        if ssl_handshake_timeout is not None and ssl is None:
+            raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
+        if ssl_shutdown_timeout is not None and ssl is None:
+            raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
+        kernel_kw = dict(backlog=backlog, ssl=ssl, ssl_handshake_timeout=ssl_handshake_timeout,
+                         ssl_shutdown_timeout=ssl_shutdown_timeout, start_serving=start_serving,
+                         **kwargs)
+
+        def counted_factory():
+            self._mtcp_n_kernel_accepted += 1
+            return protocol_factory()
+
+        if sock is not None:
+            if host is not None or port is not None:
+                raise ValueError("host/port and sock can not be specified at the same time")
+            if sock.type != socket.SOCK_STREAM:
+                raise ValueError(f"A Stream Socket was expected, got {sock!r}")
+            try:
+                sa = sock.getsockname()
+            except OSError:
+                sa = None
+            if (sock.family not in (socket.AF_INET, socket.AF_INET6) or sa is None
+                    or not stack_owns(sock.family, sa[0], listen=True)):
+                if self._mtcp_config.fallback == "error" and sock.family in (socket.AF_INET, socket.AF_INET6):
+                    raise self._not_owned_error(sa and sa[0], sa and sa[1])
+                return await super().create_server(counted_factory, sock=sock, **kernel_kw)
+            # adopt: serve on the stack at the socket's address, and kernel arrivals on the socket
+            eng = self._engine()
+            server = MTCPServer(self, eng, protocol_factory, ssl, backlog,
+                                ssl_handshake_timeout, ssl_shutdown_timeout)
+            lid = eng.listen(sock.family, sa[0], sa[1], backlog)
+            try:
+                server._add_listener(lid, sock.family)
+                ks = await super().create_server(counted_factory, sock=sock, **kernel_kw)
+                server._kernel_servers.append(ks)
+            except BaseException:
+                server.close()
+                raise
+            if start_serving:
+                server._start_serving()
+                await asyncio.sleep(0)
+            return server
+
+        # host/port form
+        if host == "":
+            hosts = [None]
+        elif isinstance(host, str) or host is None:
+            hosts = [host]
+        else:
+            hosts = list(host)
+        targets = []   # (family, ip)
+        for h in hosts:
+            if h is None or h == "":
+                for fam, ip in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+                    if family in (socket.AF_UNSPEC, 0, fam):
+                        if fam == socket.AF_INET6 and not socket.has_ipv6:
+                            continue
+                        targets.append((fam, ip))
+                continue
+            infos = await self.getaddrinfo(h, port or 0, family=family, type=socket.SOCK_STREAM,
+                                           flags=flags)
+            if not infos:
+                raise OSError(f"getaddrinfo({h!r}) returned empty list")
+            for fam, _t, _p, _c, sa in infos:
+                if (fam, sa[0]) not in targets:
+                    targets.append((fam, sa[0]))
+        stack_t = [t for t in targets if stack_owns(t[0], t[1], listen=True)]
+        if not stack_t:
+            if self._mtcp_config.fallback == "error":
+                raise self._not_owned_error(targets[0][1] if targets else host, port)
+            return await super().create_server(counted_factory, host, port, family=family,
+                                               flags=flags, reuse_address=reuse_address,
+                                               reuse_port=reuse_port, **kernel_kw)
+        if self._mtcp_config.fallback == "error" and len(stack_t) != len(targets):
+            bad = [t for t in targets if t not in stack_t][0]
+            raise self._not_owned_error(bad[1], port)
+
+        mirror = self._mtcp_config.kernel_mirror
+        eng = self._engine()
+        if reuse_address is None:
+            reuse_address = True
+        attempts = 20 if not port else 1
+        last_exc = None
+        for _ in range(attempts):
+            server = MTCPServer(self, eng, protocol_factory, ssl, backlog,
+                                ssl_handshake_timeout, ssl_shutdown_timeout)
+            ksocks = []
+            chosen = int(port or 0)
+            try:
+                for fam, ip in targets:
+                    on_stack = (fam, ip) in stack_t
+                    if mirror or not on_stack:
+                        ks = self._bind_kernel(fam, ip, chosen, reuse_address, reuse_port,
+                                               optional=on_stack)
+                        if ks is not None:
+                            ksocks.append(ks)
+                            if not chosen:
+                                chosen = ks.getsockname()[1]
+                    if on_stack:
+                        lid = eng.listen(fam, ip, chosen, backlog)
+                        server._add_listener(lid, fam)
+                        if not chosen:
+                            chosen = server._listeners[-1][1].getsockname()[1]
+            except OSError as exc:
+                server.close()
+                for s in ksocks:
+                    s.close()
+                if exc.errno == errno.EADDRINUSE and not port:
+                    last_exc = exc
+                    continue
+                raise
+            except BaseException:
+                server.close()
+                for s in ksocks:
+                    s.close()
+                raise
+            break
+        else:
+            raise last_exc
+        try:
+            for s in ksocks:
+                ks = await super().create_server(counted_factory, sock=s, **kernel_kw)
+                server._kernel_servers.append(ks)
+        except BaseException:
+            server.close()
+            for s in ksocks:
+                s.close()
+            raise
+        if start_serving:
+            server._start_serving()
+            await asyncio.sleep(0)
+        return server
+
+    def _bind_kernel(self, fam, ip, port, reuse_address, reuse_port, optional):
+        try:
+            s = socket.socket(fam, socket.SOCK_STREAM, 0)
+        except OSError:
+            if optional:
+                return None
+            raise
+        try:
+            if reuse_address:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, True)
+            if reuse_port:
+                if not hasattr(socket, "SO_REUSEPORT"):
+                    raise ValueError("reuse_port not supported by socket module")
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if fam == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, True)
+            try:
+                s.bind((ip, port))
+            except OSError as err:
+                if optional and err.errno == errno.EADDRNOTAVAIL:
+                    s.close()
+                    return None
+                raise OSError(err.errno, "error while attempting to bind on address %r: %s"
+                              % ((ip, port), err.strerror.lower())) from None
+            s.setblocking(False)
+        except BaseException:
+            s.close()
+            raise
+        return s
+
+    # -- start_tls / sendfile over stack transports --------------------------------------------
+    @staticmethod
+    def _is_stack_transport(transport):
+        if isinstance(transport, MTCPTransport):
+            return True
+        if isinstance(transport, sslproto._SSLProtocolTransport):
+            ssl_proto = getattr(transport, "_ssl_protocol", None)
+            return isinstance(getattr(ssl_proto, "_transport", None), MTCPTransport)
+        return False
+
+    async def start_tls(self, transport, protocol, sslcontext, *, server_side=False,
+                        server_hostname=None, ssl_handshake_timeout=None, ssl_shutdown_timeout=None):
+        if not self._is_stack_transport(transport):
+            return await super().start_tls(transport, protocol, sslcontext, server_side=server_side,
+                                           server_hostname=server_hostname,
+                                           ssl_handshake_timeout=ssl_handshake_timeout,
+                                           ssl_shutdown_timeout=ssl_shutdown_timeout)
+        return await base_events.BaseEventLoop.start_tls(
+            self, transport, protocol, sslcontext, server_side=server_side,
+            server_hostname=server_hostname, ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout)
+
+    async def sendfile(self, transport, file, offset=0, count=None, *, fallback=True):
+        if not self._is_stack_transport(transport):
+            return await super().sendfile(transport, file, offset, count, fallback=fallback)
+        if transport.is_closing():
+            raise RuntimeError("Transport is closing")
+        if not fallback:
+            raise RuntimeError(f"fallback is disabled and native sendfile is not supported for "
+                               f"transport {transport!r}")
+        return await base_events.BaseEventLoop._sendfile_fallback(self, transport, file, offset, count)
+
+
+_classes = {}
+
+
+def available_bases():
+    """Base loop names usable here: 'asyncio' always, 'uvloop' when installed."""
+    names = ["asyncio"]
+    try:
+        import uvloop  # noqa: F401
+        names.insert(0, "uvloop")
+    except ImportError:
+        pass
+    return names
+
+
+def _base_class(name):
+    if name in ("auto", None):
+        name = available_bases()[0]
+    if name == "uvloop":
+        import uvloop
+        return "uvloop", uvloop.Loop
+    if name == "asyncio":
+        return "asyncio", asyncio.SelectorEventLoop
+    raise ValueError(f"base must be 'auto', 'uvloop' or 'asyncio', got {name!r}")
+
+
+def make_loop_class(base):
+    """Build an MTCPLoop class on ``base`` (a loop class, or 'uvloop'/'asyncio'/'auto')."""
+    if isinstance(base, str) or base is None:
+        name, base_cls = _base_class(base)
+    else:
+        base_cls = base
+        name = "uvloop" if base.__module__.startswith("uvloop") else "asyncio"
+    key = base_cls
+    if key in _classes:
+        return _classes[key]
+    cls = type("MTCPLoop", (_MTCPLoopMixin, base_cls), {
+        "__module__": __name__,
+        "__doc__": f"asyncio event loop with TCP on the mtcp_loop user-space stack (base: {name}).",
+        "_mtcp_base_name": name,
+    })
+    if not issubclass(base_cls, base_events.BaseEventLoop):
+        # uvloop has no asyncio fallback sendfile helpers; borrow asyncio's (pure Python)
+        for attr in ("_sendfile_fallback",):
+            setattr(cls, attr, getattr(base_events.BaseEventLoop, attr))
+    _classes[key] = cls
+    return cls
+
+
+def loop_class_for(base="auto"):
+    return make_loop_class(base)

@@ -1,0 +1,538 @@
+"""MTCPTransport: an asyncio.Transport over one connection of the user-space TCP engine.
+
+Semantics mirror asyncio's selector socket transport (selector_events._SelectorSocketTransport),
+which is the oracle of the conformance suite:
+
+* connection_made is called via call_soon after construction; reading starts one callback later;
+* Protocol (data_received) and BufferedProtocol (get_buffer/buffer_updated: mtcp_recv straight
+  into the protocol's buffer);
+* eof_received: a true return keeps the transport open for writing, else the transport closes;
+* write() hands data to the engine's send buffer at once (mtcp_send); the part the engine did not
+  accept stays in a Python buffer that the WRITABLE event drains; high/low water marks and
+  pause_writing/resume_writing via asyncio's _FlowControlMixin;
+* pause_reading() stops calling mtcp_recv, so the engine's receive buffer fills, the advertised
+  window closes and the peer stops sending; resume_reading() drains what queued;
+* close() sends what is buffered, then mtcp_close (FIN); connection_lost(None) via call_soon;
+* abort() is mtcp_abort (RST; buffered data dropped), connection_lost(None) via call_soon.
+
+The transport never touches packets: it only calls mtcp_send/mtcp_recv/... on its cid.
+"""
+from __future__ import annotations
+
+import errno as _errno
+import logging
+import os
+import socket
+import struct
+from asyncio import constants, protocols, transports
+
+logger = logging.getLogger("mtcp_loop")
+
+_MAX_IO = 1 << 30  # one mtcp_send/mtcp_recv call moves at most this many bytes (uint32 len)
+
+
+def os_error(err: int, what: str = "") -> OSError:
+    """OSError subclass for a positive errno, like the kernel raises it (ECONNRESET ->
+    ConnectionResetError, ECONNREFUSED -> ConnectionRefusedError, ETIMEDOUT -> TimeoutError...)."""
+    msg = os.strerror(err)
+    if what:
+        msg = f"{what}: {msg}"
+    return OSError(err, msg)
+
+
+def addr_to_tuple(ffi, a):
+    """struct mtcp_addr -> (host, port) for IPv4, (host, port, 0, 0) for IPv6."""
+    if a.family == 4:
+        host = socket.inet_ntop(socket.AF_INET, bytes(ffi.buffer(a.ip, 4)))
+        return (host, a.port)
+    host = socket.inet_ntop(socket.AF_INET6, bytes(ffi.buffer(a.ip, 16)))
+    return (host, a.port, 0, 0)
+
+
+class PseudoSocket:
+    """What ``transport.get_extra_info('socket')`` (and ``Server.sockets``) return: a socket-like
+    object like uvloop's PseudoSocket. getsockname/getpeername work; setsockopt/getsockopt map
+    TCP_NODELAY, SO_KEEPALIVE, TCP_KEEPIDLE/TCP_KEEPINTVL/TCP_KEEPCNT, SO_SNDBUF/SO_RCVBUF and
+    SO_LINGER(on, 0) onto the engine; I/O methods raise TypeError (use the transport)."""
+
+    def __init__(self, loop, engine, cid, family, sockname, peername=None, listener=False):
+        self._loop = loop
+        self._engine = engine
+        self._cid = cid
+        self.family = socket.AddressFamily(family)
+        self.type = socket.SOCK_STREAM
+        self.proto = socket.IPPROTO_TCP
+        self._sockname = sockname
+        self._peername = peername
+        self._listener = listener
+        self._opts_cache = {}
+
+    def __repr__(self):
+        s = f"<mtcp_loop.PseudoSocket family={self.family!r} type={self.type!r} proto={self.proto}"
+        if self._sockname is not None:
+            s += f" laddr={self._sockname!r}"
+        if self._peername is not None:
+            s += f" raddr={self._peername!r}"
+        return s + ">"
+
+    def fileno(self):
+        return -1
+
+    def dup(self):
+        raise TypeError("mtcp_loop PseudoSocket.dup() is not supported (the connection lives in the user-space stack)")
+
+    def getsockname(self):
+        return self._sockname
+
+    def getpeername(self):
+        if self._peername is None:
+            raise OSError(_errno.ENOTCONN, os.strerror(_errno.ENOTCONN))
+        return self._peername
+
+    def _map(self, level, optname):
+        from ._native import lib
+        IPPROTO_TCP = socket.IPPROTO_TCP
+        SOL = socket.SOL_SOCKET
+        table = {
+            (IPPROTO_TCP, socket.TCP_NODELAY): (lib.MTCP_OPT_NODELAY, 1),
+            (SOL, socket.SO_KEEPALIVE): (lib.MTCP_OPT_KEEPALIVE, 1),
+            (SOL, socket.SO_SNDBUF): (lib.MTCP_OPT_SNDBUF, 1),
+            (SOL, socket.SO_RCVBUF): (lib.MTCP_OPT_RCVBUF, 1),
+        }
+        for name, opt in (("TCP_KEEPIDLE", lib.MTCP_OPT_KEEPIDLE), ("TCP_KEEPINTVL", lib.MTCP_OPT_KEEPINTVL)):
+            if hasattr(socket, name):
+                table[(IPPROTO_TCP, getattr(socket, name))] = (opt, 1000000)  # seconds <-> us
+        if hasattr(socket, "TCP_KEEPCNT"):
+            table[(IPPROTO_TCP, socket.TCP_KEEPCNT)] = (lib.MTCP_OPT_KEEPCNT, 1)
+        return table.get((level, optname))
+
+    def setsockopt(self, level, optname, value, optlen=None):
+        from ._native import lib
+        if level == socket.SOL_SOCKET and optname in (socket.SO_REUSEADDR, getattr(socket, "SO_REUSEPORT", -1)):
+            self._opts_cache[(level, optname)] = value
+            return None
+        if level == socket.SOL_SOCKET and optname == socket.SO_LINGER:
+            onoff, linger = struct.unpack("ii", value) if isinstance(value, (bytes, bytearray)) else (value, 0)
+            val = 1 if (onoff and linger == 0) else 0
+            self._check(lib.mtcp_setopt(self._engine.e, self._cid, lib.MTCP_OPT_LINGER_ZERO, val))
+            self._opts_cache[(level, optname)] = value
+            return None
+        m = self._map(level, optname)
+        if m is None:
+            raise OSError(_errno.ENOPROTOOPT, f"mtcp_loop PseudoSocket: option ({level}, {optname}) is not supported")
+        opt, scale = m
+        if isinstance(value, (bytes, bytearray)):
+            value = int.from_bytes(value[:4], "little", signed=True)
+        self._check(lib.mtcp_setopt(self._engine.e, self._cid, opt, int(value) * scale))
+        return None
+
+    def getsockopt(self, level, optname, buflen=None):
+        from ._native import ffi, lib
+        if level == socket.SOL_SOCKET and optname == socket.SO_TYPE:
+            return socket.SOCK_STREAM
+        if level == socket.SOL_SOCKET and optname == socket.SO_ERROR:
+            return 0
+        if (level, optname) in self._opts_cache and buflen is None:
+            v = self._opts_cache[(level, optname)]
+            return v if isinstance(v, int) else 0
+        m = self._map(level, optname)
+        if m is None:
+            raise OSError(_errno.ENOPROTOOPT, f"mtcp_loop PseudoSocket: option ({level}, {optname}) is not supported")
+        opt, scale = m
+        out = ffi.new("int64_t *")
+        self._check(lib.mtcp_getopt(self._engine.e, self._cid, opt, out))
+        v = int(out[0]) // scale
+        if buflen is not None:
+            return v.to_bytes(4, "little", signed=True)[:buflen]
+        return v
+
+    def _check(self, rc):
+        if rc < 0:
+            raise os_error(-rc, "mtcp_setopt/getopt")
+
+    def settimeout(self, value):
+        if value == 0:
+            return
+        raise ValueError("settimeout(): only 0 timeout is allowed on transport sockets")
+
+    def gettimeout(self):
+        return 0
+
+    def setblocking(self, flag):
+        if not flag:
+            return
+        raise ValueError("setblocking(): transport sockets cannot be blocking")
+
+    def getblocking(self):
+        return False
+
+    def close(self):  # the transport owns the connection
+        return None
+
+    def detach(self):
+        raise TypeError("mtcp_loop PseudoSocket.detach() is not supported")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def _na(self, name):
+        raise TypeError(f"transport's socket.{name}() is not supported: the connection lives in the "
+                        "mtcp_loop user-space stack; use the transport")
+
+    def send(self, *a, **k): self._na("send")
+    def sendall(self, *a, **k): self._na("sendall")
+    def sendto(self, *a, **k): self._na("sendto")
+    def sendmsg(self, *a, **k): self._na("sendmsg")
+    def recv(self, *a, **k): self._na("recv")
+    def recv_into(self, *a, **k): self._na("recv_into")
+    def recvfrom(self, *a, **k): self._na("recvfrom")
+    def recvmsg(self, *a, **k): self._na("recvmsg")
+    def accept(self, *a, **k): self._na("accept")
+    def connect(self, *a, **k): self._na("connect")
+    def connect_ex(self, *a, **k): self._na("connect_ex")
+    def bind(self, *a, **k): self._na("bind")
+    def listen(self, *a, **k): self._na("listen")
+    def shutdown(self, *a, **k): self._na("shutdown")
+    def makefile(self, *a, **k): self._na("makefile")
+
+
+class MTCPTransport(transports._FlowControlMixin, transports.Transport):
+    """Transport over one engine connection (cid)."""
+
+    max_size = 256 * 1024                   # bytes per data_received call at most (as asyncio)
+    _start_tls_compatible = True
+    _sendfile_compatible = constants._SendfileMode.FALLBACK
+
+    def __init__(self, loop, engine, cid, protocol, waiter=None, extra=None, server=None,
+                 kernel_sock=None):
+        super().__init__(extra, loop)
+        self._engine = engine
+        self._cid = cid
+        self._kernel_sock = kernel_sock       # adopted kernel socket kept to reserve a port
+        local, remote = engine.getaddrs(cid)
+        family = socket.AF_INET6 if len(local) == 4 else socket.AF_INET
+        self._extra["sockname"] = local
+        self._extra["peername"] = remote
+        self._extra["socket"] = PseudoSocket(loop, engine, cid, family, local, remote)
+        self._protocol_connected = False
+        self._protocol = None
+        self.set_protocol(protocol)
+        self._server = server
+        self._buffer = bytearray()
+        self._conn_lost = 0
+        self._closing = False
+        self._eof = False                     # write_eof() called
+        self._paused = False                  # pause_reading()
+        self._reading = False                 # reading started (after connection_made)
+        self._peer_eof = False                # PEER_CLOSED seen, not yet delivered
+        self._eof_delivered = False
+        self._read_scheduled = False
+        self._released = False                # cid handed back to the engine
+        self._empty_waiter = None
+        if server is not None:
+            server._attach()
+        engine.register(cid, self)
+        loop.call_soon(self._connection_made)
+        loop.call_soon(self._start_reading)
+        if waiter is not None:
+            loop.call_soon(_set_result_unless_cancelled, waiter, None)
+
+    def __repr__(self):
+        info = [self.__class__.__name__, f"cid={self._cid:#x}"]
+        if self._closing:
+            info.append("closing")
+        info.append(f"peer={self._extra.get('peername')!r}")
+        info.append(f"write_bufsize={len(self._buffer)}")
+        return "<{}>".format(" ".join(info))
+
+    # -- protocol ---------------------------------------------------------------------------
+    def set_protocol(self, protocol):
+        self._protocol_is_buffered = isinstance(protocol, protocols.BufferedProtocol)
+        self._protocol = protocol
+
+    def get_protocol(self):
+        return self._protocol
+
+    def _connection_made(self):
+        if self._protocol is None:
+            return
+        self._protocol_connected = True
+        self._protocol.connection_made(self)
+
+    # -- reading -----------------------------------------------------------------------------
+    def is_reading(self):
+        return not self._paused and not self._closing
+
+    def pause_reading(self):
+        if self._closing or self._paused:
+            return
+        self._paused = True
+
+    def resume_reading(self):
+        if self._closing or not self._paused:
+            return
+        self._paused = False
+        self._schedule_read()
+
+    def _start_reading(self):
+        self._reading = True
+        self._schedule_read()
+
+    def _schedule_read(self):
+        if not self._read_scheduled and self._reading:
+            self._read_scheduled = True
+            self._loop.call_soon(self._read_ready)
+
+    def _on_readable(self):          # engine event
+        if self._reading and not self._read_scheduled:
+            self._read_ready()
+
+    def _on_peer_closed(self):       # engine event: FIN received, all data before it readable
+        self._peer_eof = True
+        if self._reading and not self._read_scheduled:
+            self._read_ready()
+
+    def _read_ready(self):
+        self._read_scheduled = False
+        if self._conn_lost or self._closing or self._released:
+            return
+        eng = self._engine
+        while not self._paused and not self._closing and self._protocol is not None:
+            avail = eng.readable(self._cid)
+            if avail < 0:
+                if avail == -_errno.EBADF:
+                    return
+                self._fatal_error(os_error(-avail), "Fatal read error on mtcp transport")
+                return
+            if avail == 0:
+                if self._peer_eof and not self._eof_delivered:
+                    self._eof_delivered = True
+                    self._read_ready__on_eof()
+                return
+            if self._protocol_is_buffered:
+                try:
+                    buf = self._protocol.get_buffer(-1)
+                    if not len(buf):
+                        raise RuntimeError("get_buffer() returned an empty buffer")
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
+                    return
+                n = eng.recv_into(self._cid, buf)
+                if n < 0:
+                    self._fatal_error(os_error(-n), "Fatal read error on mtcp transport")
+                    return
+                if n == 0:
+                    return
+                try:
+                    self._protocol.buffer_updated(n)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
+                    return
+            else:
+                data = eng.recv_bytes(self._cid, min(avail, self.max_size))
+                if data is None:
+                    return
+                if isinstance(data, int):
+                    self._fatal_error(os_error(-data), "Fatal read error on mtcp transport")
+                    return
+                try:
+                    self._protocol.data_received(data)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+                    return
+
+    def _read_ready__on_eof(self):
+        if self._loop.get_debug():
+            logger.debug("%r received EOF", self)
+        try:
+            keep_open = self._protocol.eof_received()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
+            return
+        if not keep_open:
+            self.close()
+
+    # -- writing -----------------------------------------------------------------------------
+    def write(self, data):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
+        if self._eof:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if self._empty_waiter is not None:
+            raise RuntimeError("unable to write; sendfile is in progress")
+        if not data:
+            return
+        if self._conn_lost:
+            if self._conn_lost >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+                logger.warning("socket.send() raised exception.")
+            self._conn_lost += 1
+            return
+        if not self._buffer:
+            n = self._engine.send(self._cid, data)
+            if n < 0:
+                self._fatal_error(os_error(-n), "Fatal write error on mtcp transport")
+                return
+            if n == len(data):
+                return
+            data = memoryview(data)[n:]
+        self._buffer.extend(data)
+        self._maybe_pause_protocol()
+
+    def writelines(self, list_of_data):
+        # one engine call for the whole batch (like asyncio 3.12's writelines)
+        if self._eof:
+            raise RuntimeError("Cannot call writelines() after write_eof()")
+        if self._empty_waiter is not None:
+            raise RuntimeError("unable to writelines; sendfile is in progress")
+        data = b"".join(list_of_data)
+        if data:
+            self.write(data)
+
+    def _on_writable(self):          # engine event: send space available again
+        if self._conn_lost or not self._buffer or self._released:
+            return
+        n = self._engine.send(self._cid, self._buffer)
+        if n < 0:
+            self._buffer.clear()
+            exc = os_error(-n)
+            self._fatal_error(exc, "Fatal write error on mtcp transport")
+            if self._empty_waiter is not None:
+                self._empty_waiter.set_exception(exc)
+            return
+        if n:
+            del self._buffer[:n]
+        self._maybe_resume_protocol()  # may append to the buffer
+        if not self._buffer:
+            if self._empty_waiter is not None:
+                self._empty_waiter.set_result(None)
+            if self._closing:
+                self._call_connection_lost(None)
+            elif self._eof:
+                self._engine.shutdown(self._cid)
+
+    def get_write_buffer_size(self):
+        return len(self._buffer)
+
+    def write_eof(self):
+        if self._closing or self._eof:
+            return
+        self._eof = True
+        if not self._buffer:
+            self._engine.shutdown(self._cid)
+
+    def can_write_eof(self):
+        return True
+
+    # -- closing -----------------------------------------------------------------------------
+    def is_closing(self):
+        return self._closing
+
+    def close(self):
+        if self._closing:
+            return
+        self._closing = True
+        if not self._buffer:
+            self._conn_lost += 1
+            self._loop.call_soon(self._call_connection_lost, None)
+
+    def abort(self):
+        self._force_close(None, abort=True)
+
+    def _on_error(self, err):        # engine event: connection died (RST, timeout...)
+        if self._conn_lost:
+            return
+        exc = os_error(err)
+        # a reset while the application still reads or writes is a fatal error, as asyncio has it
+        self._fatal_error(exc, "Fatal error on mtcp transport")
+
+    def _fatal_error(self, exc, message="Fatal error on transport"):
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler({
+                "message": message, "exception": exc, "transport": self, "protocol": self._protocol})
+        self._force_close(exc, abort=not isinstance(exc, OSError))
+
+    def _force_close(self, exc, abort=False):
+        if self._conn_lost:
+            return
+        if self._buffer:
+            self._buffer.clear()
+        if not self._closing:
+            self._closing = True
+        self._conn_lost += 1
+        if abort or exc is not None:
+            self._release(abort=True)
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _release(self, abort=False):
+        if self._released:
+            return
+        self._released = True
+        self._engine.release(self._cid, abort=abort)
+
+    def _call_connection_lost(self, exc):
+        try:
+            if self._protocol_connected:
+                self._protocol.connection_lost(exc)
+        finally:
+            self._release(abort=False)
+            if self._kernel_sock is not None:
+                try:
+                    self._kernel_sock.close()
+                except OSError:
+                    pass
+                self._kernel_sock = None
+            self._protocol = None
+            server = self._server
+            if server is not None:
+                server._detach()
+                self._server = None
+            if self._empty_waiter is not None:
+                if not self._empty_waiter.done():
+                    self._empty_waiter.set_exception(ConnectionError("Connection is closed by peer"))
+                self._empty_waiter = None
+
+    def __del__(self, _warn=None):
+        if not getattr(self, "_released", True):
+            import warnings
+            warnings.warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            try:
+                self._release(abort=True)
+            except Exception:
+                pass
+
+    # -- sendfile fallback support (asyncio's _SendfileFallbackProtocol uses these) ----------
+    def _make_empty_waiter(self):
+        if self._empty_waiter is not None:
+            raise RuntimeError("Empty waiter is already set")
+        self._empty_waiter = self._loop.create_future()
+        if not self._buffer:
+            self._empty_waiter.set_result(None)
+        return self._empty_waiter
+
+    def _reset_empty_waiter(self):
+        self._empty_waiter = None
+
+    # -- extras ------------------------------------------------------------------------------
+    def conn_info(self):
+        """The engine's view of this connection (state, cwnd, srtt, ...) as a dict."""
+        return self._engine.conn_info(self._cid)
+
+
+def _set_result_unless_cancelled(fut, result):
+    if fut.cancelled():
+        return
+    fut.set_result(result)

@@ -1,0 +1,205 @@
+"""Shared helpers for the Python suite: loop kinds and the uvloop-style mixin binding.
+
+Each behaviour is a mixin class ``_TestX`` (methods ``test_*`` using ``self.loop``); ``bind(globals(),
+_TestX)`` creates one concrete class per loop kind:
+
+* ``asyncio``      - stock asyncio SelectorEventLoop over kernel sockets: the oracle;
+* ``mtcp_uvloop``  - MTCPLoop on uvloop (when uvloop is installed);
+* ``mtcp_asyncio`` - MTCPLoop on asyncio's selector loop.
+
+MTCP classes are skipped only while the native extension has not been built at all; once the
+extension file exists, any import error is a test failure.
+"""
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib.util
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+def extension_present() -> bool:
+    try:
+        return importlib.util.find_spec("mtcp_loop._mtcp_cffi") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+EXT = extension_present()
+NO_EXT_REASON = ("mtcp_loop native extension not built (python mtcp_loop/_build.py); "
+                 "MTCPLoop tests skipped")
+
+try:
+    import uvloop  # noqa: F401
+    HAVE_UVLOOP = True
+except ImportError:
+    HAVE_UVLOOP = False
+
+LOOP_KINDS = ["asyncio", "mtcp_uvloop", "mtcp_asyncio"]
+
+
+def make_loop(kind: str, **config):
+    if kind == "asyncio":
+        return asyncio.SelectorEventLoop()
+    if kind == "uvloop":
+        import uvloop
+        return uvloop.new_event_loop()
+    from mtcp_loop.policy import new_event_loop
+    base = kind.split("_", 1)[1]
+    return new_event_loop(base=base, **config)
+
+
+class LoopTestBase:
+    """Per-test loop of ``self.kind``; ``self.run(coro)`` runs with a timeout."""
+
+    kind = "asyncio"
+    loop_config: dict = {}
+    default_timeout = 60.0
+
+    @property
+    def is_mtcp(self):
+        return self.kind.startswith("mtcp")
+
+    def setup_method(self, method):
+        self.loop = make_loop(self.kind, **self.loop_config)
+        asyncio.set_event_loop(self.loop)
+        self._exc_contexts = []
+        self.loop.set_exception_handler(self._exc_handler)
+
+    def _exc_handler(self, loop, context):
+        self._exc_contexts.append(context)
+
+    def teardown_method(self, method):
+        loop = self.loop
+        try:
+            if not loop.is_closed():
+                # cancel leftovers and close like asyncio.run does
+                tasks = asyncio.all_tasks(loop)
+                for t in tasks:
+                    t.cancel()
+                if tasks:
+                    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
+            asyncio.set_event_loop(None)
+            gc.collect()
+
+    def run(self, coro, timeout=None):
+        return self.loop.run_until_complete(asyncio.wait_for(coro, timeout or self.default_timeout))
+
+    def stats(self):
+        return self.loop.stats() if self.is_mtcp else None
+
+    def assert_userspace(self, at_least=1):
+        """On MTCP kinds: the engine carried at least `at_least` connections (both ends count)."""
+        if not self.is_mtcp:
+            return
+        st = self.loop.stats()
+        assert st["loop.userspace_connections"] >= at_least, st
+        assert st["loop.kernel_connections"] == 0, st
+
+
+def _kind_marks(kind):
+    marks = []
+    if kind.startswith("mtcp") and not EXT:
+        marks.append(pytest.mark.skip(reason=NO_EXT_REASON))
+    if kind in ("mtcp_uvloop", "uvloop") and not HAVE_UVLOOP:
+        marks.append(pytest.mark.skip(reason="uvloop not installed"))
+    return marks
+
+
+def bind(ns: dict, *mixins, kinds=None, **attrs):
+    """Create Test<Kind><Name> classes for each mixin and loop kind inside namespace ``ns``."""
+    for mixin in mixins:
+        name = mixin.__name__.lstrip("_")
+        if name.startswith("Test"):
+            name = name[4:]
+        for kind in (kinds or LOOP_KINDS):
+            cls_name = "Test_" + "".join(p.capitalize() for p in kind.split("_")) + "_" + name
+            cls = type(cls_name, (mixin, LoopTestBase), dict(kind=kind, __module__=ns["__name__"], **attrs))
+            for m in _kind_marks(kind):
+                cls = m(cls)
+            ns[cls_name] = cls
+
+
+@pytest.fixture
+def tls_certs(tmp_path_factory):
+    return make_tls_certs(tmp_path_factory.mktemp("tls"))
+
+
+_CERT_CACHE = {}
+
+
+def make_tls_certs(directory):
+    """Self-signed CA + server certificate for localhost/127.0.0.1/::1 (cryptography)."""
+    if "paths" in _CERT_CACHE:
+        return _CERT_CACHE["paths"]
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mtcp_loop test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=30))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                       key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, key_cert_sign=True, crl_sign=True,
+                                       encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                x509.IPAddress(ipaddress.ip_address("::1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                           critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    directory = str(directory)
+    paths = {"ca": os.path.join(directory, "ca.pem"), "cert": os.path.join(directory, "cert.pem"),
+             "key": os.path.join(directory, "key.pem")}
+    with open(paths["ca"], "wb") as f:
+        f.write(ca.public_bytes(serialization.Encoding.PEM))
+    with open(paths["cert"], "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(paths["key"], "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    _CERT_CACHE["paths"] = paths
+    return paths
+
+
+def ssl_contexts(directory):
+    import ssl
+    p = make_tls_certs(directory)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(p["cert"], p["key"])
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.load_verify_locations(p["ca"])
+    return server, client
