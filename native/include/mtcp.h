@@ -268,6 +268,15 @@ int mtcp_impair_parse(const char *spec, struct mtcp_impair *out, char *err, size
 /* Write every frame the link carries (both directions) to a pcap file. 0 or -errno. */
 int mtcp_link_pcap(mtcp_link *l, const char *path);
 
+/* --- real ring-pair backends (native/io). Each returns NULL with a message in err on failure. --- */
+#define MTCP_LINK_NO_OFFLOAD 0x1   /* open flag: no TSO/GRO/checksum offload (plain MTU frames, full checksums) */
+
+/* Multi-queue TAP with virtio-net headers. ifname NULL/"" = a new tapN; an existing device
+ * (e.g. made by the testbed) is attached to. Every open attaches one more queue of the device
+ * (the kernel numbers queues in attach order); nqueues > 1 requires a multi-queue device. */
+mtcp_link *mtcp_tap_open(const char *ifname, uint32_t queue, uint32_t nqueues, uint32_t flags,
+                         char *err, size_t errlen);
+
 /* CDEF-END */
 
 #ifdef __cplusplus

@@ -887,6 +887,265 @@ static void test_impair_parse_and_proxy(void)
     mtcp_link_close(w);   /* closes lo too (ASan would report a leak otherwise) */
 }
 
+/* ---- TAP (root + /dev/net/tun; runs in a child process inside a new network namespace) ---- */
+#include <sched.h>
+#include <sys/wait.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+
+const char *tap_link_ifname(struct mtcp_link *l);
+
+static const uint8_t ME_MAC[6] = {0x02, 0, 0, 0, 0, 0x02};
+static const uint8_t ME_IP[4] = {198, 18, 0, 2}, PEER_IP[4] = {198, 18, 0, 1};
+
+static uint16_t csum16(uint32_t sum, const uint8_t *p, size_t n)
+{
+    while (n >= 2) { sum += (uint32_t)(p[0] << 8 | p[1]); p += 2; n -= 2; }
+    if (n) sum += (uint32_t)p[0] << 8;
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    return (uint16_t)sum;
+}
+
+static int ns_if_up(const char *ifname, const uint8_t ip[4], int prefix)
+{
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    snprintf(ifr.ifr_name, IFNAMSIZ, "%s", ifname);
+    struct sockaddr_in *sin = (struct sockaddr_in *)&ifr.ifr_addr;
+    sin->sin_family = AF_INET;
+    memcpy(&sin->sin_addr, ip, 4);
+    int rc = ioctl(s, SIOCSIFADDR, &ifr);
+    sin->sin_addr.s_addr = htonl(~0u << (32 - prefix));
+    rc |= ioctl(s, SIOCSIFNETMASK, &ifr);
+    rc |= ioctl(s, SIOCGIFFLAGS, &ifr);
+    ifr.ifr_flags |= IFF_UP;
+    rc |= ioctl(s, SIOCSIFFLAGS, &ifr);
+    close(s);
+    return rc;
+}
+
+/* Ethernet + IPv4 + TCP frame; csum_partial: leave the pseudo-header sum in the field. */
+static uint32_t tcp4_frame(uint8_t *f, const uint8_t dmac[6], uint16_t sport, uint16_t dport, uint32_t seq,
+                           uint32_t ack, uint8_t flags, const uint8_t *data, uint32_t dlen, int csum_partial)
+{
+    memcpy(f, dmac, 6); memcpy(f + 6, ME_MAC, 6); f[12] = 0x08; f[13] = 0;
+    uint8_t *ip = f + 14, *t = ip + 20;
+    uint32_t tl = 20 + dlen;
+    memset(ip, 0, 20);
+    ip[0] = 0x45; ip[2] = (uint8_t)((20 + tl) >> 8); ip[3] = (uint8_t)(20 + tl); ip[6] = 0x40; ip[8] = 64; ip[9] = 6;
+    memcpy(ip + 12, ME_IP, 4); memcpy(ip + 16, PEER_IP, 4);
+    uint16_t c = (uint16_t)~csum16(0, ip, 20); ip[10] = (uint8_t)(c >> 8); ip[11] = (uint8_t)c;
+    memset(t, 0, 20);
+    t[0] = (uint8_t)(sport >> 8); t[1] = (uint8_t)sport; t[2] = (uint8_t)(dport >> 8); t[3] = (uint8_t)dport;
+    for (int k = 0; k < 4; k++) { t[4 + k] = (uint8_t)(seq >> (24 - 8 * k)); t[8 + k] = (uint8_t)(ack >> (24 - 8 * k)); }
+    t[12] = 0x50; t[13] = flags; t[14] = 0xff; t[15] = 0xff;
+    if (dlen) memcpy(t + 20, data, dlen);
+    uint8_t ph[12];
+    memcpy(ph, ME_IP, 4); memcpy(ph + 4, PEER_IP, 4); ph[8] = 0; ph[9] = 6; ph[10] = (uint8_t)(tl >> 8); ph[11] = (uint8_t)tl;
+    uint16_t psum = csum16(0, ph, 12);
+    if (csum_partial) { t[16] = (uint8_t)(psum >> 8); t[17] = (uint8_t)psum; }
+    else { c = (uint16_t)~csum16(psum, t, tl); t[16] = (uint8_t)(c >> 8); t[17] = (uint8_t)c; }
+    return 14 + 20 + tl;
+}
+
+/* Is the TCP/ICMP checksum of this received IPv4 frame right (finishing a partial one)? */
+static int rx_l4_csum_ok(struct link_slot *s)
+{
+    uint8_t *ip = s->buf + 14;
+    uint32_t ihl = (uint32_t)(ip[0] & 15) * 4, tot = (uint32_t)(ip[2] << 8 | ip[3]);
+    uint8_t *l4 = ip + ihl;
+    uint32_t l4len = tot - ihl;
+    if (s->flags & LINK_SLOT_F_CSUM_PARTIAL) {
+        uint32_t field = (uint32_t)s->csum_start + s->csum_offset;
+        uint16_t c = (uint16_t)~csum16(0, s->buf + s->csum_start, s->len - s->csum_start);
+        s->buf[field] = (uint8_t)(c >> 8); s->buf[field + 1] = (uint8_t)c;
+    }
+    uint32_t sum = 0;
+    if (ip[9] == 6) {
+        uint8_t ph[12];
+        memcpy(ph, ip + 12, 8); ph[8] = 0; ph[9] = 6; ph[10] = (uint8_t)(l4len >> 8); ph[11] = (uint8_t)l4len;
+        sum = csum16(0, ph, 12);
+    }
+    return csum16(sum, l4, l4len) == 0xffff;
+}
+
+static int wait_frame(mtcp_link *l, int (*match)(struct link_slot *, void *), void *arg, int ms)
+{
+    struct pollfd pfd = { .fd = mtcp_link_fd(l), .events = POLLIN };
+    for (int k = 0; k < ms / 10; k++) {
+        link_rxsync(l, 0);
+        struct link_ring *r = &l->rx;
+        while (r->head != r->tail) {
+            struct link_slot *s = &r->slot[r->head];
+            int m = match(s, arg);
+            r->head = r->cur = link_ring_next(r, r->head);
+            if (m) return 1;
+        }
+        poll(&pfd, 1, 10);
+    }
+    return 0;
+}
+
+static int match_arp_reply(struct link_slot *s, void *arg)
+{
+    uint8_t *mac = arg;
+    if (s->len < 42 || s->buf[12] != 0x08 || s->buf[13] != 0x06 || s->buf[21] != 2) return 0;
+    memcpy(mac, s->buf + 22, 6);
+    return memcmp(s->buf + 28, PEER_IP, 4) == 0;
+}
+static int match_echo_reply(struct link_slot *s, void *arg)
+{
+    (void)arg;
+    return s->len >= 42 && s->buf[12] == 0x08 && s->buf[13] == 0 && s->buf[23] == 1 && s->buf[34] == 0 &&
+           rx_l4_csum_ok(s);
+}
+struct tcp_match { uint16_t dport; uint8_t flags; uint32_t seq, ack; int csum_ok, partial, gso, maxlen; uint32_t bytes; };
+static int match_tcp(struct link_slot *s, void *arg)
+{
+    struct tcp_match *m = arg;
+    if (s->len < 54 || s->buf[12] != 0x08 || s->buf[13] != 0 || s->buf[23] != 6) return 0;
+    uint8_t *t = s->buf + 34;
+    if ((t[2] << 8 | t[3]) != m->dport) return 0;
+    m->flags = t[13];
+    m->seq = (uint32_t)t[4] << 24 | t[5] << 16 | t[6] << 8 | t[7];
+    m->ack = (uint32_t)t[8] << 24 | t[9] << 16 | t[10] << 8 | t[11];
+    m->partial |= !!(s->flags & LINK_SLOT_F_CSUM_PARTIAL);
+    m->gso |= !!(s->flags & LINK_SLOT_F_GSO);
+    if ((int)s->len > m->maxlen) m->maxlen = (int)s->len;
+    m->csum_ok = rx_l4_csum_ok(s);
+    uint32_t tot = (uint32_t)(s->buf[16] << 8 | s->buf[17]);
+    m->bytes += tot - 20 - (uint32_t)(t[12] >> 4) * 4;
+    return 1;
+}
+
+static int tap_child(void)
+{
+    int fails = 0;
+#define TCHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: TAP CHECK failed: %s\n", __FILE__, __LINE__, #c); fails++; } } while (0)
+    char err[256];
+    if (unshare(CLONE_NEWNET) != 0) { perror("unshare"); return 1; }
+    mtcp_link *t = mtcp_tap_open("mtcptest0", 0, 1, 0, err, sizeof(err));
+    if (!t) { fprintf(stderr, "tap open: %s\n", err); return 1; }
+    TCHECK(strcmp(tap_link_ifname(t), "mtcptest0") == 0);
+    TCHECK(t->features & LINK_FEAT_TSO);
+    TCHECK(t->mtu == 1500);
+    TCHECK(ns_if_up("mtcptest0", PEER_IP, 24) == 0);
+    /* a kernel listener in this namespace */
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(5001) };
+    memcpy(&sa.sin_addr, PEER_IP, 4);
+    TCHECK(bind(ls, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(ls, 8) == 0);
+    uint8_t f[70000], peer_mac[6] = {0};
+    /* ARP who-has 198.18.0.1 */
+    uint8_t arp[42] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    memcpy(arp + 6, ME_MAC, 6); arp[12] = 8; arp[13] = 6;
+    uint8_t arpb[] = {0, 1, 8, 0, 6, 4, 0, 1};
+    memcpy(arp + 14, arpb, 8); memcpy(arp + 22, ME_MAC, 6); memcpy(arp + 28, ME_IP, 4); memcpy(arp + 38, PEER_IP, 4);
+    int got = 0;
+    for (int k = 0; k < 20 && !got; k++) {       /* the device may need a moment to come up */
+        tx_put(t, arp, 42, 0);
+        link_txsync(t, 0);
+        got = wait_frame(t, match_arp_reply, peer_mac, 200);
+    }
+    TCHECK(got);
+    /* ping 198.18.0.1 */
+    uint8_t icmp[98];
+    memcpy(icmp, peer_mac, 6); memcpy(icmp + 6, ME_MAC, 6); icmp[12] = 8; icmp[13] = 0;
+    uint8_t *ip = icmp + 14;
+    memset(ip, 0, 84);
+    ip[0] = 0x45; ip[3] = 84; ip[8] = 64; ip[9] = 1; memcpy(ip + 12, ME_IP, 4); memcpy(ip + 16, PEER_IP, 4);
+    uint16_t c = (uint16_t)~csum16(0, ip, 20); ip[10] = (uint8_t)(c >> 8); ip[11] = (uint8_t)c;
+    ip[20] = 8; ip[25] = 1; for (int k = 28; k < 84; k++) ip[k] = (uint8_t)k;
+    c = (uint16_t)~csum16(0, ip + 20, 64); ip[22] = (uint8_t)(c >> 8); ip[23] = (uint8_t)c;
+    tx_put(t, icmp, 98, 0);
+    link_txsync(t, 0);
+    TCHECK(wait_frame(t, match_echo_reply, NULL, 2000));
+    /* TCP handshake; our SYN carries a partial checksum the kernel must complete */
+    struct tcp_match m = { .dport = 40000 };
+    uint32_t n = tcp4_frame(f, peer_mac, 40000, 5001, 1000, 0, 0x02, NULL, 0, 1);
+    tx_put(t, f, n, LINK_SLOT_F_CSUM_PARTIAL);
+    t->tx.slot[(t->tx.head + t->tx.mask) & t->tx.mask].csum_start = 34;
+    t->tx.slot[(t->tx.head + t->tx.mask) & t->tx.mask].csum_offset = 16;
+    link_txsync(t, 0);
+    TCHECK(wait_frame(t, match_tcp, &m, 2000));
+    TCHECK(m.flags == 0x12 && m.ack == 1001);
+    TCHECK(m.csum_ok);
+    fprintf(stderr, "    tap: SYN-ACK partial=%d csum_ok=%d\n", m.partial, m.csum_ok);
+    uint32_t srv = m.seq + 1;
+    n = tcp4_frame(f, peer_mac, 40000, 5001, 1001, srv, 0x10, NULL, 0, 0);
+    tx_put(t, f, n, 0);
+    /* a 3000-byte TSO super-frame, cut by the kernel at 1000 */
+    static uint8_t data[3000];
+    for (int k = 0; k < 3000; k++) data[k] = (uint8_t)(k * 13);
+    n = tcp4_frame(f, peer_mac, 40000, 5001, 1001, srv, 0x18, data, 3000, 1);
+    tx_put(t, f, n, LINK_SLOT_F_CSUM_PARTIAL | LINK_SLOT_F_GSO);
+    struct link_slot *gs = &t->tx.slot[(t->tx.head + t->tx.mask) & t->tx.mask];
+    gs->csum_start = 34; gs->csum_offset = 16; gs->gso_size = 1000;
+    link_txsync(t, 0);
+    struct pollfd lp = { .fd = ls, .events = POLLIN };
+    TCHECK(poll(&lp, 1, 2000) == 1);
+    int cs = accept(ls, NULL, NULL);
+    TCHECK(cs >= 0);
+    uint8_t rbuf[4000];
+    uint32_t rtot = 0;
+    struct pollfd cp = { .fd = cs, .events = POLLIN };
+    while (rtot < 3000 && poll(&cp, 1, 2000) == 1) {
+        ssize_t r = read(cs, rbuf + rtot, sizeof(rbuf) - rtot);
+        if (r <= 0) break;
+        rtot += (uint32_t)r;
+    }
+    TCHECK(rtot == 3000 && memcmp(rbuf, data, 3000) == 0);
+    /* the kernel sends 20000 bytes: with TSO on we should see super-frames */
+    static uint8_t big[20000];
+    memset(big, 'x', sizeof(big));
+    TCHECK(write(cs, big, sizeof(big)) == (ssize_t)sizeof(big));
+    struct tcp_match m2 = { .dport = 40000 };
+    for (int k = 0; k < 50 && m2.bytes < 20000; k++) {
+        if (!wait_frame(t, match_tcp, &m2, 200)) continue;
+        TCHECK(m2.csum_ok);
+        /* ack everything seen so far (the kernel sends in order here) */
+        n = tcp4_frame(f, peer_mac, 40000, 5001, 4001, srv + m2.bytes, 0x10, NULL, 0, 0);
+        tx_put(t, f, n, 0);
+        link_txsync(t, 0);
+    }
+    fprintf(stderr, "    tap: kernel->us %u bytes, largest frame %d, gso=%d partial=%d\n", m2.bytes, m2.maxlen, m2.gso, m2.partial);
+    TCHECK(m2.bytes == 20000);
+    TCHECK(m2.gso && m2.maxlen > 1514);
+    close(cs);
+    close(ls);
+    mtcp_link_close(t);
+    /* error reporting */
+    TCHECK(mtcp_tap_open("this-name-is-too-long", 0, 1, 0, err, sizeof(err)) == NULL && strstr(err, "too long"));
+    TCHECK(mtcp_tap_open("x", 2, 2, 0, err, sizeof(err)) == NULL && strstr(err, "queue"));
+    /* multi-queue: two queues of one device */
+    mtcp_link *q0 = mtcp_tap_open("mtcpmq0", 0, 2, MTCP_LINK_NO_OFFLOAD, err, sizeof(err));
+    mtcp_link *q1 = mtcp_tap_open("mtcpmq0", 1, 2, MTCP_LINK_NO_OFFLOAD, err, sizeof(err));
+    TCHECK(q0 && q1 && mtcp_link_fd(q0) != mtcp_link_fd(q1));
+    TCHECK(q0 && !(q0->features & LINK_FEAT_TSO));
+    if (q0) mtcp_link_close(q0);
+    if (q1) mtcp_link_close(q1);
+    return fails ? 1 : 0;
+}
+
+static void test_tap(void)
+{
+    if (geteuid() != 0 || access("/dev/net/tun", R_OK | W_OK) != 0) {
+        fprintf(stderr, "    (skipped: needs root and /dev/net/tun)\n");
+        return;
+    }
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(tap_child());
+    int st = 0;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 int main(void)
 {
     RUN(test_ring_arith);
@@ -902,5 +1161,6 @@ int main(void)
     RUN(test_impair_rate);
     RUN(test_impair_corrupt_csum);
     RUN(test_impair_parse_and_proxy);
+    RUN(test_tap);
     CTEST_END();
 }
