@@ -100,6 +100,20 @@ struct tcp_conn {
     uint64_t bytes_sent, bytes_received;
     uint32_t retransmits;
     uint32_t pad;
+
+    /* --- additions (TCP engineer): tcp.c internals, the engine need not touch them --- */
+    uint32_t last_ack_sent;       /* RFC 7323 Last.ACK.sent (ack field of our last segment) */
+    uint32_t max_snd_wnd;         /* largest window the peer offered (sender SWS, RFC 5961 5.2) */
+    uint32_t rec_inflate;         /* NewReno (RFC 6582): cwnd inflation during fast recovery */
+    uint32_t ooo_fin;             /* sequence number of a FIN that arrived out of order */
+    uint64_t armed_us;            /* deadline last reported through env->timer (0 = none) */
+    uint8_t quickacks;            /* segments still ACKed immediately (quick-ACK at start) */
+    uint8_t persist;              /* t_rexmit currently runs as the persist timer */
+    uint8_t rtt_active;           /* a segment is being timed (rtt_seq/rtt_start_us), RFC 6298 w/o TS */
+    uint8_t rexmit_now;           /* fast retransmit of the segment at snd_una due at next output */
+    uint8_t ooo_fin_valid;
+    uint8_t closed_done;          /* env->closed was called */
+    uint8_t pad2[2];
 };
 
 /* What the engine gives TCP. */
@@ -126,6 +140,10 @@ struct tcp_env {
     void (*want_output)(void *ctx, struct tcp_conn *c);
     /* c reached CLOSED (or TIME-WAIT ended): the engine unhashes it and frees it if detached. */
     void (*closed)(void *ctx, struct tcp_conn *c);
+    /* --- additions (TCP engineer) --- */
+    /* RFC 5961 7: may a challenge ACK be sent now? The engine keeps the per-second budget
+     * (cfg->challenge_ack_limit). NULL = always allowed. */
+    int (*challenge_ok)(void *ctx, uint64_t now_us);
 };
 
 /* Initialise a fresh block (all zero -> defaults from cfg). */
@@ -168,5 +186,26 @@ void tcp_pmtu(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, uint1
 /* RFC 9293 3.10.7.1: the RST to answer a segment that matched no connection (unless it is an RST).
  * Fills rst (ports swapped); returns 0 if no RST must be sent. */
 int tcp_rst_for(const struct wire_tcp *seg, struct wire_tcp *rst);
+
+/* --- additions (TCP engineer) --- */
+/* Window scale we advertise for a receive buffer of rcvbuf bytes (RFC 7323 2.3): the engine
+ * uses it in SYN-ACKs it builds for SYN cookies, so tcp_open_cookie agrees with them. */
+uint8_t tcp_wscale_for(uint32_t rcvbuf);
+
+/*
+ * Event / lifecycle contract (see tcp.c header for details):
+ *  - active open established: MTCP_EV_CONNECTED. Passive (listener or cookie) established:
+ *    MTCP_EV_ACCEPT with parent unknown to TCP — the engine fills `parent`.
+ *  - READABLE(len = bytes readable now) before PEER_CLOSED for the same segment.
+ *  - CONNECT_FAILED(err) for active opens that die before ESTABLISHED (ECONNREFUSED, ETIMEDOUT);
+ *    ERROR(err) for established ones (ECONNRESET, ETIMEDOUT); CLOSED when both directions
+ *    finished normally (entering TIME-WAIT, or CLOSED from LAST-ACK/CLOSING paths).
+ *    A passive connection that dies before ESTABLISHED emits nothing.
+ *  - env->closed is called exactly once per connection, when it enters CLOSED (after TIME-WAIT,
+ *    after a reset/timeout/abort, or on close of a not-yet-established connection). TCP does not
+ *    touch c after it. If c is not DETACHED then, the block stays until the app calls tcp_close
+ *    (which then only releases buffers and sets DETACHED): the engine frees it after that.
+ *  - env->timer is called whenever tcp_next_deadline(c) changes (deduplicated via c->armed_us).
+ */
 
 #endif

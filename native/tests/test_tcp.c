@@ -1,0 +1,1468 @@
+/* test_tcp.c — the TCP state machine against a fake tcp_env that captures emitted segments
+ * (parsed back with wire_tcp_parse), events, timer arming and closed() calls.
+ *
+ * Conventions: our ISS = 5000, the peer's ISS = 1000, our port 40000, the peer's 80.
+ * Path MSS 1460. Fixtures build each RFC state by driving real segments through tcp_input
+ * (conn_syn_sent, conn_established, conn_fin_wait_1, ...). Sections per behaviour below. */
+#include "ctest.h"
+#include "tcp/tcp.h"
+#include "engine/counters.h"
+#include <errno.h>
+
+#define MAXSEG 128
+#define MAXEV 64
+#define LPORT 40000
+#define RPORT 80
+#define ISS 5000u
+#define PISS 1000u
+#define SEC 1000000ull
+#define MS 1000ull
+
+struct event { uint32_t type; int32_t err; uint32_t len; };
+
+struct fake {
+    struct mtcp_config cfg;
+    struct buf_pool pool;
+    uint64_t counters[CTR_COUNT];
+    struct buf_ooo ooo;
+    int ooo_used;
+    uint8_t tx[MAXSEG][2048];
+    uint32_t txlen[MAXSEG];
+    int ntx, rd;                 /* segments written / read by next_seg() */
+    uint32_t cap;                /* TX capacity per segment (header + payload) */
+    int tx_full;
+    struct event ev[MAXEV];
+    int nev, evrd;
+    uint64_t timer;
+    int timer_calls;
+    int want;
+    int closed;
+    int challenge_budget;        /* < 0: unlimited */
+    struct tcp_env env;
+    struct tcp_conn c;
+};
+
+static struct buf_ooo *f_ooo_get(void *ctx, struct tcp_conn *c, int alloc)
+{
+    struct fake *f = ctx;
+    if (f->ooo_used) return &f->ooo;
+    if (!alloc) return NULL;
+    buf_ooo_init(&f->ooo);
+    f->ooo_used = 1;
+    c->ooo = 0;
+    return &f->ooo;
+}
+static void f_ooo_put(void *ctx, struct tcp_conn *c) { struct fake *f = ctx; f->ooo_used = 0; c->ooo = 0xffff; }
+static uint8_t *f_tx_begin(void *ctx, struct tcp_conn *c, uint32_t *cap)
+{
+    struct fake *f = ctx;
+    (void)c;
+    if (f->tx_full || f->ntx >= MAXSEG) return NULL;
+    memset(f->tx[f->ntx], 0xa5, sizeof f->tx[0]);
+    *cap = f->cap;
+    return f->tx[f->ntx];
+}
+static void f_tx_commit(void *ctx, struct tcp_conn *c, uint32_t len)
+{
+    struct fake *f = ctx;
+    (void)c;
+    f->txlen[f->ntx++] = len;
+}
+static void f_event(void *ctx, struct tcp_conn *c, uint32_t type, int32_t err, uint32_t len)
+{
+    struct fake *f = ctx;
+    (void)c;
+    if (f->nev < MAXEV) { f->ev[f->nev].type = type; f->ev[f->nev].err = err; f->ev[f->nev].len = len; f->nev++; }
+}
+static void f_timer(void *ctx, struct tcp_conn *c, uint64_t d) { struct fake *f = ctx; (void)c; f->timer = d; f->timer_calls++; }
+static void f_want(void *ctx, struct tcp_conn *c) { struct fake *f = ctx; (void)c; f->want++; }
+static void f_closed(void *ctx, struct tcp_conn *c) { struct fake *f = ctx; (void)c; f->closed++; }
+static int f_challenge(void *ctx, uint64_t now)
+{
+    struct fake *f = ctx;
+    (void)now;
+    if (f->challenge_budget < 0) return 1;
+    if (f->challenge_budget == 0) return 0;
+    f->challenge_budget--;
+    return 1;
+}
+
+static void cfg_default(struct mtcp_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->chunk_size = 2048;
+    cfg->max_chunks = 2048;
+    cfg->sndbuf = 262144;
+    cfg->rcvbuf = 262144;
+    cfg->initial_rto_us = 1000000;
+    cfg->min_rto_us = 200000;
+    cfg->max_rto_us = 60000000;
+    cfg->max_retries = 15;
+    cfg->syn_retries = 6;
+    cfg->synack_retries = 5;
+    cfg->msl_us = 30000000;
+    cfg->delack_us = 40000;
+    cfg->initial_cwnd = 10;
+    cfg->keepalive_idle_us = 3600000000u;   /* uint32 us: 7200 s does not fit */
+    cfg->keepalive_intvl_us = 75000000;
+    cfg->keepalive_cnt = 9;
+    cfg->challenge_ack_limit = 1000;
+    cfg->cc = MTCP_CC_RENO;
+    cfg->sack = 1;
+    cfg->timestamps = 0;
+    cfg->window_scaling = 1;
+}
+
+static struct fake *fake_new(void)
+{
+    struct fake *f = calloc(1, sizeof *f);
+    cfg_default(&f->cfg);
+    CHECK_EQ(buf_pool_init(&f->pool, 2048, 2048), 0);
+    f->cap = 1460 + 60;
+    f->challenge_budget = -1;
+    f->env.ctx = f;
+    f->env.cfg = &f->cfg;
+    f->env.pool = &f->pool;
+    f->env.counters = f->counters;
+    f->env.ooo_get = f_ooo_get;
+    f->env.ooo_put = f_ooo_put;
+    f->env.tx_begin = f_tx_begin;
+    f->env.tx_commit = f_tx_commit;
+    f->env.event = f_event;
+    f->env.timer = f_timer;
+    f->env.want_output = f_want;
+    f->env.closed = f_closed;
+    f->env.challenge_ok = f_challenge;
+    tcp_conn_init(&f->env, &f->c, MTCP_AF_INET, LPORT, RPORT, 1460);
+    return f;
+}
+static void fake_free(struct fake *f)
+{
+    buf_stream_clear(&f->pool, &f->c.snd);
+    buf_stream_clear(&f->pool, &f->c.rcv);
+    if (f->ooo_used) buf_ooo_clear(&f->pool, &f->ooo);
+    CHECK_EQ(f->pool.nfree, f->pool.nchunks);      /* no chunk leaked */
+    buf_pool_fini(&f->pool);
+    free(f);
+}
+
+/* ---- captured output ---- */
+static int pending(struct fake *f) { return f->ntx - f->rd; }
+/* next emitted segment, parsed (payload points into the capture) */
+static struct wire_tcp next_seg(struct fake *f)
+{
+    struct wire_tcp t;
+    memset(&t, 0, sizeof t);
+    if (f->rd >= f->ntx) { CHECK(!"no segment emitted"); return t; }
+    int r = wire_tcp_parse(f->tx[f->rd], f->txlen[f->rd], &t);
+    CHECK(r >= 0);
+    f->rd++;
+    return t;
+}
+static void drain(struct fake *f) { f->rd = f->ntx; }
+static int n_events(struct fake *f) { return f->nev - f->evrd; }
+static struct event next_ev(struct fake *f)
+{
+    struct event e = {0, 0, 0};
+    if (f->evrd >= f->nev) { CHECK(!"no event"); return e; }
+    return f->ev[f->evrd++];
+}
+static void drain_ev(struct fake *f) { f->evrd = f->nev; }
+
+static void out(struct fake *f, uint64_t now) { tcp_output(&f->env, &f->c, now); }
+
+/* ---- segment templates (from the peer) ---- */
+static struct wire_tcp tmpl(uint8_t flags, uint32_t seq, uint32_t ack, uint16_t win)
+{
+    struct wire_tcp t;
+    memset(&t, 0, sizeof t);
+    t.sport = RPORT;
+    t.dport = LPORT;
+    t.seq = seq;
+    t.ack = ack;
+    t.flags = flags;
+    t.win = win;
+    return t;
+}
+static uint8_t payload[65536];
+static struct wire_tcp with_data(struct wire_tcp t, uint32_t off, uint32_t len)
+{
+    t.payload = payload + off;
+    t.payload_len = len;
+    return t;
+}
+static void in(struct fake *f, uint64_t now, struct wire_tcp t) { tcp_input(&f->env, &f->c, now, &t); }
+
+#define A WIRE_TCP_ACK
+#define S WIRE_TCP_SYN
+#define F WIRE_TCP_FIN
+#define R WIRE_TCP_RST
+#define P WIRE_TCP_PSH
+
+/* ---- fixtures: one per RFC state ---- */
+static struct fake *conn_syn_sent_cfg(int ts, int sack, int ws)
+{
+    struct fake *f = fake_new();
+    f->cfg.timestamps = (uint8_t)ts;
+    f->cfg.sack = (uint8_t)sack;
+    f->cfg.window_scaling = (uint8_t)ws;
+    tcp_open_active(&f->env, &f->c, 0, ISS);
+    out(f, 0);
+    return f;
+}
+static struct fake *conn_syn_sent(void) { return conn_syn_sent_cfg(0, 1, 1); }
+
+/* ESTABLISHED, active side; the peer's window 65535 << 0 (peer wscale 0), our wscale 3 */
+static struct fake *conn_established_cfg(int ts, int sack, int ws)
+{
+    struct fake *f = conn_syn_sent_cfg(ts, sack, ws);
+    struct wire_tcp sa = tmpl(S | A, PISS, ISS + 1, 65535);
+    sa.has_mss = 1; sa.mss = 1460;
+    if (ws) { sa.has_wscale = 1; sa.wscale = 0; }
+    sa.sack_perm = (uint8_t)sack;
+    if (ts) { sa.has_ts = 1; sa.tsval = 777; sa.tsecr = 0; }
+    in(f, 10 * MS, sa);
+    out(f, 10 * MS);
+    drain(f);
+    drain_ev(f);
+    f->c.quickacks = 0;          /* tests of delayed ACK start from steady state */
+    return f;
+}
+static struct fake *conn_established(void) { return conn_established_cfg(0, 1, 1); }
+static struct fake *conn_established_nosack(void) { return conn_established_cfg(0, 0, 1); }
+
+static struct fake *conn_fin_wait_1(void)
+{
+    struct fake *f = conn_established();
+    CHECK_EQ(tcp_shutdown(&f->env, &f->c, 20 * MS), 0);
+    out(f, 20 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.flags, A | F | P);
+    CHECK_EQ(t.seq, ISS + 1);
+    CHECK_EQ(f->c.state, MTCP_ST_FIN_WAIT_1);
+    return f;
+}
+static struct fake *conn_fin_wait_2(void)
+{
+    struct fake *f = conn_fin_wait_1();
+    in(f, 30 * MS, tmpl(A, PISS + 1, ISS + 2, 65535));
+    CHECK_EQ(f->c.state, MTCP_ST_FIN_WAIT_2);
+    return f;
+}
+static struct fake *conn_close_wait(void)
+{
+    struct fake *f = conn_established();
+    in(f, 20 * MS, tmpl(A | F, PISS + 1, ISS + 1, 65535));
+    CHECK_EQ(f->c.state, MTCP_ST_CLOSE_WAIT);
+    out(f, 20 * MS);
+    drain(f);
+    drain_ev(f);
+    return f;
+}
+static struct fake *conn_time_wait(void)
+{
+    struct fake *f = conn_fin_wait_2();
+    in(f, 40 * MS, tmpl(A | F, PISS + 1, ISS + 2, 65535));
+    CHECK_EQ(f->c.state, MTCP_ST_TIME_WAIT);
+    out(f, 40 * MS);
+    drain(f);
+    drain_ev(f);
+    return f;
+}
+
+/* ====================================================================================== */
+/* handshake                                                                              */
+/* ====================================================================================== */
+
+static void test_handshake_active(void)
+{
+    struct fake *f = conn_syn_sent_cfg(1, 1, 1);
+    CHECK_EQ(f->c.state, MTCP_ST_SYN_SENT);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.flags, S);
+    CHECK_EQ(t.seq, ISS);
+    CHECK_EQ(t.ack, 0);
+    CHECK_EQ(t.win, 65535);
+    CHECK(t.has_mss); CHECK_EQ(t.mss, 1460);
+    CHECK(t.has_wscale); CHECK_EQ(t.wscale, 3);     /* 262144 >> 3 fits in 16 bits */
+    CHECK(t.sack_perm);
+    CHECK(t.has_ts); CHECK_EQ(t.tsval, 0); CHECK_EQ(t.tsecr, 0);
+    CHECK_EQ(f->timer, 1 * SEC);                    /* initial RTO armed */
+
+    struct wire_tcp sa = tmpl(S | A, PISS, ISS + 1, 20000);
+    sa.has_mss = 1; sa.mss = 1400;
+    sa.has_wscale = 1; sa.wscale = 2;
+    sa.sack_perm = 1;
+    sa.has_ts = 1; sa.tsval = 99; sa.tsecr = 0;
+    in(f, 50 * MS, sa);
+    CHECK_EQ(f->c.state, MTCP_ST_ESTABLISHED);
+    CHECK_EQ(n_events(f), 1);
+    CHECK_EQ(next_ev(f).type, MTCP_EV_CONNECTED);
+    CHECK_EQ(f->c.mss, 1400);
+    CHECK_EQ(f->c.snd_wnd, 20000);                   /* SYN window is not scaled */
+    CHECK_EQ(f->c.snd_wscale, 2);
+    CHECK(f->c.flags & TCPF_SACK_OK);
+    CHECK(f->c.flags & TCPF_TS_OK);
+    CHECK_EQ(f->c.srtt_us, 50000);                   /* RTT sample from the handshake */
+    CHECK_EQ(f->c.cc.cwnd, 10 * (1400 - 12));
+    CHECK_EQ(f->timer, 0);                           /* nothing outstanding */
+    out(f, 50 * MS);
+    t = next_seg(f);
+    CHECK_EQ(t.flags, A);
+    CHECK_EQ(t.seq, ISS + 1);
+    CHECK_EQ(t.ack, PISS + 1);
+    CHECK_EQ(t.win, 262144 >> 3);
+    CHECK(t.has_ts); CHECK_EQ(t.tsval, 50); CHECK_EQ(t.tsecr, 99);
+    CHECK(!t.has_mss);
+    CHECK_EQ(pending(f), 0);
+    fake_free(f);
+}
+
+static void test_handshake_active_no_options(void)
+{
+    struct fake *f = conn_syn_sent();
+    drain(f);
+    /* peer without WS/SACK/MSS: defaults (RFC 9293 3.7.1: MSS 536), no scaling either way */
+    in(f, 1 * MS, tmpl(S | A, PISS, ISS + 1, 8192));
+    CHECK_EQ(f->c.state, MTCP_ST_ESTABLISHED);
+    CHECK_EQ(f->c.mss, 536);
+    CHECK_EQ(f->c.rcv_wscale, 0);
+    CHECK(!(f->c.flags & (TCPF_SACK_OK | TCPF_WS_OK)));
+    out(f, 1 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.win, 65535);                          /* unscaled window capped */
+    fake_free(f);
+}
+
+static void test_handshake_passive(void)
+{
+    struct fake *f = fake_new();
+    f->cfg.timestamps = 1;
+    struct wire_tcp syn = tmpl(S, PISS, 0, 64240);
+    syn.has_mss = 1; syn.mss = 1400;
+    syn.has_wscale = 1; syn.wscale = 7;
+    syn.sack_perm = 1;
+    syn.has_ts = 1; syn.tsval = 4242;
+    tcp_open_passive(&f->env, &f->c, 0, ISS, &syn);
+    CHECK_EQ(f->c.state, MTCP_ST_SYN_RECEIVED);
+    CHECK(f->want > 0);
+    out(f, 0);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.flags, S | A);
+    CHECK_EQ(t.seq, ISS);
+    CHECK_EQ(t.ack, PISS + 1);
+    CHECK_EQ(t.mss, 1460);
+    CHECK(t.has_wscale); CHECK_EQ(t.wscale, 3);
+    CHECK(t.sack_perm);
+    CHECK(t.has_ts); CHECK_EQ(t.tsecr, 4242);
+    CHECK_EQ(t.win, 65535);
+    CHECK_EQ(f->timer, 1 * SEC);
+
+    struct wire_tcp ack = tmpl(A, PISS + 1, ISS + 1, 500);
+    ack.has_ts = 1; ack.tsval = 4243; ack.tsecr = t.tsval;
+    in(f, 30 * MS, ack);
+    CHECK_EQ(f->c.state, MTCP_ST_ESTABLISHED);
+    CHECK_EQ(n_events(f), 1);
+    struct event e = next_ev(f);
+    CHECK_EQ(e.type, MTCP_EV_ACCEPT);                /* passive -> ACCEPT (engine fills parent) */
+    CHECK_EQ(f->c.snd_wnd, 500u << 7);
+    CHECK_EQ(f->c.mss, 1400);
+    CHECK_EQ(f->c.ts_recent, 4243);
+    CHECK_EQ(f->timer, 0);
+    fake_free(f);
+}
+
+static void test_handshake_passive_offer_subset(void)
+{
+    /* SYN without WS/SACK/TS: the SYN-ACK must not carry them (RFC 7323 1.3, RFC 2018 2) */
+    struct fake *f = fake_new();
+    f->cfg.timestamps = 1;
+    struct wire_tcp syn = tmpl(S, PISS, 0, 64240);
+    tcp_open_passive(&f->env, &f->c, 0, ISS, &syn);
+    out(f, 0);
+    struct wire_tcp t = next_seg(f);
+    CHECK(!t.has_wscale);
+    CHECK(!t.sack_perm);
+    CHECK(!t.has_ts);
+    CHECK_EQ(f->c.mss, 536);
+    fake_free(f);
+}
+
+static void test_synack_retransmit_and_dup_syn(void)
+{
+    struct fake *f = fake_new();
+    struct wire_tcp syn = tmpl(S, PISS, 0, 64240);
+    tcp_open_passive(&f->env, &f->c, 0, ISS, &syn);
+    out(f, 0);
+    drain(f);
+    /* retransmitted SYN: SYN-ACK again */
+    in(f, 100 * MS, syn);
+    out(f, 100 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.flags, S | A);
+    CHECK_EQ(t.seq, ISS);
+    /* RTO: SYN-ACK again, synack_retries then silent death (no event: never accepted) */
+    f->cfg.synack_retries = 1;
+    tcp_timer(&f->env, &f->c, f->timer);
+    t = next_seg(f);
+    CHECK_EQ(t.flags, S | A);
+    CHECK_EQ(f->counters[CTR_SYN_RETRANS], 2);
+    tcp_timer(&f->env, &f->c, f->timer);
+    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    CHECK_EQ(f->closed, 1);
+    CHECK_EQ(n_events(f), 0);
+    fake_free(f);
+}
+
+static void test_syn_received_bad_ack_rst(void)
+{
+    struct fake *f = fake_new();
+    struct wire_tcp syn = tmpl(S, PISS, 0, 64240);
+    tcp_open_passive(&f->env, &f->c, 0, ISS, &syn);
+    out(f, 0);
+    drain(f);
+    /* RFC 9293 3.10.7.4: unacceptable ACK in SYN-RECEIVED -> <SEQ=SEG.ACK><CTL=RST> */
+    in(f, 1 * MS, tmpl(A, PISS + 1, ISS + 77, 100));
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.flags, R);
+    CHECK_EQ(t.seq, ISS + 77);
+    CHECK_EQ(f->c.state, MTCP_ST_SYN_RECEIVED);
+    fake_free(f);
+}
+
+static void test_syn_sent_rst(void)
+{
+    struct fake *f = conn_syn_sent();
+    drain(f);
+    /* RST without ACK: ignored (RFC 5961 3.2 / RFC 9293 3.10.7.3) */
+    in(f, 1 * MS, tmpl(R, 0, 0, 0));
+    CHECK_EQ(f->c.state, MTCP_ST_SYN_SENT);
+    /* RST with an unacceptable ACK: ignored, and no RST answered to a RST */
+    in(f, 1 * MS, tmpl(R | A, 0, ISS + 5, 0));
+    CHECK_EQ(f->c.state, MTCP_ST_SYN_SENT);
+    CHECK_EQ(pending(f), 0);
+    /* acceptable: connection refused */
+    in(f, 2 * MS, tmpl(R | A, 0, ISS + 1, 0));
+    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    CHECK_EQ(n_events(f), 1);
+    struct event e = next_ev(f);
+    CHECK_EQ(e.type, MTCP_EV_CONNECT_FAILED);
+    CHECK_EQ(e.err, ECONNREFUSED);
+    CHECK_EQ(f->closed, 1);
+    CHECK_EQ(f->timer, 0);
+    fake_free(f);
+}
+
+static void test_syn_sent_bad_ack(void)
+{
+    struct fake *f = conn_syn_sent();
+    drain(f);
+    /* SEG.ACK =< ISS or > SND.NXT: <SEQ=SEG.ACK><CTL=RST> */
+    in(f, 1 * MS, tmpl(S | A, PISS, ISS + 10, 1000));
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.flags, R);
+    CHECK_EQ(t.seq, ISS + 10);
+    CHECK_EQ(f->c.state, MTCP_ST_SYN_SENT);
+    CHECK_EQ(f->counters[CTR_RST_OUT], 1);
+    fake_free(f);
+}
+
+static void test_syn_retries_timeout(void)
+{
+    struct fake *f = conn_syn_sent();
+    drain(f);
+    f->cfg.syn_retries = 2;
+    CHECK_EQ(f->timer, 1 * SEC);
+    tcp_timer(&f->env, &f->c, 1 * SEC);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.flags, S);
+    CHECK_EQ(t.seq, ISS);
+    CHECK_EQ(f->timer, 3 * SEC);                     /* backoff: 2 s */
+    tcp_timer(&f->env, &f->c, 3 * SEC);
+    next_seg(f);
+    CHECK_EQ(f->timer, 7 * SEC);
+    tcp_timer(&f->env, &f->c, 7 * SEC);
+    CHECK_EQ(pending(f), 0);
+    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    struct event e = next_ev(f);
+    CHECK_EQ(e.type, MTCP_EV_CONNECT_FAILED);
+    CHECK_EQ(e.err, ETIMEDOUT);
+    CHECK_EQ(f->closed, 1);
+    fake_free(f);
+}
+
+/* two endpoints wired back to back */
+static void shuttle(struct fake *from, struct fake *to, uint64_t now)
+{
+    while (pending(from)) {
+        struct wire_tcp t = next_seg(from);
+        tcp_input(&to->env, &to->c, now, &t);
+    }
+}
+
+static void test_simultaneous_open(void)
+{
+    struct fake *a = fake_new(), *b = fake_new();
+    b->c.local_port = RPORT; b->c.remote_port = LPORT;
+    a->c.remote_port = RPORT; a->c.local_port = LPORT;
+    /* hack ports so parsed segments look right to both */
+    tcp_open_active(&a->env, &a->c, 0, ISS);
+    tcp_open_active(&b->env, &b->c, 0, PISS);
+    out(a, 0);
+    out(b, 0);
+    /* SYNs cross */
+    shuttle(a, b, 1 * MS);
+    shuttle(b, a, 1 * MS);
+    CHECK_EQ(a->c.state, MTCP_ST_SYN_RECEIVED);
+    CHECK_EQ(b->c.state, MTCP_ST_SYN_RECEIVED);
+    out(a, 2 * MS);
+    out(b, 2 * MS);
+    struct wire_tcp t = a->ntx > a->rd ? (struct wire_tcp){0} : (struct wire_tcp){0};
+    (void)t;
+    CHECK_EQ(pending(a), 1);
+    int r = wire_tcp_parse(a->tx[a->rd], a->txlen[a->rd], &t);
+    CHECK(r >= 0);
+    CHECK_EQ(t.flags, S | A);                        /* SYN-ACK <SEQ=ISS><ACK=RCV.NXT> */
+    CHECK_EQ(t.seq, ISS);
+    CHECK_EQ(t.ack, PISS + 1);
+    shuttle(a, b, 3 * MS);
+    shuttle(b, a, 3 * MS);
+    CHECK_EQ(a->c.state, MTCP_ST_ESTABLISHED);
+    CHECK_EQ(b->c.state, MTCP_ST_ESTABLISHED);
+    CHECK_EQ(next_ev(a).type, MTCP_EV_CONNECTED);
+    CHECK_EQ(next_ev(b).type, MTCP_EV_CONNECTED);
+    CHECK_EQ(a->c.snd_una, ISS + 1);
+    CHECK_EQ(a->c.rcv_nxt, PISS + 1);
+    fake_free(a);
+    fake_free(b);
+}
+
+/* ====================================================================================== */
+/* data transfer                                                                          */
+/* ====================================================================================== */
+
+static void test_send_segments_and_ack(void)
+{
+    struct fake *f = conn_established();
+    f->c.flags |= TCPF_NODELAY;
+    for (uint32_t i = 0; i < sizeof payload; i++) payload[i] = (uint8_t)(i * 7 + 3);
+    CHECK_EQ(tcp_send(&f->env, &f->c, 20 * MS, payload, 3000), 3000);
+    out(f, 20 * MS);
+    CHECK_EQ(pending(f), 3);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.seq, ISS + 1); CHECK_EQ(t.payload_len, 1460); CHECK_EQ(t.flags, A);
+    CHECK_EQ(t.ack, PISS + 1);
+    CHECK_MEM(t.payload, payload, 1460);
+    t = next_seg(f);
+    CHECK_EQ(t.seq, ISS + 1461); CHECK_EQ(t.payload_len, 1460);
+    t = next_seg(f);
+    CHECK_EQ(t.seq, ISS + 2921); CHECK_EQ(t.payload_len, 80); CHECK_EQ(t.flags, A | P);
+    CHECK_MEM(t.payload, payload + 2920, 80);
+    CHECK_EQ(f->c.snd_nxt, ISS + 3001);
+    CHECK_EQ(f->c.rto_us, 200000);                   /* handshake RTT 10 ms -> min RTO */
+    CHECK_EQ(f->timer, 20 * MS + 200 * MS);          /* RTO armed at send time */
+    /* ACK of the first two segments frees them from the send buffer */
+    in(f, 60 * MS, tmpl(A, PISS + 1, ISS + 2921, 65535));
+    CHECK_EQ(f->c.snd.len, 80);
+    CHECK_EQ(f->c.snd_una, ISS + 2921);
+    CHECK_EQ(f->c.srtt_us, 13750);                   /* 7/8 * 10 ms + 1/8 * 40 ms */
+    CHECK_EQ(f->c.rttvar_us, 11250);                 /* 3/4 * 5 ms + 1/4 * 30 ms */
+    CHECK_EQ(f->timer, 60 * MS + f->c.rto_us);       /* restarted (RFC 6298 5.3) */
+    in(f, 70 * MS, tmpl(A, PISS + 1, ISS + 3001, 65535));
+    CHECK_EQ(f->c.snd.len, 0);
+    CHECK_EQ(f->timer, 0);                           /* all acked: stopped (5.2) */
+    fake_free(f);
+}
+
+static void test_send_limited_by_peer_window_and_writable(void)
+{
+    struct fake *f = conn_established();
+    f->c.sndbuf = 4000;
+    f->c.flags |= TCPF_NODELAY;
+    in(f, 15 * MS, tmpl(A, PISS + 1, ISS + 1, 2000));   /* window 2000 */
+    CHECK_EQ(tcp_send(&f->env, &f->c, 20 * MS, payload, 5000), 4000);   /* short send */
+    out(f, 20 * MS);
+    CHECK_EQ(pending(f), 1);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.payload_len, 1460);
+    /* 540 bytes of window left: < MSS and < max window/2 -> held (sender SWS, 3.8.6.2.1) */
+    CHECK_EQ(n_events(f), 0);
+    in(f, 30 * MS, tmpl(A, PISS + 1, ISS + 1461, 2000));
+    struct event e = next_ev(f);
+    CHECK_EQ(e.type, MTCP_EV_WRITABLE);
+    CHECK_EQ(e.len, 1460);
+    fake_free(f);
+}
+
+static void test_receive_in_order(void)
+{
+    struct fake *f = conn_established();
+    f->c.quickacks = 2;
+    in(f, 20 * MS, with_data(tmpl(A, PISS + 1, ISS + 1, 65535), 0, 1000));
+    CHECK_EQ(f->c.rcv_nxt, PISS + 1001);
+    struct event e = next_ev(f);
+    CHECK_EQ(e.type, MTCP_EV_READABLE);
+    CHECK_EQ(e.len, 1000);
+    out(f, 20 * MS);                                 /* quick ACK */
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.flags, A);
+    CHECK_EQ(t.ack, PISS + 1001);
+    CHECK_EQ(t.win, (262144 - 1000) >> 3);           /* window = free space in rcvbuf */
+    uint8_t buf[2000];
+    CHECK_EQ(tcp_recv(&f->env, &f->c, 21 * MS, buf, sizeof buf), 1000);
+    CHECK_MEM(buf, payload, 1000);
+    CHECK_EQ(tcp_recv(&f->env, &f->c, 21 * MS, buf, sizeof buf), 0);
+    fake_free(f);
+}
+
+static void test_window_closes_and_reopens(void)
+{
+    struct fake *f = fake_new();
+    f->cfg.window_scaling = 0;
+    tcp_setopt(&f->env, &f->c, MTCP_OPT_RCVBUF, 4000);
+    tcp_open_active(&f->env, &f->c, 0, ISS);
+    out(f, 0);
+    drain(f);
+    in(f, 1 * MS, tmpl(S | A, PISS, ISS + 1, 65535));
+    out(f, 1 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.win, 4000);
+    /* the app does not read: 4000 bytes fill the buffer, the window closes */
+    in(f, 2 * MS, with_data(tmpl(A, PISS + 1, ISS + 1, 65535), 0, 1460));
+    in(f, 2 * MS, with_data(tmpl(A, PISS + 1461, ISS + 1, 65535), 1460, 1460));
+    in(f, 2 * MS, with_data(tmpl(A, PISS + 2921, ISS + 1, 65535), 2920, 1080));
+    out(f, 2 * MS);
+    while (pending(f) > 1) next_seg(f);
+    t = next_seg(f);
+    CHECK_EQ(t.ack, PISS + 4001);
+    CHECK_EQ(t.win, 0);
+    /* more data beyond the window: not accepted, ACK with window 0 */
+    in(f, 3 * MS, with_data(tmpl(A, PISS + 4001, ISS + 1, 65535), 4000, 100));
+    CHECK_EQ(f->c.rcv_nxt, PISS + 4001);
+    CHECK_EQ(f->c.rcv.len, 4000);
+    out(f, 3 * MS);
+    t = next_seg(f);
+    CHECK_EQ(t.ack, PISS + 4001);
+    CHECK_EQ(t.win, 0);
+    /* reading a little (< MSS) does not reopen (receiver SWS avoidance, RFC 9293 3.8.6.2.2) */
+    uint8_t buf[4000];
+    CHECK_EQ(tcp_recv(&f->env, &f->c, 4 * MS, buf, 100), 100);
+    out(f, 4 * MS);
+    CHECK_EQ(pending(f), 0);
+    /* reading the rest sends a window update */
+    CHECK_EQ(tcp_recv(&f->env, &f->c, 5 * MS, buf, sizeof buf), 3900);
+    out(f, 5 * MS);
+    t = next_seg(f);
+    CHECK_EQ(t.flags, A);
+    CHECK_EQ(t.ack, PISS + 4001);
+    CHECK_EQ(t.win, 4000);
+    fake_free(f);
+}
+
+/* ====================================================================================== */
+/* close: active, passive, simultaneous, half-close, TIME-WAIT                            */
+/* ====================================================================================== */
+
+static void test_active_close_time_wait(void)
+{
+    struct fake *f = conn_fin_wait_1();
+    in(f, 30 * MS, tmpl(A, PISS + 1, ISS + 2, 65535));
+    CHECK_EQ(f->c.state, MTCP_ST_FIN_WAIT_2);
+    CHECK_EQ(f->timer, 0);
+    in(f, 40 * MS, tmpl(A | F, PISS + 1, ISS + 2, 65535));
+    CHECK_EQ(f->c.state, MTCP_ST_TIME_WAIT);
+    CHECK_EQ(next_ev(f).type, MTCP_EV_PEER_CLOSED);
+    CHECK_EQ(next_ev(f).type, MTCP_EV_CLOSED);
+    out(f, 40 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.flags, A);
+    CHECK_EQ(t.seq, ISS + 2);
+    CHECK_EQ(t.ack, PISS + 2);
+    CHECK_EQ(f->timer, 40 * MS + 60 * SEC);          /* 2 MSL */
+    CHECK_EQ(f->closed, 0);
+    tcp_timer(&f->env, &f->c, 40 * MS + 60 * SEC - 1);
+    CHECK_EQ(f->closed, 0);
+    tcp_timer(&f->env, &f->c, 40 * MS + 60 * SEC);
+    CHECK_EQ(f->closed, 1);
+    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    fake_free(f);
+}
+
+static void test_time_wait_refin(void)
+{
+    struct fake *f = conn_time_wait();
+    /* a retransmitted FIN: ACK it and restart 2 MSL (RFC 9293 3.10.7.4) */
+    in(f, 10 * SEC, tmpl(A | F, PISS + 1, ISS + 2, 65535));
+    out(f, 10 * SEC);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.flags, A);
+    CHECK_EQ(t.ack, PISS + 2);
+    CHECK_EQ(f->timer, 10 * SEC + 60 * SEC);
+    CHECK_EQ(n_events(f), 0);
+    fake_free(f);
+}
+
+static void test_passive_close(void)
+{
+    struct fake *f = conn_established();
+    in(f, 20 * MS, with_data(tmpl(A | F, PISS + 1, ISS + 1, 65535), 0, 10));
+    CHECK_EQ(f->c.state, MTCP_ST_CLOSE_WAIT);
+    struct event e = next_ev(f);
+    CHECK_EQ(e.type, MTCP_EV_READABLE); CHECK_EQ(e.len, 10);
+    e = next_ev(f);
+    CHECK_EQ(e.type, MTCP_EV_PEER_CLOSED);
+    out(f, 20 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.ack, PISS + 12);                      /* data + FIN acknowledged at once */
+    /* we can still send (half-open from the peer's view) */
+    CHECK_EQ(tcp_send(&f->env, &f->c, 21 * MS, payload, 5), 5);
+    uint8_t buf[16];
+    CHECK_EQ(tcp_recv(&f->env, &f->c, 21 * MS, buf, sizeof buf), 10);
+    CHECK_EQ(tcp_close(&f->env, &f->c, 22 * MS), 0);
+    CHECK_EQ(f->c.state, MTCP_ST_LAST_ACK);
+    out(f, 22 * MS);
+    t = next_seg(f);
+    CHECK_EQ(t.flags, A | F | P);                    /* data and FIN together */
+    CHECK_EQ(t.seq, ISS + 1);
+    CHECK_EQ(t.payload_len, 5);
+    in(f, 30 * MS, tmpl(A, PISS + 12, ISS + 7, 65535));
+    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    CHECK_EQ(f->closed, 1);
+    CHECK_EQ(n_events(f), 0);                        /* detached by close: no more events */
+    fake_free(f);
+}
+
+static void test_last_ack_event_when_shutdown(void)
+{
+    struct fake *f = conn_close_wait();
+    CHECK_EQ(tcp_shutdown(&f->env, &f->c, 22 * MS), 0);
+    CHECK_EQ(f->c.state, MTCP_ST_LAST_ACK);
+    out(f, 22 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.flags, A | F | P);
+    CHECK_EQ(t.seq, ISS + 1);
+    in(f, 30 * MS, tmpl(A, PISS + 2, ISS + 2, 65535));
+    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    CHECK_EQ(next_ev(f).type, MTCP_EV_CLOSED);
+    CHECK_EQ(f->closed, 1);
+    fake_free(f);
+}
+
+static void test_simultaneous_close(void)
+{
+    struct fake *f = conn_fin_wait_1();
+    /* the peer's FIN crosses ours: it does not ack our FIN -> CLOSING */
+    in(f, 30 * MS, tmpl(A | F, PISS + 1, ISS + 1, 65535));
+    CHECK_EQ(f->c.state, MTCP_ST_CLOSING);
+    out(f, 30 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.flags, A);
+    CHECK_EQ(t.ack, PISS + 2);
+    CHECK_EQ(t.seq, ISS + 2);
+    /* its ACK of our FIN -> TIME-WAIT */
+    in(f, 40 * MS, tmpl(A, PISS + 2, ISS + 2, 65535));
+    CHECK_EQ(f->c.state, MTCP_ST_TIME_WAIT);
+    CHECK_EQ(f->timer, 40 * MS + 60 * SEC);
+    fake_free(f);
+}
+
+static void test_fin_with_ack_of_fin(void)
+{
+    /* FIN-WAIT-1: FIN that also acks our FIN -> TIME-WAIT directly */
+    struct fake *f = conn_fin_wait_1();
+    in(f, 30 * MS, tmpl(A | F, PISS + 1, ISS + 2, 65535));
+    CHECK_EQ(f->c.state, MTCP_ST_TIME_WAIT);
+    fake_free(f);
+}
+
+static void test_half_close(void)
+{
+    struct fake *f = conn_fin_wait_2();
+    /* write side shut: the peer keeps sending, we keep reading */
+    in(f, 50 * MS, with_data(tmpl(A, PISS + 1, ISS + 2, 65535), 0, 500));
+    CHECK_EQ(f->c.state, MTCP_ST_FIN_WAIT_2);
+    struct event e = next_ev(f);
+    CHECK_EQ(e.type, MTCP_EV_READABLE);
+    CHECK_EQ(e.len, 500);
+    CHECK_EQ(tcp_send(&f->env, &f->c, 50 * MS, payload, 10), -EPIPE);
+    f->c.quickacks = 1;
+    in(f, 60 * MS, with_data(tmpl(A, PISS + 501, ISS + 2, 65535), 500, 500));
+    out(f, 60 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.ack, PISS + 1001);
+    CHECK_EQ(t.seq, ISS + 2);
+    CHECK_EQ(f->c.rcv.len, 1000);
+    fake_free(f);
+}
+
+static void test_fin_wait_1_data_then_fin(void)
+{
+    /* close with queued data: data first, FIN on the last segment; the FIN is retransmitted */
+    struct fake *f = conn_established();
+    f->c.flags |= TCPF_NODELAY;
+    tcp_send(&f->env, &f->c, 20 * MS, payload, 100);
+    tcp_shutdown(&f->env, &f->c, 20 * MS);
+    out(f, 20 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.flags, A | F | P);
+    CHECK_EQ(t.payload_len, 100);
+    in(f, 30 * MS, tmpl(A, PISS + 1, ISS + 101, 65535));  /* acks the data only */
+    CHECK_EQ(f->c.state, MTCP_ST_FIN_WAIT_1);
+    tcp_timer(&f->env, &f->c, f->timer);
+    t = next_seg(f);
+    CHECK_EQ(t.flags, A | F | P);
+    CHECK_EQ(t.seq, ISS + 101);
+    CHECK_EQ(t.payload_len, 0);
+    in(f, 40 * MS, tmpl(A, PISS + 1, ISS + 102, 65535));
+    CHECK_EQ(f->c.state, MTCP_ST_FIN_WAIT_2);
+    fake_free(f);
+}
+
+/* ====================================================================================== */
+/* RST acceptance and generation, RFC 5961 challenge ACKs                                 */
+/* ====================================================================================== */
+
+static void test_rst_exact_resets(void)
+{
+    struct fake *f = conn_established();
+    in(f, 20 * MS, tmpl(R, PISS + 1, 0, 0));
+    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    struct event e = next_ev(f);
+    CHECK_EQ(e.type, MTCP_EV_ERROR);
+    CHECK_EQ(e.err, ECONNRESET);
+    CHECK_EQ(f->closed, 1);
+    CHECK_EQ(f->counters[CTR_RST_IN], 1);
+    CHECK_EQ(pending(f), 0);
+    fake_free(f);
+}
+
+static void test_rst_in_window_challenge(void)
+{
+    struct fake *f = conn_established();
+    in(f, 20 * MS, tmpl(R, PISS + 100, 0, 0));       /* in window, not exact */
+    CHECK_EQ(f->c.state, MTCP_ST_ESTABLISHED);
+    out(f, 20 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.flags, A);                            /* challenge ACK <SEQ=SND.NXT><ACK=RCV.NXT> */
+    CHECK_EQ(t.seq, ISS + 1);
+    CHECK_EQ(t.ack, PISS + 1);
+    CHECK_EQ(f->counters[CTR_CHALLENGE_ACKS], 1);
+    /* out of window: silently dropped */
+    in(f, 21 * MS, tmpl(R, PISS + 1 + 300000, 0, 0));
+    out(f, 21 * MS);
+    CHECK_EQ(pending(f), 0);
+    CHECK_EQ(f->c.state, MTCP_ST_ESTABLISHED);
+    CHECK_EQ(n_events(f), 0);
+    fake_free(f);
+}
+
+static void test_syn_in_established_challenge(void)
+{
+    struct fake *f = conn_established();
+    in(f, 20 * MS, tmpl(S, PISS + 50, 0, 1000));
+    CHECK_EQ(f->c.state, MTCP_ST_ESTABLISHED);
+    out(f, 20 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.flags, A);
+    CHECK_EQ(t.ack, PISS + 1);
+    CHECK_EQ(f->counters[CTR_CHALLENGE_ACKS], 1);
+    /* rate limit: engine budget exhausted -> no ACK */
+    f->challenge_budget = 0;
+    in(f, 21 * MS, tmpl(S, PISS + 50, 0, 1000));
+    out(f, 21 * MS);
+    CHECK_EQ(pending(f), 0);
+    CHECK_EQ(f->counters[CTR_CHALLENGE_ACKS_LIMITED], 1);
+    fake_free(f);
+}
+
+static void test_ack_beyond_snd_nxt_challenge(void)
+{
+    struct fake *f = conn_established();
+    in(f, 20 * MS, with_data(tmpl(A, PISS + 1, ISS + 5000, 65535), 0, 100));
+    CHECK_EQ(f->c.snd_una, ISS + 1);
+    CHECK_EQ(f->c.rcv_nxt, PISS + 1);                /* data dropped too (RFC 5961 5.2) */
+    out(f, 20 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.flags, A);
+    CHECK_EQ(t.ack, PISS + 1);
+    CHECK_EQ(f->counters[CTR_CHALLENGE_ACKS], 1);
+    fake_free(f);
+}
+
+static void test_out_of_window_data_acked(void)
+{
+    struct fake *f = conn_established();
+    in(f, 20 * MS, with_data(tmpl(A, PISS + 1 + 400000, ISS + 1, 65535), 0, 100));
+    out(f, 20 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.flags, A);
+    CHECK_EQ(t.ack, PISS + 1);
+    CHECK_EQ(f->counters[CTR_OUT_OF_WINDOW], 1);
+    /* an old duplicate: ACKed at once too */
+    in(f, 21 * MS, with_data(tmpl(A, PISS - 99, ISS + 1, 65535), 0, 100));
+    out(f, 21 * MS);
+    t = next_seg(f);
+    CHECK_EQ(t.ack, PISS + 1);
+    fake_free(f);
+}
+
+static void test_abort_sends_rst(void)
+{
+    struct fake *f = conn_established();
+    tcp_send(&f->env, &f->c, 20 * MS, payload, 100);
+    out(f, 20 * MS);
+    drain(f);
+    tcp_abort(&f->env, &f->c, 21 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.flags, R | A);
+    CHECK_EQ(t.seq, ISS + 101);
+    CHECK_EQ(t.ack, PISS + 1);
+    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    CHECK_EQ(f->closed, 1);
+    CHECK_EQ(f->timer, 0);
+    fake_free(f);
+}
+
+static void test_close_with_unread_data_resets(void)
+{
+    struct fake *f = conn_established();
+    in(f, 20 * MS, with_data(tmpl(A, PISS + 1, ISS + 1, 65535), 0, 10));
+    drain(f);
+    CHECK_EQ(tcp_close(&f->env, &f->c, 21 * MS), 0);
+    out(f, 21 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK(t.flags & R);
+    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    fake_free(f);
+}
+
+static void test_rst_for(void)
+{
+    struct wire_tcp rst;
+    struct wire_tcp s = tmpl(S, 777, 0, 100);
+    CHECK_EQ(tcp_rst_for(&s, &rst), 1);
+    CHECK_EQ(rst.flags, R | A);
+    CHECK_EQ(rst.seq, 0);
+    CHECK_EQ(rst.ack, 778);
+    CHECK_EQ(rst.sport, LPORT);
+    CHECK_EQ(rst.dport, RPORT);
+    s = with_data(tmpl(A | F, 777, 4444, 100), 0, 10);
+    CHECK_EQ(tcp_rst_for(&s, &rst), 1);
+    CHECK_EQ(rst.flags, R);
+    CHECK_EQ(rst.seq, 4444);
+    s = tmpl(R, 1, 0, 0);
+    CHECK_EQ(tcp_rst_for(&s, &rst), 0);
+}
+
+/* ====================================================================================== */
+/* retransmission: RTO, backoff, ETIMEDOUT, Karn                                          */
+/* ====================================================================================== */
+
+static void test_rto_backoff_and_timeout(void)
+{
+    struct fake *f = conn_established();
+    f->cfg.max_retries = 3;
+    tcp_send(&f->env, &f->c, 100 * MS, payload, 100);
+    out(f, 100 * MS);
+    next_seg(f);
+    uint64_t t0 = 100 * MS;
+    CHECK_EQ(f->timer, t0 + 200 * MS);
+    tcp_timer(&f->env, &f->c, t0 + 200 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.seq, ISS + 1);
+    CHECK_EQ(t.payload_len, 100);
+    CHECK_EQ(f->timer, t0 + 600 * MS);
+    CHECK_EQ(f->counters[CTR_TIMEOUTS], 1);
+    CHECK_EQ(f->counters[CTR_RETRANS_SEGS], 1);
+    CHECK_EQ(f->c.cc.cwnd, f->c.mss);                 /* RFC 5681: 1 SMSS after RTO */
+    tcp_timer(&f->env, &f->c, t0 + 600 * MS);
+    next_seg(f);
+    CHECK_EQ(f->timer, t0 + 1400 * MS);
+    tcp_timer(&f->env, &f->c, t0 + 1400 * MS);
+    next_seg(f);
+    CHECK_EQ(f->timer, t0 + 3000 * MS);
+    tcp_timer(&f->env, &f->c, t0 + 3000 * MS);
+    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    struct event e = next_ev(f);
+    CHECK_EQ(e.type, MTCP_EV_ERROR);
+    CHECK_EQ(e.err, ETIMEDOUT);
+    CHECK_EQ(f->closed, 1);
+    fake_free(f);
+}
+
+static void test_rto_min_and_max(void)
+{
+    struct fake *f = conn_established();
+    /* RTT 1 ms -> RTO clamps at min_rto */
+    tcp_send(&f->env, &f->c, 100 * MS, payload, 100);
+    out(f, 100 * MS);
+    in(f, 101 * MS, tmpl(A, PISS + 1, ISS + 101, 65535));
+    CHECK_EQ(f->c.rto_us, 200000);
+    /* backoff is capped at max_rto */
+    f->cfg.max_rto_us = 500000;
+    tcp_send(&f->env, &f->c, 200 * MS, payload, 100);
+    out(f, 200 * MS);
+    tcp_timer(&f->env, &f->c, f->timer);
+    CHECK_EQ(f->c.rto_us, 400000);
+    tcp_timer(&f->env, &f->c, f->timer);
+    CHECK_EQ(f->c.rto_us, 500000);
+    fake_free(f);
+}
+
+static void test_karn(void)
+{
+    struct fake *f = conn_established();
+    f->c.srtt_us = 0;
+    tcp_send(&f->env, &f->c, 100 * MS, payload, 100);
+    out(f, 100 * MS);
+    tcp_timer(&f->env, &f->c, f->timer);             /* retransmitted */
+    uint32_t rto = f->c.rto_us;
+    CHECK_EQ(rto, 400 * MS);
+    in(f, 350 * MS, tmpl(A, PISS + 1, ISS + 101, 65535));
+    CHECK_EQ(f->c.srtt_us, 0);                       /* ambiguous ACK: no sample */
+    CHECK_EQ(f->c.rto_us, rto);                      /* backed-off RTO kept (RFC 6298 5.7) */
+    /* the next, unambiguous, segment is timed */
+    tcp_send(&f->env, &f->c, 1200 * MS, payload, 100);
+    out(f, 1200 * MS);
+    in(f, 1230 * MS, tmpl(A, PISS + 1, ISS + 201, 65535));
+    CHECK_EQ(f->c.srtt_us, 30000);
+    CHECK_EQ(f->c.rttvar_us, 15000);
+    CHECK_EQ(f->c.rto_us, 200000);                   /* 30 + 4*15 = 90 ms -> min 200 ms */
+    fake_free(f);
+}
+
+static void test_rtt_timestamps(void)
+{
+    struct fake *f = conn_established_cfg(1, 1, 1);
+    f->c.srtt_us = 0;
+    tcp_send(&f->env, &f->c, 100 * MS, payload, 100);
+    out(f, 100 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.tsval, 100);
+    CHECK_EQ(t.tsecr, 777);
+    tcp_timer(&f->env, &f->c, f->timer);             /* retransmission: ts still gives a sample */
+    t = next_seg(f);
+    CHECK_EQ(t.tsval, 300);
+    struct wire_tcp a = tmpl(A, PISS + 1, ISS + 101, 65535);
+    a.has_ts = 1; a.tsval = 800; a.tsecr = 300;
+    in(f, 325 * MS, a);
+    CHECK_EQ(f->c.srtt_us, 25000);
+    CHECK_EQ(f->c.ts_recent, 800);
+    fake_free(f);
+}
+
+/* ====================================================================================== */
+/* fast retransmit / recovery                                                             */
+/* ====================================================================================== */
+
+static void fill_flight(struct fake *f, uint64_t now, uint32_t nseg)
+{
+    f->c.flags |= TCPF_NODELAY;
+    tcp_send(&f->env, &f->c, now, payload, nseg * 1460);
+    out(f, now);
+    CHECK_EQ(pending(f), (int)nseg);
+    drain(f);
+}
+
+static void test_fast_retransmit_newreno(void)
+{
+    struct fake *f = conn_established_nosack();
+    fill_flight(f, 100 * MS, 10);                    /* ISS+1 .. ISS+14601 */
+    /* segment 1 lost: dupACKs */
+    for (int i = 0; i < 2; i++) in(f, 150 * MS, tmpl(A, PISS + 1, ISS + 1, 65535));
+    out(f, 150 * MS);
+    CHECK_EQ(pending(f), 0);
+    in(f, 150 * MS, tmpl(A, PISS + 1, ISS + 1, 65535));
+    CHECK(f->c.flags & TCPF_IN_RECOVERY);
+    CHECK_EQ(f->c.recover, ISS + 14601);
+    CHECK_EQ(f->c.cc.ssthresh, 7300);                /* flight/2 */
+    out(f, 150 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.seq, ISS + 1);
+    CHECK_EQ(t.payload_len, 1460);
+    CHECK_EQ(pending(f), 0);
+    CHECK_EQ(f->counters[CTR_FAST_RETRANS], 1);
+    /* partial ACK (segments 1..3; 4 lost too): retransmit 4 at once (RFC 6582 3.2 step 3) */
+    in(f, 200 * MS, tmpl(A, PISS + 1, ISS + 1 + 3 * 1460, 65535));
+    CHECK(f->c.flags & TCPF_IN_RECOVERY);
+    out(f, 200 * MS);
+    t = next_seg(f);
+    CHECK_EQ(t.seq, ISS + 1 + 3 * 1460);
+    /* full ACK: recovery ends, cwnd = ssthresh */
+    in(f, 250 * MS, tmpl(A, PISS + 1, ISS + 14601, 65535));
+    CHECK(!(f->c.flags & TCPF_IN_RECOVERY));
+    CHECK_EQ(f->c.cc.cwnd, 7300);
+    fake_free(f);
+}
+
+static struct wire_tcp sack_ack(uint32_t ack, uint32_t l, uint32_t r)
+{
+    struct wire_tcp t = tmpl(A, PISS + 1, ack, 65535);
+    t.nsack = 1;
+    t.sack[0].left = l;
+    t.sack[0].right = r;
+    return t;
+}
+
+static void test_fast_retransmit_sack(void)
+{
+    struct fake *f = conn_established();
+    fill_flight(f, 100 * MS, 10);
+    uint32_t b = ISS + 1;
+    /* segments 1 and 3 lost; the receiver SACKs 2, then 2 + 4.. */
+    in(f, 150 * MS, sack_ack(b, b + 1460, b + 2920));
+    CHECK(!(f->c.flags & TCPF_IN_RECOVERY));
+    in(f, 150 * MS, sack_ack(b, b + 3 * 1460, b + 4 * 1460));
+    CHECK_EQ(f->c.sb_n, 2);
+    in(f, 150 * MS, sack_ack(b, b + 3 * 1460, b + 5 * 1460));
+    CHECK(f->c.flags & TCPF_IN_RECOVERY);           /* 3 dupACKs */
+    CHECK_EQ(f->counters[CTR_SACK_RECOVERY], 1);
+    CHECK_EQ(f->c.sacked_bytes, 3 * 1460);
+    out(f, 150 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.seq, b);                              /* first hole */
+    CHECK_EQ(t.payload_len, 1460);
+    /* pipe = 10 segs - 3 sacked - lost(seg1: 3 segs sacked above -> lost) + rexmit:
+     * ssthresh = 7300 (5 segs); more SACKs let the second hole (seg 3) go */
+    in(f, 160 * MS, sack_ack(b, b + 3 * 1460, b + 8 * 1460));
+    out(f, 160 * MS);
+    int found = 0;
+    while (pending(f)) {
+        t = next_seg(f);
+        if (t.seq == b + 2 * 1460) found = 1;
+        CHECK(t.seq != b);                           /* not retransmitted twice */
+        CHECK(!(seq_ge(t.seq, b + 3 * 1460) && seq_lt(t.seq, b + 8 * 1460)));   /* never SACKed data */
+    }
+    CHECK(found);
+    /* cumulative ACK past recover ends recovery */
+    in(f, 200 * MS, tmpl(A, PISS + 1, b + 10 * 1460, 65535));
+    CHECK(!(f->c.flags & TCPF_IN_RECOVERY));
+    CHECK_EQ(f->c.sb_n, 0);
+    fake_free(f);
+}
+
+static void test_sack_blocks_sent_for_ooo(void)
+{
+    struct fake *f = conn_established();
+    /* segment 2 arrives before segment 1 */
+    in(f, 20 * MS, with_data(tmpl(A, PISS + 1 + 1000, ISS + 1, 65535), 1000, 1000));
+    CHECK_EQ(f->c.rcv_nxt, PISS + 1);
+    CHECK_EQ(n_events(f), 0);
+    out(f, 20 * MS);                                 /* immediate duplicate ACK with SACK */
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.ack, PISS + 1);
+    CHECK_EQ(t.nsack, 1);
+    CHECK_EQ(t.sack[0].left, PISS + 1001);
+    CHECK_EQ(t.sack[0].right, PISS + 2001);
+    CHECK_EQ(f->counters[CTR_OOO_SEGS], 1);
+    /* the gap is filled: both delivered, ACK at once, no SACK left */
+    in(f, 21 * MS, with_data(tmpl(A, PISS + 1, ISS + 1, 65535), 0, 1000));
+    CHECK_EQ(f->c.rcv_nxt, PISS + 2001);
+    struct event e = next_ev(f);
+    CHECK_EQ(e.type, MTCP_EV_READABLE);
+    CHECK_EQ(e.len, 2000);
+    out(f, 21 * MS);
+    t = next_seg(f);
+    CHECK_EQ(t.ack, PISS + 2001);
+    CHECK_EQ(t.nsack, 0);
+    uint8_t buf[2000];
+    CHECK_EQ(tcp_recv(&f->env, &f->c, 22 * MS, buf, sizeof buf), 2000);
+    CHECK_MEM(buf, payload, 2000);
+    fake_free(f);
+}
+
+static void test_ooo_fin(void)
+{
+    struct fake *f = conn_established();
+    /* data+FIN beyond a gap, then the gap: FIN processed when it becomes in order */
+    in(f, 20 * MS, with_data(tmpl(A | F, PISS + 101, ISS + 1, 65535), 100, 100));
+    CHECK_EQ(f->c.state, MTCP_ST_ESTABLISHED);
+    in(f, 21 * MS, with_data(tmpl(A, PISS + 1, ISS + 1, 65535), 0, 100));
+    CHECK_EQ(f->c.rcv_nxt, PISS + 202);
+    CHECK_EQ(f->c.state, MTCP_ST_CLOSE_WAIT);
+    CHECK_EQ(next_ev(f).type, MTCP_EV_READABLE);
+    CHECK_EQ(next_ev(f).type, MTCP_EV_PEER_CLOSED);
+    fake_free(f);
+}
+
+/* ====================================================================================== */
+/* zero window, persist                                                                   */
+/* ====================================================================================== */
+
+static void test_zero_window_persist(void)
+{
+    struct fake *f = conn_established();
+    f->c.flags |= TCPF_NODELAY;
+    in(f, 20 * MS, tmpl(A, PISS + 1, ISS + 1, 0));   /* peer window closed */
+    CHECK_EQ(f->c.snd_wnd, 0);
+    tcp_send(&f->env, &f->c, 30 * MS, payload, 1000);
+    out(f, 30 * MS);
+    CHECK_EQ(pending(f), 0);
+    CHECK(f->c.persist);
+    uint64_t t1 = f->timer;
+    CHECK_EQ(t1, 30 * MS + 200 * MS);                /* persist interval starts at the RTO */
+    tcp_timer(&f->env, &f->c, t1);
+    struct wire_tcp t = next_seg(f);                 /* zero-window probe: 1 byte */
+    CHECK_EQ(t.seq, ISS + 1);
+    CHECK_EQ(t.payload_len, 1);
+    CHECK_EQ(f->counters[CTR_PERSIST_PROBES], 1);
+    CHECK_EQ(f->timer, t1 + 400 * MS);               /* backed off */
+    /* the peer still has no room: ACK without progress, window 0 — not a dupACK */
+    in(f, t1 + 10 * MS, tmpl(A, PISS + 1, ISS + 1, 0));
+    CHECK_EQ(f->c.dupacks, 0);
+    tcp_timer(&f->env, &f->c, t1 + 400 * MS);
+    t = next_seg(f);
+    CHECK_EQ(t.seq, ISS + 1);
+    CHECK_EQ(t.payload_len, 1);
+    CHECK_EQ(f->timer, t1 + 400 * MS + 800 * MS);
+    CHECK_EQ(f->c.state, MTCP_ST_ESTABLISHED);       /* probing never times out the connection */
+    /* window opens: the rest flows */
+    in(f, t1 + 3 * SEC, tmpl(A, PISS + 1, ISS + 2, 65535));
+    CHECK(!f->c.persist);
+    out(f, t1 + 3 * SEC);
+    t = next_seg(f);
+    CHECK_EQ(t.seq, ISS + 2);
+    CHECK_EQ(t.payload_len, 999);
+    fake_free(f);
+}
+
+static void test_zero_window_probe_answered(void)
+{
+    /* our window is 0: a probe (data at rcv_nxt) is not accepted but ACKed with window 0 */
+    struct fake *f = fake_new();
+    f->cfg.window_scaling = 0;
+    tcp_setopt(&f->env, &f->c, MTCP_OPT_RCVBUF, 1000);
+    tcp_open_active(&f->env, &f->c, 0, ISS);
+    out(f, 0);
+    in(f, 1 * MS, tmpl(S | A, PISS, ISS + 1, 65535));
+    out(f, 1 * MS);
+    drain(f);
+    in(f, 2 * MS, with_data(tmpl(A, PISS + 1, ISS + 1, 65535), 0, 1000));
+    out(f, 2 * MS);
+    drain(f);
+    in(f, 3 * MS, with_data(tmpl(A, PISS + 1001, ISS + 1, 65535), 0, 1));
+    CHECK_EQ(f->c.rcv_nxt, PISS + 1001);
+    out(f, 3 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.ack, PISS + 1001);
+    CHECK_EQ(t.win, 0);
+    fake_free(f);
+}
+
+/* ====================================================================================== */
+/* PAWS, delayed ACK, Nagle                                                               */
+/* ====================================================================================== */
+
+static void test_paws(void)
+{
+    struct fake *f = conn_established_cfg(1, 1, 1);
+    struct wire_tcp d = with_data(tmpl(A, PISS + 1, ISS + 1, 65535), 0, 100);
+    d.has_ts = 1; d.tsval = 1000; d.tsecr = 10;
+    in(f, 20 * MS, d);
+    CHECK_EQ(f->c.rcv_nxt, PISS + 101);
+    CHECK_EQ(f->c.ts_recent, 1000);
+    drain(f);
+    /* an old timestamp (wrapped sequence): dropped, ACKed, counted */
+    struct wire_tcp old = with_data(tmpl(A, PISS + 101, ISS + 1, 65535), 0, 100);
+    old.has_ts = 1; old.tsval = 999; old.tsecr = 10;
+    in(f, 30 * MS, old);
+    CHECK_EQ(f->c.rcv_nxt, PISS + 101);
+    CHECK_EQ(f->counters[CTR_PAWS_DROPS], 1);
+    out(f, 30 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.ack, PISS + 101);
+    CHECK_EQ(t.tsecr, 1000);
+    /* an RST is not subject to PAWS */
+    struct wire_tcp rst = tmpl(R, PISS + 101, 0, 0);
+    rst.has_ts = 1; rst.tsval = 5;
+    in(f, 31 * MS, rst);
+    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    fake_free(f);
+}
+
+static void test_delayed_ack(void)
+{
+    struct fake *f = conn_established();
+    /* one segment: ACK delayed by delack_us */
+    in(f, 100 * MS, with_data(tmpl(A, PISS + 1, ISS + 1, 65535), 0, 1460));
+    out(f, 100 * MS);
+    CHECK_EQ(pending(f), 0);
+    CHECK_EQ(f->timer, 140 * MS);
+    tcp_timer(&f->env, &f->c, 139 * MS);
+    out(f, 139 * MS);
+    CHECK_EQ(pending(f), 0);
+    tcp_timer(&f->env, &f->c, 140 * MS);
+    out(f, 140 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.ack, PISS + 1461);
+    CHECK_EQ(f->counters[CTR_DELAYED_ACKS], 1);
+    CHECK_EQ(f->timer, 0);
+    /* two full segments: ACK at once */
+    in(f, 200 * MS, with_data(tmpl(A, PISS + 1461, ISS + 1, 65535), 0, 1460));
+    out(f, 200 * MS);
+    CHECK_EQ(pending(f), 0);
+    in(f, 201 * MS, with_data(tmpl(A, PISS + 2921, ISS + 1, 65535), 0, 1460));
+    out(f, 201 * MS);
+    t = next_seg(f);
+    CHECK_EQ(t.ack, PISS + 4381);
+    CHECK_EQ(f->timer, 0);                           /* delayed-ACK timer cancelled */
+    fake_free(f);
+}
+
+static void test_quickack_at_start(void)
+{
+    struct fake *f = conn_established();
+    f->c.quickacks = 2;
+    for (int i = 0; i < 3; i++) {
+        in(f, (100 + (uint64_t)i) * MS, with_data(tmpl(A, PISS + 1 + (uint32_t)i * 10, ISS + 1, 65535), 0, 10));
+        out(f, (100 + (uint64_t)i) * MS);
+    }
+    CHECK_EQ(pending(f), 2);                         /* first two immediately, third delayed */
+    fake_free(f);
+}
+
+static void test_nagle(void)
+{
+    struct fake *f = conn_established();
+    tcp_send(&f->env, &f->c, 100 * MS, payload, 100);
+    out(f, 100 * MS);
+    CHECK_EQ(pending(f), 1);                         /* nothing in flight: small segment goes */
+    next_seg(f);
+    tcp_send(&f->env, &f->c, 101 * MS, payload, 100);
+    out(f, 101 * MS);
+    CHECK_EQ(pending(f), 0);                         /* Nagle: wait for the ACK */
+    tcp_send(&f->env, &f->c, 102 * MS, payload, 50);
+    out(f, 102 * MS);
+    CHECK_EQ(pending(f), 0);
+    in(f, 120 * MS, tmpl(A, PISS + 1, ISS + 101, 65535));
+    out(f, 120 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.seq, ISS + 101);
+    CHECK_EQ(t.payload_len, 150);                    /* coalesced */
+    /* no-delay: small segments go at once */
+    CHECK_EQ(tcp_setopt(&f->env, &f->c, MTCP_OPT_NODELAY, 1), 0);
+    tcp_send(&f->env, &f->c, 130 * MS, payload, 10);
+    out(f, 130 * MS);
+    t = next_seg(f);
+    CHECK_EQ(t.seq, ISS + 251);
+    CHECK_EQ(t.payload_len, 10);
+    /* a full segment is never delayed */
+    tcp_setopt(&f->env, &f->c, MTCP_OPT_NODELAY, 0);
+    tcp_send(&f->env, &f->c, 140 * MS, payload, 1500);
+    out(f, 140 * MS);
+    CHECK_EQ(pending(f), 1);
+    t = next_seg(f);
+    CHECK_EQ(t.payload_len, 1460);
+    fake_free(f);
+}
+
+static void test_keepalive(void)
+{
+    struct fake *f = conn_established();
+    tcp_setopt(&f->env, &f->c, MTCP_OPT_KEEPIDLE, 10 * SEC);
+    tcp_setopt(&f->env, &f->c, MTCP_OPT_KEEPINTVL, 1 * SEC);
+    tcp_setopt(&f->env, &f->c, MTCP_OPT_KEEPCNT, 2);
+    tcp_setopt(&f->env, &f->c, MTCP_OPT_KEEPALIVE, 1);
+    CHECK_EQ(f->timer, 10 * MS + 10 * SEC);
+    tcp_timer(&f->env, &f->c, f->timer);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.seq, ISS);                            /* SND.NXT - 1, no data */
+    CHECK_EQ(t.payload_len, 0);
+    CHECK_EQ(f->counters[CTR_KEEPALIVE_PROBES], 1);
+    /* answered: idle timer restarts */
+    in(f, 10 * SEC + 20 * MS, tmpl(A, PISS + 1, ISS + 1, 65535));
+    CHECK_EQ(f->timer, 20 * SEC + 20 * MS);
+    tcp_timer(&f->env, &f->c, f->timer);
+    next_seg(f);
+    tcp_timer(&f->env, &f->c, f->timer);
+    next_seg(f);
+    tcp_timer(&f->env, &f->c, f->timer);             /* 2 unanswered probes: give up */
+    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    struct event e = next_ev(f);
+    CHECK_EQ(e.type, MTCP_EV_ERROR);
+    CHECK_EQ(e.err, ETIMEDOUT);
+    fake_free(f);
+}
+
+static void test_pmtu(void)
+{
+    struct fake *f = conn_established();
+    fill_flight(f, 100 * MS, 2);
+    tcp_pmtu(&f->env, &f->c, 110 * MS, 1000);
+    CHECK_EQ(f->c.mss, 1000);
+    out(f, 110 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.seq, ISS + 1);
+    CHECK_EQ(t.payload_len, 1000);
+    fake_free(f);
+}
+
+static void test_tx_full_retry(void)
+{
+    struct fake *f = conn_established();
+    f->c.flags |= TCPF_NODELAY;
+    tcp_send(&f->env, &f->c, 100 * MS, payload, 100);
+    f->tx_full = 1;
+    int w = f->want;
+    out(f, 100 * MS);
+    CHECK_EQ(pending(f), 0);
+    CHECK(f->want > w);                              /* asks to be polled again */
+    f->tx_full = 0;
+    out(f, 101 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.seq, ISS + 1);
+    CHECK_EQ(t.payload_len, 100);
+    fake_free(f);
+}
+
+int main(void)
+{
+    RUN(test_handshake_active);
+    RUN(test_handshake_active_no_options);
+    RUN(test_handshake_passive);
+    RUN(test_handshake_passive_offer_subset);
+    RUN(test_synack_retransmit_and_dup_syn);
+    RUN(test_syn_received_bad_ack_rst);
+    RUN(test_syn_sent_rst);
+    RUN(test_syn_sent_bad_ack);
+    RUN(test_syn_retries_timeout);
+    RUN(test_simultaneous_open);
+    RUN(test_send_segments_and_ack);
+    RUN(test_send_limited_by_peer_window_and_writable);
+    RUN(test_receive_in_order);
+    RUN(test_window_closes_and_reopens);
+    RUN(test_active_close_time_wait);
+    RUN(test_time_wait_refin);
+    RUN(test_passive_close);
+    RUN(test_last_ack_event_when_shutdown);
+    RUN(test_simultaneous_close);
+    RUN(test_fin_with_ack_of_fin);
+    RUN(test_half_close);
+    RUN(test_fin_wait_1_data_then_fin);
+    RUN(test_rst_exact_resets);
+    RUN(test_rst_in_window_challenge);
+    RUN(test_syn_in_established_challenge);
+    RUN(test_ack_beyond_snd_nxt_challenge);
+    RUN(test_out_of_window_data_acked);
+    RUN(test_abort_sends_rst);
+    RUN(test_close_with_unread_data_resets);
+    RUN(test_rst_for);
+    RUN(test_rto_backoff_and_timeout);
+    RUN(test_rto_min_and_max);
+    RUN(test_karn);
+    RUN(test_rtt_timestamps);
+    RUN(test_fast_retransmit_newreno);
+    RUN(test_fast_retransmit_sack);
+    RUN(test_sack_blocks_sent_for_ooo);
+    RUN(test_ooo_fin);
+    RUN(test_zero_window_persist);
+    RUN(test_zero_window_probe_answered);
+    RUN(test_paws);
+    RUN(test_delayed_ack);
+    RUN(test_quickack_at_start);
+    RUN(test_nagle);
+    RUN(test_keepalive);
+    RUN(test_pmtu);
+    RUN(test_tx_full_retry);
+    CTEST_END();
+}
