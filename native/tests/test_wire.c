@@ -903,7 +903,24 @@ static void test_garbage_every_length(void) {
     }
 }
 
+static void test_err_names(void) {
+    CHECK(strcmp(wire_err_name(WIRE_OK), "ok") == 0);
+    CHECK(strcmp(wire_err_name(WIRE_E_TRUNCATED), "truncated") == 0);
+    CHECK(strcmp(wire_err_name(WIRE_E_UNSUPPORTED), "unsupported") == 0);
+    CHECK(strcmp(wire_err_name(-WIRE_E_COUNT_), "unknown") == 0);
+    CHECK(strcmp(wire_err_name(1), "unknown") == 0);
+    for (int e = 0; e > -WIRE_E_COUNT_; e--) CHECK(wire_err_name(e) != NULL && strcmp(wire_err_name(e), "unknown") != 0);
+    /* ICMPv6 types we do not handle are reported, after the checksum check */
+    uint8_t m[8] = {133, 0, 0, 0, 0, 0, 0, 0};   /* router solicitation */
+    struct wire_icmp6 c;
+    m[2] = m[3] = 0;
+    wire_put16(m + 2, wire_csum_fold(wire_csum_add(wire_pseudo6(IP6_A, IP6_B, 58, 8), m, 8)));
+    CHECK_EQ(wire_icmp6_parse(m, 8, IP6_A, IP6_B, &c), WIRE_E_UNSUPPORTED);
+    CHECK_EQ(c.type, 133);
+}
+
 int main(void) {
+    RUN(test_err_names);
     RUN(test_csum_rfc1071_example);
     RUN(test_csum_vs_reference);
     RUN(test_csum_incremental);
