@@ -362,8 +362,11 @@ static int send_seg(const struct tcp_env *env, struct tcp_conn *c, uint64_t now,
 
 static void send_ack(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
 {
+    /* a pure ACK carries SND.MAX, not SND.NXT: while retransmitting (go-back-N) snd_nxt lies
+     * below what the peer has, and an old sequence number would make the ACK unacceptable to
+     * it (and answered with an ACK: an ACK storm) — BSD tcp_output does the same */
     uint8_t f = WIRE_TCP_ACK;
-    (void)emit(env, c, now, c->snd_nxt, 0, &f);
+    (void)emit(env, c, now, c->snd_max, 0, &f);
 }
 
 /* ------------------------------------------------------------------------------------------ */

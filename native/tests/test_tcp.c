@@ -1415,6 +1415,189 @@ static void test_tx_full_retry(void)
     fake_free(f);
 }
 
+
+/* ====================================================================================== */
+/* two endpoints over a seeded lossy/reordering/duplicating network: every byte arrives    */
+/* intact, in order, exactly once, and both reach CLOSED with no chunk leaked              */
+/* ====================================================================================== */
+
+struct netseg { uint8_t b[1600]; uint32_t len; uint64_t at; int to; };
+#define NETQ 512
+struct simnet {
+    struct netseg q[NETQ];
+    int n;
+    uint64_t rng;
+    uint32_t loss_pm, dup_pm, jitter_us;   /* per mille */
+    uint64_t dropped;
+};
+static uint32_t rnd(struct simnet *n)
+{
+    n->rng ^= n->rng << 13; n->rng ^= n->rng >> 7; n->rng ^= n->rng << 17;
+    return (uint32_t)(n->rng >> 11);
+}
+static void net_take(struct simnet *n, struct fake *from, int to, uint64_t now)
+{
+    for (int i = 0; i < from->ntx; i++) {
+        int copies = 1;
+        if (rnd(n) % 1000 < n->loss_pm) { copies = 0; n->dropped++; }
+        else if (rnd(n) % 1000 < n->dup_pm) copies = 2;
+        for (int k = 0; k < copies && n->n < NETQ; k++) {
+            struct netseg *s = &n->q[n->n++];
+            memcpy(s->b, from->tx[i], from->txlen[i]);
+            s->len = from->txlen[i];
+            s->at = now + 5 * MS + (n->jitter_us ? rnd(n) % n->jitter_us : 0);
+            s->to = to;
+        }
+    }
+    from->ntx = from->rd = 0;
+}
+
+struct simapp {
+    uint32_t total, sent, rcvd, peer_total;
+    int shut, peer_closed, closed_ev, err;
+    uint8_t *expect;
+};
+
+static void app_step(struct fake *f, struct simapp *a, uint64_t now, const uint8_t *src)
+{
+    for (int i = f->evrd; i < f->nev; i++) {
+        if (f->ev[i].type == MTCP_EV_PEER_CLOSED) a->peer_closed = 1;
+        if (f->ev[i].type == MTCP_EV_CLOSED) a->closed_ev = 1;
+        if (f->ev[i].type == MTCP_EV_ERROR || f->ev[i].type == MTCP_EV_CONNECT_FAILED) a->err = f->ev[i].err;
+    }
+    f->nev = f->evrd = 0;
+    uint8_t buf[4096];
+    int64_t r;
+    while ((r = tcp_recv(&f->env, &f->c, now, buf, sizeof buf)) > 0) {
+        if (a->rcvd + (uint32_t)r > a->peer_total) { CHECK(!"too many bytes"); break; }
+        if (memcmp(buf, a->expect + a->rcvd, (size_t)r) != 0) CHECK(!"corrupt bytes");
+        a->rcvd += (uint32_t)r;
+    }
+    int st = f->c.state;
+    if (st == MTCP_ST_ESTABLISHED || st == MTCP_ST_CLOSE_WAIT) {
+        while (a->sent < a->total) {
+            uint32_t chunk = 1 + (uint32_t)((a->sent * 2654435761u) % 3000);
+            if (chunk > a->total - a->sent) chunk = a->total - a->sent;
+            int64_t n = tcp_send(&f->env, &f->c, now, src + a->sent, chunk);
+            if (n <= 0) break;
+            a->sent += (uint32_t)n;
+        }
+        if (a->sent == a->total && !a->shut) { CHECK_EQ(tcp_shutdown(&f->env, &f->c, now), 0); a->shut = 1; }
+    }
+}
+
+static int sim_trace;
+static int run_pair(uint64_t seed, uint32_t loss_pm, uint32_t dup_pm, uint32_t jitter_us, uint32_t na, uint32_t nb,
+                    uint32_t rcvbuf, int sack, int ts)
+{
+    static uint8_t da[300000], db[300000];
+    static struct simnet net;
+    memset(&net, 0, sizeof net);
+    net.rng = seed * 0x9E3779B97F4A7C15ull + 1;
+    net.loss_pm = loss_pm; net.dup_pm = dup_pm; net.jitter_us = jitter_us;
+    for (uint32_t i = 0; i < na; i++) da[i] = (uint8_t)rnd(&net);
+    for (uint32_t i = 0; i < nb; i++) db[i] = (uint8_t)rnd(&net);
+    struct fake *fa = fake_new(), *fb = fake_new();
+    struct fake *fx[2] = {fa, fb};
+    for (int k = 0; k < 2; k++) {
+        fx[k]->cfg.msl_us = 30000000;
+        fx[k]->cfg.rcvbuf = rcvbuf;
+        fx[k]->cfg.sack = (uint8_t)sack;
+        fx[k]->cfg.timestamps = (uint8_t)ts;
+        fx[k]->cfg.max_retries = 30;
+        fx[k]->cfg.syn_retries = 30;
+        fx[k]->cfg.max_rto_us = 2000000;
+        fx[k]->c.rcvbuf = rcvbuf;
+    }
+    fb->c.local_port = RPORT; fb->c.remote_port = LPORT;
+    struct simapp aa = {na, 0, 0, nb, 0, 0, 0, 0, db}, ab = {nb, 0, 0, na, 0, 0, 0, 0, da};
+    uint64_t now = 0;
+    tcp_open_active(&fa->env, &fa->c, 0, 12345);
+    int passive_started = 0;
+    int steps;
+    for (steps = 0; steps < 200000; steps++) {
+        app_step(fa, &aa, now, da);
+        if (passive_started) app_step(fb, &ab, now, db);
+        tcp_output(&fa->env, &fa->c, now);
+        if (passive_started) tcp_output(&fb->env, &fb->c, now);
+        net_take(&net, fa, 1, now);
+        net_take(&net, fb, 0, now);
+        if (fa->closed && fb->closed) break;
+        uint64_t next = 0;
+        for (int i = 0; i < net.n; i++) next = (!next || net.q[i].at < next) ? net.q[i].at : next;
+        if (fa->timer && !fa->closed) next = (!next || fa->timer < next) ? fa->timer : next;
+        if (fb->timer && !fb->closed && passive_started) next = (!next || fb->timer < next) ? fb->timer : next;
+        if (!next) break;
+        if (next > now) now = next;
+        /* deliver due segments in arrival-time order */
+        for (;;) {
+            int best = -1;
+            for (int i = 0; i < net.n; i++)
+                if (net.q[i].at <= now && (best < 0 || net.q[i].at < net.q[best].at)) best = i;
+            if (best < 0) break;
+            struct netseg sg = net.q[best];
+            net.q[best] = net.q[--net.n];
+            struct wire_tcp t;
+            if (wire_tcp_parse(sg.b, sg.len, &t) < 0) { CHECK(!"unparsable segment"); continue; }
+            struct fake *dst = fx[sg.to];
+            if (sim_trace)
+                fprintf(stderr, "%8.3f %c->%c %c%c%c%c seq=%u ack=%u win=%u len=%u sack=%u ts=%u/%u | st=%d una=%u nxt=%u max=%u rcv_nxt=%u cwnd=%u rto=%u\n",
+                        now / 1e6, sg.to ? 'a' : 'b', sg.to ? 'b' : 'a', t.flags & S ? 'S' : '.', t.flags & A ? 'A' : '.',
+                        t.flags & F ? 'F' : '.', t.flags & R ? 'R' : '.', t.seq, t.ack, t.win, t.payload_len, t.nsack,
+                        t.tsval, t.tsecr, dst->c.state, dst->c.snd_una, dst->c.snd_nxt, dst->c.snd_max, dst->c.rcv_nxt,
+                        dst->c.cc.cwnd, dst->c.rto_us);
+            if (sg.to == 1 && !passive_started) {
+                if (t.flags != S) continue;             /* listener: only a SYN opens */
+                tcp_open_passive(&fb->env, &fb->c, now, 777777, &t);
+                passive_started = 1;
+                continue;
+            }
+            if (dst->closed) continue;                  /* the engine would answer RST; ignore */
+            tcp_input(&dst->env, &dst->c, now, &t);
+        }
+        if (fa->timer && fa->timer <= now && !fa->closed) tcp_timer(&fa->env, &fa->c, now);
+        if (fb->timer && fb->timer <= now && !fb->closed && passive_started) tcp_timer(&fb->env, &fb->c, now);
+    }
+    int ok = 1;
+#define SIMCHECK(x) do { if (!(x)) { ok = 0; fprintf(stderr, "  sim seed=%llu loss=%u dup=%u jit=%u na=%u nb=%u rcvbuf=%u sack=%d ts=%d: %s (a: st=%d rcvd=%u sent=%u err=%d; b: st=%d rcvd=%u sent=%u err=%d; steps=%d now=%llu)\n", \
+    (unsigned long long)seed, loss_pm, dup_pm, jitter_us, na, nb, rcvbuf, sack, ts, #x, fa->c.state, aa.rcvd, aa.sent, aa.err, fb->c.state, ab.rcvd, ab.sent, ab.err, steps, (unsigned long long)now); } } while (0)
+    SIMCHECK(aa.rcvd == nb);
+    SIMCHECK(ab.rcvd == na);
+    SIMCHECK(fa->closed == 1 && fb->closed == 1);
+    SIMCHECK(aa.err == 0 && ab.err == 0);
+    SIMCHECK(aa.peer_closed && ab.peer_closed);
+    tcp_close(&fa->env, &fa->c, now);
+    tcp_close(&fb->env, &fb->c, now);
+    fake_free(fa);
+    fake_free(fb);
+    ctest_checks++;
+    if (!ok) ctest_failures++;
+    return ok;
+}
+
+static void test_sim_pair_grid(void)
+{
+    if (getenv("SIMONE")) {
+        unsigned long long sd; unsigned l, d, j, na, nb, rb; int sk, ts;
+        sim_trace = 1;
+        if (sscanf(getenv("SIMONE"), "%llu %u %u %u %u %u %u %d %d", &sd, &l, &d, &j, &na, &nb, &rb, &sk, &ts) == 9)
+            run_pair(sd, l, d, j, na, nb, rb, sk, ts);
+        return;
+    }
+    static const uint32_t loss[] = {0, 10, 50, 150};
+    static const uint32_t sizes[][2] = {{0, 0}, {1, 0}, {5000, 100}, {100000, 30000}, {250000, 250000}};
+    static const uint32_t bufs[] = {262144, 8192, 3000};
+    int fails = 0;
+    for (uint64_t seed = 1; seed <= 3; seed++)
+        for (unsigned l = 0; l < sizeof loss / sizeof loss[0]; l++)
+            for (unsigned z = 0; z < sizeof sizes / sizeof sizes[0]; z++)
+                for (unsigned b = 0; b < sizeof bufs / sizeof bufs[0]; b++) {
+                    int sack = (int)((seed + z) & 1), ts = (int)((seed + b) & 1) ;
+                    if (!run_pair(seed, loss[l], l ? 20 : 0, l ? 8000 : 0, sizes[z][0], sizes[z][1], bufs[b], sack, ts))
+                        if (++fails > 10) return;
+                }
+}
+
 int main(void)
 {
     RUN(test_handshake_active);
@@ -1464,5 +1647,6 @@ int main(void)
     RUN(test_keepalive);
     RUN(test_pmtu);
     RUN(test_tx_full_retry);
+    RUN(test_sim_pair_grid);
     CTEST_END();
 }
