@@ -277,6 +277,17 @@ int mtcp_link_pcap(mtcp_link *l, const char *path);
 mtcp_link *mtcp_tap_open(const char *ifname, uint32_t queue, uint32_t nqueues, uint32_t flags,
                          char *err, size_t errlen);
 
+/* AF_PACKET TPACKET_V3 (RX + TX ring, one mmap) bound to an existing interface (a veth end, a
+ * NIC). nqueues > 1: the sockets of queues 0..nqueues-1 share a PACKET_FANOUT_HASH group. */
+mtcp_link *mtcp_packet_open(const char *ifname, uint32_t queue, uint32_t nqueues, uint32_t flags,
+                            char *err, size_t errlen);
+
+/* Raw frame rate through the ring contract (the engine's code path): fills tx's TX ring with
+ * frame_len-byte frames, txsync per batch, rxsync rx (may be NULL) per batch, for `seconds`.
+ * Frames/s out through tx and in through rx. 0 or -errno. (`mtcp-loop bench rings`) */
+int mtcp_bench_link(mtcp_link *tx, mtcp_link *rx, double seconds, uint32_t frame_len,
+                    double *tx_fps, double *rx_fps);
+
 /* CDEF-END */
 
 #ifdef __cplusplus

@@ -1023,10 +1023,12 @@ static int match_tcp(struct link_slot *s, void *arg)
     return 1;
 }
 
+/* checks inside forked children: count into a local `fails`, exit status carries the verdict */
+#define TCHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK (child) failed: %s\n", __FILE__, __LINE__, #c); fails++; } } while (0)
+
 static int tap_child(void)
 {
     int fails = 0;
-#define TCHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: TAP CHECK failed: %s\n", __FILE__, __LINE__, #c); fails++; } } while (0)
     char err[256];
     if (unshare(CLONE_NEWNET) != 0) { perror("unshare"); return 1; }
     mtcp_link *t = mtcp_tap_open("mtcptest0", 0, 1, 0, err, sizeof(err));
@@ -1146,6 +1148,110 @@ static void test_tap(void)
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
+/* ---- AF_PACKET: a TAP device's fd on one side, a packet socket bound to the device on the
+ * other (frames written to the tap fd are "received" by the interface, and frames sent on the
+ * interface come out of the tap fd). Child process, new network namespace. ---- */
+static void write_file(const char *path, const char *val)
+{
+    FILE *f = fopen(path, "w");
+    if (f) { fputs(val, f); fclose(f); }
+}
+
+static int count_eth_seq(mtcp_link *l, uint32_t *next, uint32_t *bad, int ms)
+{
+    struct pollfd pfd = { .fd = mtcp_link_fd(l), .events = POLLIN };
+    int total = 0;
+    for (int k = 0; k < ms; k++) {
+        int n = link_rxsync(l, 0);
+        struct link_ring *r = &l->rx;
+        while (r->head != r->tail) {
+            struct link_slot *s = &r->slot[r->head];
+            if (s->len >= 18 && s->buf[12] == 0x88 && s->buf[13] == 0xb5) {
+                if (frame_seq(s->buf) != *next || !eth_intact(s)) (*bad)++;
+                *next = frame_seq(s->buf) + 1;
+                total++;
+            }
+            r->head = r->cur = link_ring_next(r, r->head);
+        }
+        if (n <= 0) poll(&pfd, 1, 1);
+        else k = 0;
+    }
+    return total;
+}
+
+static int packet_child(void)
+{
+    int fails = 0;
+    char err[256];
+    if (unshare(CLONE_NEWNET) != 0) { perror("unshare"); return 1; }
+    mtcp_link *t = mtcp_tap_open("mtcpq0", 0, 1, MTCP_LINK_NO_OFFLOAD, err, sizeof(err));
+    if (!t) { fprintf(stderr, "tap: %s\n", err); return 1; }
+    write_file("/proc/sys/net/ipv6/conf/mtcpq0/disable_ipv6", "1");
+    TCHECK(ns_if_up("mtcpq0", PEER_IP, 24) == 0);
+    mtcp_link *p = mtcp_packet_open("mtcpq0", 0, 1, 0, err, sizeof(err));
+    if (!p) { fprintf(stderr, "packet: %s\n", err); return 1; }
+    TCHECK(p->mtu == 1500 && p->link_type == MTCP_LINK_ETHERNET);
+    TCHECK(mtcp_link_fd(p) >= 0);
+    TCHECK(mtcp_packet_open("nosuchif0", 0, 1, 0, err, sizeof(err)) == NULL && strstr(err, "nosuchif0"));
+    uint8_t f[1514];
+    /* tap -> packet: 3000 frames in batches */
+    uint32_t seq = 0, next = 0, bad = 0;
+    int got = 0;
+    for (int b = 0; b < 30; b++) {
+        for (int k = 0; k < 100; k++) {
+            uint32_t len = 60 + (seq * 53) % 1454;
+            eth_frame(f, len, seq++);
+            TCHECK(tx_put(t, f, len, 0) == 0);
+        }
+        link_txsync(t, 0);
+        got += count_eth_seq(p, &next, &bad, 5);
+    }
+    got += count_eth_seq(p, &next, &bad, 30);
+    fprintf(stderr, "    packet rx: %d of 3000 frames, %u bad\n", got, bad);
+    TCHECK(got == 3000 && bad == 0);
+    /* packet -> tap: 3000 frames (tap's queue holds 1000: batches of 200) */
+    next = 0; bad = 0; got = 0; seq = 0;
+    for (int b = 0; b < 15; b++) {
+        for (int k = 0; k < 200; k++) {
+            uint32_t len = 60 + (seq * 71) % 1454;
+            eth_frame(f, len, seq++);
+            TCHECK(tx_put(p, f, len, 0) == 0);
+        }
+        link_txsync(p, 0);
+        got += count_eth_seq(t, &next, &bad, 5);
+    }
+    for (int k = 0; k < 50; k++) link_txsync(p, 0);
+    got += count_eth_seq(t, &next, &bad, 30);
+    fprintf(stderr, "    packet tx: %d of 3000 frames, %u bad\n", got, bad);
+    TCHECK(got == 3000 && bad == 0);
+    TCHECK(link_ring_space(&p->tx) == p->tx.num_slots - 1);   /* every TX slot came back */
+    /* bench (short): tap -> packet and packet -> tap */
+    double txf = 0, rxf = 0;
+    TCHECK(mtcp_bench_link(t, p, 0.3, 64, &txf, &rxf) == 0);
+    fprintf(stderr, "    bench tap->packet 64B: tx %.0f fps, rx %.0f fps\n", txf, rxf);
+    TCHECK(rxf > 1000);
+    TCHECK(mtcp_bench_link(p, t, 0.3, 64, &txf, &rxf) == 0);
+    fprintf(stderr, "    bench packet->tap 64B: tx %.0f fps, rx %.0f fps\n", txf, rxf);
+    TCHECK(rxf > 1000);
+    mtcp_link_close(p);
+    mtcp_link_close(t);
+    return fails ? 1 : 0;
+}
+
+static void test_packet(void)
+{
+    if (geteuid() != 0 || access("/dev/net/tun", R_OK | W_OK) != 0) {
+        fprintf(stderr, "    (skipped: needs root and /dev/net/tun)\n");
+        return;
+    }
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(packet_child());
+    int st = 0;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 int main(void)
 {
     RUN(test_ring_arith);
@@ -1162,5 +1268,6 @@ int main(void)
     RUN(test_impair_corrupt_csum);
     RUN(test_impair_parse_and_proxy);
     RUN(test_tap);
+    RUN(test_packet);
     CTEST_END();
 }
