@@ -717,10 +717,12 @@ class _MTCPLoopMixin:
                            local_addr=local_addr, server_hostname=server_hostname,
                            ssl_handshake_timeout=ssl_handshake_timeout,
                            ssl_shutdown_timeout=ssl_shutdown_timeout, **kwargs)
-        if happy_eyeballs_delay is not None:
-            passthrough["happy_eyeballs_delay"] = happy_eyeballs_delay
-        if interleave is not None:
-            passthrough["interleave"] = interleave
+        # happy-eyeballs arguments are accepted; uvloop's create_connection has no such parameters
+        if self._mtcp_base_name != "uvloop":
+            if happy_eyeballs_delay is not None:
+                passthrough["happy_eyeballs_delay"] = happy_eyeballs_delay
+            if interleave is not None:
+                passthrough["interleave"] = interleave
 
         if server_hostname is not None and not ssl:
             raise ValueError("server_hostname is only meaningful with ssl")

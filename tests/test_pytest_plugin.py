@@ -14,6 +14,7 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.skipif(not EXT, reason=NO_EX
 SUITE = textwrap.dedent('''
     import asyncio
     import pytest
+    import pytest_asyncio
     from aiohttp import web
     from aiohttp.test_utils import TestClient, TestServer
 
@@ -33,7 +34,7 @@ SUITE = textwrap.dedent('''
         w.close(); srv.close()
         assert asyncio.get_running_loop().stats()["loop.userspace_connections"] == 2
 
-    @pytest.fixture
+    @pytest_asyncio.fixture
     async def client():
         async def hello(request):
             return web.Response(text="hi")
@@ -77,6 +78,8 @@ def test_suite_runs_on_mtcp(tmp_path):
 
 
 def test_also_stock(tmp_path):
-    p = run_pytest(tmp_path, STOCK_OK, "--mtcp-also-stock", "-v")
+    p = run_pytest(tmp_path, STOCK_OK, "--mtcp-also-stock")
     assert p.returncode == 0, p.stdout + p.stderr
+    assert "2 passed" in p.stdout, p.stdout
+    p = run_pytest(tmp_path, STOCK_OK, "--mtcp-also-stock", "--collect-only")
     assert "[mtcp]" in p.stdout and "[asyncio]" in p.stdout, p.stdout

