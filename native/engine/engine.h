@@ -1,0 +1,275 @@
+/*
+ * engine.h — internals of the per-core engine (native/engine). Not part of the public API.
+ *
+ * Call chains:
+ *   mtcp_engine_poll -> rxsync -> engine_rx_frame -> eth/arp/ipv4/ipv6 -> icmp_input4/6 | ndp_input
+ *                                                     -> tcp_segment_input -> table lookup
+ *                                                         -> tcp_input | listen_input (SYN / cookie ACK)
+ *                                                         | ctrl RST (tcp_rst_for)
+ *                    -> wheel_advance -> tcp_timer ; neigh_tick
+ *                    -> output_pass: ctrl queue -> TX, want_output conns -> tcp_output -> tx_begin/tx_commit
+ *                    -> txsync
+ *   mtcp_engine_input/output: same, with the internal output queue instead of a link.
+ *
+ * Memory: everything is allocated in mtcp_engine_new (conn blocks, hash buckets, chunk pool,
+ * ooo pool, frame buffers, event ring, neighbour table, port refcounts). The per-packet path
+ * never mallocs.
+ */
+#ifndef MTCP_ENGINE_ENGINE_H
+#define MTCP_ENGINE_ENGINE_H
+#include <stdint.h>
+#include <stddef.h>
+#include "mtcp.h"
+#include "wire/wire.h"
+#include "tcp/tcp.h"
+#include "tcp/buf.h"
+#include "io/link.h"
+#include "counters.h"
+
+#define NONE32 0xffffffffu
+
+/* ---------------- siphash / ISN / cookies (isn.c) ---------------- */
+uint64_t siphash24(const uint8_t key[16], const void *data, size_t len);
+/* RFC 6528: ISN = M + F(localip, localport, remoteip, remoteport, secretkey), M = 4 us clock. */
+uint32_t isn_make(const uint8_t key[16], int family, const uint8_t *lip, uint16_t lport,
+                  const uint8_t *rip, uint16_t rport, uint64_t now_us);
+
+/* ---------------- timer wheel (timer.c) ---------------- */
+#define WHEEL_BITS 10
+#define WHEEL_SLOTS (1u << WHEEL_BITS)
+#define WHEEL_MASK (WHEEL_SLOTS - 1)
+#define WHEEL_TICK_US 1000u
+struct wheel_node {
+    uint32_t next, prev;
+    uint64_t tick;          /* expiry tick; deadline rounded up */
+    uint16_t slot;          /* level << 15 | slot */
+    uint8_t linked;
+    uint8_t pad;
+};
+struct wheel {
+    uint8_t *base;          /* element i's node at base + i*stride + off */
+    size_t stride, off;
+    uint64_t cur;           /* last processed tick */
+    uint32_t n0, n1;        /* entries per level */
+    int started;
+    uint32_t head[2][WHEEL_SLOTS];
+    uint64_t bm[2][WHEEL_SLOTS / 64];
+};
+void wheel_init(struct wheel *w, void *base, size_t stride, size_t off);
+void wheel_start(struct wheel *w, uint64_t now_us);          /* first time seen */
+void wheel_insert(struct wheel *w, uint32_t idx, uint64_t deadline_us);
+void wheel_remove(struct wheel *w, uint32_t idx);
+int wheel_linked(const struct wheel *w, uint32_t idx);
+/* Fire every entry due at now_us (fire may insert/remove any entry). Returns number fired. */
+uint32_t wheel_advance(struct wheel *w, uint64_t now_us, void (*fire)(void *ctx, uint32_t idx), void *ctx);
+/* Lower bound of the next expiry (absolute us; never later than the true one), -1 if empty. */
+int64_t wheel_next_deadline(const struct wheel *w);
+
+/* ---------------- connection blocks (table.c) ---------------- */
+#define CK_FREE 0
+#define CK_CONN 1
+#define CK_LISTEN 2
+
+#define CF_HASHED   0x0001
+#define CF_OUTPUT   0x0002   /* on the want_output list */
+#define CF_DETACHED 0x0004   /* app released the cid */
+#define CF_HIDDEN   0x0008   /* passive and not yet established: no events */
+#define CF_ZOMBIE   0x0010   /* waiting to be freed (reap list) */
+#define CF_PORTREF  0x0020   /* holds a local port reference */
+#define CF_ACCEPTQ  0x0040   /* ACCEPT queued, counted in the listener's backlog */
+#define CF_CLOSED   0x0080   /* TCP reached CLOSED, app still holds the cid */
+#define CF_CHILD    0x0100   /* on its listener's children list */
+
+struct conn {
+    struct tcp_conn tcp;      /* first member: (struct conn *)tcp_conn_ptr */
+    uint32_t gen;             /* cid = gen << 32 | index */
+    uint32_t hnext;           /* hash chain / free list / reap list */
+    struct wheel_node wn;
+    uint32_t onext, oprev;    /* want_output list (doubly linked) */
+    uint16_t eflags;          /* CF_* */
+    uint8_t kind;             /* CK_* */
+    uint8_t pad;
+    union {
+        struct { uint32_t parent, parent_gen, cnext, cprev; } ch;        /* passive child */
+        struct { uint32_t backlog, synq, acceptq, head; } ls;           /* listener */
+    } u;
+    uint8_t lip[16], rip[16]; /* IPv4 in [0..3] */
+};
+
+/* ---------------- neighbour cache (neigh.c) ---------------- */
+#define NEIGH_N 256
+#define NEIGH_BUCKETS 512
+#define NEIGH_QMAX 8            /* frames waiting per entry */
+#define NEIGH_RETRIES 3
+#define NEIGH_RETRY_US 1000000u
+#define NS_FREE 0
+#define NS_INCOMPLETE 1
+#define NS_REACHABLE 2
+#define NS_FAILED 3
+struct neigh {
+    uint8_t state, family, probes, nq;
+    uint8_t mac[6];
+    uint8_t pad[2];
+    uint8_t ip[16];
+    uint64_t expires;          /* REACHABLE: refresh after; FAILED: forget after */
+    uint64_t next_probe;       /* INCOMPLETE: next request */
+    uint32_t qhead, qtail;     /* waiting frames (frame pool indices) */
+    uint32_t hnext;
+};
+struct neigh_table {
+    struct neigh ent[NEIGH_N];
+    uint32_t bucket[NEIGH_BUCKETS];
+    uint32_t incomplete;
+};
+
+/* ---------------- frame pool (engine.c) ---------------- */
+#define CTRLQ_MAX 64
+#define NEIGHQ_MAX 64
+#define OUTQ_MAX 256
+struct frame {
+    uint8_t *buf;
+    uint32_t len;
+    uint32_t next;
+};
+struct fifo { uint32_t head, tail, n; };
+
+/* ---------------- the engine ---------------- */
+struct mtcp_engine {
+    struct mtcp_config cfg;
+    struct mtcp_link *link;
+    struct tcp_env env;
+    uint64_t now;
+    uint64_t counters[CTR_COUNT];
+    uint8_t isn_key[16], cookie_key[16], port_key[16], ts_key[16];
+    uint64_t hash_seed;
+
+    /* connection blocks */
+    struct conn *conns;
+    uint32_t nconns, free_head, conns_used;
+    uint32_t *htab;            /* 4-tuple hash buckets */
+    uint32_t hmask;
+    uint32_t ltab[256];        /* listeners by port */
+    uint16_t *portref[2];      /* [v4, v6][port]: references held by this engine */
+    uint32_t eph_next;
+
+    /* out-of-order buffers */
+    struct buf_ooo *ooo;
+    uint32_t *ooo_next;
+    uint32_t nooo, ooo_free, ooo_used;
+
+    struct buf_pool pool;
+
+    /* events */
+    struct mtcp_event *ev;
+    uint32_t ev_cap, ev_head, ev_n;
+
+    /* lists */
+    uint32_t out_head, out_tail, out_n;   /* want_output */
+    uint32_t reap_head;
+
+    struct wheel wheel;
+
+    /* frames: control queue, neighbour wait queues, frame-API output queue */
+    struct frame *frames;
+    uint8_t *fmem;
+    uint32_t nframes, ffree, fsize;
+    struct fifo ctrlq, outq;
+    uint32_t neighq_n;
+
+    struct neigh_table neigh;
+    uint64_t neigh_deadline;
+
+    /* TX in progress (between tx_begin and tx_commit) */
+    int tx_kind;               /* 0 none, 1 link slot, 2 outq frame, 3 neighbour queue, 4 scratch */
+    uint32_t tx_frame;
+    uint8_t *tx_buf;
+    uint32_t tx_neigh;
+    uint8_t tx_dmac[6];
+    uint8_t tx_full;
+    uint8_t tx_nulled;         /* tx_begin returned NULL during the current tcp_output */
+    uint8_t *scratch;
+
+    uint32_t l2len;            /* 14 (Ethernet) or 0 */
+    uint32_t mtu;              /* effective IP MTU */
+    uint16_t ip_id;
+    uint16_t mss4, mss6;       /* path MSS from the MTU */
+    uint64_t chal_sec;         /* RFC 5961 challenge ACK budget: current second ... */
+    uint32_t chal_n;           /* ... and ACKs allowed in it so far */
+
+    /* RX context */
+    const uint8_t *rx_smac;    /* source MAC of the frame being processed (NULL on IP links) */
+    uint16_t rx_flags;         /* LINK_SLOT_F_* of the frame being processed */
+};
+
+static inline struct conn *conn_of(struct tcp_conn *c) { return (struct conn *)c; }
+static inline uint32_t conn_idx(const struct mtcp_engine *e, const struct conn *k) { return (uint32_t)(k - e->conns); }
+static inline mtcp_cid conn_cid(const struct mtcp_engine *e, const struct conn *k) {
+    return ((uint64_t)k->gen << 32) | conn_idx(e, k);
+}
+static inline int addr_len(int family) { return family == MTCP_AF_INET ? 4 : 16; }
+
+/* table.c */
+int table_init(struct mtcp_engine *e);
+void table_fini(struct mtcp_engine *e);
+struct conn *conn_alloc(struct mtcp_engine *e);
+void conn_free(struct mtcp_engine *e, struct conn *k);
+struct conn *conn_get(struct mtcp_engine *e, mtcp_cid cid);   /* live, not detached, else NULL */
+struct conn *conn_lookup(struct mtcp_engine *e, int family, const uint8_t *lip, uint16_t lport,
+                         const uint8_t *rip, uint16_t rport);
+void conn_hash(struct mtcp_engine *e, struct conn *k);
+void conn_unhash(struct mtcp_engine *e, struct conn *k);
+struct conn *listener_lookup(struct mtcp_engine *e, int family, const uint8_t *lip, uint16_t lport);
+int listener_conflict(struct mtcp_engine *e, int family, const uint8_t *lip, uint16_t lport);
+void listener_hash(struct mtcp_engine *e, struct conn *k);
+void listener_unhash(struct mtcp_engine *e, struct conn *k);
+int listener_count_port(struct mtcp_engine *e, int family, uint16_t port);
+/* Port references: claim through the link when the first reference appears. */
+int port_ref(struct mtcp_engine *e, int family, uint16_t port);
+void port_unref(struct mtcp_engine *e, int family, uint16_t port);
+int port_ephemeral(struct mtcp_engine *e, int family, const uint8_t *lip, const uint8_t *rip, uint16_t rport);
+
+/* neigh.c */
+void neigh_init(struct mtcp_engine *e);
+/* Next hop for dst: 0 ok (nh filled), -ENETUNREACH. */
+int route_nexthop(struct mtcp_engine *e, int family, const uint8_t *dst, uint8_t *nh);
+/* Entry for nh (created INCOMPLETE + request sent if missing); NONE32 if the table is full. */
+uint32_t neigh_resolve(struct mtcp_engine *e, int family, const uint8_t *nh);
+void neigh_learn(struct mtcp_engine *e, int family, const uint8_t *ip, const uint8_t *mac, int create);
+void neigh_enqueue(struct mtcp_engine *e, uint32_t ni, uint32_t frame);
+void neigh_tick(struct mtcp_engine *e);
+void arp_input(struct mtcp_engine *e, const uint8_t *p, uint32_t len);
+void ndp_input(struct mtcp_engine *e, const struct wire_ipv6 *ip, const struct wire_icmp6 *icmp);
+
+/* icmp.c */
+void icmp4_input(struct mtcp_engine *e, const struct wire_ipv4 *ip);
+void icmp6_input(struct mtcp_engine *e, const struct wire_ipv6 *ip);
+
+/* listen.c */
+int64_t listen_open(struct mtcp_engine *e, const struct mtcp_addr *local, int backlog);
+void listen_close(struct mtcp_engine *e, struct conn *l);
+/* A segment that matched no connection but a listener. */
+void listen_input(struct mtcp_engine *e, struct conn *l, int family, const uint8_t *lip,
+                  const uint8_t *rip, const struct wire_tcp *seg);
+void listen_child_unlink(struct mtcp_engine *e, struct conn *k);
+uint8_t engine_wscale(uint32_t rcvbuf);
+
+/* engine.c helpers shared by the files above */
+int is_local(const struct mtcp_engine *e, int family, const uint8_t *ip);
+uint32_t frame_get(struct mtcp_engine *e);
+void frame_put(struct mtcp_engine *e, uint32_t f);
+/* Build an IP packet (+L2) in a fresh control frame: returns the frame index and a pointer to
+ * the transport header (cap bytes available), NONE32 if no buffer. dmac NULL = resolve. */
+uint32_t ctrl_begin(struct mtcp_engine *e, int family, uint8_t **l4, uint32_t *cap);
+void ctrl_commit(struct mtcp_engine *e, uint32_t f, int family, const uint8_t *src, const uint8_t *dst,
+                 uint8_t proto, uint32_t l4len, const uint8_t *dmac, uint8_t hop_limit);
+void ctrl_tcp(struct mtcp_engine *e, int family, const uint8_t *src, const uint8_t *dst,
+              const struct wire_tcp *t, const uint8_t *dmac);
+void ctrl_push(struct mtcp_engine *e, uint32_t f);
+void engine_reap(struct mtcp_engine *e);
+void engine_push_event(struct mtcp_engine *e, struct conn *k, uint32_t type, int32_t err, uint32_t len,
+                       mtcp_cid parent);
+uint16_t engine_path_mss(const struct mtcp_engine *e, int family);
+void conn_setup(struct mtcp_engine *e, struct conn *k, int family, const uint8_t *lip, uint16_t lport,
+                const uint8_t *rip, uint16_t rport);
+
+#endif

@@ -1,0 +1,337 @@
+/*
+ * neigh.c — routing (on-link / gateway), the ARP (RFC 826) and NDP (RFC 4861) neighbour cache
+ * and the bounded queue of frames waiting for resolution.
+ *
+ * Entries: INCOMPLETE (request sent; up to NEIGH_QMAX frames wait, oldest dropped first;
+ * re-requested every second, NEIGH_RETRIES times, then FAILED and the queue is dropped),
+ * REACHABLE (usable; after cfg->neigh_timeout_us it is still used while a refresh request
+ * goes out, at most once a second), FAILED (frames to it are dropped for a second).
+ * The table is fixed-size (NEIGH_N); when full, the oldest entry with no waiting frames is
+ * replaced.
+ */
+#include <errno.h>
+#include <string.h>
+#include "engine.h"
+
+static const uint8_t bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+
+void neigh_init(struct mtcp_engine *e) {
+    memset(&e->neigh, 0, sizeof e->neigh);
+    for (int i = 0; i < NEIGH_BUCKETS; i++) e->neigh.bucket[i] = NONE32;
+    for (int i = 0; i < NEIGH_N; i++) {
+        e->neigh.ent[i].hnext = NONE32;
+        e->neigh.ent[i].qhead = e->neigh.ent[i].qtail = NONE32;
+    }
+}
+
+static int in_prefix(const uint8_t *a, const uint8_t *b, int bits) {
+    int full = bits / 8, rest = bits % 8;
+    if (memcmp(a, b, (size_t)full) != 0) return 0;
+    if (rest) {
+        uint8_t m = (uint8_t)(0xff << (8 - rest));
+        if ((a[full] & m) != (b[full] & m)) return 0;
+    }
+    return 1;
+}
+
+static int zero(const uint8_t *a, int n) {
+    for (int i = 0; i < n; i++) if (a[i]) return 0;
+    return 1;
+}
+
+int route_nexthop(struct mtcp_engine *e, int family, const uint8_t *dst, uint8_t *nh) {
+    const struct mtcp_config *c = &e->cfg;
+    if (family == MTCP_AF_INET) {
+        if (zero(c->ipv4, 4)) return -ENETUNREACH;
+        if (e->cfg.link_type == MTCP_LINK_IP || in_prefix(dst, c->ipv4, c->ipv4_prefix)) { memcpy(nh, dst, 4); return 0; }
+        if (zero(c->ipv4_gw, 4)) return -ENETUNREACH;
+        memcpy(nh, c->ipv4_gw, 4);
+        return 0;
+    }
+    if (zero(c->ipv6, 16)) return -ENETUNREACH;
+    if (e->cfg.link_type == MTCP_LINK_IP || (dst[0] == 0xfe && (dst[1] & 0xc0) == 0x80) ||
+        in_prefix(dst, c->ipv6, c->ipv6_prefix)) { memcpy(nh, dst, 16); return 0; }
+    if (zero(c->ipv6_gw, 16)) return -ENETUNREACH;
+    memcpy(nh, c->ipv6_gw, 16);
+    return 0;
+}
+
+static uint32_t nbucket(const struct mtcp_engine *e, int family, const uint8_t *ip) {
+    uint64_t h = siphash24(e->port_key, ip, (size_t)addr_len(family)) ^ (uint64_t)family;
+    return (uint32_t)h & (NEIGH_BUCKETS - 1);
+}
+
+static uint32_t neigh_find(struct mtcp_engine *e, int family, const uint8_t *ip) {
+    for (uint32_t i = e->neigh.bucket[nbucket(e, family, ip)]; i != NONE32; i = e->neigh.ent[i].hnext) {
+        struct neigh *n = &e->neigh.ent[i];
+        if (n->family == family && memcmp(n->ip, ip, (size_t)addr_len(family)) == 0) return i;
+    }
+    return NONE32;
+}
+
+static void neigh_drop_queue(struct mtcp_engine *e, struct neigh *n) {
+    uint32_t f = n->qhead;
+    while (f != NONE32) {
+        uint32_t nx = e->frames[f].next;
+        frame_put(e, f);
+        e->counters[CTR_DROP_NEIGH_QUEUE]++;
+        f = nx;
+    }
+    e->neighq_n -= n->nq;
+    n->qhead = n->qtail = NONE32;
+    n->nq = 0;
+}
+
+static void neigh_unlink(struct mtcp_engine *e, uint32_t idx) {
+    struct neigh *n = &e->neigh.ent[idx];
+    uint32_t *pp = &e->neigh.bucket[nbucket(e, n->family, n->ip)];
+    while (*pp != NONE32) {
+        if (*pp == idx) { *pp = n->hnext; break; }
+        pp = &e->neigh.ent[*pp].hnext;
+    }
+    if (n->state == NS_INCOMPLETE) e->neigh.incomplete--;
+    neigh_drop_queue(e, n);
+    n->state = NS_FREE;
+    n->hnext = NONE32;
+}
+
+static uint32_t neigh_new(struct mtcp_engine *e, int family, const uint8_t *ip) {
+    uint32_t victim = NONE32;
+    uint64_t oldest = UINT64_MAX;
+    for (uint32_t i = 0; i < NEIGH_N; i++) {
+        struct neigh *n = &e->neigh.ent[i];
+        if (n->state == NS_FREE) { victim = i; break; }
+        if (n->state != NS_INCOMPLETE && n->expires < oldest) { oldest = n->expires; victim = i; }
+    }
+    if (victim == NONE32) return NONE32;
+    if (e->neigh.ent[victim].state != NS_FREE) neigh_unlink(e, victim);
+    struct neigh *n = &e->neigh.ent[victim];
+    memset(n, 0, sizeof *n);
+    n->family = (uint8_t)family;
+    memcpy(n->ip, ip, (size_t)addr_len(family));
+    n->qhead = n->qtail = NONE32;
+    uint32_t b = nbucket(e, family, ip);
+    n->hnext = e->neigh.bucket[b];
+    e->neigh.bucket[b] = victim;
+    return victim;
+}
+
+static void solicit(struct mtcp_engine *e, struct neigh *n) {
+    if (n->family == MTCP_AF_INET) {
+        uint32_t f = frame_get(e);
+        if (f == NONE32 || e->ctrlq.n >= CTRLQ_MAX) {
+            if (f != NONE32) frame_put(e, f);
+            e->counters[CTR_DROP_CTRL_QUEUE]++;
+            return;
+        }
+        uint8_t *p = e->frames[f].buf;
+        struct wire_eth eth;
+        memcpy(eth.dst, bcast, 6);
+        memcpy(eth.src, e->cfg.mac, 6);
+        eth.ethertype = WIRE_ETHERTYPE_ARP;
+        size_t l = wire_eth_emit(p, e->fsize, &eth);
+        struct wire_arp a;
+        memset(&a, 0, sizeof a);
+        a.op = WIRE_ARP_REQUEST;
+        memcpy(a.sha, e->cfg.mac, 6);
+        memcpy(a.spa, e->cfg.ipv4, 4);
+        memcpy(a.tpa, n->ip, 4);
+        l += wire_arp_emit(p + l, e->fsize - l, &a);
+        e->frames[f].len = (uint32_t)l;
+        e->frames[f].next = NONE32;
+        /* push on the control queue */
+        ctrl_push(e, f);
+        e->counters[CTR_ARP_REQUESTS]++;
+    } else {
+        uint8_t *l4;
+        uint32_t cap;
+        uint32_t f = ctrl_begin(e, MTCP_AF_INET6, &l4, &cap);
+        if (f == NONE32) return;
+        uint8_t dst[16] = {0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, n->ip[13], n->ip[14], n->ip[15]};
+        uint8_t dmac[6] = {0x33, 0x33, 0xff, n->ip[13], n->ip[14], n->ip[15]};
+        struct wire_icmp6 m;
+        memset(&m, 0, sizeof m);
+        m.type = WIRE_ICMP6_NEIGH_SOLICIT;
+        memcpy(m.target, n->ip, 16);
+        m.has_lladdr = 1;
+        memcpy(m.lladdr, e->cfg.mac, 6);
+        size_t l = wire_icmp6_emit(l4, cap, e->cfg.ipv6, dst, &m);
+        if (!l) { frame_put(e, f); return; }
+        ctrl_commit(e, f, MTCP_AF_INET6, e->cfg.ipv6, dst, WIRE_PROTO_ICMPV6, (uint32_t)l, dmac, 255);
+        e->counters[CTR_NDP_SOLICITS]++;
+    }
+}
+
+uint32_t neigh_resolve(struct mtcp_engine *e, int family, const uint8_t *nh) {
+    uint32_t i = neigh_find(e, family, nh);
+    if (i != NONE32) {
+        struct neigh *n = &e->neigh.ent[i];
+        if (n->state == NS_REACHABLE && e->now >= n->expires && e->now >= n->next_probe) {
+            n->next_probe = e->now + NEIGH_RETRY_US;   /* stale: keep using it, refresh */
+            solicit(e, n);
+        } else if (n->state == NS_FAILED && e->now >= n->expires) {
+            n->state = NS_INCOMPLETE;
+            n->probes = 1;
+            n->next_probe = e->now + NEIGH_RETRY_US;
+            e->neigh.incomplete++;
+            if (e->neigh_deadline == 0 || n->next_probe < e->neigh_deadline) e->neigh_deadline = n->next_probe;
+            solicit(e, n);
+        }
+        return i;
+    }
+    i = neigh_new(e, family, nh);
+    if (i == NONE32) return NONE32;
+    struct neigh *n = &e->neigh.ent[i];
+    n->state = NS_INCOMPLETE;
+    n->probes = 1;
+    n->next_probe = e->now + NEIGH_RETRY_US;
+    e->neigh.incomplete++;
+    if (e->neigh_deadline == 0 || n->next_probe < e->neigh_deadline) e->neigh_deadline = n->next_probe;
+    solicit(e, n);
+    return i;
+}
+
+void neigh_learn(struct mtcp_engine *e, int family, const uint8_t *ip, const uint8_t *mac, int create) {
+    if (mac[0] & 1) return;                       /* multicast/broadcast MAC: ignore */
+    uint32_t i = neigh_find(e, family, ip);
+    if (i == NONE32) {
+        if (!create) return;
+        i = neigh_new(e, family, ip);
+        if (i == NONE32) return;
+    }
+    struct neigh *n = &e->neigh.ent[i];
+    if (n->state == NS_INCOMPLETE) {
+        e->neigh.incomplete--;
+        e->counters[CTR_NEIGH_RESOLVED]++;
+    }
+    n->state = NS_REACHABLE;
+    memcpy(n->mac, mac, 6);
+    n->expires = e->now + e->cfg.neigh_timeout_us;
+    n->next_probe = 0;
+    n->probes = 0;
+    /* release the waiting frames onto the control queue (they already hold a buffer) */
+    uint32_t f = n->qhead;
+    while (f != NONE32) {
+        uint32_t nx = e->frames[f].next;
+        memcpy(e->frames[f].buf, mac, 6);
+        e->frames[f].next = NONE32;
+        ctrl_push(e, f);
+        f = nx;
+    }
+    e->neighq_n -= n->nq;
+    n->qhead = n->qtail = NONE32;
+    n->nq = 0;
+}
+
+void neigh_enqueue(struct mtcp_engine *e, uint32_t ni, uint32_t f) {
+    struct neigh *n = &e->neigh.ent[ni];
+    if (n->nq >= NEIGH_QMAX || e->neighq_n >= NEIGHQ_MAX) {
+        if (n->qhead == NONE32) { frame_put(e, f); e->counters[CTR_DROP_NEIGH_QUEUE]++; return; }
+        uint32_t old = n->qhead;                   /* drop the oldest */
+        n->qhead = e->frames[old].next;
+        if (n->qhead == NONE32) n->qtail = NONE32;
+        frame_put(e, old);
+        n->nq--;
+        e->neighq_n--;
+        e->counters[CTR_DROP_NEIGH_QUEUE]++;
+    }
+    e->frames[f].next = NONE32;
+    if (n->qtail == NONE32) n->qhead = f; else e->frames[n->qtail].next = f;
+    n->qtail = f;
+    n->nq++;
+    e->neighq_n++;
+}
+
+void neigh_tick(struct mtcp_engine *e) {
+    if (!e->neigh.incomplete || e->now < e->neigh_deadline) return;
+    uint64_t next = 0;
+    for (uint32_t i = 0; i < NEIGH_N; i++) {
+        struct neigh *n = &e->neigh.ent[i];
+        if (n->state != NS_INCOMPLETE) continue;
+        if (n->next_probe <= e->now) {
+            if (n->probes >= NEIGH_RETRIES) {
+                n->state = NS_FAILED;
+                n->expires = e->now + NEIGH_RETRY_US;
+                e->neigh.incomplete--;
+                e->counters[CTR_NEIGH_FAILED]++;
+                neigh_drop_queue(e, n);
+                continue;
+            }
+            n->probes++;
+            n->next_probe = e->now + NEIGH_RETRY_US;
+            solicit(e, n);
+        }
+        if (next == 0 || n->next_probe < next) next = n->next_probe;
+    }
+    e->neigh_deadline = next;
+}
+
+/* ---- ARP (RFC 826 "merge" algorithm) ---- */
+void arp_input(struct mtcp_engine *e, const uint8_t *p, uint32_t len) {
+    struct wire_arp a;
+    int rc = wire_arp_parse(p, len, &a);
+    e->counters[CTR_ARP_IN]++;
+    if (rc < 0) { e->counters[ctr_wire_drop(rc)]++; return; }
+    int for_us = is_local(e, MTCP_AF_INET, a.tpa) && !zero(e->cfg.ipv4, 4);
+    if (!zero(a.spa, 4)) neigh_learn(e, MTCP_AF_INET, a.spa, a.sha, for_us);
+    if (!for_us || a.op != WIRE_ARP_REQUEST) return;
+    uint32_t f = frame_get(e);
+    if (f == NONE32 || e->ctrlq.n >= CTRLQ_MAX) {
+        if (f != NONE32) frame_put(e, f);
+        e->counters[CTR_DROP_CTRL_QUEUE]++;
+        return;
+    }
+    uint8_t *o = e->frames[f].buf;
+    struct wire_eth eth;
+    memcpy(eth.dst, a.sha, 6);
+    memcpy(eth.src, e->cfg.mac, 6);
+    eth.ethertype = WIRE_ETHERTYPE_ARP;
+    size_t l = wire_eth_emit(o, e->fsize, &eth);
+    struct wire_arp r;
+    r.op = WIRE_ARP_REPLY;
+    memcpy(r.sha, e->cfg.mac, 6);
+    memcpy(r.spa, a.tpa, 4);
+    memcpy(r.tha, a.sha, 6);
+    memcpy(r.tpa, a.spa, 4);
+    l += wire_arp_emit(o + l, e->fsize - l, &r);
+    e->frames[f].len = (uint32_t)l;
+    e->frames[f].next = NONE32;
+    ctrl_push(e, f);
+    e->counters[CTR_ARP_REPLIES]++;
+}
+
+/* ---- NDP: answer solicitations for our addresses, learn from advertisements ---- */
+void ndp_input(struct mtcp_engine *e, const struct wire_ipv6 *ip, const struct wire_icmp6 *m) {
+    e->counters[CTR_NDP_IN]++;
+    if (ip->hop_limit != 255) { e->counters[CTR_DROP_BAD_ADDR]++; return; }   /* RFC 4861 7.1.1 */
+    if (m->type == WIRE_ICMP6_NEIGH_ADVERT) {
+        if (m->has_lladdr) neigh_learn(e, MTCP_AF_INET6, m->target, m->lladdr, 0);
+        return;
+    }
+    /* solicitation */
+    if (!is_local(e, MTCP_AF_INET6, m->target)) return;
+    int dad = zero(ip->src, 16);
+    if (!dad && m->has_lladdr) neigh_learn(e, MTCP_AF_INET6, ip->src, m->lladdr, 1);
+    uint8_t *l4;
+    uint32_t cap;
+    uint32_t f = ctrl_begin(e, MTCP_AF_INET6, &l4, &cap);
+    if (f == NONE32) return;
+    static const uint8_t all_nodes[16] = {0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    const uint8_t *dst = dad ? all_nodes : ip->src;
+    uint8_t dmac[6];
+    if (dad) { uint8_t mm[6] = {0x33, 0x33, 0, 0, 0, 1}; memcpy(dmac, mm, 6); }
+    else if (m->has_lladdr) memcpy(dmac, m->lladdr, 6);
+    else if (e->rx_smac) memcpy(dmac, e->rx_smac, 6);
+    else memset(dmac, 0, 6);
+    struct wire_icmp6 na;
+    memset(&na, 0, sizeof na);
+    na.type = WIRE_ICMP6_NEIGH_ADVERT;
+    na.nd_flags = WIRE_NDP_FLAG_OVERRIDE | (dad ? 0 : WIRE_NDP_FLAG_SOLICITED);
+    memcpy(na.target, m->target, 16);
+    na.has_lladdr = 1;
+    memcpy(na.lladdr, e->cfg.mac, 6);
+    size_t l = wire_icmp6_emit(l4, cap, m->target, dst, &na);
+    if (!l) { frame_put(e, f); return; }
+    ctrl_commit(e, f, MTCP_AF_INET6, m->target, dst, WIRE_PROTO_ICMPV6, (uint32_t)l, dmac, 255);
+    e->counters[CTR_NDP_ADVERTS]++;
+}
