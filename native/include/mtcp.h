@@ -226,9 +226,6 @@ uint32_t mtcp_counter_count(void);
 const char *mtcp_counter_name(uint32_t i);
 /* Copies min(n, mtcp_counter_count()) counters into out. */
 void mtcp_engine_counters(mtcp_engine *e, uint64_t *out, uint32_t n);
-/* Debug / leak checks (engine engineer): out[0] connection blocks in use (incl. listeners and
- * TIME-WAIT), out[1] buffer chunks in use, out[2] out-of-order buffers in use, out[3] events queued. */
-void mtcp_engine_pool_usage(mtcp_engine *e, uint64_t out[4]);
 
 /* --- links (ring pairs). Backends live in native/io; see native/io/link.h for the contract. --- */
 void mtcp_link_close(mtcp_link *l);
@@ -290,6 +287,13 @@ mtcp_link *mtcp_packet_open(const char *ifname, uint32_t queue, uint32_t nqueues
  * Frames/s out through tx and in through rx. 0 or -errno. (`mtcp-loop bench rings`) */
 int mtcp_bench_link(mtcp_link *tx, mtcp_link *rx, double seconds, uint32_t frame_len,
                     double *tx_fps, double *rx_fps);
+
+/* AF_XDP socket on (interface, queue) with its own UMEM; loads and attaches (shared per
+ * interface within the process) a minimal XDP program redirecting the queue's frames to it.
+ * Copy mode unless flags has MTCP_XDP_ZEROCOPY (falls back to copy when unsupported). */
+#define MTCP_XDP_ZEROCOPY 0x10
+#define MTCP_XDP_SKB_MODE 0x20     /* attach the program in generic (SKB) mode */
+mtcp_link *mtcp_xdp_open(const char *ifname, uint32_t queue, uint32_t flags, char *err, size_t errlen);
 
 /* CDEF-END */
 

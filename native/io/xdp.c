@@ -1,0 +1,532 @@
+/*
+ * xdp.c — AF_XDP backend (mtcp_xdp_open): one XSK bound to (interface, queue), a UMEM of
+ * XDP_FRAMES 2 KiB frames (half for RX, half for TX), fill/completion/RX/TX rings, and a
+ * minimal XDP program that redirects every frame of a queue with a bound XSK into it
+ * (bpf_redirect_map(xsks, rx_queue_index, XDP_PASS)). Everything goes through the raw bpf()
+ * syscall and kernel UAPI headers: no libbpf/libxdp, no extra link flags.
+ *
+ * The program and its XSKMAP are attached with BPF_LINK_CREATE (native/driver mode first,
+ * generic/SKB mode as fallback) and shared by every XSK this process opens on the same
+ * interface (a small registry, refcounted; the link is detached when the last XSK closes).
+ *
+ * Bind mode: copy mode by default (veth supports only that); MTCP_XDP_ZEROCOPY asks for
+ * zero copy (NICs whose driver supports it), with a fallback to copy mode.
+ * RX (zero copy into the user's view): RX descriptors become link RX slots pointing into the
+ *   UMEM; released slots return their frames to the fill ring at the next rxsync.
+ * TX: TX slot i is UMEM TX frame i; txsync posts descriptors for released slots and kicks
+ *   the kernel with sendto() (copy mode sends at most 32 frames per call, so one call per 32
+ *   frames there; zero copy: one call when the ring asks for a wakeup); completions give
+ *   slots back (in order).
+ * XDP frames carry no checksum metadata: flags are 0 (the engine checks checksums). A kernel
+ *   peer on a veth must therefore send complete checksums (the testbed turns tx checksum
+ *   offload and TSO off on the peer side).
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <linux/bpf.h>
+#include <linux/if_link.h>
+#include <linux/if_xdp.h>
+#include "link.h"
+#include "io_util.h"
+
+#ifndef AF_XDP
+#define AF_XDP 44
+#endif
+#ifndef SOL_XDP
+#define SOL_XDP 283
+#endif
+
+#define XDP_FRAME_SIZE 2048u
+#define XDP_RX_FRAMES 2048u
+#define XDP_TX_FRAMES 2048u
+#define XDP_RING 2048u
+
+struct xring {
+    uint32_t *producer, *consumer, *flags;
+    void *desc;
+    uint32_t mask, size;
+    uint32_t cached_prod, cached_cons;
+    void *map;
+    size_t map_len;
+};
+
+struct xdp_link {
+    struct mtcp_link l;
+    int fd;
+    int ifindex;
+    uint32_t queue;
+    uint8_t *umem;
+    size_t umem_len;
+    struct xring rx, tx, fill, comp;
+    uint32_t last_head;       /* RX slots released up to here were returned to the fill ring */
+    uint32_t tx_hwcur, tx_done;
+    uint64_t rx_frames, tx_frames, tx_errors;
+    int zerocopy;
+};
+
+static long sys_bpf(int cmd, union bpf_attr *attr, unsigned size)
+{
+    return syscall(__NR_bpf, cmd, attr, size);
+}
+
+/* ---- process-wide registry: one program + XSKMAP per interface ---- */
+struct xdp_prog {
+    int ifindex, map_fd, prog_fd, link_fd, refs;
+    int skb_mode;
+};
+static pthread_mutex_t xdp_reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct xdp_prog xdp_reg[16];
+
+static int xdp_prog_load(int map_fd, char *log, size_t loglen)
+{
+    struct bpf_insn insns[] = {
+        /* r2 = ctx->rx_queue_index */
+        { .code = BPF_LDX | BPF_MEM | BPF_W, .dst_reg = BPF_REG_2, .src_reg = BPF_REG_1,
+          .off = offsetof(struct xdp_md, rx_queue_index) },
+        /* r1 = map (ld_imm64, pseudo map fd) */
+        { .code = BPF_LD | BPF_DW | BPF_IMM, .dst_reg = BPF_REG_1, .src_reg = BPF_PSEUDO_MAP_FD, .imm = map_fd },
+        { .code = 0 },
+        /* r3 = XDP_PASS: the action when the queue has no XSK */
+        { .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_3, .imm = XDP_PASS },
+        { .code = BPF_JMP | BPF_CALL, .imm = BPF_FUNC_redirect_map },
+        { .code = BPF_JMP | BPF_EXIT },
+    };
+    union bpf_attr a;
+    memset(&a, 0, sizeof(a));
+    a.prog_type = BPF_PROG_TYPE_XDP;
+    a.insns = (uint64_t)(uintptr_t)insns;
+    a.insn_cnt = sizeof(insns) / sizeof(insns[0]);
+    a.license = (uint64_t)(uintptr_t)"GPL";
+    a.expected_attach_type = BPF_XDP;
+    a.log_buf = (uint64_t)(uintptr_t)log;
+    a.log_size = (uint32_t)loglen;
+    a.log_level = log ? 1 : 0;
+    memcpy(a.prog_name, "mtcp_xsk_redir", 15);
+    return (int)sys_bpf(BPF_PROG_LOAD, &a, sizeof(a));
+}
+
+static struct xdp_prog *xdp_prog_get(int ifindex, int force_skb, char *msg, size_t msglen)
+{
+    struct xdp_prog *free_e = NULL;
+    for (int i = 0; i < 16; i++) {
+        if (xdp_reg[i].refs && xdp_reg[i].ifindex == ifindex) {
+            xdp_reg[i].refs++;
+            return &xdp_reg[i];
+        }
+        if (!xdp_reg[i].refs && !free_e)
+            free_e = &xdp_reg[i];
+    }
+    if (!free_e) {
+        snprintf(msg, msglen, "xdp: too many interfaces");
+        return NULL;
+    }
+    union bpf_attr a;
+    memset(&a, 0, sizeof(a));
+    a.map_type = BPF_MAP_TYPE_XSKMAP;
+    a.key_size = 4;
+    a.value_size = 4;
+    a.max_entries = 64;
+    memcpy(a.map_name, "mtcp_xsks", 10);
+    int map_fd = (int)sys_bpf(BPF_MAP_CREATE, &a, sizeof(a));
+    if (map_fd < 0) {
+        snprintf(msg, msglen, "xdp: cannot create XSKMAP: %s%s", strerror(errno),
+                 errno == EPERM ? " (needs CAP_BPF/CAP_NET_ADMIN)" : "");
+        return NULL;
+    }
+    static __thread char log[4096];
+    log[0] = 0;
+    int prog_fd = xdp_prog_load(map_fd, log, sizeof(log));
+    if (prog_fd < 0) {
+        snprintf(msg, msglen, "xdp: cannot load the redirect program: %s %.100s", strerror(errno), log);
+        close(map_fd);
+        return NULL;
+    }
+    int link_fd = -1, skb_mode = 0;
+    for (int attempt = force_skb ? 1 : 0; attempt < 2 && link_fd < 0; attempt++) {
+        memset(&a, 0, sizeof(a));
+        a.link_create.prog_fd = (uint32_t)prog_fd;
+        a.link_create.target_ifindex = (uint32_t)ifindex;
+        a.link_create.attach_type = BPF_XDP;
+        a.link_create.flags = attempt == 0 ? XDP_FLAGS_DRV_MODE : XDP_FLAGS_SKB_MODE;
+        link_fd = (int)sys_bpf(BPF_LINK_CREATE, &a, sizeof(a));
+        skb_mode = attempt == 1;
+    }
+    if (link_fd < 0) {
+        snprintf(msg, msglen, "xdp: cannot attach the XDP program: %s%s", strerror(errno),
+                 errno == EBUSY || errno == EEXIST ? " (another XDP program is attached)" : "");
+        close(prog_fd);
+        close(map_fd);
+        return NULL;
+    }
+    free_e->ifindex = ifindex;
+    free_e->map_fd = map_fd;
+    free_e->prog_fd = prog_fd;
+    free_e->link_fd = link_fd;
+    free_e->skb_mode = skb_mode;
+    free_e->refs = 1;
+    return free_e;
+}
+
+static void xdp_prog_put(int ifindex, uint32_t queue)
+{
+    pthread_mutex_lock(&xdp_reg_lock);
+    for (int i = 0; i < 16; i++) {
+        struct xdp_prog *e = &xdp_reg[i];
+        if (!e->refs || e->ifindex != ifindex)
+            continue;
+        union bpf_attr a;
+        memset(&a, 0, sizeof(a));
+        uint32_t key = queue;
+        a.map_fd = (uint32_t)e->map_fd;
+        a.key = (uint64_t)(uintptr_t)&key;
+        (void)sys_bpf(BPF_MAP_DELETE_ELEM, &a, sizeof(a));
+        if (--e->refs == 0) {
+            close(e->link_fd);
+            close(e->prog_fd);
+            close(e->map_fd);
+            memset(e, 0, sizeof(*e));
+        }
+        break;
+    }
+    pthread_mutex_unlock(&xdp_reg_lock);
+}
+
+/* ---- rings ---- */
+static int xring_map(int fd, struct xring *r, const struct xdp_ring_offset *off, uint64_t pgoff,
+                     uint32_t n, size_t desc_size)
+{
+    r->map_len = off->desc + (size_t)n * desc_size;
+    r->map = mmap(NULL, r->map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, (off_t)pgoff);
+    if (r->map == MAP_FAILED) {
+        r->map = NULL;
+        return -errno;
+    }
+    r->producer = (uint32_t *)((uint8_t *)r->map + off->producer);
+    r->consumer = (uint32_t *)((uint8_t *)r->map + off->consumer);
+    r->flags = (uint32_t *)((uint8_t *)r->map + off->flags);
+    r->desc = (uint8_t *)r->map + off->desc;
+    r->size = n;
+    r->mask = n - 1;
+    r->cached_prod = __atomic_load_n(r->producer, __ATOMIC_ACQUIRE);
+    r->cached_cons = __atomic_load_n(r->consumer, __ATOMIC_ACQUIRE);
+    return 0;
+}
+
+static void fill_push(struct xdp_link *x, uint64_t addr)
+{
+    struct xring *f = &x->fill;
+    ((uint64_t *)f->desc)[f->cached_prod & f->mask] = addr;
+    f->cached_prod++;
+}
+
+static int xdp_rxsync(struct mtcp_link *l, uint64_t now)
+{
+    struct xdp_link *x = (struct xdp_link *)l;
+    struct link_ring *r = &l->rx;
+    /* 1. frames of released slots back to the fill ring */
+    uint32_t refilled = 0;
+    for (uint32_t i = x->last_head; i != r->head; i = link_ring_next(r, i)) {
+        uint64_t addr = (uint64_t)(r->slot[i].buf - x->umem) & ~(uint64_t)(XDP_FRAME_SIZE - 1);
+        fill_push(x, addr);
+        refilled++;
+    }
+    x->last_head = r->head;
+    if (refilled) {
+        __atomic_store_n(x->fill.producer, x->fill.cached_prod, __ATOMIC_RELEASE);
+        if (__atomic_load_n(x->fill.flags, __ATOMIC_RELAXED) & XDP_RING_NEED_WAKEUP)
+            (void)recvfrom(x->fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
+    }
+    /* 2. RX descriptors into slots */
+    struct xring *rx = &x->rx;
+    uint32_t prod = __atomic_load_n(rx->producer, __ATOMIC_ACQUIRE);
+    int n = 0;
+    while (rx->cached_cons != prod && link_ring_next(r, r->tail) != r->head) {
+        const struct xdp_desc *d = &((const struct xdp_desc *)rx->desc)[rx->cached_cons & rx->mask];
+        struct link_slot *s = &r->slot[r->tail];
+        s->buf = x->umem + d->addr;
+        s->len = d->len;
+        s->flags = 0;
+        s->gso_size = 0;
+        s->csum_start = s->csum_offset = 0;
+        if (l->pcap)
+            link_pcap_frame(l, s->buf, s->len, now);
+        r->tail = link_ring_next(r, r->tail);
+        rx->cached_cons++;
+        n++;
+    }
+    if (n) {
+        __atomic_store_n(rx->consumer, rx->cached_cons, __ATOMIC_RELEASE);
+        x->rx_frames += (uint64_t)n;
+    }
+    return n;
+}
+
+static void xdp_reap(struct xdp_link *x)
+{
+    struct xring *c = &x->comp;
+    uint32_t prod = __atomic_load_n(c->producer, __ATOMIC_ACQUIRE);
+    uint32_t done = prod - c->cached_cons;
+    if (!done)
+        return;
+    c->cached_cons = prod;
+    __atomic_store_n(c->consumer, c->cached_cons, __ATOMIC_RELEASE);
+    struct link_ring *t = &x->l.tx;
+    x->tx_done = (x->tx_done + done) & t->mask;
+}
+
+static int xdp_txsync(struct mtcp_link *l, uint64_t now)
+{
+    struct xdp_link *x = (struct xdp_link *)l;
+    struct link_ring *t = &l->tx;
+    struct xring *tx = &x->tx;
+    int n = 0;
+    xdp_reap(x);
+    tx->cached_cons = __atomic_load_n(tx->consumer, __ATOMIC_ACQUIRE);
+    uint32_t i = x->tx_hwcur;
+    for (; i != t->head; i = link_ring_next(t, i)) {
+        if (tx->cached_prod - tx->cached_cons >= tx->size)
+            break;                                   /* XSK TX ring full: rest next time */
+        struct link_slot *s = &t->slot[i];
+        if (l->pcap)
+            link_pcap_frame(l, s->buf, s->len, now);
+        struct xdp_desc *d = &((struct xdp_desc *)tx->desc)[tx->cached_prod & tx->mask];
+        d->addr = (uint64_t)(s->buf - x->umem);
+        d->len = s->len;
+        d->options = 0;
+        tx->cached_prod++;
+        n++;
+    }
+    x->tx_hwcur = i;
+    if (n)
+        __atomic_store_n(tx->producer, tx->cached_prod, __ATOMIC_RELEASE);
+    if (x->tx_done != x->tx_hwcur &&
+        (!x->zerocopy || (__atomic_load_n(tx->flags, __ATOMIC_RELAXED) & XDP_RING_NEED_WAKEUP))) {
+        /* Copy mode transmits at most 32 descriptors per sendto (the kernel's TX batch):
+         * kick until the kernel has consumed everything posted, or refuses. */
+        for (int k = 0; k < (int)(XDP_RING / 32) + 1; k++) {
+            /* EAGAIN from a copy-mode kick means "batch limit reached, call again" */
+            if (sendto(x->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0 && errno != EAGAIN) {
+                if (errno != EBUSY && errno != ENOBUFS && errno != ENETDOWN)
+                    x->tx_errors++;
+                break;
+            }
+            if (x->zerocopy || __atomic_load_n(tx->consumer, __ATOMIC_ACQUIRE) == tx->cached_prod)
+                break;
+        }
+    }
+    xdp_reap(x);
+    t->tail = (x->tx_done + t->mask) & t->mask;
+    x->tx_frames += (uint64_t)n;
+    return n;
+}
+
+static int xdp_fd(struct mtcp_link *l) { return ((struct xdp_link *)l)->fd; }
+static int64_t xdp_next_deadline(struct mtcp_link *l)
+{
+    struct xdp_link *x = (struct xdp_link *)l;
+    return x->tx_done != x->tx_hwcur ? 0 : -1;    /* completions come without a wakeup */
+}
+
+static void xdp_free(struct xdp_link *x)
+{
+    struct xring *rs[4] = { &x->rx, &x->tx, &x->fill, &x->comp };
+    for (int i = 0; i < 4; i++)
+        if (rs[i]->map)
+            munmap(rs[i]->map, rs[i]->map_len);
+    if (x->fd >= 0)
+        close(x->fd);
+    if (x->umem)
+        munmap(x->umem, x->umem_len);
+    link_rings_free(&x->l);
+    free(x);
+}
+
+static void xdp_destroy(struct mtcp_link *l)
+{
+    struct xdp_link *x = (struct xdp_link *)l;
+    xdp_prog_put(x->ifindex, x->queue);
+    xdp_free(x);
+}
+
+static const struct link_ops xdp_ops = {
+    .name = "xdp",
+    .rxsync = xdp_rxsync,
+    .txsync = xdp_txsync,
+    .fd = xdp_fd,
+    .next_deadline = xdp_next_deadline,
+    .claim_port = NULL,
+    .release_port = NULL,
+    .destroy = xdp_destroy,
+};
+
+mtcp_link *mtcp_xdp_open(const char *ifname, uint32_t queue, uint32_t flags, char *err, size_t errlen)
+{
+    char msg[256];
+    if (!ifname || !*ifname || strlen(ifname) >= IFNAMSIZ) {
+        io_errf(err, errlen, "xdp: an interface name (max 15 characters) is required");
+        return NULL;
+    }
+    int ifindex = (int)if_nametoindex(ifname);
+    if (!ifindex) {
+        snprintf(msg, sizeof(msg), "xdp: no interface %s in this network namespace", ifname);
+        io_errf(err, errlen, msg);
+        return NULL;
+    }
+    struct xdp_link *x = calloc(1, sizeof(*x));
+    if (!x) {
+        io_errf(err, errlen, "xdp: out of memory");
+        return NULL;
+    }
+    x->fd = -1;
+    x->ifindex = ifindex;
+    x->queue = queue;
+    const char *step = "socket(AF_XDP)";
+    x->fd = socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0);
+    if (x->fd < 0)
+        goto fail;
+    step = "UMEM allocation";
+    x->umem_len = (size_t)(XDP_RX_FRAMES + XDP_TX_FRAMES) * XDP_FRAME_SIZE;
+    x->umem = mmap(NULL, x->umem_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (x->umem == MAP_FAILED) {
+        x->umem = NULL;
+        goto fail;
+    }
+    struct xdp_umem_reg ur;
+    memset(&ur, 0, sizeof(ur));
+    ur.addr = (uint64_t)(uintptr_t)x->umem;
+    ur.len = x->umem_len;
+    ur.chunk_size = XDP_FRAME_SIZE;
+    ur.headroom = 0;
+    step = "XDP_UMEM_REG";
+    if (setsockopt(x->fd, SOL_XDP, XDP_UMEM_REG, &ur, sizeof(ur)) < 0)
+        goto fail;
+    int rs = (int)XDP_RING;
+    step = "XDP ring sizes";
+    if (setsockopt(x->fd, SOL_XDP, XDP_UMEM_FILL_RING, &rs, sizeof(rs)) < 0 ||
+        setsockopt(x->fd, SOL_XDP, XDP_UMEM_COMPLETION_RING, &rs, sizeof(rs)) < 0 ||
+        setsockopt(x->fd, SOL_XDP, XDP_RX_RING, &rs, sizeof(rs)) < 0 ||
+        setsockopt(x->fd, SOL_XDP, XDP_TX_RING, &rs, sizeof(rs)) < 0)
+        goto fail;
+    struct xdp_mmap_offsets off;
+    socklen_t ol = sizeof(off);
+    step = "XDP_MMAP_OFFSETS";
+    if (getsockopt(x->fd, SOL_XDP, XDP_MMAP_OFFSETS, &off, &ol) < 0)
+        goto fail;
+    step = "mmap of the XSK rings";
+    int e;
+    if ((e = xring_map(x->fd, &x->rx, &off.rx, XDP_PGOFF_RX_RING, XDP_RING, sizeof(struct xdp_desc))) ||
+        (e = xring_map(x->fd, &x->tx, &off.tx, XDP_PGOFF_TX_RING, XDP_RING, sizeof(struct xdp_desc))) ||
+        (e = xring_map(x->fd, &x->fill, &off.fr, XDP_UMEM_PGOFF_FILL_RING, XDP_RING, sizeof(uint64_t))) ||
+        (e = xring_map(x->fd, &x->comp, &off.cr, XDP_UMEM_PGOFF_COMPLETION_RING, XDP_RING, sizeof(uint64_t)))) {
+        errno = -e;
+        goto fail;
+    }
+    /* every RX frame into the fill ring */
+    for (uint32_t i = 0; i < XDP_RX_FRAMES; i++)
+        fill_push(x, (uint64_t)i * XDP_FRAME_SIZE);
+    __atomic_store_n(x->fill.producer, x->fill.cached_prod, __ATOMIC_RELEASE);
+    /* bind (EBUSY right after a previous XSK on this queue closed: retry briefly) */
+    struct sockaddr_xdp sx;
+    memset(&sx, 0, sizeof(sx));
+    sx.sxdp_family = AF_XDP;
+    sx.sxdp_ifindex = (uint32_t)ifindex;
+    sx.sxdp_queue_id = queue;
+    int rc = -1;
+    x->zerocopy = (flags & MTCP_XDP_ZEROCOPY) != 0;
+    for (int attempt = 0; attempt < 50; attempt++) {
+        sx.sxdp_flags = (uint16_t)(XDP_USE_NEED_WAKEUP | (x->zerocopy ? XDP_ZEROCOPY : XDP_COPY));
+        rc = bind(x->fd, (struct sockaddr *)&sx, sizeof(sx));
+        if (rc == 0)
+            break;
+        if (x->zerocopy && (errno == EOPNOTSUPP || errno == EINVAL)) {
+            x->zerocopy = 0;
+            continue;
+        }
+        if (errno != EBUSY)
+            break;
+        usleep(20000);
+    }
+    step = "bind";
+    if (rc < 0)
+        goto fail;
+    /* program + map, then our XSK into the map at our queue */
+    pthread_mutex_lock(&xdp_reg_lock);
+    struct xdp_prog *pe = xdp_prog_get(ifindex, (flags & MTCP_XDP_SKB_MODE) != 0, msg, sizeof(msg));
+    if (pe) {
+        union bpf_attr a;
+        memset(&a, 0, sizeof(a));
+        uint32_t key = queue, val = (uint32_t)x->fd;
+        a.map_fd = (uint32_t)pe->map_fd;
+        a.key = (uint64_t)(uintptr_t)&key;
+        a.value = (uint64_t)(uintptr_t)&val;
+        a.flags = BPF_ANY;
+        if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a, sizeof(a)) < 0) {
+            snprintf(msg, sizeof(msg), "xdp: cannot insert the XSK into the map: %s", strerror(errno));
+            pthread_mutex_unlock(&xdp_reg_lock);
+            xdp_prog_put(ifindex, queue);
+            pe = NULL;
+            pthread_mutex_lock(&xdp_reg_lock);
+        }
+    }
+    pthread_mutex_unlock(&xdp_reg_lock);
+    if (!pe) {
+        io_errf(err, errlen, msg);
+        xdp_free(x);
+        return NULL;
+    }
+    step = "ring allocation";
+    errno = ENOMEM;
+    if (link_rings_alloc(&x->l, XDP_RX_FRAMES * 2, XDP_TX_FRAMES, 0) != 0) {
+        xdp_prog_put(ifindex, queue);
+        goto fail;
+    }
+    for (uint32_t i = 0; i < x->l.tx.num_slots; i++)
+        x->l.tx.slot[i].buf = x->umem + (size_t)(XDP_RX_FRAMES + i) * XDP_FRAME_SIZE;
+    x->l.tx.buf_size = XDP_FRAME_SIZE;
+    x->l.rx.buf_size = XDP_FRAME_SIZE;
+    x->l.ops = &xdp_ops;
+    x->l.link_type = MTCP_LINK_ETHERNET;
+    {
+        struct ifreq ifr;
+        memset(&ifr, 0, sizeof(ifr));
+        snprintf(ifr.ifr_name, IFNAMSIZ, "%s", ifname);
+        x->l.mtu = ioctl(x->fd, SIOCGIFMTU, &ifr) == 0 && ifr.ifr_mtu >= 68 ? (uint32_t)ifr.ifr_mtu : 1500;
+        if (x->l.mtu > XDP_FRAME_SIZE - 18)
+            x->l.mtu = XDP_FRAME_SIZE - 18;
+    }
+    x->l.features = 0;
+    return &x->l;
+fail:
+    snprintf(msg, sizeof(msg), "xdp: %s on %s queue %u: %s%s", step, ifname, queue, strerror(errno),
+             errno == EPERM ? " (needs CAP_NET_RAW/CAP_BPF)" :
+             errno == EBUSY ? " (queue busy: another XSK is bound, or was just closed)" :
+             errno == EINVAL && !strcmp(step, "bind") ? " (no such queue?)" : "");
+    io_errf(err, errlen, msg);
+    xdp_free(x);
+    return NULL;
+}
+
+/* 1 if the shared XDP program of this interface runs in generic (SKB) mode. */
+int xdp_link_skb_mode(struct mtcp_link *l)
+{
+    if (!l || l->ops != &xdp_ops)
+        return -1;
+    struct xdp_link *x = (struct xdp_link *)l;
+    int r = -1;
+    pthread_mutex_lock(&xdp_reg_lock);
+    for (int i = 0; i < 16; i++)
+        if (xdp_reg[i].refs && xdp_reg[i].ifindex == x->ifindex)
+            r = xdp_reg[i].skb_mode;
+    pthread_mutex_unlock(&xdp_reg_lock);
+    return r;
+}
