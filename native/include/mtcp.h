@@ -226,6 +226,9 @@ uint32_t mtcp_counter_count(void);
 const char *mtcp_counter_name(uint32_t i);
 /* Copies min(n, mtcp_counter_count()) counters into out. */
 void mtcp_engine_counters(mtcp_engine *e, uint64_t *out, uint32_t n);
+/* Debug / leak checks (engine engineer): out[0] connection blocks in use (incl. listeners and
+ * TIME-WAIT), out[1] buffer chunks in use, out[2] out-of-order buffers in use, out[3] events queued. */
+void mtcp_engine_pool_usage(mtcp_engine *e, uint64_t out[4]);
 
 /* --- links (ring pairs). Backends live in native/io; see native/io/link.h for the contract. --- */
 void mtcp_link_close(mtcp_link *l);
