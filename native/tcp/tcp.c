@@ -1062,6 +1062,16 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
     else
         ok = (seq_ge(seq, c->rcv_nxt) && seq_lt(seq, c->rcv_nxt + wnd)) ||
              (seq_ge(seq + seglen - 1, c->rcv_nxt) && seq_lt(seq + seglen - 1, c->rcv_nxt + wnd));
+    int probe = 0;
+    if (!ok && seglen == 0 && seq == c->rcv_nxt - 1) {
+        /* a keepalive / zero-window probe <SEQ=RCV.NXT-1> (ours and Linux's): answered with an
+         * ACK as any unacceptable segment, but its ACK and window are used — they are as hard to
+         * forge as an in-window segment, and dropping them would cause spurious RTOs */
+        ok = 1;
+        probe = 1;
+        seq = c->rcv_nxt;
+        c->flags |= TCPF_ACK_NOW;
+    }
     if (!ok && wnd == 0 && seq == c->rcv_nxt) {
         /* "special allowance should be made to accept valid ACKs, URGs, and RSTs" on a zero window
          * (a zero-window probe): process the ACK, drop the text, answer with our window */
@@ -1167,7 +1177,7 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
     if ((c->flags & TCPF_SACK_OK) && seg->nsack) sack_new = sb_update(c, seg);
     if (seq_gt(ack, c->snd_una)) {
         fin_acked = ack_advance(env, c, now, seg);
-    } else if (ack == c->snd_una && c->snd_max != c->snd_una && len == 0 && !fin &&
+    } else if (ack == c->snd_una && c->snd_max != c->snd_una && len == 0 && !fin && !probe &&
                seg->payload_len == 0 && new_wnd == old_wnd && !c->persist && old_wnd != 0) {
         /* duplicate ACK (RFC 5681 2 definition; RFC 6675 counts those carrying new SACK info) */
         CNT(env, CTR_DUP_ACKS);
@@ -1185,9 +1195,10 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
     (void)sack_new;
 
     /* window update (RFC 9293 3.10.7.4: SND.WL1 < SEG.SEQ or (SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK)) */
-    if (seq_lt(c->snd_wl1, seg->seq) || (c->snd_wl1 == seg->seq && seq_le(c->snd_wl2, ack))) {
+    uint32_t wseq = probe ? c->rcv_nxt : seg->seq;     /* a probe's window is current */
+    if (seq_lt(c->snd_wl1, wseq) || (c->snd_wl1 == wseq && seq_le(c->snd_wl2, ack))) {
         c->snd_wnd = new_wnd;
-        c->snd_wl1 = seg->seq;
+        c->snd_wl1 = wseq;
         c->snd_wl2 = ack;
         if (new_wnd > c->max_snd_wnd) c->max_snd_wnd = new_wnd;
         if (new_wnd > old_wnd) {
@@ -1224,6 +1235,14 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
         break;
     default:
         break;
+    }
+
+    /* new data for an application that closed (released) the connection: nobody will read
+     * it — reset, as Linux does (tcp_rcv_state_process, RCV_SHUTDOWN) */
+    if ((c->flags & TCPF_DETACHED) && len && (c->state == MTCP_ST_FIN_WAIT_1 || c->state == MTCP_ST_FIN_WAIT_2)) {
+        emit_rst(env, c, c->snd_max, seq + len, WIRE_TCP_ACK);
+        conn_die(env, c, ECONNRESET);
+        return;
     }
 
     /* sixth/seventh: segment text (ESTABLISHED, FIN-WAIT-1, FIN-WAIT-2 only) */
@@ -1314,14 +1333,17 @@ static void on_rto(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
     const struct mtcp_config *cfg = env->cfg;
     c->t_rexmit = 0;
     if (c->persist) {
-        /* RFC 9293 3.8.6.1: zero-window probe — one byte beyond the window (or the outstanding
-         * probe byte again); keep probing as long as the peer answers, back off exponentially */
+        /* RFC 9293 3.8.6.1: zero-window probe; keep probing as long as the peer answers, back
+         * off exponentially. Like Linux (tcp_xmit_probe_skb) the probe is an out-of-window
+         * segment <SEQ=SND.UNA-1> without data: every TCP must answer it with an ACK carrying its
+         * current window, and no probe byte ends up in flight (nothing to retransmit or
+         * mistake for a duplicate ACK when the window reopens). */
         c->persist = 0;
         CNT(env, CTR_PERSIST_PROBES);
         uint32_t ds = data_seq(c);
         if (c->snd.len && c->snd_wnd == 0) {
-            (void)send_seg(env, c, now, ds, 1, WIRE_TCP_ACK);
-            c->snd_nxt = ds + 1;
+            uint8_t f = WIRE_TCP_ACK;
+            (void)emit(env, c, now, c->snd_una - 1, 0, &f);
         } else if (seq_lt(c->snd_nxt, ds + c->snd.len)) {
             /* small window held back by SWS avoidance: the override timeout (3.8.6.2.1) */
             uint32_t l = min32(min32(c->snd_wnd, eff_mss(c)), ds + c->snd.len - c->snd_nxt);

@@ -1202,9 +1202,11 @@ static void test_zero_window_persist(void)
     uint64_t t1 = f->timer;
     CHECK_EQ(t1, 30 * MS + 200 * MS);                /* persist interval starts at the RTO */
     tcp_timer(&f->env, &f->c, t1);
-    struct wire_tcp t = next_seg(f);                 /* zero-window probe: 1 byte */
-    CHECK_EQ(t.seq, ISS + 1);
-    CHECK_EQ(t.payload_len, 1);
+    struct wire_tcp t = next_seg(f);                 /* zero-window probe: <SEQ=SND.UNA-1>, no data */
+    CHECK_EQ(t.seq, ISS);
+    CHECK_EQ(t.payload_len, 0);
+    CHECK_EQ(t.flags, A);
+    CHECK_EQ(f->c.snd_max, ISS + 1);                 /* nothing put in flight */
     CHECK_EQ(f->counters[CTR_PERSIST_PROBES], 1);
     CHECK_EQ(f->timer, t1 + 400 * MS);               /* backed off */
     /* the peer still has no room: ACK without progress, window 0 — not a dupACK */
@@ -1212,17 +1214,18 @@ static void test_zero_window_persist(void)
     CHECK_EQ(f->c.dupacks, 0);
     tcp_timer(&f->env, &f->c, t1 + 400 * MS);
     t = next_seg(f);
-    CHECK_EQ(t.seq, ISS + 1);
-    CHECK_EQ(t.payload_len, 1);
+    CHECK_EQ(t.seq, ISS);
+    CHECK_EQ(t.payload_len, 0);
     CHECK_EQ(f->timer, t1 + 400 * MS + 800 * MS);
     CHECK_EQ(f->c.state, MTCP_ST_ESTABLISHED);       /* probing never times out the connection */
     /* window opens: the rest flows */
-    in(f, t1 + 3 * SEC, tmpl(A, PISS + 1, ISS + 2, 65535));
+    in(f, t1 + 3 * SEC, tmpl(A, PISS + 1, ISS + 1, 65535));
     CHECK(!f->c.persist);
     out(f, t1 + 3 * SEC);
     t = next_seg(f);
-    CHECK_EQ(t.seq, ISS + 2);
-    CHECK_EQ(t.payload_len, 999);
+    CHECK_EQ(t.seq, ISS + 1);
+    CHECK_EQ(t.payload_len, 1000);
+    CHECK_EQ(f->counters[CTR_RETRANS_SEGS], 0);
     fake_free(f);
 }
 
@@ -1421,14 +1424,14 @@ static void test_tx_full_retry(void)
 /* intact, in order, exactly once, and both reach CLOSED with no chunk leaked              */
 /* ====================================================================================== */
 
-struct netseg { uint8_t b[1600]; uint32_t len; uint64_t at; int to; };
+struct netseg { uint8_t b[1600]; uint32_t len; uint64_t at; uint64_t order; int to; };
 #define NETQ 512
 struct simnet {
     struct netseg q[NETQ];
     int n;
     uint64_t rng;
     uint32_t loss_pm, dup_pm, jitter_us;   /* per mille */
-    uint64_t dropped;
+    uint64_t dropped, order;
 };
 static uint32_t rnd(struct simnet *n)
 {
@@ -1447,6 +1450,7 @@ static void net_take(struct simnet *n, struct fake *from, int to, uint64_t now)
             s->len = from->txlen[i];
             s->at = now + 5 * MS + (n->jitter_us ? rnd(n) % n->jitter_us : 0);
             s->to = to;
+            s->order = n->order++;
         }
     }
     from->ntx = from->rd = 0;
@@ -1456,6 +1460,9 @@ struct simapp {
     uint32_t total, sent, rcvd, peer_total;
     int shut, peer_closed, closed_ev, err;
     uint8_t *expect;
+    int close_mode;              /* 0: shutdown when all sent; 1: tcp_close once all sent and the peer's FIN came */
+    int slow_reader;             /* reads at most 700 bytes, one step in four */
+    struct simnet *net;
 };
 
 static void app_step(struct fake *f, struct simapp *a, uint64_t now, const uint8_t *src)
@@ -1468,12 +1475,21 @@ static void app_step(struct fake *f, struct simapp *a, uint64_t now, const uint8
     f->nev = f->evrd = 0;
     uint8_t buf[4096];
     int64_t r;
-    while ((r = tcp_recv(&f->env, &f->c, now, buf, sizeof buf)) > 0) {
+    if (f->c.flags & TCPF_DETACHED) return;
+    int reads = a->slow_reader ? (rnd(a->net) % 4 == 0) : 1000000;
+    while (reads-- > 0 && (r = tcp_recv(&f->env, &f->c, now, buf, a->slow_reader ? 700 : sizeof buf)) > 0) {
         if (a->rcvd + (uint32_t)r > a->peer_total) { CHECK(!"too many bytes"); break; }
         if (memcmp(buf, a->expect + a->rcvd, (size_t)r) != 0) CHECK(!"corrupt bytes");
         a->rcvd += (uint32_t)r;
     }
     int st = f->c.state;
+    if (a->close_mode == 1) {
+        if (st == MTCP_ST_CLOSE_WAIT && a->sent == a->total && a->rcvd == a->peer_total) {
+            CHECK_EQ(tcp_close(&f->env, &f->c, now), 0);
+            return;
+        }
+        if (a->sent == a->total) a->shut = 1;          /* wait for the peer's FIN instead */
+    }
     if (st == MTCP_ST_ESTABLISHED || st == MTCP_ST_CLOSE_WAIT) {
         while (a->sent < a->total) {
             uint32_t chunk = 1 + (uint32_t)((a->sent * 2654435761u) % 3000);
@@ -1482,11 +1498,12 @@ static void app_step(struct fake *f, struct simapp *a, uint64_t now, const uint8
             if (n <= 0) break;
             a->sent += (uint32_t)n;
         }
-        if (a->sent == a->total && !a->shut) { CHECK_EQ(tcp_shutdown(&f->env, &f->c, now), 0); a->shut = 1; }
+        if (a->sent == a->total && !a->shut && a->close_mode == 0) { CHECK_EQ(tcp_shutdown(&f->env, &f->c, now), 0); a->shut = 1; }
     }
 }
 
 static int sim_trace;
+static int sim_close_mode_b, sim_slow;
 static int run_pair(uint64_t seed, uint32_t loss_pm, uint32_t dup_pm, uint32_t jitter_us, uint32_t na, uint32_t nb,
                     uint32_t rcvbuf, int sack, int ts)
 {
@@ -1510,7 +1527,8 @@ static int run_pair(uint64_t seed, uint32_t loss_pm, uint32_t dup_pm, uint32_t j
         fx[k]->c.rcvbuf = rcvbuf;
     }
     fb->c.local_port = RPORT; fb->c.remote_port = LPORT;
-    struct simapp aa = {na, 0, 0, nb, 0, 0, 0, 0, db}, ab = {nb, 0, 0, na, 0, 0, 0, 0, da};
+    struct simapp aa = {na, 0, 0, nb, 0, 0, 0, 0, db, 0, sim_slow & 1, &net};
+    struct simapp ab = {nb, 0, 0, na, 0, 0, 0, 0, da, sim_close_mode_b, (sim_slow >> 1) & 1, &net};
     uint64_t now = 0;
     tcp_open_active(&fa->env, &fa->c, 0, 12345);
     int passive_started = 0;
@@ -1522,18 +1540,21 @@ static int run_pair(uint64_t seed, uint32_t loss_pm, uint32_t dup_pm, uint32_t j
         if (passive_started) tcp_output(&fb->env, &fb->c, now);
         net_take(&net, fa, 1, now);
         net_take(&net, fb, 0, now);
-        if (fa->closed && fb->closed) break;
+        int unread = fa->c.rcv.len || fb->c.rcv.len;
+        if (fa->closed && fb->closed && !unread) break;
         uint64_t next = 0;
         for (int i = 0; i < net.n; i++) next = (!next || net.q[i].at < next) ? net.q[i].at : next;
         if (fa->timer && !fa->closed) next = (!next || fa->timer < next) ? fa->timer : next;
         if (fb->timer && !fb->closed && passive_started) next = (!next || fb->timer < next) ? fb->timer : next;
+        if (!next && unread) next = now + 1 * MS;     /* a slow reader still has data to take */
         if (!next) break;
         if (next > now) now = next;
         /* deliver due segments in arrival-time order */
         for (;;) {
             int best = -1;
             for (int i = 0; i < net.n; i++)
-                if (net.q[i].at <= now && (best < 0 || net.q[i].at < net.q[best].at)) best = i;
+                if (net.q[i].at <= now && (best < 0 || net.q[i].at < net.q[best].at ||
+                                           (net.q[i].at == net.q[best].at && net.q[i].order < net.q[best].order))) best = i;
             if (best < 0) break;
             struct netseg sg = net.q[best];
             net.q[best] = net.q[--net.n];
@@ -1559,13 +1580,24 @@ static int run_pair(uint64_t seed, uint32_t loss_pm, uint32_t dup_pm, uint32_t j
         if (fb->timer && fb->timer <= now && !fb->closed && passive_started) tcp_timer(&fb->env, &fb->c, now);
     }
     int ok = 1;
-#define SIMCHECK(x) do { if (!(x)) { ok = 0; fprintf(stderr, "  sim seed=%llu loss=%u dup=%u jit=%u na=%u nb=%u rcvbuf=%u sack=%d ts=%d: %s (a: st=%d rcvd=%u sent=%u err=%d; b: st=%d rcvd=%u sent=%u err=%d; steps=%d now=%llu)\n", \
-    (unsigned long long)seed, loss_pm, dup_pm, jitter_us, na, nb, rcvbuf, sack, ts, #x, fa->c.state, aa.rcvd, aa.sent, aa.err, fb->c.state, ab.rcvd, ab.sent, ab.err, steps, (unsigned long long)now); } } while (0)
+#define SIMCHECK(x) do { if (!(x)) { ok = 0; fprintf(stderr, "  sim seed=%llu loss=%u dup=%u jit=%u na=%u nb=%u rcvbuf=%u sack=%d ts=%d mode=%d slow=%d: %s (a: st=%d rcvd=%u sent=%u err=%d; b: st=%d rcvd=%u sent=%u err=%d; steps=%d now=%llu)\n", \
+    (unsigned long long)seed, loss_pm, dup_pm, jitter_us, na, nb, rcvbuf, sack, ts, sim_close_mode_b, sim_slow, #x, fa->c.state, aa.rcvd, aa.sent, aa.err, fb->c.state, ab.rcvd, ab.sent, ab.err, steps, (unsigned long long)now); } } while (0)
+    if (sim_trace) fprintf(stderr, "a: retrans=%llu timeouts=%llu fast=%llu persist=%llu; b: retrans=%llu timeouts=%llu fast=%llu persist=%llu; now=%llu\n",
+        (unsigned long long)fa->counters[CTR_RETRANS_SEGS], (unsigned long long)fa->counters[CTR_TIMEOUTS],
+        (unsigned long long)fa->counters[CTR_FAST_RETRANS], (unsigned long long)fa->counters[CTR_PERSIST_PROBES],
+        (unsigned long long)fb->counters[CTR_RETRANS_SEGS], (unsigned long long)fb->counters[CTR_TIMEOUTS],
+        (unsigned long long)fb->counters[CTR_FAST_RETRANS], (unsigned long long)fb->counters[CTR_PERSIST_PROBES],
+        (unsigned long long)now);
     SIMCHECK(aa.rcvd == nb);
     SIMCHECK(ab.rcvd == na);
     SIMCHECK(fa->closed == 1 && fb->closed == 1);
     SIMCHECK(aa.err == 0 && ab.err == 0);
     SIMCHECK(aa.peer_closed && ab.peer_closed);
+    if (loss_pm == 0 && dup_pm == 0 && jitter_us == 0) {
+        /* a clean network: no retransmission of any kind */
+        SIMCHECK(fa->counters[CTR_RETRANS_SEGS] + fb->counters[CTR_RETRANS_SEGS] == 0);
+        SIMCHECK(fa->counters[CTR_TIMEOUTS] + fb->counters[CTR_TIMEOUTS] == 0);
+    }
     tcp_close(&fa->env, &fa->c, now);
     tcp_close(&fb->env, &fb->c, now);
     fake_free(fa);
@@ -1580,6 +1612,7 @@ static void test_sim_pair_grid(void)
     if (getenv("SIMONE")) {
         unsigned long long sd; unsigned l, d, j, na, nb, rb; int sk, ts;
         sim_trace = 1;
+        if (getenv("SIMMODE")) sscanf(getenv("SIMMODE"), "%d %d", &sim_close_mode_b, &sim_slow);
         if (sscanf(getenv("SIMONE"), "%llu %u %u %u %u %u %u %d %d", &sd, &l, &d, &j, &na, &nb, &rb, &sk, &ts) == 9)
             run_pair(sd, l, d, j, na, nb, rb, sk, ts);
         return;
@@ -1588,11 +1621,13 @@ static void test_sim_pair_grid(void)
     static const uint32_t sizes[][2] = {{0, 0}, {1, 0}, {5000, 100}, {100000, 30000}, {250000, 250000}};
     static const uint32_t bufs[] = {262144, 8192, 3000};
     int fails = 0;
-    for (uint64_t seed = 1; seed <= 3; seed++)
+    for (uint64_t seed = 1; seed <= 8; seed++)
         for (unsigned l = 0; l < sizeof loss / sizeof loss[0]; l++)
             for (unsigned z = 0; z < sizeof sizes / sizeof sizes[0]; z++)
                 for (unsigned b = 0; b < sizeof bufs / sizeof bufs[0]; b++) {
                     int sack = (int)((seed + z) & 1), ts = (int)((seed + b) & 1) ;
+                    sim_close_mode_b = (int)((seed + l) & 1);
+                    sim_slow = (int)((seed + l + z) % 4);
                     if (!run_pair(seed, loss[l], l ? 20 : 0, l ? 8000 : 0, sizes[z][0], sizes[z][1], bufs[b], sack, ts))
                         if (++fails > 10) return;
                 }
