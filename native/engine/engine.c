@@ -643,7 +643,7 @@ mtcp_engine *mtcp_engine_new(const struct mtcp_config *cfg, mtcp_link *link, cha
     e->ev = calloc(e->ev_cap, sizeof *e->ev);
     if (!e->ev) goto oom;
     e->fsize = e->l2len + e->mtu;
-    e->nframes = CTRLQ_MAX + NEIGHQ_MAX + 8 + (link ? 0 : OUTQ_MAX);
+    e->nframes = CTRLQ_MAX + (e->l2len ? NEIGHQ_MAX : 0) + 8 + (link ? 0 : OUTQ_MAX);
     e->frames = calloc(e->nframes, sizeof *e->frames);
     e->fmem = malloc((size_t)e->nframes * e->fsize);
     e->scratch = malloc(e->fsize);

@@ -99,7 +99,7 @@ struct conn {
 /* ---------------- neighbour cache (neigh.c) ---------------- */
 #define NEIGH_N 256
 #define NEIGH_BUCKETS 512
-#define NEIGH_QMAX 8            /* frames waiting per entry */
+#define NEIGH_QMAX 64           /* frames waiting per entry */
 #define NEIGH_RETRIES 3
 #define NEIGH_RETRY_US 1000000u
 #define NS_FREE 0
@@ -124,7 +124,7 @@ struct neigh_table {
 
 /* ---------------- frame pool (engine.c) ---------------- */
 #define CTRLQ_MAX 64
-#define NEIGHQ_MAX 64
+#define NEIGHQ_MAX 128
 #define OUTQ_MAX 256
 struct frame {
     uint8_t *buf;
