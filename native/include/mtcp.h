@@ -298,6 +298,10 @@ int mtcp_bench_link(mtcp_link *tx, mtcp_link *rx, double seconds, uint32_t frame
 #define MTCP_XDP_SKB_MODE 0x20     /* attach the program in generic (SKB) mode */
 mtcp_link *mtcp_xdp_open(const char *ifname, uint32_t queue, uint32_t flags, char *err, size_t errlen);
 
+/* netmap port (e.g. "eth0", "netmap:eth0", "vale0:1") through /dev/netmap, hardware ring pair
+ * `queue`. Untested against a kernel (no netmap module here); ring logic tested on a mock. */
+mtcp_link *mtcp_netmap_open(const char *ifname, uint32_t queue, uint32_t flags, char *err, size_t errlen);
+
 /* CDEF-END */
 
 #ifdef __cplusplus
