@@ -410,7 +410,11 @@ static void env_tx_commit(void *ctx, struct tcp_conn *c, uint32_t tcp_len) {
     uint8_t *seg = e->tx_buf + e->l2len + iphl_of(family);
     uint32_t ps = family == MTCP_AF_INET ? wire_pseudo4(k->lip, k->rip, WIRE_PROTO_TCP, tcp_len)
                                          : wire_pseudo6(k->lip, k->rip, WIRE_PROTO_TCP, tcp_len);
-    wire_tcp_csum_fill(seg, tcp_len, ps);
+    /* checksum offload (loopback, TAP with TUN_F_CSUM): leave the folded pseudo-header sum in the
+     * field and mark the slot CSUM_PARTIAL (virtio NEEDS_CSUM convention) */
+    int partial = e->tx_kind == TXK_LINK && (e->link->features & LINK_FEAT_CSUM_TX);
+    if (partial) wire_put16(seg + 16, (uint16_t)~wire_csum_fold(ps));
+    else wire_tcp_csum_fill(seg, tcp_len, ps);
     uint32_t len = write_headers(e, e->tx_buf, family, k->lip, k->rip, WIRE_PROTO_TCP, tcp_len,
                                  e->tx_kind == TXK_LINK || e->tx_kind == TXK_OUTQ ? e->tx_dmac : NULL, 64);
     e->counters[CTR_SEGS_OUT]++;
@@ -419,9 +423,10 @@ static void env_tx_commit(void *ctx, struct tcp_conn *c, uint32_t tcp_len) {
         struct link_ring *r = &e->link->tx;
         struct link_slot *s = &r->slot[r->head];
         s->len = len;
-        s->flags = 0;
+        s->flags = partial ? LINK_SLOT_F_CSUM_PARTIAL : 0;
         s->gso_size = 0;
-        s->csum_start = s->csum_offset = 0;
+        s->csum_start = (uint16_t)(partial ? e->l2len + iphl_of(family) : 0);
+        s->csum_offset = (uint16_t)(partial ? 16 : 0);
         r->head = r->cur = link_ring_next(r, r->head);
         e->counters[CTR_FRAMES_OUT]++;
         break;

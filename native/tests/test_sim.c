@@ -317,7 +317,121 @@ static void test_impaired(void) {
     }
 }
 
+/* ---- the in-process loopback switch (link type IP): one engine talking to itself, and two ---- */
+static mtcp_engine *lo_engine(mtcp_link **lk, uint64_t seed) {
+    char err[128];
+    *lk = mtcp_loopback_open(256, err, sizeof err);
+    CHECK(*lk != NULL);
+    if (!*lk) return NULL;
+    struct mtcp_config c;
+    mtcp_config_default(&c);
+    c.link_type = MTCP_LINK_IP;
+    c.mtu = 65535;
+    c.max_conns = 64;
+    c.max_chunks = 4096;
+    c.seed = seed;
+    c.own_prefix = 1;
+    uint8_t v4[4] = {127, 0, 0, 1};
+    memcpy(c.ipv4, v4, 4);
+    c.ipv4_prefix = 8;
+    memset(c.ipv6, 0, 16);
+    c.ipv6[15] = 1;
+    c.ipv6_prefix = 128;
+    mtcp_engine *e = mtcp_engine_new(&c, *lk, err, sizeof err);
+    if (!e) fprintf(stderr, "lo engine: %s\n", err);
+    CHECK(e != NULL);
+    return e;
+}
+
+static uint32_t evs(mtcp_engine *e, struct mtcp_event *ev, uint32_t max) { return mtcp_engine_events(e, ev, max); }
+
+static void test_loopback(void) {
+    mtcp_link *lk, *lk2;
+    mtcp_engine *e = lo_engine(&lk, 7);
+    if (!e) return;
+    struct mtcp_addr la = {.family = MTCP_AF_INET, .port = 9000};
+    int64_t lid = mtcp_listen(e, &la, 16);
+    CHECK(lid > 0);
+    CHECK_EQ(mtcp_loopback_has_listener(MTCP_AF_INET, 9000), 1);
+    CHECK_EQ(mtcp_listen(e, &la, 16), -EADDRINUSE);
+    struct mtcp_addr ra = {.family = MTCP_AF_INET, .port = 9000, .ip = {127, 0, 0, 1}};
+    uint64_t now = 1000;
+    int64_t cid = mtcp_connect(e, now, &ra, NULL);
+    CHECK(cid > 0);
+    /* one poll: SYN, SYN-ACK, ACK all loop back inside it */
+    mtcp_engine_poll(e, now);
+    struct mtcp_event ev[16];
+    uint32_t n = evs(e, ev, 16);
+    int connected = 0;
+    mtcp_cid acc = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (ev[i].type == MTCP_EV_CONNECTED && ev[i].cid == (mtcp_cid)cid) connected = 1;
+        if (ev[i].type == MTCP_EV_ACCEPT) { acc = ev[i].cid; CHECK_EQ(ev[i].parent, (uint64_t)lid); }
+    }
+    CHECK(connected);
+    CHECK(acc != 0);
+    /* 1 MB one way, 300 KB the other, through 64 KB frames */
+    static uint8_t big[1 << 20], rb[1 << 16];
+    for (uint32_t i = 0; i < sizeof big; i++) big[i] = pat(9, i);
+    uint64_t sent_c = 0, sent_s = 0, got_s = 0, got_c = 0;
+    int bad = 0;
+    for (int it = 0; it < 2000 && (got_s < sizeof big || got_c < 300000); it++) {
+        if (sent_c < sizeof big) { int64_t k = mtcp_send(e, (mtcp_cid)cid, big + sent_c, (uint32_t)(sizeof big - sent_c)); if (k > 0) sent_c += (uint64_t)k; }
+        if (sent_s < 300000) { int64_t k = mtcp_send(e, acc, big + sent_s, (uint32_t)(300000 - sent_s)); if (k > 0) sent_s += (uint64_t)k; }
+        mtcp_engine_poll(e, now);
+        evs(e, ev, 16);
+        int64_t k;
+        while ((k = mtcp_recv(e, acc, rb, sizeof rb)) > 0) { if (memcmp(rb, big + got_s, (size_t)k)) bad++; got_s += (uint64_t)k; }
+        while ((k = mtcp_recv(e, (mtcp_cid)cid, rb, sizeof rb)) > 0) { if (memcmp(rb, big + got_c, (size_t)k)) bad++; got_c += (uint64_t)k; }
+        now += 100;
+    }
+    CHECK_EQ(got_s, sizeof big);
+    CHECK_EQ(got_c, 300000);
+    CHECK_EQ(bad, 0);
+    struct mtcp_conn_info ci;
+    mtcp_conn_info(e, (mtcp_cid)cid, &ci);
+    CHECK(ci.mss > 60000);
+    /* a closed port answers RST through the switch (frame comes back to the sender) */
+    struct mtcp_addr rc = {.family = MTCP_AF_INET, .port = 9, .ip = {127, 0, 0, 1}};
+    int64_t c2 = mtcp_connect(e, now, &rc, NULL);
+    CHECK(c2 > 0);
+    mtcp_engine_poll(e, now);
+    n = evs(e, ev, 16);
+    int refused = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (ev[i].cid == (mtcp_cid)c2 && ev[i].type == MTCP_EV_CONNECT_FAILED && ev[i].err == ECONNREFUSED) refused = 1;
+    CHECK(refused);
+    CHECK_EQ(mtcp_close(e, (mtcp_cid)c2), 0);
+
+    /* a second engine on the switch connects over IPv6 to a listener of the first */
+    mtcp_engine *e2 = lo_engine(&lk2, 8);
+    struct mtcp_addr l6 = {.family = MTCP_AF_INET6, .port = 9001};
+    int64_t lid6 = mtcp_listen(e, &l6, 16);
+    CHECK(lid6 > 0);
+    struct mtcp_addr r6 = {.family = MTCP_AF_INET6, .port = 9001};
+    r6.ip[15] = 1;
+    int64_t c3 = mtcp_connect(e2, now, &r6, NULL);
+    CHECK(c3 > 0);
+    int ok3 = 0, acc3 = 0;
+    for (int it = 0; it < 10 && !(ok3 && acc3); it++) {
+        mtcp_engine_poll(e2, now);
+        mtcp_engine_poll(e, now);
+        n = evs(e2, ev, 16);
+        for (uint32_t i = 0; i < n; i++) if (ev[i].type == MTCP_EV_CONNECTED) ok3 = 1;
+        n = evs(e, ev, 16);
+        for (uint32_t i = 0; i < n; i++) if (ev[i].type == MTCP_EV_ACCEPT && ev[i].parent == (uint64_t)lid6) acc3 = 1;
+    }
+    CHECK(ok3);
+    CHECK(acc3);
+    mtcp_engine_free(e2);
+    mtcp_link_close(lk2);
+    mtcp_engine_free(e);
+    CHECK_EQ(mtcp_loopback_has_listener(MTCP_AF_INET, 9000), 0);
+    mtcp_link_close(lk);
+}
+
 int main(void) {
+    RUN(test_loopback);
     RUN(test_clean);
     RUN(test_impaired);
     CTEST_END();
