@@ -127,6 +127,8 @@ def wire_corpus(fr):
 
 
 # ---- fuzz_engine records: ctl, len(2, big-endian), bytes (see fuzz_engine.c) ----
+# APP records: bytes[0] % 9 = 0 send, 1 recv, 2 shutdown, 3 close, 4 abort, 5 setopt/getopt,
+# 6 readable/info, 7 connect, 8 send+recv; bytes[2] * 64 + 1 = amount
 E_PATCH, E_PUMP, E_RAWFIX, E_T50MS, E_T1S, E_APP = 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
 
 
@@ -152,7 +154,12 @@ def engine_corpus(fr):
         'conn3_ooo': rec(E_PATCH | 3, seg(ACK, b'later', seq=3000)) + rec(E_PATCH | 3, seg(ACK, b'now')),
         'conn3_zero_window': rec(E_PATCH | 3, seg(ACK, win=0)) + rec(E_T1S, b'') + rec(E_T1S, b''),
         'timers': rec(E_T1S | E_T50MS, b'') * 6,
-        'close_all': rec(E_APP | E_PUMP | 0, b'') + rec(E_PATCH | 0, seg(FIN | ACK)) + rec(E_PUMP | E_T1S, b''),
+        'conn0_close': rec(E_APP | E_PUMP | 0, b'\x03') + rec(E_PATCH | 0, seg(FIN | ACK)) + rec(E_PUMP | E_T1S, b''),
+        'conn1_shutdown': rec(E_APP | 1, b'\x02') + rec(E_PUMP, b'') + rec(E_PATCH | 1, seg(FIN | ACK)),
+        'conn2_abort': rec(E_APP | 2, b'\x04') + rec(E_PATCH | 2, seg(ACK, b'after abort')),
+        'conn3_send_recv_info': rec(E_APP | 3, b'\x00\x00\x20') + rec(E_APP | 3, b'\x01\x00\x10') + rec(E_APP | 3, b'\x06'),
+        'setopt_nodelay': rec(E_APP | 0, b'\x05\x00\x01') + rec(E_APP | 0, b'\x00\x00\x01') + rec(E_PUMP, b''),
+        'connect_new': rec(E_APP, b'\x07\x01') + rec(E_PUMP, b'') + rec(E_APP, b'\x07\x02') + rec(E_T1S, b'') * 3,
     }
     for name, b in fr.items():                      # the raw frames (new peer C), checksums as built
         seeds['raw_' + name] = rec(0, b)
