@@ -197,6 +197,44 @@ uint32_t buf_stream_peek(const struct buf_pool *p, const struct buf_stream *s, u
     }
 }
 
+uint32_t buf_stream_peek_cur(const struct buf_pool *p, const struct buf_stream *s, uint32_t base,
+                             uint32_t off, uint8_t *out, uint32_t len, struct buf_cursor *cur)
+{
+    const uint32_t cs = p->chunk_size;
+    if (off >= s->len || len == 0)
+        return 0;
+    len = min32(len, s->len - off);
+    uint32_t abs = s->head_off + off;
+    uint32_t k = cdiv(p, abs);                      /* ordinal of the chunk holding off */
+    uint32_t head_pos = base - s->head_off;         /* absolute number of head's slot 0 */
+    uint32_t c = BUF_NONE;
+    if (cur->chunk1) {
+        uint32_t d = cur->pos - head_pos;           /* wraps (huge) when the chunk was consumed */
+        uint32_t kc = cdiv(p, d);
+        if (cmod(p, d) == 0 && kc <= k) {
+            c = cur->chunk1 - 1;
+            for (; kc < k; kc++)
+                c = p->next[c];
+        }
+    }
+    if (c == BUF_NONE)
+        c = chunk_at(p, s, k);
+    uint32_t pos = cmod(p, abs), done = 0;
+    for (;;) {
+        uint32_t n = min32(cs - pos, len - done);
+        memcpy(out + done, cptr(p, c) + pos, n);
+        done += n;
+        if (done == len)
+            break;
+        c = p->next[c];
+        k++;
+        pos = 0;
+    }
+    cur->chunk1 = c + 1;
+    cur->pos = head_pos + k * cs;
+    return done;
+}
+
 uint32_t buf_stream_map(const struct buf_pool *p, const struct buf_stream *s, uint32_t off,
                         const uint8_t **ptr)
 {

@@ -90,4 +90,19 @@ void buf_chunk_put(struct buf_pool *p, uint32_t c);
 uint32_t buf_stream_map(const struct buf_pool *p, const struct buf_stream *s, uint32_t off,
                         const uint8_t **ptr);
 
+/* Read cursor for repeated reads at increasing offsets (TCP output reads its send buffer at
+ * snd_nxt - snd_una, so a plain peek walks ~flight/chunk_size links per segment). The cursor
+ * remembers the chunk where the last read ended, numbered in a caller-chosen absolute byte space
+ * (for the send buffer: sequence numbers, base = the number of stream offset 0 = snd_una).
+ * All-zero is a valid "no position" cursor. It is checked against the stream before use
+ * (consumed chunks are never followed); the caller must zero it when it clears the stream
+ * and starts a new numbering (connection reuse). */
+struct buf_cursor {
+    uint32_t chunk1;       /* cached chunk + 1; 0 = none */
+    uint32_t pos;          /* absolute number of the cached chunk's first slot */
+};
+/* buf_stream_peek with a cursor: O(1) for reads at or after the previous one. */
+uint32_t buf_stream_peek_cur(const struct buf_pool *p, const struct buf_stream *s, uint32_t base,
+                             uint32_t off, uint8_t *out, uint32_t len, struct buf_cursor *cur);
+
 #endif

@@ -198,6 +198,63 @@ static void test_stream_random(void)
     }
 }
 
+/* Cursor reads (TCP output pattern: base = snd_una moves with consume, reads mostly at
+ * increasing offsets) against a flat array, sequence numbers wrapping through 2^32. */
+static void test_stream_cursor(void)
+{
+    static const uint32_t sizes[] = {1, 7, 64, 100, 2048};
+    rng_state = 0xfeedbeef;
+    for (unsigned k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        struct buf_pool p;
+        uint32_t cs = sizes[k];
+        CHECK_EQ(buf_pool_init(&p, cs, 20000 / cs + 8), 0);
+        static uint8_t ref[1 << 16], tmp[5000], in[5000];
+        uint32_t rlen = 0, base = 0u - 3000u - cs * 3, rd = 0;
+        struct buf_stream s;
+        struct buf_cursor cur;
+        memset(&cur, 0, sizeof cur);               /* all-zero = no position */
+        buf_stream_init(&s);
+        for (int op = 0; op < 20000; op++) {
+            uint32_t what = rndn(10);
+            if (what < 2) {                        /* app writes */
+                uint32_t n = rndn(3000);
+                for (uint32_t i = 0; i < n; i++)
+                    in[i] = (uint8_t)rnd();
+                uint32_t got = buf_stream_append(&p, &s, in, n);
+                if (rlen + got > sizeof ref)
+                    break;
+                memcpy(ref + rlen, in, got);
+                rlen += got;
+            } else if (what < 4) {                 /* ACK: consume from the front */
+                uint32_t n = rndn(rlen + 1);
+                buf_stream_consume(&p, &s, n);
+                memmove(ref, ref + n, rlen - n);
+                rlen -= n;
+                base += n;
+                rd = rd > n ? rd - n : 0;
+            } else {                               /* output: next segment, sometimes a rewind */
+                if (rndn(8) == 0)
+                    rd = rndn(rlen + 1);
+                if (rndn(50) == 0)
+                    memset(&cur, 0, sizeof cur);
+                uint32_t n = 1 + rndn(1500);
+                uint32_t want = rd < rlen ? (n < rlen - rd ? n : rlen - rd) : 0;
+                CHECK_EQ(buf_stream_peek_cur(&p, &s, base, rd, tmp, n, &cur), want);
+                if (want)
+                    CHECK_MEM(tmp, ref + rd, want);
+                rd += want;
+            }
+            if (ctest_failures) {
+                fprintf(stderr, "  cs %u op %d\n", cs, op);
+                break;
+            }
+        }
+        buf_stream_clear(&p, &s);
+        CHECK_EQ(p.nfree, p.nchunks);
+        buf_pool_fini(&p);
+    }
+}
+
 /* ---------- ooo unit tests ---------- */
 
 static uint8_t pat(uint32_t seq) { return (uint8_t)(seq * 7 + (seq >> 8)); }
@@ -624,6 +681,7 @@ int main(void)
     RUN(test_pool);
     RUN(test_stream_basic);
     RUN(test_stream_random);
+    RUN(test_stream_cursor);
     RUN(test_ooo_basic);
     RUN(test_ooo_limits);
     RUN(test_ooo_wrap);
