@@ -271,6 +271,26 @@ int mtcp_impair_parse(const char *spec, struct mtcp_impair *out, char *err, size
 /* Write every frame the link carries (both directions) to a pcap file. 0 or -errno. */
 int mtcp_link_pcap(mtcp_link *l, const char *path);
 
+/* --- engine benchmark (native/engine/bench.c): two engines over an in-memory link, one thread,
+ * no Python in the loop. mode 0: short connections (handshake, 64 B each way, close), param =
+ * concurrent clients; mode 1: one bulk flow, param = write size in bytes. Runs `seconds` after a
+ * 0.2 s warm-up. Returns 0 or -errno. --- */
+struct mtcp_bench_result {
+    double conns_per_sec;
+    double gbps;
+    uint64_t conns;
+    uint64_t bytes;
+    double seconds;
+    uint64_t retransmits;
+    uint64_t errors;          /* failed/reset connections or refused writes seen by the bench */
+    double cpu_seconds;       /* CPU time this thread used while measuring (the machine may be shared) */
+    uint64_t link_drops;      /* frames the in-memory link dropped (ring full): should be 0 */
+    uint64_t segments;        /* TCP segments sent by both engines while measuring */
+    uint64_t verified;        /* bytes compared byte for byte with what was sent (bulk: during the
+                                 warm-up; short: every echo, always) */
+};
+int mtcp_bench_engine(int mode, double seconds, uint32_t param, struct mtcp_bench_result *out);
+
 /* --- real ring-pair backends (native/io). Each returns NULL with a message in err on failure. --- */
 #define MTCP_LINK_NO_OFFLOAD 0x1   /* open flag: no TSO/GRO/checksum offload (plain MTU frames, full checksums) */
 
