@@ -20,7 +20,7 @@ from typing import Any, Mapping, Optional
 
 __all__ = ["MTCPConfig", "ImpairConfig", "parse_impair"]
 
-_BACKENDS = ("loopback",)
+_BACKENDS = ("loopback", "tap", "packet", "xdp")
 _BASES = ("auto", "uvloop", "asyncio")
 _FALLBACKS = ("kernel", "error")
 _CCS = ("cubic", "reno")
@@ -179,13 +179,33 @@ class MTCPConfig:
     min_rto_us: Optional[int] = None
     delack_us: Optional[int] = None
     msl_us: Optional[int] = None
+    #: Initial RTO (C default 1 s), SYN retransmissions before ETIMEDOUT (6), data RTO expiries
+    #: before ETIMEDOUT (15).
+    initial_rto_us: Optional[int] = None
+    syn_retries: Optional[int] = None
+    max_retries: Optional[int] = None
     #: Slots of the loopback attachment's rings.
     loopback_slots: int = 4096
     #: Events taken from the engine per mtcp_engine_events call.
     event_batch: int = 1024
+    #: Real-ring interface (backend tap/packet/xdp; see mtcp_loop/links.py): interface name,
+    #: queue / queue count, MAC ("auto"), "198.18.0.2/24"-style addresses, gateways, IP MTU
+    #: (None = the interface's), TAP offloads, XDP attach mode ("native"/"skb").
+    ifname: Optional[str] = None
+    queue: int = 0
+    nqueues: int = 1
+    mac: str = "auto"
+    ipv4: Optional[str] = None
+    ipv4_gw: Optional[str] = None
+    ipv6: Optional[str] = None
+    ipv6_gw: Optional[str] = None
+    mtu: Optional[int] = None
+    offload: bool = True
+    xdp_mode: str = "native"
 
     _INT_FIELDS = ("max_conns", "sndbuf", "rcvbuf", "max_chunks", "chunk_size", "max_events",
-                   "seed", "min_rto_us", "delack_us", "msl_us", "loopback_slots", "event_batch")
+                   "seed", "min_rto_us", "delack_us", "msl_us", "initial_rto_us", "syn_retries",
+                   "max_retries", "loopback_slots", "event_batch")
     _BOOL_FIELDS = ("kernel_mirror", "sack", "timestamps", "window_scaling", "nodelay")
 
     def __post_init__(self) -> None:
@@ -216,6 +236,7 @@ class MTCPConfig:
             "max_chunks": (16, 1 << 26), "chunk_size": (256, 65536), "max_events": (16, 1 << 24),
             "seed": (0, (1 << 64) - 1), "min_rto_us": (1000, 60000000),
             "delack_us": (0, 40000), "msl_us": (0, 600000000),
+            "initial_rto_us": (1000, 60000000), "syn_retries": (0, 255), "max_retries": (1, 255),
             "loopback_slots": (64, 1 << 20), "event_batch": (1, 1 << 20),
         }
         for name in self._INT_FIELDS:
@@ -246,6 +267,8 @@ class MTCPConfig:
         if imp is not None:
             imp.validate()
         self.impair = imp
+        from .links import validate_link_config
+        validate_link_config(self)
         return self
 
     # -- construction ------------------------------------------------------------------------
@@ -307,7 +330,8 @@ class MTCPConfig:
     def fill_c_config(self, ffi, lib, c) -> None:
         """Fill an already mtcp_config_default()-initialised struct mtcp_config."""
         for name in ("max_conns", "sndbuf", "rcvbuf", "max_chunks", "chunk_size", "max_events",
-                     "min_rto_us", "delack_us", "msl_us"):
+                     "min_rto_us", "delack_us", "msl_us", "initial_rto_us", "syn_retries",
+                     "max_retries"):
             v = getattr(self, name)
             if v is not None:
                 setattr(c, name, v)

@@ -202,7 +202,10 @@ class PseudoSocket:
 class MTCPTransport(transports._FlowControlMixin, transports.Transport):
     """Transport over one engine connection (cid)."""
 
-    max_size = 256 * 1024                   # bytes per data_received call at most (as asyncio)
+    max_size = 256 * 1024                   # asyncio's per-read cap (kept for compatibility)
+    # bytes per data_received call at most: below glibc's 128 KiB mmap threshold, so the bytes
+    # objects come from the heap (256 KiB objects cost an mmap+munmap+page faults each: 3-5x slower)
+    recv_chunk = 64 * 1024
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.FALLBACK
 
@@ -336,7 +339,7 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
                     self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
                     return
             else:
-                data = eng.recv_bytes(self._cid, min(avail, self.max_size))
+                data = eng.recv_bytes(self._cid, min(avail, self.recv_chunk))
                 if data is None:
                     return
                 if isinstance(data, int):

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from conftest import EXT, NO_EXT_REASON, ROOT
+from conftest import ROOT
 
-pytestmark = [pytest.mark.timeout(120), pytest.mark.skipif(not EXT, reason=NO_EXT_REASON)]
+pytestmark = [pytest.mark.timeout(120)]
 
 
 def cli(*args, timeout=100):

@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from conftest import EXT, NO_EXT_REASON, ROOT
+from conftest import ROOT
 
-pytestmark = [pytest.mark.timeout(90), pytest.mark.skipif(not EXT, reason=NO_EXT_REASON)]
+pytestmark = [pytest.mark.timeout(90)]
 
 
 @pytest.mark.parametrize("name", ["echo_server.py", "aiohttp_hello.py", "aiohttp_client.py",

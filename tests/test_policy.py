@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from conftest import EXT, HAVE_UVLOOP, NO_EXT_REASON, ROOT
+from conftest import HAVE_UVLOOP, ROOT
 
-pytestmark = [pytest.mark.timeout(60), pytest.mark.skipif(not EXT, reason=NO_EXT_REASON)]
+pytestmark = [pytest.mark.timeout(60)]
 
 
 async def roundtrip():
@@ -170,3 +170,30 @@ print("CLEAN EXIT", flush=True)
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert "GOT hi" in p.stdout and "CLEAN EXIT" in p.stdout, (p.stdout, p.stderr)
     assert p.returncode == 0, p.stderr
+
+
+def test_connect_timeout_is_timeouterror():
+    """SYNs lost (100% loss on the link) -> ETIMEDOUT -> TimeoutError, as the kernel gives it."""
+    import mtcp_loop
+
+    async def main():
+        srv = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 20)
+        srv.close()
+        return asyncio.get_running_loop().stats()
+
+    st = mtcp_loop.run(main(), impair="loss=1.0,seed=1", initial_rto_us=20000, min_rto_us=10000,
+                       syn_retries=2)
+    assert st["syn_retrans"] >= 2 and st["conn_failed"] >= 1
+
+
+def test_pcap(tmp_path):
+    import mtcp_loop
+    path = tmp_path / "trace.pcap"
+    data, _ = mtcp_loop.run(roundtrip(), pcap=str(path))
+    assert data == b"ping"
+    raw = path.read_bytes()
+    assert len(raw) > 24 + 3 * 16 and raw[:4] in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4",
+                                                   b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")

@@ -7,9 +7,9 @@ import textwrap
 
 import pytest
 
-from conftest import EXT, NO_EXT_REASON, ROOT
+from conftest import ROOT
 
-pytestmark = [pytest.mark.timeout(120), pytest.mark.skipif(not EXT, reason=NO_EXT_REASON)]
+pytestmark = [pytest.mark.timeout(120)]
 
 SUITE = textwrap.dedent('''
     import asyncio

@@ -597,6 +597,64 @@ class _TestAbortAndErrors:
 
 
 # ------------------------------------------------------------------------------------------
+class _TestConnectOptions:
+    def test_local_addr(self):
+        async def main():
+            peer = self.loop.create_future()
+
+            class S(asyncio.Protocol):
+                def connection_made(self, tr):
+                    peer.set_result(tr.get_extra_info("peername"))
+
+            srv = await self.loop.create_server(S, HOST, 0)
+            port = srv.sockets[0].getsockname()[1]
+            probe = socket.socket()
+            probe.bind((HOST, 0))
+            lport = probe.getsockname()[1]
+            probe.close()
+            tr, _ = await self.loop.create_connection(asyncio.Protocol, HOST, port,
+                                                      local_addr=(HOST, lport))
+            assert tr.get_extra_info("sockname") == (HOST, lport)
+            assert await peer == (HOST, lport)
+            tr.close()
+            srv.close()
+        self.run(main())
+
+    def test_happy_eyeballs_args_accepted(self):
+        async def main():
+            srv = await self.loop.create_server(EchoProto, "localhost", 0)
+            port = srv.sockets[0].getsockname()[1]
+            kw = dict(happy_eyeballs_delay=0.25, interleave=1)
+            if self.kind == "mtcp_uvloop" or self.kind == "uvloop":
+                pass  # accepted (and ignored on the stack path)
+            tr, pr = await self.loop.create_connection(lambda: CollectProto(self.loop), "localhost",
+                                                       port, **kw)
+            tr.write(b"he")
+            await wait_until(lambda: pr.data == b"he")
+            tr.close()
+            srv.close()
+            self.assert_userspace(2)
+        self.run(main())
+
+    def test_connect_accepted_socket(self):
+        """A kernel socket accepted elsewhere is served by the loop (kernel path on MTCPLoop)."""
+        async def main():
+            ls = socket.socket()
+            ls.bind((HOST, 0))
+            ls.listen(1)
+            c = socket.create_connection(ls.getsockname())
+            a, _ = ls.accept()
+            a.setblocking(False)
+            tr, pr = await self.loop.connect_accepted_socket(lambda: CollectProto(self.loop), a)
+            c.sendall(b"accepted")
+            await wait_until(lambda: pr.data == b"accepted")
+            tr.close()
+            c.close()
+            ls.close()
+        self.run(main())
+
+
+# ------------------------------------------------------------------------------------------
 class _TestBufferedProtocol:
     def test_buffered_protocol_receive(self):
         async def main():
@@ -992,5 +1050,5 @@ class _TestTLS:
 
 
 bind(globals(), _TestEcho, _TestLargeTransfer, _TestManyConnections, _TestFlowControl,
-     _TestHalfCloseAndEOF, _TestAbortAndErrors, _TestBufferedProtocol, _TestServerAPI,
+     _TestHalfCloseAndEOF, _TestAbortAndErrors, _TestConnectOptions, _TestBufferedProtocol, _TestServerAPI,
      _TestExtraInfo, _TestSendfile, _TestKernelSockets, _TestTLS)
