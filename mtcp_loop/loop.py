@@ -30,6 +30,7 @@ import weakref
 from asyncio import base_events, events, sslproto
 
 from ._native import errstr, ffi, lib
+from . import links as _links
 from .config import MTCPConfig
 from .transports import MTCPTransport, PseudoSocket, addr_to_tuple, os_error
 
@@ -97,7 +98,11 @@ class _Engine:
         self.loop = loop
         self.config = config
         err = ffi.new("char[]", 256)
-        link = lib.mtcp_loopback_open(config.loopback_slots, err, 256)
+        self._real = config.backend != "loopback"     # tap/packet/xdp: mtcp_loop/links.py
+        if self._real:
+            link, mac = _links.open_link(config, ffi, lib)
+        else:
+            link = lib.mtcp_loopback_open(config.loopback_slots, err, 256)
         if link == ffi.NULL:
             raise OSError(errno.EIO, f"mtcp_loopback_open failed: {errstr(err)}")
         self._impaired = False
@@ -120,13 +125,16 @@ class _Engine:
         c = ffi.new("struct mtcp_config *")
         lib.mtcp_config_default(c)
         config.fill_c_config(ffi, lib, c)
-        c.link_type = lib.MTCP_LINK_IP
-        c.mtu = 65535 if c.mtu < 65535 else c.mtu
-        c.own_prefix = 1
-        ffi.memmove(c.ipv4, bytes([127, 0, 0, 1]), 4)
-        c.ipv4_prefix = 8
-        ffi.memmove(c.ipv6, socket.inet_pton(socket.AF_INET6, "::1"), 16)
-        c.ipv6_prefix = 128
+        if self._real:
+            _links.fill_interface(config, ffi, c, mac)
+        else:
+            c.link_type = lib.MTCP_LINK_IP
+            c.mtu = 65535 if c.mtu < 65535 else c.mtu
+            c.own_prefix = 1
+            ffi.memmove(c.ipv4, bytes([127, 0, 0, 1]), 4)
+            c.ipv4_prefix = 8
+            ffi.memmove(c.ipv6, socket.inet_pton(socket.AF_INET6, "::1"), 16)
+            c.ipv6_prefix = 128
         e = lib.mtcp_engine_new(c, link, err, 256)
         if e == ffi.NULL:
             lib.mtcp_link_close(link)
@@ -643,8 +651,16 @@ class _MTCPLoopMixin:
         super().close()
 
     # -- routing -------------------------------------------------------------------------------
+    def _stack_owns(self, family, host, listen=False):
+        """stack_owns for this loop's backend (real rings own their configured addresses)."""
+        if self._mtcp_config.backend != "loopback":
+            return _links.owns(self._mtcp_config, family, host, listen)
+        return stack_owns(family, host, listen)
+
     def _route_to_stack(self, family, host, port):
         """Should an outgoing connection to (host, port) take the user-space stack?"""
+        if self._mtcp_config.backend != "loopback":
+            return _links.routes(self._mtcp_config, family, host)
         if not stack_owns(family, host):
             return False
         fam = lib.MTCP_AF_INET6 if family == socket.AF_INET6 else lib.MTCP_AF_INET
@@ -759,7 +775,7 @@ class _MTCPLoopMixin:
         stack = [(fam, sa) for fam, _t, _p, _c, sa in infos if self._route_to_stack(fam, sa[0], sa[1])]
         others = [(fam, sa) for fam, _t, _p, _c, sa in infos if not self._route_to_stack(fam, sa[0], sa[1])]
         if self._mtcp_config.fallback == "error":
-            bad = [sa for fam, sa in others if not stack_owns(fam, sa[0])]
+            bad = [sa for fam, sa in others if not self._stack_owns(fam, sa[0])]
             if bad and not stack:
                 raise self._not_owned_error(bad[0][0], bad[0][1])
         if not stack:
@@ -849,7 +865,7 @@ class _MTCPLoopMixin:
             except OSError:
                 sa = None
             if (sock.family not in (socket.AF_INET, socket.AF_INET6) or sa is None
-                    or not stack_owns(sock.family, sa[0], listen=True)):
+                    or not self._stack_owns(sock.family, sa[0], listen=True)):
                 if self._mtcp_config.fallback == "error" and sock.family in (socket.AF_INET, socket.AF_INET6):
                     raise self._not_owned_error(sa and sa[0], sa and sa[1])
                 return await super().create_server(counted_factory, sock=sock, **kernel_kw)
@@ -893,7 +909,7 @@ class _MTCPLoopMixin:
             for fam, _t, _p, _c, sa in infos:
                 if (fam, sa[0]) not in targets:
                     targets.append((fam, sa[0]))
-        stack_t = [t for t in targets if stack_owns(t[0], t[1], listen=True)]
+        stack_t = [t for t in targets if self._stack_owns(t[0], t[1], listen=True)]
         if not stack_t:
             if self._mtcp_config.fallback == "error":
                 raise self._not_owned_error(targets[0][1] if targets else host, port)
@@ -904,7 +920,7 @@ class _MTCPLoopMixin:
             bad = [t for t in targets if t not in stack_t][0]
             raise self._not_owned_error(bad[1], port)
 
-        mirror = self._mtcp_config.kernel_mirror
+        mirror = self._mtcp_config.kernel_mirror and self._mtcp_config.backend == "loopback"
         eng = self._engine()
         if reuse_address is None:
             reuse_address = True
