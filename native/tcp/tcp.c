@@ -520,6 +520,8 @@ static void output_data(const struct tcp_env *env, struct tcp_conn *c, uint64_t 
         }
 
         uint32_t cwnd = c->cc.cwnd + ((c->flags & TCPF_IN_RECOVERY) && !sack_rec ? c->rec_inflate : 0);
+        /* RFC 3042 limited transmit: the first two duplicate ACKs each let one new segment out */
+        if (!(c->flags & TCPF_IN_RECOVERY) && c->dupacks && c->dupacks < DUPTHRESH) cwnd += c->dupacks * mss;
         uint32_t usable;
         if (sack_rec) {
             uint32_t pipe = sb_pipe(c);
@@ -873,7 +875,7 @@ static void input_syn_sent(const struct tcp_env *env, struct tcp_conn *c, uint64
     if (!(seg->flags & WIRE_TCP_SYN)) return;
     c->irs = seg->seq;
     c->rcv_nxt = seg->seq + 1;
-    c->rcv_adv = c->rcv_nxt;
+    c->rcv_adv = c->rcv_nxt + min32(rcv_space(c), 65535u);   /* what our SYN offered (unscaled) */
     set_peer_mss(c, seg);
     if (cfg->window_scaling && seg->has_wscale) {
         c->flags |= TCPF_WS_OK;
@@ -1140,6 +1142,7 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
     c->last_rx_us = now;
     c->ka_probes = 0;
     if ((c->flags & TCPF_KEEPALIVE) && c->t_keepalive) c->t_keepalive = now + c->ka_idle_us;
+    if (c->persist) c->retries = 0;                 /* the peer answers our window probes */
 
     uint32_t ack = seg->ack;
     if (c->state == MTCP_ST_SYN_RECEIVED) {
@@ -1339,6 +1342,13 @@ static void on_rto(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
          * current window, and no probe byte ends up in flight (nothing to retransmit or
          * mistake for a duplicate ACK when the window reopens). */
         c->persist = 0;
+        /* a peer that stopped answering probes altogether is given up on like an RTO (Linux
+         * tcp_probe_timer); one that answers with a zero window is probed forever */
+        if (c->retries >= env->cfg->max_retries) {
+            conn_die(env, c, ETIMEDOUT);
+            return;
+        }
+        c->retries++;
         CNT(env, CTR_PERSIST_PROBES);
         uint32_t ds = data_seq(c);
         if (c->snd.len && c->snd_wnd == 0) {

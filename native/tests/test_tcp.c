@@ -1419,6 +1419,157 @@ static void test_tx_full_retry(void)
 }
 
 
+static void test_probe_ack_accepted(void)
+{
+    /* a keepalive/zero-window probe <SEQ=RCV.NXT-1> is answered with an ACK, and its ACK field
+     * is used (not counted as a duplicate ACK) */
+    struct fake *f = conn_established();
+    f->c.flags |= TCPF_NODELAY;
+    tcp_send(&f->env, &f->c, 20 * MS, payload, 100);
+    out(f, 20 * MS);
+    drain(f);
+    in(f, 30 * MS, tmpl(A, PISS, ISS + 101, 4000));
+    CHECK_EQ(f->c.snd_una, ISS + 101);
+    CHECK_EQ(f->c.snd_wnd, 4000);
+    out(f, 30 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.flags, A);
+    CHECK_EQ(t.ack, PISS + 1);
+    /* with data outstanding, probes are no duplicate ACKs */
+    tcp_send(&f->env, &f->c, 40 * MS, payload, 100);
+    out(f, 40 * MS);
+    for (int i = 0; i < 4; i++) in(f, 50 * MS, tmpl(A, PISS, ISS + 101, 4000));
+    CHECK_EQ(f->c.dupacks, 0);
+    CHECK(!(f->c.flags & TCPF_IN_RECOVERY));
+    fake_free(f);
+}
+
+static void test_old_ack_challenge(void)
+{
+    /* RFC 5961 5.2: SEG.ACK < SND.UNA - MAX.SND.WND -> challenge ACK, segment dropped */
+    struct fake *f = conn_established();
+    in(f, 20 * MS, with_data(tmpl(A, PISS + 1, ISS + 1 - 70000, 65535), 0, 10));
+    CHECK_EQ(f->c.rcv_nxt, PISS + 1);
+    CHECK_EQ(f->counters[CTR_CHALLENGE_ACKS], 1);
+    out(f, 20 * MS);
+    CHECK_EQ(next_seg(f).ack, PISS + 1);
+    /* an old ACK within MAX.SND.WND is fine: its data is taken */
+    in(f, 21 * MS, with_data(tmpl(A, PISS + 1, ISS + 1 - 100, 65535), 0, 10));
+    CHECK_EQ(f->c.rcv_nxt, PISS + 11);
+    fake_free(f);
+}
+
+static void test_cookie_open(void)
+{
+    struct fake *f = fake_new();
+    f->cfg.timestamps = 1;
+    struct wire_tcp ack = with_data(tmpl(A | P, PISS + 1, ISS + 1, 1000), 0, 50);
+    ack.has_ts = 1; ack.tsval = 321; ack.tsecr = 5;
+    tcp_open_cookie(&f->env, &f->c, 10 * MS, ISS, &ack, 1400, 7, 1);
+    CHECK_EQ(f->c.state, MTCP_ST_ESTABLISHED);
+    CHECK_EQ(f->c.mss, 1400);
+    CHECK_EQ(f->c.snd_wscale, 7);
+    CHECK_EQ(f->c.rcv_wscale, tcp_wscale_for(262144));
+    CHECK_EQ(f->c.snd_wnd, 1000u << 7);
+    CHECK(f->c.flags & TCPF_SACK_OK);
+    CHECK(f->c.flags & TCPF_TS_OK);
+    CHECK_EQ(f->c.ts_recent, 321);
+    CHECK_EQ(f->c.snd_una, ISS + 1);
+    CHECK_EQ(f->c.rcv_nxt, PISS + 51);
+    struct event e = next_ev(f);
+    CHECK_EQ(e.type, MTCP_EV_ACCEPT);
+    e = next_ev(f);
+    CHECK_EQ(e.type, MTCP_EV_READABLE);
+    CHECK_EQ(e.len, 50);
+    /* no wscale in the cookie: none either way */
+    struct fake *g = fake_new();
+    struct wire_tcp ack2 = tmpl(A, PISS + 1, ISS + 1, 1000);
+    tcp_open_cookie(&g->env, &g->c, 10 * MS, ISS, &ack2, 536, 0xff, 0);
+    CHECK_EQ(g->c.snd_wscale, 0);
+    CHECK_EQ(g->c.rcv_wscale, 0);
+    CHECK(!(g->c.flags & (TCPF_WS_OK | TCPF_SACK_OK | TCPF_TS_OK)));
+    CHECK_EQ(g->c.snd_wnd, 1000);
+    fake_free(f);
+    fake_free(g);
+}
+
+static void test_limited_transmit(void)
+{
+    /* RFC 3042: each of the first two duplicate ACKs sends one new segment */
+    struct fake *f = conn_established_nosack();
+    f->c.flags |= TCPF_NODELAY;
+    tcp_send(&f->env, &f->c, 100 * MS, payload, 14 * 1460);
+    out(f, 100 * MS);
+    CHECK_EQ(pending(f), 10);                        /* initial window */
+    drain(f);
+    in(f, 150 * MS, tmpl(A, PISS + 1, ISS + 1, 65535));
+    out(f, 150 * MS);
+    CHECK_EQ(pending(f), 1);
+    CHECK_EQ(next_seg(f).seq, ISS + 1 + 10 * 1460);
+    in(f, 151 * MS, tmpl(A, PISS + 1, ISS + 1, 65535));
+    out(f, 151 * MS);
+    CHECK_EQ(pending(f), 1);
+    CHECK_EQ(next_seg(f).seq, ISS + 1 + 11 * 1460);
+    in(f, 152 * MS, tmpl(A, PISS + 1, ISS + 1, 65535));   /* third: fast retransmit */
+    out(f, 152 * MS);
+    CHECK_EQ(next_seg(f).seq, ISS + 1);
+    CHECK_EQ(f->c.recover, ISS + 1 + 12 * 1460);
+    fake_free(f);
+}
+
+static void test_persist_gives_up_on_silent_peer(void)
+{
+    struct fake *f = conn_established();
+    f->cfg.max_retries = 2;
+    in(f, 20 * MS, tmpl(A, PISS + 1, ISS + 1, 0));
+    tcp_send(&f->env, &f->c, 30 * MS, payload, 100);
+    out(f, 30 * MS);
+    tcp_timer(&f->env, &f->c, f->timer);
+    tcp_timer(&f->env, &f->c, f->timer);
+    CHECK_EQ(pending(f), 2);
+    CHECK_EQ(f->c.state, MTCP_ST_ESTABLISHED);
+    tcp_timer(&f->env, &f->c, f->timer);
+    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    struct event e = next_ev(f);
+    CHECK_EQ(e.type, MTCP_EV_ERROR);
+    CHECK_EQ(e.err, ETIMEDOUT);
+    /* but a peer that answers (window still 0) is probed forever */
+    struct fake *g = conn_established();
+    g->cfg.max_retries = 2;
+    in(g, 20 * MS, tmpl(A, PISS + 1, ISS + 1, 0));
+    tcp_send(&g->env, &g->c, 30 * MS, payload, 100);
+    out(g, 30 * MS);
+    for (int i = 0; i < 10; i++) {
+        uint64_t t = g->timer;
+        tcp_timer(&g->env, &g->c, t);
+        in(g, t + 1 * MS, tmpl(A, PISS + 1, ISS + 1, 0));
+    }
+    CHECK_EQ(g->c.state, MTCP_ST_ESTABLISHED);
+    CHECK_EQ(g->counters[CTR_PERSIST_PROBES], 10);
+    fake_free(f);
+    fake_free(g);
+}
+
+static void test_window_scaling_applied(void)
+{
+    /* RFC 7323 2.3: non-SYN windows are shifted by the peer's scale; ours by our scale */
+    struct fake *f = conn_syn_sent();
+    drain(f);
+    struct wire_tcp sa = tmpl(S | A, PISS, ISS + 1, 1000);
+    sa.has_wscale = 1; sa.wscale = 4;
+    in(f, 1 * MS, sa);
+    CHECK_EQ(f->c.snd_wnd, 1000);                    /* SYN-ACK window unscaled */
+    in(f, 2 * MS, tmpl(A, PISS + 1, ISS + 1, 1000));
+    CHECK_EQ(f->c.snd_wnd, 16000);
+    f->c.quickacks = 1;
+    in(f, 3 * MS, with_data(tmpl(A, PISS + 1, ISS + 1, 1000), 0, 808));
+    out(f, 3 * MS);
+    while (pending(f) > 1) next_seg(f);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.win, (262144 - 808) >> 3);
+    fake_free(f);
+}
+
 /* ====================================================================================== */
 /* two endpoints over a seeded lossy/reordering/duplicating network: every byte arrives    */
 /* intact, in order, exactly once, and both reach CLOSED with no chunk leaked              */
@@ -1682,6 +1833,12 @@ int main(void)
     RUN(test_keepalive);
     RUN(test_pmtu);
     RUN(test_tx_full_retry);
+    RUN(test_probe_ack_accepted);
+    RUN(test_old_ack_challenge);
+    RUN(test_cookie_open);
+    RUN(test_limited_transmit);
+    RUN(test_persist_gives_up_on_silent_peer);
+    RUN(test_window_scaling_applied);
     RUN(test_sim_pair_grid);
     CTEST_END();
 }
