@@ -57,8 +57,14 @@ int route_nexthop(struct mtcp_engine *e, int family, const uint8_t *dst, uint8_t
 }
 
 static uint32_t nbucket(const struct mtcp_engine *e, int family, const uint8_t *ip) {
-    uint64_t h = siphash24(e->port_key, ip, (size_t)addr_len(family)) ^ (uint64_t)family;
-    return (uint32_t)h & (NEIGH_BUCKETS - 1);
+    /* per packet (every tx_begin on Ethernet): a keyed multiplicative hash, not SipHash */
+    uint64_t h = e->hash_seed ^ (uint64_t)family;
+    for (int i = 0; i < addr_len(family); i += 4) {
+        uint32_t w;
+        memcpy(&w, ip + i, 4);
+        h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
+    }
+    return (uint32_t)(h >> 40) & (NEIGH_BUCKETS - 1);
 }
 
 static uint32_t neigh_find(struct mtcp_engine *e, int family, const uint8_t *ip) {

@@ -102,11 +102,23 @@ static uint32_t tuple_hash(const struct mtcp_engine *e, int family, const uint8_
     return (uint32_t)h;
 }
 
-static int tuple_eq(const struct conn *k, int family, const uint8_t *lip, uint16_t lport,
-                    const uint8_t *rip, uint16_t rport) {
+static inline int addr_eq(const uint8_t *a, const uint8_t *b, int family) {
+    if (family == MTCP_AF_INET) {
+        uint32_t x, y;
+        memcpy(&x, a, 4);
+        memcpy(&y, b, 4);
+        return x == y;
+    }
+    uint64_t x0, x1, y0, y1;
+    memcpy(&x0, a, 8); memcpy(&x1, a + 8, 8);
+    memcpy(&y0, b, 8); memcpy(&y1, b + 8, 8);
+    return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+}
+
+static inline int tuple_eq(const struct conn *k, int family, const uint8_t *lip, uint16_t lport,
+                           const uint8_t *rip, uint16_t rport) {
     return k->tcp.local_port == lport && k->tcp.remote_port == rport && k->tcp.family == family &&
-           memcmp(k->rip, rip, (size_t)addr_len(family)) == 0 &&
-           memcmp(k->lip, lip, (size_t)addr_len(family)) == 0;
+           addr_eq(k->rip, rip, family) && addr_eq(k->lip, lip, family);
 }
 
 struct conn *conn_lookup(struct mtcp_engine *e, int family, const uint8_t *lip, uint16_t lport,

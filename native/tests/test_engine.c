@@ -854,6 +854,101 @@ static void test_pmtu(void) {
     mtcp_engine_free(e);
 }
 
+static void test_routing(void) {
+    struct mtcp_config c;
+    cfg_eth(&c);
+    mtcp_engine *e = mk(&c);
+    struct mtcp_addr ra = {.family = MTCP_AF_INET, .port = 80, .ip = {203, 0, 113, 5}};
+    /* off-link without a gateway */
+    CHECK_EQ(mtcp_connect(e, 1000, &ra, NULL), -ENETUNREACH);
+    struct mtcp_addr r6 = {.family = MTCP_AF_INET6, .port = 80, .ip = {0x20, 0x01, 0x0d, 0xb9}};
+    CHECK_EQ(mtcp_connect(e, 1000, &r6, NULL), -ENETUNREACH);
+    /* bad arguments */
+    struct mtcp_addr z = {.family = MTCP_AF_INET, .port = 80};
+    CHECK_EQ(mtcp_connect(e, 1000, &z, NULL), -EINVAL);
+    struct mtcp_addr notmine = {.family = MTCP_AF_INET, .port = 0, .ip = {198, 18, 0, 77}};
+    CHECK_EQ(mtcp_connect(e, 1000, &ra, &notmine), -EADDRNOTAVAIL);
+    CHECK_EQ(mtcp_listen(e, &notmine, 1), -EADDRNOTAVAIL);
+    mtcp_engine_free(e);
+    /* with a gateway: ARP goes to the gateway, the SYN to the gateway's MAC */
+    cfg_eth(&c);
+    uint8_t gw[4] = {198, 18, 0, 254}, gwmac[6] = {2, 0, 0, 0, 0, 0xfe};
+    memcpy(c.ipv4_gw, gw, 4);
+    e = mk(&c);
+    int64_t cid = mtcp_connect(e, 1000, &ra, NULL);
+    CHECK(cid > 0);
+    CHECK_EQ(drain(e, 1000), 1);
+    struct wire_arp r;
+    CHECK(wire_arp_parse(ofr(0) + 14, olens[0] - 14, &r) == 0);
+    CHECK_MEM(r.tpa, gw, 4);
+    uint8_t f[64];
+    uint32_t o = eth_hdr(f, MAC_E, gwmac, WIRE_ETHERTYPE_ARP);
+    struct wire_arp a;
+    memset(&a, 0, sizeof a);
+    a.op = WIRE_ARP_REPLY;
+    memcpy(a.sha, gwmac, 6);
+    memcpy(a.spa, gw, 4);
+    memcpy(a.tha, MAC_E, 6);
+    memcpy(a.tpa, IP_E, 4);
+    o += (uint32_t)wire_arp_emit(f + o, 28, &a);
+    mtcp_engine_input(e, 2000, f, o);
+    CHECK_EQ(drain(e, 2000), 1);
+    struct wire_eth eth;
+    struct wire_ipv4 ip;
+    CHECK(wire_eth_parse(ofr(0), olens[0], &eth) == 14);
+    CHECK_MEM(eth.dst, gwmac, 6);
+    CHECK(wire_ipv4_parse(ofr(0) + 14, olens[0] - 14, &ip) >= 0);
+    CHECK_MEM(ip.dst, ra.ip, 4);
+    CHECK_EQ(ip.frag & 0x4000, 0x4000);          /* DF */
+    /* connect from an explicit local port; the same 4-tuple twice is refused */
+    struct mtcp_addr lp = {.family = MTCP_AF_INET, .port = 5555};
+    CHECK(mtcp_connect(e, 3000, &ra, &lp) > 0);
+    CHECK_EQ(mtcp_connect(e, 3000, &ra, &lp), -EADDRINUSE);
+    struct mtcp_addr la = {.family = MTCP_AF_INET, .port = 5556};
+    CHECK(mtcp_listen(e, &la, 4) > 0);
+    CHECK_EQ(mtcp_listen(e, &la, 4), -EADDRINUSE);
+    /* port 0: the engine picks one */
+    struct mtcp_addr l0 = {.family = MTCP_AF_INET, .port = 0};
+    int64_t lid = mtcp_listen(e, &l0, 4);
+    CHECK(lid > 0);
+    struct mtcp_addr got;
+    CHECK_EQ(mtcp_getaddrs(e, (mtcp_cid)lid, &got, NULL), 0);
+    CHECK(got.port >= c.eph_port_lo && got.port <= c.eph_port_hi);
+    mtcp_engine_free(e);
+}
+
+static void test_events_overflow(void) {
+    struct mtcp_config c;
+    cfg_eth(&c);
+    c.max_events = 16;
+    c.max_conns = 64;
+    mtcp_engine *e = mk(&c);
+    struct mtcp_addr la = {.family = MTCP_AF_INET, .port = 80};
+    CHECK(mtcp_listen(e, &la, 64) > 0);
+    uint8_t f[256];
+    /* 20 handshakes without taking events: 16 ACCEPTs queued, the rest counted as overflow */
+    for (int i = 0; i < 20; i++) {
+        struct wire_tcp s = syn_tpl((uint16_t)(30000 + i), 80, 7);
+        mtcp_engine_input(e, 1000, f, tcp4(f, &s, NULL, 0));
+    }
+    drain(e, 1000);
+    for (uint32_t i = 0; i < on; i++) {
+        struct wire_tcp sa, a;
+        if (!out_tcp(i, &sa)) continue;
+        memset(&a, 0, sizeof a);
+        a.sport = sa.dport; a.dport = 80; a.seq = 8; a.ack = sa.seq + 1; a.flags = WIRE_TCP_ACK; a.win = 100;
+        a.has_ts = 1; a.tsval = 1001; a.tsecr = sa.tsval;
+        mtcp_engine_input(e, 1000, f, tcp4(f, &a, NULL, 0));
+    }
+    CHECK_EQ(ctr(e, CTR_EVENTS_OVERFLOW), 4);
+    uint64_t pu[4];
+    mtcp_engine_pool_usage(e, pu);
+    CHECK_EQ(pu[3], 16);
+    struct mtcp_event ev[32];
+    CHECK_EQ(mtcp_engine_events(e, ev, 32), 16);
+    mtcp_engine_free(e);
+}
+
 int main(void) {
     RUN(test_siphash);
     RUN(test_wheel);
@@ -867,5 +962,7 @@ int main(void) {
     RUN(test_stale_and_pool);
     RUN(test_many);
     RUN(test_pmtu);
+    RUN(test_routing);
+    RUN(test_events_overflow);
     CTEST_END();
 }
