@@ -1,7 +1,11 @@
 /*
  * bench_engine.c — standalone driver for mtcp_bench_engine (native/engine/bench.c); prints JSON.
  *
- *   build/bench/bench_engine [--mode short|bulk|both] [--seconds S] [--conc N] [--write BYTES]
+ *   build/bench/bench_engine [--mode short|bulk|both] [--link sim|frames|both] [--seconds S]
+ *                            [--conc N] [--write BYTES]
+ *
+ * --link sim: the engines joined by mtcp_simlink_pair, driven by mtcp_engine_poll (default);
+ * --link frames: the frame API, output after event dispatch (see native/engine/bench.c).
  *
  * `make -C native bench` builds it with -O2 and runs both modes.
  */
@@ -13,7 +17,8 @@
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: bench_engine [--mode short|bulk|both] [--seconds S] [--conc N] [--write BYTES]\n");
+    fprintf(stderr, "usage: bench_engine [--mode short|bulk|both] [--link sim|frames|both] [--seconds S] "
+                    "[--conc N] [--write BYTES]\n");
     exit(2);
 }
 
@@ -21,7 +26,8 @@ static int run(int mode, double seconds, uint32_t param, int first)
 {
     struct mtcp_bench_result r;
     int rc = mtcp_bench_engine(mode, seconds, param, &r);
-    printf("%s  {\"mode\": \"%s\", \"param\": %u, ", first ? "" : ",\n", mode ? "bulk" : "short", param);
+    printf("%s  {\"mode\": \"%s\", \"link\": \"%s\", \"param\": %u, ", first ? "" : ",\n",
+           (mode & 1) ? "bulk" : "short", mode >= 2 ? "frames" : "sim", param);
     if (rc < 0) {
         printf("\"error\": \"%s\"}", strerror(-rc));
         return 1;
@@ -40,7 +46,7 @@ static int run(int mode, double seconds, uint32_t param, int first)
 
 int main(int argc, char **argv)
 {
-    const char *mode = "both";
+    const char *mode = "both", *link = "sim";
     double seconds = 2.0;
     uint32_t conc = 256, wsize = 65536;
     for (int i = 1; i < argc; i++) {
@@ -48,6 +54,8 @@ int main(int argc, char **argv)
             usage();
         if (!strcmp(argv[i], "--mode"))
             mode = argv[++i];
+        else if (!strcmp(argv[i], "--link"))
+            link = argv[++i];
         else if (!strcmp(argv[i], "--seconds"))
             seconds = atof(argv[++i]);
         else if (!strcmp(argv[i], "--conc"))
@@ -58,18 +66,27 @@ int main(int argc, char **argv)
             usage();
     }
     int fail = 0, first = 1;
-    printf("{\"engine_bench\": [\n");
-    if (!strcmp(mode, "short") || !strcmp(mode, "both")) {
-        fail |= run(0, seconds, conc, first);
-        first = 0;
-        fflush(stdout);
-    }
-    if (!strcmp(mode, "bulk") || !strcmp(mode, "both")) {
-        fail |= run(1, seconds, wsize, first);
-        first = 0;
-    }
-    if (first)
+    int do_short = !strcmp(mode, "short") || !strcmp(mode, "both");
+    int do_bulk = !strcmp(mode, "bulk") || !strcmp(mode, "both");
+    int do_sim = !strcmp(link, "sim") || !strcmp(link, "both");
+    int do_frames = !strcmp(link, "frames") || !strcmp(link, "both");
+    if (!(do_short || do_bulk) || !(do_sim || do_frames))
         usage();
+    printf("{\"engine_bench\": [\n");
+    for (int f = 0; f < 2; f++) {
+        if (!(f ? do_frames : do_sim))
+            continue;
+        if (do_short) {
+            fail |= run(0 + 2 * f, seconds, conc, first);
+            first = 0;
+            fflush(stdout);
+        }
+        if (do_bulk) {
+            fail |= run(1 + 2 * f, seconds, wsize, first);
+            first = 0;
+            fflush(stdout);
+        }
+    }
     printf("\n]}\n");
     return fail;
 }

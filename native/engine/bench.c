@@ -2,16 +2,21 @@
  * bench.c — the engine benchmark (mtcp_bench_engine): two engines joined by an in-memory
  * link (mtcp_simlink_pair), both driven from this one thread, no Python anywhere.
  *
- *   mode 0, short connections: `param` clients at a time each do connect (handshake),
+ *   mode 0 (and 2), short connections: `param` clients at a time each do connect (handshake),
  *     send 64 B, the server echoes 64 B, the client reads them and closes, the server closes
  *     on the peer's FIN; a finished client is replaced by a new connect at once.
  *     Reported: completed connections per second.
- *   mode 1, bulk: one connection; the client keeps its send buffer full with writes of
+ *   mode 1 (and 3), bulk: one connection; the client keeps its send buffer full with writes of
  *     `param` bytes, the server reads everything. Reported: Gbit/s of payload delivered to
  *     the server application.
  *
- * Loop: now = CLOCK_MONOTONIC; poll client engine, dispatch its events; poll server engine,
- * dispatch its events; repeat. Protocol writes made while dispatching go out at the next poll.
+ * Loop (modes 0/1, sim link): now = CLOCK_MONOTONIC; mtcp_engine_poll(client) (RX, timers, TX),
+ * dispatch its events; the same for the server; repeat. Writes made while dispatching go out at
+ * the next poll, after the ACKs that poll already sent.
+ * Loop (modes 2/3, frame API): client output -> server input, dispatch server events, server
+ * output -> client input, dispatch client events; repeat. Output follows dispatch, so a reply
+ * and the ACK it answers share a segment (what "one TX flush per loop iteration" after the
+ * protocol callbacks gives).
  * This file and native/io are the only places that read a clock.
  *
  * Configuration choices (stated in the result of mtcp-loop bench / docs/benchmarks.md):
@@ -37,6 +42,8 @@
  * (256 slots x ~1.5 KB x 4 rings = 1.6 MB); 16384 slots ran 2x slower (every frame buffer cold).
  * Each poll drains its RX ring completely, so nothing is dropped (link_drops reports it). */
 #define BENCH_RING_SLOTS 256
+#define BENCH_FRAMES 256        /* frame API batch */
+#define BENCH_FRAME_CAP 1536
 
 static uint64_t clock_us(clockid_t id)
 {
@@ -53,6 +60,8 @@ struct bench {
     uint8_t *rx_count;          /* short mode: bytes received per connection index (server/client) */
     uint32_t max_conns;
     uint8_t *buf, *rbuf;
+    uint8_t *fbuf;              /* frame API: frames of one output call, back to back */
+    uint32_t *flens;
     uint32_t buf_len;
     uint32_t spos, vpos;        /* bulk: write / verify position in buf */
     uint64_t verified;          /* bulk: bytes checked byte for byte (warm-up) */
@@ -117,6 +126,26 @@ static void bench_free(struct bench *b)
     free(b->rx_count);
     free(b->buf);
     free(b->rbuf);
+    free(b->fbuf);
+    free(b->flens);
+}
+
+/* Frame API: everything `from` has to send (timers, ACKs, data the application queued while
+ * its events were dispatched) goes straight into `to`. Output runs after dispatch, so replies
+ * and the ACKs they answer leave in one segment. */
+static void pump(struct bench *b, mtcp_engine *from, mtcp_engine *to, uint64_t now)
+{
+    for (;;) {
+        uint32_t n = mtcp_engine_output(from, now, b->fbuf, BENCH_FRAMES * BENCH_FRAME_CAP, b->flens,
+                                        BENCH_FRAMES);
+        const uint8_t *f = b->fbuf;
+        for (uint32_t i = 0; i < n; i++) {
+            mtcp_engine_input(to, now, f, b->flens[i]);
+            f += b->flens[i];
+        }
+        if (n < BENCH_FRAMES / 2)
+            break;
+    }
 }
 
 static uint32_t cidx(mtcp_cid c) { return (uint32_t)c; }
@@ -293,9 +322,11 @@ int mtcp_bench_engine(int mode, double seconds, uint32_t param, struct mtcp_benc
     char err[256];
     struct bench b;
     memset(&b, 0, sizeof b);
-    if (!out || (mode != 0 && mode != 1) || !(seconds > 0) || seconds > 3600)
+    if (!out || mode < 0 || mode > 3 || !(seconds > 0) || seconds > 3600)
         return -EINVAL;
     memset(out, 0, sizeof *out);
+    const int frames = mode >= 2;       /* frame API instead of the sim link */
+    mode &= 1;
     if (mode == 0) {
         if (param == 0)
             param = 256;
@@ -327,10 +358,19 @@ int mtcp_bench_engine(int mode, double seconds, uint32_t param, struct mtcp_benc
             return -ENOMEM;
         }
     }
-    int rc = mtcp_simlink_pair(BENCH_RING_SLOTS, 1500, &b.la, &b.lb);
-    if (rc < 0) {
-        bench_free(&b);
-        return rc;
+    if (frames) {
+        b.fbuf = malloc((size_t)BENCH_FRAMES * BENCH_FRAME_CAP);
+        b.flens = malloc(BENCH_FRAMES * sizeof *b.flens);
+        if (!b.fbuf || !b.flens) {
+            bench_free(&b);
+            return -ENOMEM;
+        }
+    } else {
+        int rc = mtcp_simlink_pair(BENCH_RING_SLOTS, 1500, &b.la, &b.lb);
+        if (rc < 0) {
+            bench_free(&b);
+            return rc;
+        }
     }
     b.cli = make_engine(b.la, 1, mode, b.max_conns, err, sizeof err);
     b.srv = make_engine(b.lb, 2, mode, b.max_conns, err, sizeof err);
@@ -378,7 +418,7 @@ int mtcp_bench_engine(int mode, double seconds, uint32_t param, struct mtcp_benc
             mtcp_engine_counters(b.srv, cnt[1], CTR_COUNT);
             retr0 = cnt[0][CTR_RETRANS_SEGS] + cnt[1][CTR_RETRANS_SEGS];
             segs0 = cnt[0][CTR_SEGS_OUT] + cnt[1][CTR_SEGS_OUT];
-            drops0 = sim_link_drops(b.la) + sim_link_drops(b.lb);
+            drops0 = frames ? 0 : sim_link_drops(b.la) + sim_link_drops(b.lb);
             cpu0 = clock_us(CLOCK_THREAD_CPUTIME_ID);
         }
         if (measuring && (double)(now - t_meas) >= seconds * 1e6) {
@@ -386,12 +426,18 @@ int mtcp_bench_engine(int mode, double seconds, uint32_t param, struct mtcp_benc
             out->cpu_seconds = (double)(clock_us(CLOCK_THREAD_CPUTIME_ID) - cpu0) / 1e6;
             break;
         }
-        mtcp_engine_poll(b.cli, now);
+        if (frames)
+            pump(&b, b.srv, b.cli, now);        /* server's output (after its dispatch) -> client */
+        else
+            mtcp_engine_poll(b.cli, now);
         if (mode == 0)
             short_client_events(&b, now, measuring);
         else
             bulk_client_events(&b);
-        mtcp_engine_poll(b.srv, now);
+        if (frames)
+            pump(&b, b.cli, b.srv, now);
+        else
+            mtcp_engine_poll(b.srv, now);
         if (mode == 0)
             short_server_events(&b);
         else
@@ -414,7 +460,8 @@ int mtcp_bench_engine(int mode, double seconds, uint32_t param, struct mtcp_benc
     out->errors = b.errors;
     out->verified = mode == 0 ? b.conns_done * BENCH_MSG : b.verified;
     out->segments = cnt[0][CTR_SEGS_OUT] + cnt[1][CTR_SEGS_OUT] - segs0;
-    out->link_drops = sim_link_drops(b.la) + sim_link_drops(b.lb) - drops0;
+    out->link_drops = frames ? cnt[0][CTR_DROP_TX_TOO_BIG] + cnt[1][CTR_DROP_TX_TOO_BIG]
+                             : sim_link_drops(b.la) + sim_link_drops(b.lb) - drops0;
     bench_free(&b);
     return 0;
 }
