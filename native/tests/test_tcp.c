@@ -1634,6 +1634,10 @@ static void app_step(struct fake *f, struct simapp *a, uint64_t now, const uint8
         a->rcvd += (uint32_t)r;
     }
     int st = f->c.state;
+    if (a->close_mode == 2 && a->rcvd && a->rcvd * 2 >= a->peer_total) {
+        tcp_abort(&f->env, &f->c, now);
+        return;
+    }
     if (a->close_mode == 1) {
         if (st == MTCP_ST_CLOSE_WAIT && a->sent == a->total && a->rcvd == a->peer_total) {
             CHECK_EQ(tcp_close(&f->env, &f->c, now), 0);
@@ -1641,6 +1645,7 @@ static void app_step(struct fake *f, struct simapp *a, uint64_t now, const uint8
         }
         if (a->sent == a->total) a->shut = 1;          /* wait for the peer's FIN instead */
     }
+    if (a->close_mode == 2 && a->peer_total) a->shut = 1;   /* aborts instead */
     if (st == MTCP_ST_ESTABLISHED || st == MTCP_ST_CLOSE_WAIT) {
         while (a->sent < a->total) {
             uint32_t chunk = 1 + (uint32_t)((a->sent * 2654435761u) % 3000);
@@ -1649,7 +1654,7 @@ static void app_step(struct fake *f, struct simapp *a, uint64_t now, const uint8
             if (n <= 0) break;
             a->sent += (uint32_t)n;
         }
-        if (a->sent == a->total && !a->shut && a->close_mode == 0) { CHECK_EQ(tcp_shutdown(&f->env, &f->c, now), 0); a->shut = 1; }
+        if (a->sent == a->total && !a->shut && (a->close_mode == 0 || (a->close_mode == 2 && !a->peer_total))) { CHECK_EQ(tcp_shutdown(&f->env, &f->c, now), 0); a->shut = 1; }
     }
 }
 
@@ -1724,7 +1729,18 @@ static int run_pair(uint64_t seed, uint32_t loss_pm, uint32_t dup_pm, uint32_t j
                 passive_started = 1;
                 continue;
             }
-            if (dst->closed) continue;                  /* the engine would answer RST; ignore */
+            if (dst->closed) {
+                /* like the engine: a segment for no connection is answered by a RST (3.10.7.1) */
+                struct wire_tcp rst;
+                if (tcp_rst_for(&t, &rst) && net.n < NETQ) {
+                    struct netseg *r = &net.q[net.n++];
+                    r->len = (uint32_t)wire_tcp_emit(r->b, sizeof r->b, &rst);
+                    r->at = now + 5 * MS;
+                    r->to = !sg.to;
+                    r->order = net.order++;
+                }
+                continue;
+            }
             tcp_input(&dst->env, &dst->c, now, &t);
         }
         if (fa->timer && fa->timer <= now && !fa->closed) tcp_timer(&fa->env, &fa->c, now);
@@ -1739,15 +1755,22 @@ static int run_pair(uint64_t seed, uint32_t loss_pm, uint32_t dup_pm, uint32_t j
         (unsigned long long)fb->counters[CTR_RETRANS_SEGS], (unsigned long long)fb->counters[CTR_TIMEOUTS],
         (unsigned long long)fb->counters[CTR_FAST_RETRANS], (unsigned long long)fb->counters[CTR_PERSIST_PROBES],
         (unsigned long long)now);
+    if (sim_close_mode_b == 2 && na) {
+        /* b aborted half way: a is reset — or, if the RST was lost after a had nothing left
+         * to send, a waits in FIN-WAIT-2 (as a non-orphaned Linux socket would) */
+        SIMCHECK(fb->closed == 1);
+        SIMCHECK((aa.err == ECONNRESET && fa->closed == 1) || fa->c.state == MTCP_ST_FIN_WAIT_2);
+    } else {
+    SIMCHECK(fa->closed == 1 && fb->closed == 1);
     SIMCHECK(aa.rcvd == nb);
     SIMCHECK(ab.rcvd == na);
-    SIMCHECK(fa->closed == 1 && fb->closed == 1);
     SIMCHECK(aa.err == 0 && ab.err == 0);
     SIMCHECK(aa.peer_closed && ab.peer_closed);
     if (loss_pm == 0 && dup_pm == 0 && jitter_us == 0) {
         /* a clean network: no retransmission of any kind */
         SIMCHECK(fa->counters[CTR_RETRANS_SEGS] + fb->counters[CTR_RETRANS_SEGS] == 0);
         SIMCHECK(fa->counters[CTR_TIMEOUTS] + fb->counters[CTR_TIMEOUTS] == 0);
+    }
     }
     tcp_close(&fa->env, &fa->c, now);
     tcp_close(&fb->env, &fb->c, now);
@@ -1777,7 +1800,7 @@ static void test_sim_pair_grid(void)
             for (unsigned z = 0; z < sizeof sizes / sizeof sizes[0]; z++)
                 for (unsigned b = 0; b < sizeof bufs / sizeof bufs[0]; b++) {
                     int sack = (int)((seed + z) & 1), ts = (int)((seed + b) & 1) ;
-                    sim_close_mode_b = (int)((seed + l) & 1);
+                    sim_close_mode_b = (int)((seed + l) % 3);
                     sim_slow = (int)((seed + l + z) % 4);
                     if (!run_pair(seed, loss[l], l ? 20 : 0, l ? 8000 : 0, sizes[z][0], sizes[z][1], bufs[b], sack, ts))
                         if (++fails > 10) return;
