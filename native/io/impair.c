@@ -330,7 +330,7 @@ static int imp_rxsync(struct mtcp_link *l, uint64_t now)
     uint32_t n = 0;
     for (uint32_t i = old; i != r->tail; i = link_ring_next(r, i), n++)
         if (l->pcap)
-            link_pcap_frame(l, r->slot[i].buf, r->slot[i].len, now);
+            link_pcap_slot(l, &r->slot[i], now);
     return rc < 0 ? rc : (int)n;
 }
 
@@ -344,7 +344,7 @@ static int imp_txsync(struct mtcp_link *l, uint64_t now)
     for (uint32_t i = w->tx_hwcur; i != t->head; i = link_ring_next(t, i), n++) {
         struct link_slot *s = &t->slot[i];
         if (l->pcap)
-            link_pcap_frame(l, s->buf, s->len, now);
+            link_pcap_slot(l, s, now);
         imp_input(w, IMP_TX, s, now);
     }
     w->tx_hwcur = t->head;

@@ -83,6 +83,8 @@ void link_pcap_frame(struct mtcp_link *l, const uint8_t *frame, uint32_t len, ui
 /* Additions (io engineer): capture control used by mtcp_link_close / tests. */
 void link_pcap_close(struct mtcp_link *l);
 void link_pcap_flush(struct mtcp_link *l);
+/* Like link_pcap_frame for a whole slot: a partial checksum is completed in the captured copy. */
+void link_pcap_slot(struct mtcp_link *l, const struct link_slot *s, uint64_t now_us);
 /* Diagnostics for tests: frames dropped on arrival (RX ring full / frame too long). */
 uint64_t sim_link_drops(struct mtcp_link *l);
 uint64_t loopback_drops(struct mtcp_link *l);

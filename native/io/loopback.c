@@ -132,7 +132,7 @@ static int lo_rxsync(struct mtcp_link *l, uint64_t now)
     uint32_t n = 0;
     for (uint32_t i = old; i != r->tail; i = link_ring_next(r, i), n++)
         if (l->pcap)
-            link_pcap_frame(l, r->slot[i].buf, r->slot[i].len, now);
+            link_pcap_slot(l, &r->slot[i], now);
     a->rx_frames += n;
     return (int)n;
 }
@@ -153,7 +153,7 @@ static int lo_txsync(struct mtcp_link *l, uint64_t now)
         struct lo_att *d = port >= 0 ? lo_ports[fam][port].owner : NULL;
         a->route[i] = d ? d : a;
         if (l->pcap)
-            link_pcap_frame(l, s->buf, s->len, now);
+            link_pcap_slot(l, s, now);
         a->tx_frames++;
     }
     /* pass 2: one lock per destination, frames in order */

@@ -52,7 +52,7 @@ static void nm_map_rx(struct nm_link *n, uint32_t from, uint32_t to, uint64_t no
         s->gso_size = 0;
         s->csum_start = s->csum_offset = 0;
         if (n->l.pcap)
-            link_pcap_frame(&n->l, s->buf, s->len, now);
+            link_pcap_slot(&n->l, s, now);
     }
 }
 
@@ -82,7 +82,7 @@ static int nm_txsync(struct mtcp_link *l, uint64_t now)
         ns->len = (uint16_t)(s->len > n->txr->nr_buf_size ? n->txr->nr_buf_size : s->len);
         ns->flags = 0;
         if (l->pcap)
-            link_pcap_frame(l, s->buf, s->len, now);
+            link_pcap_slot(l, s, now);
     }
     n->tx_hwcur = t->head;
     n->txr->head = n->txr->cur = t->head;

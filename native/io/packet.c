@@ -139,7 +139,7 @@ static int pkt_rxsync(struct mtcp_link *l, uint64_t now)
             if (s->len > l->mtu + 18)
                 s->flags |= LINK_SLOT_F_GSO;
             if (l->pcap)
-                link_pcap_frame(l, s->buf, s->len, now);
+                link_pcap_slot(l, s, now);
             r->tail = link_ring_next(r, r->tail);
             fp += h->tp_next_offset;
         }
@@ -164,7 +164,7 @@ static int pkt_txsync(struct mtcp_link *l, uint64_t now)
         struct tpacket3_hdr *h = tx_frame(p, i);
         struct link_slot *s = &t->slot[i];
         if (l->pcap)
-            link_pcap_frame(l, s->buf, s->len, now);
+            link_pcap_slot(l, s, now);
         h->tp_len = s->len;
         h->tp_snaplen = s->len;
         h->tp_next_offset = 0;
@@ -311,7 +311,8 @@ mtcp_link *mtcp_packet_open(const char *ifname, uint32_t queue, uint32_t nqueues
     if (bind(fd, (struct sockaddr *)&sll, sizeof(sll)) < 0)
         goto fail;
     if (nqueues > 1) {
-        int fan = (int)((ifindex & 0xffff) | ((uint32_t)PACKET_FANOUT_HASH << 16));
+        uint32_t mode = flags & MTCP_PACKET_FANOUT_CBPF ? PACKET_FANOUT_CBPF : PACKET_FANOUT_HASH; /* steer.c */
+        int fan = (int)((ifindex & 0xffff) | (mode << 16));
         step = "PACKET_FANOUT";
         if (setsockopt(fd, SOL_PACKET, PACKET_FANOUT, &fan, sizeof(fan)) < 0)
             goto fail;

@@ -11,11 +11,14 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include "link.h"
+#include "io_util.h"
 
 struct pcap_writer {
     FILE *f;
+    uint8_t *scratch;      /* PCAP_SNAPLEN bytes: a copy whose partial checksum gets finished */
     int64_t offset_us;     /* realtime - monotonic */
     uint64_t frames;
     int failed;
@@ -45,6 +48,7 @@ void link_pcap_close(struct mtcp_link *l)
 {
     if (l && l->pcap) {
         fclose(l->pcap->f);
+        free(l->pcap->scratch);
         free(l->pcap);
         l->pcap = NULL;
     }
@@ -60,9 +64,11 @@ int mtcp_link_pcap(mtcp_link *l, const char *path)
     struct pcap_writer *w = calloc(1, sizeof(*w));
     if (!w)
         return -ENOMEM;
-    w->f = fopen(path, "wb");
+    w->scratch = malloc(PCAP_SNAPLEN);
+    w->f = w->scratch ? fopen(path, "wb") : NULL;
     if (!w->f) {
-        int e = errno;
+        int e = w->scratch ? errno : ENOMEM;
+        free(w->scratch);
         free(w);
         return -e;
     }
@@ -75,6 +81,7 @@ int mtcp_link_pcap(mtcp_link *l, const char *path)
     if (fwrite(&h, sizeof(h), 1, w->f) != 1 || fflush(w->f) != 0) {
         int e = errno ? errno : EIO;
         fclose(w->f);
+        free(w->scratch);
         free(w);
         return -e;
     }
@@ -99,6 +106,23 @@ void link_pcap_frame(struct mtcp_link *l, const uint8_t *frame, uint32_t len, ui
     if (fwrite(&r, sizeof(r), 1, w->f) != 1 || fwrite(frame, 1, incl, w->f) != incl)
         w->failed = 1;
     w->frames++;
+}
+
+/* A slot as the wire would carry it: a partial checksum (LINK_SLOT_F_CSUM_PARTIAL, filled in
+ * later by the kernel/NIC) is finished in a copy, so the capture shows no bad checksums. */
+void link_pcap_slot(struct mtcp_link *l, const struct link_slot *s, uint64_t now_us)
+{
+    struct pcap_writer *w = l->pcap;
+    if (!w || w->failed)
+        return;
+    if ((s->flags & LINK_SLOT_F_CSUM_PARTIAL) && s->len <= PCAP_SNAPLEN) {
+        memcpy(w->scratch, s->buf, s->len);
+        if (io_csum_finalize(w->scratch, s->len, s->csum_start, s->csum_offset) == 0) {
+            link_pcap_frame(l, w->scratch, s->len, now_us);
+            return;
+        }
+    }
+    link_pcap_frame(l, s->buf, s->len, now_us);
 }
 
 /* Flush buffered capture records (tests, and before reading a live capture). */

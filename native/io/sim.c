@@ -40,7 +40,7 @@ static int sim_rxsync(struct mtcp_link *l, uint64_t now)
     r->tail = s->rx_hwtail;
     for (; i != r->tail; i = link_ring_next(r, i), n++)
         if (l->pcap)
-            link_pcap_frame(l, r->slot[i].buf, r->slot[i].len, now);
+            link_pcap_slot(l, &r->slot[i], now);
     s->rx_frames += n;
     if (s->efd_signaled) {
         uint64_t v;
@@ -60,7 +60,7 @@ static int sim_txsync(struct mtcp_link *l, uint64_t now)
     for (uint32_t i = s->tx_hwcur; i != t->head; i = link_ring_next(t, i)) {
         struct link_slot *src = &t->slot[i];
         if (l->pcap)
-            link_pcap_frame(l, src->buf, src->len, now);
+            link_pcap_slot(l, src, now);
         s->tx_frames++;
         if (!p) { s->drops++; continue; }
         struct link_ring *r = &p->l.rx;

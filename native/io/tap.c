@@ -83,7 +83,7 @@ static int tap_rxsync(struct mtcp_link *l, uint64_t now)
             s->gso_size = vh.gso_size;
         }
         if (l->pcap)
-            link_pcap_frame(l, s->buf, s->len, now);
+            link_pcap_slot(l, s, now);
         r->tail = link_ring_next(r, r->tail);
         t->rx_frames++;
         n++;
@@ -129,7 +129,7 @@ static int tap_txsync(struct mtcp_link *l, uint64_t now)
             vh.hdr_len = (uint16_t)(th + doff);
         }
         if (l->pcap)
-            link_pcap_frame(l, s->buf, s->len, now);
+            link_pcap_slot(l, s, now);
         struct iovec iov[2] = {
             { .iov_base = &vh, .iov_len = sizeof(vh) },
             { .iov_base = s->buf, .iov_len = s->len },

@@ -259,7 +259,7 @@ static int xdp_rxsync(struct mtcp_link *l, uint64_t now)
         s->gso_size = 0;
         s->csum_start = s->csum_offset = 0;
         if (l->pcap)
-            link_pcap_frame(l, s->buf, s->len, now);
+            link_pcap_slot(l, s, now);
         r->tail = link_ring_next(r, r->tail);
         rx->cached_cons++;
         n++;
@@ -298,7 +298,7 @@ static int xdp_txsync(struct mtcp_link *l, uint64_t now)
             break;                                   /* XSK TX ring full: rest next time */
         struct link_slot *s = &t->slot[i];
         if (l->pcap)
-            link_pcap_frame(l, s->buf, s->len, now);
+            link_pcap_slot(l, s, now);
         struct xdp_desc *d = &((struct xdp_desc *)tx->desc)[tx->cached_prod & tx->mask];
         d->addr = (uint64_t)(s->buf - x->umem);
         d->len = s->len;

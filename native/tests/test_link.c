@@ -1037,6 +1037,10 @@ static int tap_child(void)
     TCHECK(t->features & LINK_FEAT_TSO);
     TCHECK(t->mtu == 1500);
     TCHECK(ns_if_up("mtcptest0", PEER_IP, 24) == 0);
+    char cap[] = "/tmp/mtcp_test_tap_XXXXXX.pcap";
+    int cfd = mkstemps(cap, 5);
+    if (cfd >= 0) close(cfd);
+    TCHECK(mtcp_link_pcap(t, cap) == 0);
     /* a kernel listener in this namespace */
     int ls = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(5001) };
@@ -1120,7 +1124,18 @@ static int tap_child(void)
     TCHECK(m2.gso && m2.maxlen > 1514);
     close(cs);
     close(ls);
-    mtcp_link_close(t);
+    mtcp_link_close(t);     /* flushes and closes the capture */
+    /* the capture: readable, and with partial checksums finished no frame has a bad checksum */
+    if (system("command -v tshark >/dev/null 2>&1") == 0) {
+        char cmd[600];
+        snprintf(cmd, sizeof(cmd), "n=$(tshark -r %s -o tcp.check_checksum:TRUE -o ip.check_checksum:TRUE "
+                 "-Y 'tcp.checksum.status == 0 || ip.checksum.status == 0 || icmp.checksum.status == 0 || "
+                 "_ws.malformed || _ws.expert.severity >= 8388608' 2>&1 | grep -vi 'running as user' | wc -l); "
+                 "t=$(tshark -r %s 2>/dev/null | wc -l); echo \"    tap capture: $t frames, $n bad\" >&2; "
+                 "test \"$n\" -eq 0 -a \"$t\" -ge 8", cap, cap);
+        TCHECK(system(cmd) == 0);
+    }
+    unlink(cap);
     /* error reporting */
     TCHECK(mtcp_tap_open("this-name-is-too-long", 0, 1, 0, err, sizeof(err)) == NULL && strstr(err, "too long"));
     TCHECK(mtcp_tap_open("x", 2, 2, 0, err, sizeof(err)) == NULL && strstr(err, "queue"));
