@@ -325,6 +325,8 @@ mtcp_link *mtcp_xdp_open(const char *ifname, uint32_t queue, uint32_t flags, cha
  * `queue`. Untested against a kernel (no netmap module here); ring logic tested on a mock. */
 mtcp_link *mtcp_netmap_open(const char *ifname, uint32_t queue, uint32_t flags, char *err, size_t errlen);
 
+#define MTCP_PACKET_FANOUT_CBPF 0x40  /* mtcp_packet_open flag: join the fanout group in CBPF mode */
+
 /* CDEF-END */
 
 #ifdef __cplusplus
