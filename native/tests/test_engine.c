@@ -949,6 +949,80 @@ static void test_events_overflow(void) {
     mtcp_engine_free(e);
 }
 
+static void test_syncookies_v6_always(void) {
+    struct mtcp_config c;
+    cfg_eth(&c);
+    c.syncookies = MTCP_SYNCOOKIES_ALWAYS;
+    mtcp_engine *e = mk(&c);
+    struct mtcp_addr la = {.family = MTCP_AF_INET6, .port = 443};
+    int64_t l = mtcp_listen(e, &la, 4);
+    CHECK(l > 0);
+    uint8_t f[256];
+    /* no timestamps: the cookie cannot carry wscale/SACK, so neither is offered */
+    struct wire_tcp s = syn_tpl(41000, 443, 123456);
+    s.has_ts = 0;
+    s.mss = 1440;
+    mtcp_engine_input(e, 5000, f, tcp6(f, &s));
+    CHECK_EQ(drain(e, 5000), 1);
+    struct wire_tcp sa;
+    CHECK(out_tcp(0, &sa));
+    CHECK_EQ(sa.flags, WIRE_TCP_SYN | WIRE_TCP_ACK);
+    CHECK(!sa.has_ts && !sa.has_wscale && !sa.sack_perm);
+    CHECK_EQ(sa.ack, 123457);
+    CHECK_EQ(ctr(e, CTR_SYNCOOKIES_SENT), 1);
+    uint64_t pu[4];
+    mtcp_engine_pool_usage(e, pu);
+    CHECK_EQ(pu[0], 1);
+    struct wire_tcp a;
+    memset(&a, 0, sizeof a);
+    a.sport = 41000; a.dport = 443; a.seq = 123457; a.ack = sa.seq + 1; a.flags = WIRE_TCP_ACK; a.win = 1000;
+    mtcp_engine_input(e, 6000, f, tcp6(f, &a));
+    struct mtcp_event ev[4];
+    uint32_t n = mtcp_engine_events(e, ev, 4);
+    CHECK(n >= 1 && ev[0].type == MTCP_EV_ACCEPT && ev[0].parent == (uint64_t)l);
+    struct mtcp_conn_info ci;
+    CHECK_EQ(mtcp_conn_info(e, ev[0].cid, &ci), 0);
+    CHECK_EQ(ci.mss, 1440);
+    CHECK_EQ(ci.flags & 7, 0);
+    CHECK_EQ(ci.remote.family, MTCP_AF_INET6);
+    CHECK_MEM(ci.remote.ip, IP6_P, 16);
+    mtcp_engine_free(e);
+}
+
+static void test_chunk_exhaustion(void) {
+    struct mtcp_config c;
+    cfg_eth(&c);
+    c.max_chunks = 16;          /* 32 KiB for every buffer of the engine */
+    c.chunk_size = 2048;
+    mtcp_engine *e = mk(&c);
+    struct mtcp_addr la = {.family = MTCP_AF_INET, .port = 80};
+    CHECK(mtcp_listen(e, &la, 16) > 0);
+    mtcp_cid a = handshake(e, 1000, 40000, 80, NULL);
+    mtcp_cid b = handshake(e, 1000, 40001, 80, NULL);
+    CHECK(a && b);
+    static uint8_t big[100000];
+    memset(big, 7, sizeof big);
+    int64_t k1 = mtcp_send(e, a, big, sizeof big);
+    CHECK(k1 > 0 && k1 <= 16 * 2048);
+    int64_t k2 = mtcp_send(e, b, big, sizeof big);
+    CHECK(k2 >= 0 && k1 + k2 <= 16 * 2048);
+    uint64_t pu[4];
+    mtcp_engine_pool_usage(e, pu);
+    CHECK_EQ(pu[1], 16);
+    /* aborting frees the chunks; the other connection can use them */
+    CHECK_EQ(mtcp_abort(e, a), 0);
+    mtcp_engine_pool_usage(e, pu);
+    CHECK(pu[1] < 16);
+    int64_t k3 = mtcp_send(e, b, big, sizeof big);
+    CHECK(k3 > 0);
+    CHECK_EQ(mtcp_abort(e, b), 0);
+    mtcp_engine_pool_usage(e, pu);
+    CHECK_EQ(pu[0], 1);
+    CHECK_EQ(pu[1], 0);
+    CHECK_EQ(pu[2], 0);
+    mtcp_engine_free(e);
+}
+
 int main(void) {
     RUN(test_siphash);
     RUN(test_wheel);
@@ -964,5 +1038,7 @@ int main(void) {
     RUN(test_pmtu);
     RUN(test_routing);
     RUN(test_events_overflow);
+    RUN(test_syncookies_v6_always);
+    RUN(test_chunk_exhaustion);
     CTEST_END();
 }
