@@ -325,7 +325,42 @@ mtcp_link *mtcp_xdp_open(const char *ifname, uint32_t queue, uint32_t flags, cha
  * `queue`. Untested against a kernel (no netmap module here); ring logic tested on a mock. */
 mtcp_link *mtcp_netmap_open(const char *ifname, uint32_t queue, uint32_t flags, char *err, size_t errlen);
 
+/* --- per-core flow steering (native/io/steer.c; steering function defined in io/steer.h) ---
+ * Not TCP (ARP, ICMP, ...) -> queue 0; TCP whose local port is in [eph_lo, eph_hi] -> port % n
+ * (active opens: the wrapper's claim_port only accepts ports steered to its queue); other TCP
+ * (listeners) -> a hash of the remote address and port. */
 #define MTCP_PACKET_FANOUT_CBPF 0x40  /* mtcp_packet_open flag: join the fanout group in CBPF mode */
+#define MTCP_STEER_INSTALL 0x1        /* mtcp_steer_wrap: install the kernel program (tap/packet) */
+#define MTCP_STEER_HANDOFF 0x2        /* hand misdirected TCP frames to their owner via shm (else drop) */
+struct mtcp_steer_cfg {
+    uint32_t queue;            /* this worker's logical queue */
+    uint32_t nqueues;
+    uint16_t eph_lo, eph_hi;   /* the engine's ephemeral range (mtcp_config eph_port_lo/hi) */
+    uint32_t flags;            /* MTCP_STEER_* */
+    const uint32_t *slots;     /* kernel member index of each logical queue; NULL = identity */
+    void *shm;                 /* hand-off area shared by all workers (NULL = none) */
+    size_t shm_len;
+    const int32_t *evfds;      /* nqueues eventfds woken on hand-off (NULL = none) */
+};
+/* Logical queue of a frame arriving at the stack / of a TCP flow (remote = peer). */
+uint32_t mtcp_steer_frame(const uint8_t *frame, uint32_t len, uint32_t nqueues, uint16_t eph_lo,
+                          uint16_t eph_hi);
+uint32_t mtcp_steer_flow(int family, const uint8_t *remote_ip, uint16_t remote_port, uint16_t local_port,
+                         uint32_t nqueues, uint16_t eph_lo, uint16_t eph_hi);
+/* Install the steering program on the device of a tap link (TUNSETSTEERINGEBPF, eBPF) or on
+ * the fanout group of a packet link (PACKET_FANOUT_DATA, cBPF). 0 or -errno. */
+int mtcp_steer_install(mtcp_link *l, uint32_t nqueues, uint16_t eph_lo, uint16_t eph_hi,
+                       const uint32_t *slots, char *err, size_t errlen);
+size_t mtcp_steer_shm_size(uint32_t nslots);
+int mtcp_steer_shm_init(void *mem, size_t len, uint32_t nslots);
+/* Wrap a worker's link: claim_port steering, misdirected-frame filter/hand-off, neighbour
+ * replies shared with the other workers. Takes ownership of inner. NULL + message on error. */
+mtcp_link *mtcp_steer_wrap(mtcp_link *inner, const struct mtcp_steer_cfg *cfg, char *err, size_t errlen);
+/* rx_frames, misdirected, handoff_out, handoff_in, neigh_shared_out, neigh_shared_in,
+ * handoff_lost, ports_skipped */
+#define MTCP_STEER_NCOUNTERS 8
+void mtcp_steer_counters(mtcp_link *l, uint64_t *out, uint32_t n);
+const char *mtcp_steer_counter_name(uint32_t i);
 
 /* CDEF-END */
 
