@@ -275,7 +275,8 @@ static void imp_input(struct imp_link *w, int dir, struct link_slot *s, uint64_t
         if (dir == IMP_TX && (flags & LINK_SLOT_F_GSO))
             return;
         if ((flags & LINK_SLOT_F_CSUM_PARTIAL) &&
-            io_csum_finalize(s->buf, s->len, s->csum_start, s->csum_offset) != 0)
+            io_csum_finalize(s->buf, io_ip_end(s->buf, s->len, w->l.link_type), s->csum_start,
+                             s->csum_offset) != 0)
             return;
         uint64_t bit = io_rng_below(&d->rng, (uint64_t)s->len * 8);
         s->buf[bit >> 3] ^= (uint8_t)(1u << (bit & 7));

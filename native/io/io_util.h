@@ -83,6 +83,37 @@ static inline int io_csum_finalize(uint8_t *frame, uint32_t len, uint16_t csum_s
     return 0;
 }
 
+/* End of the IP packet inside a frame (link padding excluded), or len if it cannot tell.
+ * link_type MTCP_LINK_ETHERNET: after the Ethernet header (and VLAN tags); MTCP_LINK_IP: at 0. */
+static inline uint32_t io_ip_end(const uint8_t *f, uint32_t len, uint32_t link_type)
+{
+    uint32_t off = 0;
+    if (link_type == MTCP_LINK_ETHERNET) {
+        off = 12;
+        for (;;) {
+            if (off + 2 > len)
+                return len;
+            uint16_t et = (uint16_t)(f[off] << 8 | f[off + 1]);
+            off += 2;
+            if (et == 0x8100 || et == 0x88a8) { off += 2; continue; }
+            if (et != 0x0800 && et != 0x86dd)
+                return len;
+            break;
+        }
+    }
+    if (off + 20 > len)
+        return len;
+    uint8_t v = f[off] >> 4;
+    uint32_t end;
+    if (v == 4 && off + 20 <= len)
+        end = off + ((uint32_t)f[off + 2] << 8 | f[off + 3]);
+    else if (v == 6 && off + 40 <= len)
+        end = off + 40 + ((uint32_t)f[off + 4] << 8 | f[off + 5]);
+    else
+        return len;
+    return end > off && end < len ? end : len;   /* 0 (e.g. BIG TCP) or too long: the frame end */
+}
+
 static inline void io_errf(char *err, size_t errlen, const char *msg)
 {
     if (err && errlen) {

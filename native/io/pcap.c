@@ -117,7 +117,8 @@ void link_pcap_slot(struct mtcp_link *l, const struct link_slot *s, uint64_t now
         return;
     if ((s->flags & LINK_SLOT_F_CSUM_PARTIAL) && s->len <= PCAP_SNAPLEN) {
         memcpy(w->scratch, s->buf, s->len);
-        if (io_csum_finalize(w->scratch, s->len, s->csum_start, s->csum_offset) == 0) {
+        if (io_csum_finalize(w->scratch, io_ip_end(s->buf, s->len, l->link_type), s->csum_start,
+                             s->csum_offset) == 0) {
             link_pcap_frame(l, w->scratch, s->len, now_us);
             return;
         }

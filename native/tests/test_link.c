@@ -7,6 +7,7 @@
 #include <math.h>
 #include "ctest.h"
 #include "io/link.h"
+#include "io/io_util.h"
 
 /* ---- helpers ---- */
 
@@ -1406,9 +1407,45 @@ static void test_xdp(void)
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
+/* partial checksums are finished over the IP packet, not the link padding */
+static void test_csum_finalize_padding(void)
+{
+    uint8_t f[80];
+    for (int vlan = 0; vlan < 2; vlan++) {
+        memset(f, 0xee, sizeof(f));                       /* padding bytes are not zero */
+        uint32_t l3 = vlan ? 18 : 14;
+        memset(f, 0, l3 + 40);
+        if (vlan) { f[12] = 0x81; f[13] = 0; f[16] = 0x08; f[17] = 0; } else { f[12] = 0x08; f[13] = 0; }
+        uint8_t *ip = f + l3;
+        ip[0] = 0x45; ip[3] = 40; ip[8] = 64; ip[9] = 6; ip[12] = 198; ip[13] = 18; ip[15] = 1; ip[16] = 198; ip[17] = 18; ip[19] = 2;
+        uint8_t *t = ip + 20;
+        t[0] = 1; t[2] = 2; t[12] = 0x50; t[13] = 0x10;
+        uint32_t ps = 0;                                  /* pseudo-header sum into the field */
+        ps += (198 << 8 | 18) * 2 + 1 + 2 + 6 + 20;
+        while (ps >> 16) ps = (ps & 0xffff) + (ps >> 16);
+        t[16] = (uint8_t)(ps >> 8); t[17] = (uint8_t)ps;
+        uint32_t len = l3 + 40 + 6;                       /* 6 bytes of link padding */
+        CHECK_EQ(io_ip_end(f, len, MTCP_LINK_ETHERNET), l3 + 40);
+        CHECK_EQ(io_csum_finalize(f, io_ip_end(f, len, MTCP_LINK_ETHERNET), (uint16_t)(l3 + 20), 16), 0);
+        uint32_t sum = io_csum_add(ps, t, 20);
+        CHECK_EQ(sum, 0xffff);
+    }
+    /* IP link type, IPv6, garbage */
+    memset(f, 0, sizeof(f));
+    f[0] = 0x60; f[5] = 20;
+    CHECK_EQ(io_ip_end(f, 70, MTCP_LINK_IP), 60);
+    CHECK_EQ(io_ip_end(f, 50, MTCP_LINK_IP), 50);         /* claims more than the frame: frame end */
+    f[0] = 0x45; f[2] = 0; f[3] = 0;
+    CHECK_EQ(io_ip_end(f, 70, MTCP_LINK_IP), 70);         /* total length 0 (BIG TCP): frame end */
+    f[12] = 0x88; f[13] = 0xb5;
+    CHECK_EQ(io_ip_end(f, 70, MTCP_LINK_ETHERNET), 70);   /* not IP */
+    CHECK_EQ(io_ip_end(f, 10, MTCP_LINK_ETHERNET), 10);
+}
+
 int main(void)
 {
     RUN(test_ring_arith);
+    RUN(test_csum_finalize_padding);
     RUN(test_sim_both_ways);
     RUN(test_sim_ring_full);
     RUN(test_loopback_routing);
