@@ -5,7 +5,8 @@
  *                            [--conc N] [--write BYTES]
  *
  * --link sim: the engines joined by mtcp_simlink_pair, driven by mtcp_engine_poll (default);
- * --link frames: the frame API, output after event dispatch (see native/engine/bench.c).
+ * --link frames: the frame API, output after event dispatch (see native/engine/bench.c);
+ * --link sim-offload: the sim link with checksum offload (as veth/loopback); all: every one.
  *
  * `make -C native bench` builds it with -O2 and runs both modes.
  */
@@ -17,7 +18,7 @@
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: bench_engine [--mode short|bulk|both] [--link sim|frames|both] [--seconds S] "
+    fprintf(stderr, "usage: bench_engine [--mode short|bulk|both] [--link sim|frames|sim-offload|both|all] [--seconds S] "
                     "[--conc N] [--write BYTES]\n");
     exit(2);
 }
@@ -27,7 +28,7 @@ static int run(int mode, double seconds, uint32_t param, int first)
     struct mtcp_bench_result r;
     int rc = mtcp_bench_engine(mode, seconds, param, &r);
     printf("%s  {\"mode\": \"%s\", \"link\": \"%s\", \"param\": %u, ", first ? "" : ",\n",
-           (mode & 1) ? "bulk" : "short", mode >= 2 ? "frames" : "sim", param);
+           (mode & 1) ? "bulk" : "short", (mode & 2) ? "frames" : (mode & 4) ? "sim-offload" : "sim", param);
     if (rc < 0) {
         printf("\"error\": \"%s\"}", strerror(-rc));
         return 1;
@@ -68,21 +69,24 @@ int main(int argc, char **argv)
     int fail = 0, first = 1;
     int do_short = !strcmp(mode, "short") || !strcmp(mode, "both");
     int do_bulk = !strcmp(mode, "bulk") || !strcmp(mode, "both");
-    int do_sim = !strcmp(link, "sim") || !strcmp(link, "both");
-    int do_frames = !strcmp(link, "frames") || !strcmp(link, "both");
-    if (!(do_short || do_bulk) || !(do_sim || do_frames))
+    int all = !strcmp(link, "all");
+    int do_sim = !strcmp(link, "sim") || !strcmp(link, "both") || all;
+    int do_frames = !strcmp(link, "frames") || !strcmp(link, "both") || all;
+    int do_off = !strcmp(link, "sim-offload") || all;
+    if (!(do_short || do_bulk) || !(do_sim || do_frames || do_off))
         usage();
     printf("{\"engine_bench\": [\n");
-    for (int f = 0; f < 2; f++) {
-        if (!(f ? do_frames : do_sim))
+    static const int base[3] = {0, 2, 4};
+    for (int f = 0; f < 3; f++) {
+        if (!(f == 0 ? do_sim : f == 1 ? do_frames : do_off))
             continue;
         if (do_short) {
-            fail |= run(0 + 2 * f, seconds, conc, first);
+            fail |= run(base[f], seconds, conc, first);
             first = 0;
             fflush(stdout);
         }
         if (do_bulk) {
-            fail |= run(1 + 2 * f, seconds, wsize, first);
+            fail |= run(base[f] + 1, seconds, wsize, first);
             first = 0;
             fflush(stdout);
         }

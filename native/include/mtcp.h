@@ -277,6 +277,7 @@ int mtcp_link_pcap(mtcp_link *l, const char *path);
  * mtcp_simlink_pair and drive them with mtcp_engine_poll (RX + TX in one call, events after);
  * modes 2/3 are the same workloads over the frame API (mtcp_engine_output -> mtcp_engine_input),
  * where each engine's output runs after its events were dispatched, so replies carry the ACKs.
+ * mode | 4 (sim link only): the link offers checksum offload (like veth/loopback).
  * Runs `seconds` after a 0.2 s warm-up. Returns 0 or -errno. --- */
 struct mtcp_bench_result {
     double conns_per_sec;
