@@ -258,8 +258,10 @@ class Testbed:
         _, netns = _pyroute2()
         netns.create(self.stack_ns)
         with NetNS(self.stack_ns) as ns:
-            ns.link("add", ifname=STACK_IF, kind="veth",
-                    peer={"ifname": PEER_IF, "net_ns_fd": self.peer_ns})
+            q = self.nqueues       # one veth queue per worker (AF_XDP binds to a queue)
+            ns.link("add", ifname=STACK_IF, kind="veth", num_tx_queues=q, num_rx_queues=q,
+                    peer={"ifname": PEER_IF, "net_ns_fd": self.peer_ns,
+                          "num_tx_queues": q, "num_rx_queues": q})
             sidx = ns.link_lookup(ifname=STACK_IF)[0]
             ns.link("set", index=sidx, mtu=mtu)
         with self.netns(self.stack_ns):
@@ -280,7 +282,7 @@ class Testbed:
             peer_mac = ns.get_links(pidx)[0].get_attr("IFLA_ADDRESS")
         return {
             "peer_ns": self.peer_ns, "stack_ns": self.stack_ns, "peer_if": PEER_IF, "stack_if": STACK_IF,
-            "peer_mac": peer_mac, "stack_mac": stack_mac, "nqueues": 1,
+            "peer_mac": peer_mac, "stack_mac": stack_mac, "nqueues": self.nqueues,
             "peer_v4": PEER_V4, "stack_v4": STACK_V4, "v4_prefix": V4_PREFIX,
             "peer_v6": PEER_V6, "stack_v6": STACK_V6, "v6_prefix": V6_PREFIX, "mtu": mtu,
         }

@@ -134,6 +134,18 @@ def test_up_status_down_leaves_nothing():
         tb.up("nope")
 
 
+def test_multi_queue_veth():
+    _need_root()
+    from pyroute2 import NetNS
+    tb = tbmod.Testbed(prefix=PREFIX, nqueues=4)
+    with tb.running("xdp") as info:
+        assert info["nqueues"] == 4
+        for ns_name, ifname in ((info["stack_ns"], info["stack_if"]), (info["peer_ns"], info["peer_if"])):
+            with NetNS(ns_name) as ns:
+                link = ns.get_links(ns.link_lookup(ifname=ifname)[0])[0]
+                assert link.get_attr("IFLA_NUM_RX_QUEUES") == 4
+
+
 def test_teardown_on_failure():
     _need_root()
     from pyroute2 import netns
