@@ -32,6 +32,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <linux/bpf.h>
 #include <linux/if_link.h>
@@ -64,6 +65,7 @@ struct xdp_link {
     struct mtcp_link l;
     int fd;
     int ifindex;
+    uint64_t netns;
     uint32_t queue;
     uint8_t *umem;
     size_t umem_len;
@@ -81,6 +83,7 @@ static long sys_bpf(int cmd, union bpf_attr *attr, unsigned size)
 
 /* ---- process-wide registry: one program + XSKMAP per interface ---- */
 struct xdp_prog {
+    uint64_t netns;                     /* ifindexes are per network namespace */
     int ifindex, map_fd, prog_fd, link_fd, refs;
     int skb_mode;
 };
@@ -115,11 +118,20 @@ static int xdp_prog_load(int map_fd, char *log, size_t loglen)
     return (int)sys_bpf(BPF_PROG_LOAD, &a, sizeof(a));
 }
 
-static struct xdp_prog *xdp_prog_get(int ifindex, int force_skb, char *msg, size_t msglen)
+/* Identity of the calling thread's network namespace (inode of its ns file). */
+static uint64_t cur_netns(void)
+{
+    struct stat st;
+    if (stat("/proc/thread-self/ns/net", &st) == 0 || stat("/proc/self/ns/net", &st) == 0)
+        return (uint64_t)st.st_ino;
+    return 0;
+}
+
+static struct xdp_prog *xdp_prog_get(uint64_t netns, int ifindex, int force_skb, char *msg, size_t msglen)
 {
     struct xdp_prog *free_e = NULL;
     for (int i = 0; i < 16; i++) {
-        if (xdp_reg[i].refs && xdp_reg[i].ifindex == ifindex) {
+        if (xdp_reg[i].refs && xdp_reg[i].ifindex == ifindex && xdp_reg[i].netns == netns) {
             xdp_reg[i].refs++;
             return &xdp_reg[i];
         }
@@ -168,6 +180,7 @@ static struct xdp_prog *xdp_prog_get(int ifindex, int force_skb, char *msg, size
         close(map_fd);
         return NULL;
     }
+    free_e->netns = netns;
     free_e->ifindex = ifindex;
     free_e->map_fd = map_fd;
     free_e->prog_fd = prog_fd;
@@ -177,12 +190,12 @@ static struct xdp_prog *xdp_prog_get(int ifindex, int force_skb, char *msg, size
     return free_e;
 }
 
-static void xdp_prog_put(int ifindex, uint32_t queue)
+static void xdp_prog_put(uint64_t netns, int ifindex, uint32_t queue)
 {
     pthread_mutex_lock(&xdp_reg_lock);
     for (int i = 0; i < 16; i++) {
         struct xdp_prog *e = &xdp_reg[i];
-        if (!e->refs || e->ifindex != ifindex)
+        if (!e->refs || e->ifindex != ifindex || e->netns != netns)
             continue;
         union bpf_attr a;
         memset(&a, 0, sizeof(a));
@@ -354,7 +367,7 @@ static void xdp_free(struct xdp_link *x)
 static void xdp_destroy(struct mtcp_link *l)
 {
     struct xdp_link *x = (struct xdp_link *)l;
-    xdp_prog_put(x->ifindex, x->queue);
+    xdp_prog_put(x->netns, x->ifindex, x->queue);
     xdp_free(x);
 }
 
@@ -389,6 +402,7 @@ mtcp_link *mtcp_xdp_open(const char *ifname, uint32_t queue, uint32_t flags, cha
     }
     x->fd = -1;
     x->ifindex = ifindex;
+    x->netns = cur_netns();
     x->queue = queue;
     const char *step = "socket(AF_XDP)";
     x->fd = socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0);
@@ -461,7 +475,7 @@ mtcp_link *mtcp_xdp_open(const char *ifname, uint32_t queue, uint32_t flags, cha
         goto fail;
     /* program + map, then our XSK into the map at our queue */
     pthread_mutex_lock(&xdp_reg_lock);
-    struct xdp_prog *pe = xdp_prog_get(ifindex, (flags & MTCP_XDP_SKB_MODE) != 0, msg, sizeof(msg));
+    struct xdp_prog *pe = xdp_prog_get(x->netns, ifindex, (flags & MTCP_XDP_SKB_MODE) != 0, msg, sizeof(msg));
     if (pe) {
         union bpf_attr a;
         memset(&a, 0, sizeof(a));
@@ -473,7 +487,7 @@ mtcp_link *mtcp_xdp_open(const char *ifname, uint32_t queue, uint32_t flags, cha
         if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a, sizeof(a)) < 0) {
             snprintf(msg, sizeof(msg), "xdp: cannot insert the XSK into the map: %s", strerror(errno));
             pthread_mutex_unlock(&xdp_reg_lock);
-            xdp_prog_put(ifindex, queue);
+            xdp_prog_put(x->netns, ifindex, queue);
             pe = NULL;
             pthread_mutex_lock(&xdp_reg_lock);
         }
@@ -487,7 +501,7 @@ mtcp_link *mtcp_xdp_open(const char *ifname, uint32_t queue, uint32_t flags, cha
     step = "ring allocation";
     errno = ENOMEM;
     if (link_rings_alloc(&x->l, XDP_RX_FRAMES * 2, XDP_TX_FRAMES, 0) != 0) {
-        xdp_prog_put(ifindex, queue);
+        xdp_prog_put(x->netns, ifindex, queue);
         goto fail;
     }
     for (uint32_t i = 0; i < x->l.tx.num_slots; i++)
@@ -525,7 +539,7 @@ int xdp_link_skb_mode(struct mtcp_link *l)
     int r = -1;
     pthread_mutex_lock(&xdp_reg_lock);
     for (int i = 0; i < 16; i++)
-        if (xdp_reg[i].refs && xdp_reg[i].ifindex == x->ifindex)
+        if (xdp_reg[i].refs && xdp_reg[i].ifindex == x->ifindex && xdp_reg[i].netns == x->netns)
             r = xdp_reg[i].skb_mode;
     pthread_mutex_unlock(&xdp_reg_lock);
     return r;

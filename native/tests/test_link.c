@@ -1388,7 +1388,34 @@ static int xdp_child(void)
     x = mtcp_xdp_open("mtx1", 0, 0, err, sizeof(err));
     TCHECK(x != NULL);
     if (!x) fprintf(stderr, "    reopen: %s\n", err);
-    if (x) mtcp_link_close(x);
+    /* a second namespace with the same interface names (and so the same ifindexes): its XSK
+     * must get its own program and map while the first namespace's XSK stays attached */
+    mtcp_link *xa = x ? x : NULL;
+    if (unshare(CLONE_NEWNET) != 0 || veth_create("mtx0", "mtx1") != 0) {
+        fprintf(stderr, "second namespace failed\n");
+        fails++;
+    } else {
+        write_file("/proc/sys/net/ipv6/conf/mtx0/disable_ipv6", "1");
+        write_file("/proc/sys/net/ipv6/conf/mtx1/disable_ipv6", "1");
+        TCHECK(if_up_only("mtx0") == 0 && if_up_only("mtx1") == 0);
+        mtcp_link *xb = mtcp_xdp_open("mtx1", 0, 0, err, sizeof(err));
+        mtcp_link *pb = mtcp_packet_open("mtx0", 0, 1, 0, err, sizeof(err));
+        TCHECK(xb && pb);
+        if (xb && pb) {
+            next = 0; bad = 0; seq = 0;
+            for (int k = 0; k < 50; k++) {
+                eth_frame(f, 100, seq++);
+                tx_put(pb, f, 100, 0);
+            }
+            link_txsync(pb, 0);
+            got = count_eth_seq(xb, &next, &bad, 30);
+            fprintf(stderr, "    xdp in a second namespace: %d of 50 frames\n", got);
+            TCHECK(got == 50 && bad == 0);
+        }
+        if (xb) mtcp_link_close(xb);
+        if (pb) mtcp_link_close(pb);
+    }
+    if (xa) mtcp_link_close(xa);
     mtcp_link_close(p);
     return fails ? 1 : 0;
 }
