@@ -100,7 +100,8 @@ class _Engine:
         err = ffi.new("char[]", 256)
         self._real = config.backend != "loopback"     # tap/packet/xdp: mtcp_loop/links.py
         if self._real:
-            link, mac = _links.open_link(config, ffi, lib)
+            from . import workers as _workers    # per-core workers: this queue + steering wrapper
+            link, mac = _workers.open_link(config, ffi, lib)
         else:
             link = lib.mtcp_loopback_open(config.loopback_slots, err, 256)
         if link == ffi.NULL:

@@ -1,0 +1,572 @@
+"""One loop per core: supervised worker processes with flow affinity (mTCP's shared-nothing model).
+
+With CPython's GIL a "loop per core" is a worker *process* per core. ``serve()`` (``mtcp-loop run
+MODULE:APP --cores N``) and ``run(main, cores=N)`` start a supervisor that forks one worker per core:
+
+* worker ``i`` is pinned to its CPU (``os.sched_setaffinity``) and owns logical queue ``i`` of the
+  device: TAP queue ``i`` / AF_PACKET fanout member ``i`` / AF_XDP queue ``i``; its own engine,
+  pools, timer wheel and listeners (every worker listens on the same ports, like SO_REUSEPORT);
+* the link of each worker is wrapped by the C steering wrapper (``mtcp_steer_wrap``,
+  native/io/steer.c): the kernel steers each flow to one queue (TAP: eBPF program set with
+  TUNSETSTEERINGEBPF; AF_PACKET: PACKET_FANOUT_CBPF program), active opens pick ephemeral ports
+  whose replies come back to the connecting worker (claim_port returns -EAGAIN for the others),
+  TCP frames that reach the wrong worker are counted as ``misdirected`` and never shown to its
+  engine (AF_XDP: handed to the owner over a shared-memory log), and neighbour replies (ARP
+  replies, ICMPv6 NAs, which the kernel steers to queue 0) are copied to every worker;
+* the supervisor restarts a worker that dies on the same CPU and queue (within a second) and
+  re-installs the kernel program with the new member order (TAP queues and fanout members are
+  numbered in attach order and the last one moves into a closed one's place); the other workers
+  and their connections are untouched;
+* SIGINT/SIGTERM drain: the supervisor forwards SIGTERM, each worker closes its listeners (stop
+  accepting), waits up to ``drain_timeout`` for its connections to finish, then exits;
+* every worker serves a control socket ``<rundir>/worker-<i>.sock`` (JSON counters: connections,
+  conn/s, segments, retransmits, drops, misdirected frames ...); ``mtcp-loop stats [--json]`` reads
+  them (``stats()`` here). ``<rundir>/supervisor.json`` lists the workers.
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import importlib
+import json
+import mmap
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any, Callable, Optional
+
+__all__ = ["serve", "run", "stats", "resolve_cores", "default_rundir", "load_target", "open_link",
+           "in_worker", "Supervisor"]
+
+_SHM_SLOTS = 4096
+_CTX: Optional[dict] = None          # set in a worker process (after fork)
+
+
+def in_worker() -> bool:
+    return _CTX is not None
+
+
+def default_rundir(name: str = "default") -> str:
+    base = os.environ.get("MTCP_RUNDIR") or f"/tmp/mtcp-loop-{os.getuid()}"
+    return os.path.join(base, name)
+
+
+def resolve_cores(cores) -> list:
+    """cores: N (first N CPUs of the affinity mask, reused round-robin if N exceeds it), 0 or
+    "auto" (every CPU of the mask). Returns the CPU of each worker."""
+    mask = sorted(os.sched_getaffinity(0))
+    if cores in (None, 0, "0", "auto"):
+        return mask
+    n = int(cores)
+    if n < 1:
+        raise ValueError(f"cores must be >= 1, 0 or 'auto', got {cores!r}")
+    return [mask[i % len(mask)] for i in range(n)]
+
+
+def _eph_range():
+    from ._native import ffi, lib
+    c = ffi.new("struct mtcp_config *")
+    lib.mtcp_config_default(c)
+    return int(c.eph_port_lo), int(c.eph_port_hi)
+
+
+# --------------------------------------------------------------------------------------------
+# link hook (loop.py calls open_link for real backends)
+# --------------------------------------------------------------------------------------------
+def open_link(cfg, ffi, lib):
+    """Open the engine's link. Outside a worker: links.open_link. In a worker: this worker's
+    queue of the device wrapped by the steering wrapper. Returns (link, mac)."""
+    from . import links as _links
+    ctx = _CTX
+    if ctx is None or cfg.backend not in _links.REAL_BACKENDS:
+        return _links.open_link(cfg, ffi, lib)
+    if cfg.backend == "packet":
+        err = ffi.new("char[]", 256)
+        flags = lib.MTCP_PACKET_FANOUT_CBPF | (0 if cfg.offload else lib.MTCP_LINK_NO_OFFLOAD)
+        link = lib.mtcp_packet_open(cfg.ifname.encode(), cfg.queue, cfg.nqueues, flags, err, 256)
+        if link == ffi.NULL:
+            raise _links.LinkError(5, f"backend 'packet' on {cfg.ifname!r}: {ffi.string(err).decode()}")
+        mac = _links._mac_bytes(cfg.mac) if cfg.mac != "auto" else _links.interface_mac(cfg.ifname)
+    else:
+        link, mac = _links.open_link(cfg, ffi, lib)
+    n = ctx["nqueues"]
+    sc = ffi.new("struct mtcp_steer_cfg *")
+    sc.queue = ctx["queue"]
+    sc.nqueues = n
+    sc.eph_lo, sc.eph_hi = _eph_range()
+    flags = 0
+    if cfg.backend in ("tap", "packet") and n > 1:
+        flags |= lib.MTCP_STEER_INSTALL
+    if cfg.backend == "xdp":
+        flags |= lib.MTCP_STEER_HANDOFF
+    sc.flags = flags
+    slots = ffi.new("uint32_t[]", ctx["slots"])
+    sc.slots = slots
+    shm = ctx.get("shm")
+    if shm is not None:
+        buf = ffi.from_buffer(shm)
+        sc.shm = buf
+        sc.shm_len = len(shm)
+        ctx["_shm_buf"] = buf
+    evfds = ffi.new("int32_t[]", ctx["evfds"])
+    sc.evfds = evfds
+    ctx["_keep"] = (slots, evfds)
+    err = ffi.new("char[]", 256)
+    w = lib.mtcp_steer_wrap(link, sc, err, 256)
+    if w == ffi.NULL:
+        lib.mtcp_link_close(link)
+        raise OSError(5, f"steering for queue {ctx['queue']}/{n}: {ffi.string(err).decode()}")
+    ctx["steer_link"] = w
+    return w, mac
+
+
+def steer_counters() -> dict:
+    if _CTX is None or _CTX.get("steer_link") is None:
+        return {}
+    from ._native import ffi, lib
+    n = lib.MTCP_STEER_NCOUNTERS
+    out = ffi.new("uint64_t[]", n)
+    lib.mtcp_steer_counters(_CTX["steer_link"], out, n)
+    return {ffi.string(lib.mtcp_steer_counter_name(i)).decode(): int(out[i]) for i in range(n)}
+
+
+# --------------------------------------------------------------------------------------------
+# targets: "module:attr" -> aiohttp Application / async def main() / protocol factory
+# --------------------------------------------------------------------------------------------
+def load_target(spec):
+    if not isinstance(spec, str):
+        return spec
+    mod, _, attr = spec.partition(":")
+    if not mod or not attr:
+        raise ValueError(f"expected MODULE:APP, got {spec!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    obj = importlib.import_module(mod)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _kind(obj) -> str:
+    if type(obj).__name__ == "Application" and type(obj).__module__.startswith("aiohttp"):
+        return "aiohttp"
+    if asyncio.iscoroutine(obj) or asyncio.iscoroutinefunction(obj):
+        return "main"
+    if callable(obj):
+        return "factory"
+    raise TypeError(f"cannot serve {obj!r}: expected an aiohttp Application, an async def main() "
+                    "or a protocol factory")
+
+
+# --------------------------------------------------------------------------------------------
+# worker process
+# --------------------------------------------------------------------------------------------
+class _Worker:
+    def __init__(self, loop, queue, cpu, target, host, port, drain_timeout, rundir):
+        self.loop = loop
+        self.queue = queue
+        self.cpu = cpu
+        self.target = target
+        self.kind = _kind(target)
+        self.host = host
+        self.port = port
+        self.drain_timeout = drain_timeout
+        self.rundir = rundir
+        self.started = time.time()
+        self.stopping = asyncio.Event()
+        self.draining = False
+        self.rate = 0.0
+        self._last = (time.monotonic(), 0)
+        self.servers = []
+
+    def _engine(self):
+        return self.loop._mtcp_engine
+
+    def open_conns(self) -> int:
+        eng = self._engine()
+        if eng is None:
+            return 0
+        return len(eng._conns) + len(eng._connecting) + len(eng._unowned)
+
+    def snapshot(self) -> dict:
+        d = self.loop.stats()
+        st = steer_counters()
+        return {
+            "queue": self.queue, "cpu": self.cpu, "pid": os.getpid(), "uptime": time.time() - self.started,
+            "draining": self.draining,
+            "connections": self.open_conns(),
+            "conn_per_s": round(self.rate, 1),
+            "conns_total": d.get("passive_opens", 0) + d.get("active_opens", 0),
+            "accepted": d.get("conn_accepted", 0), "active_opens": d.get("active_opens", 0),
+            "segs_in": d.get("segs_in", 0), "segs_out": d.get("segs_out", 0),
+            "retransmits": d.get("retrans_segs", 0),
+            "drops": sum(v for k, v in d.items() if k.startswith("drop_")),
+            "misdirected": st.get("misdirected", 0),
+            "steer": st, "engine": {k: v for k, v in d.items() if not k.startswith("loop.")},
+        }
+
+    async def _ticker(self):
+        while True:
+            await asyncio.sleep(1.0)
+            d = self.loop.stats()
+            now, n = time.monotonic(), d.get("conn_established", 0) + d.get("conn_accepted", 0)
+            t0, n0 = self._last
+            self.rate = (n - n0) / max(1e-6, now - t0)
+            self._last = (now, n)
+
+    async def _control(self, reader, writer):
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                cmd = line.strip().decode(errors="replace")
+                if cmd == "stats":
+                    out = self.snapshot()
+                elif cmd == "drain":
+                    self.stopping.set()
+                    out = {"ok": True}
+                else:
+                    out = {"error": f"unknown command {cmd!r}"}
+                writer.write(json.dumps(out).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def main(self):
+        loop = self.loop
+        os.makedirs(self.rundir, exist_ok=True)
+        path = os.path.join(self.rundir, f"worker-{self.queue}.sock")
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        ctl = await asyncio.start_unix_server(self._control, path)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        ticker = asyncio.ensure_future(self._ticker())
+        task = None
+        runner = None
+        try:
+            if self.kind == "aiohttp":
+                from aiohttp import web
+                runner = web.AppRunner(self.target, handle_signals=False)
+                await runner.setup()
+                site = web.TCPSite(runner, self.host, self.port, backlog=1024)
+                await site.start()
+                self.servers = [site._server]
+            elif self.kind == "factory":
+                srv = await loop.create_server(self.target, self.host, self.port, backlog=1024)
+                self.servers = [srv]
+            else:
+                coro = self.target() if asyncio.iscoroutinefunction(self.target) else self.target
+                task = asyncio.ensure_future(coro)
+            stop = asyncio.ensure_future(self.stopping.wait())
+            waits = {stop} | ({task} if task else set())
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if task is not None and task in done:
+                stop.cancel()
+                return task.result()
+            await self.drain()
+            if task is not None and not task.done():
+                task.cancel()
+                try:
+                    await task
+                except BaseException:
+                    pass
+        finally:
+            ticker.cancel()
+            if runner is not None:
+                await runner.cleanup()
+            ctl.close()
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+    async def drain(self):
+        """Stop accepting (close every listener of this worker's engine), then wait for the open
+        connections to finish, at most drain_timeout seconds."""
+        self.draining = True
+        eng = self._engine()
+        servers = set(self.servers)
+        if eng is not None:
+            servers |= set(eng._listeners.values())
+        for s in servers:
+            try:
+                s.close()
+            except Exception:
+                pass
+        deadline = time.monotonic() + self.drain_timeout
+        while self.open_conns() > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+
+def _worker_entry(queue, cpu, nqueues, slots, target, host, port, config, overrides, rundir,
+                  drain_timeout, shm, evfds, ready_w):
+    """Runs in the forked child; never returns."""
+    global _CTX
+    code = 0
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        try:
+            os.sched_setaffinity(0, {cpu})
+        except OSError:
+            pass
+        _CTX = {"queue": queue, "nqueues": nqueues, "slots": slots, "shm": shm, "evfds": evfds}
+        from .config import MTCPConfig
+        from .policy import new_event_loop
+        cfg = MTCPConfig.coerce(copy.copy(config) if config is not None else None, **overrides)
+        cfg.queue = queue
+        cfg.nqueues = nqueues
+        loop = new_event_loop(config=cfg)
+        asyncio.set_event_loop(loop)
+        if cfg.backend != "loopback":
+            loop._engine()               # open + steer the link now (joins the queue)
+        os.write(ready_w, b"R")
+        os.close(ready_w)
+        w = _Worker(loop, queue, cpu, load_target(target), host, port, drain_timeout, rundir)
+        try:
+            loop.run_until_complete(w.main())
+        finally:
+            loop.close()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+# --------------------------------------------------------------------------------------------
+# supervisor
+# --------------------------------------------------------------------------------------------
+class Supervisor:
+    def __init__(self, target, cores=None, *, host="0.0.0.0", port=8080, config=None, rundir=None,
+                 name="default", drain_timeout=10.0, restart=True, **overrides):
+        from .config import MTCPConfig
+        self.cpus = resolve_cores(cores)
+        self.n = len(self.cpus)
+        self.target = target
+        self.host = host
+        self.port = port
+        cfg = MTCPConfig.coerce(config, **overrides)
+        if cfg.backend == "tap" and cfg.mac == "auto":
+            from . import links as _links
+            cfg.mac = ":".join(f"{b:02x}" for b in _links._random_mac())   # one MAC for all workers
+        if cfg.backend == "xdp" and self.n > 1 and cfg.nqueues < self.n:
+            cfg.nqueues = self.n
+        self.config = cfg
+        self.rundir = rundir or default_rundir(name)
+        self.drain_timeout = drain_timeout
+        self.restart = restart
+        self.pids = {}                 # queue -> pid
+        self.restarts = {q: 0 for q in range(self.n)}
+        self.started = {}
+        self.exit_codes = {}
+        self.members = []              # kernel member order: members[i] = queue
+        self.stopping = False
+        self.shm = None
+        self.evfds = []
+
+    def _setup_shared(self):
+        from ._native import ffi, lib
+        size = lib.mtcp_steer_shm_size(_SHM_SLOTS)
+        self.shm = mmap.mmap(-1, size)                    # MAP_SHARED | MAP_ANONYMOUS
+        rc = lib.mtcp_steer_shm_init(ffi.from_buffer(self.shm), size, _SHM_SLOTS)
+        if rc < 0:
+            raise OSError(-rc, "mtcp_steer_shm_init")
+        self.evfds = [os.eventfd(0, os.EFD_NONBLOCK) for _ in range(self.n)]
+
+    def _slots(self):
+        return [self.members.index(q) if q in self.members else q for q in range(self.n)]
+
+    def _spawn(self, q, wait_ready=True):
+        self.members.append(q)
+        slots = self._slots()
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            _worker_entry(q, self.cpus[q], self.n, slots, self.target, self.host, self.port, self.config,
+                          {}, self.rundir, self.drain_timeout, self.shm, self.evfds, w)
+        os.close(w)
+        self.pids[q] = pid
+        self.started[q] = time.time()
+        if wait_ready:
+            deadline = time.monotonic() + 10
+            ok = False
+            while time.monotonic() < deadline:
+                import select
+                rr, _, _ = select.select([r], [], [], 0.05)
+                if rr:
+                    ok = os.read(r, 1) == b"R"
+                    break
+                wp, _ = os.waitpid(pid, os.WNOHANG)
+                if wp:
+                    self._reaped(q, pid, None)
+                    break
+            if not ok and q in self.pids:
+                print(f"mtcp-loop: worker {q} did not become ready", file=sys.stderr)
+        os.close(r)
+        self._write_state()
+
+    def _reaped(self, q, pid, status):
+        self.pids.pop(q, None)
+        if q in self.members:                     # the kernel moves the last member into its place
+            i = self.members.index(q)
+            last = self.members.pop()
+            if last != q:
+                self.members[i] = last
+        if status is not None:
+            self.exit_codes[q] = os.waitstatus_to_exitcode(status)
+
+    def _write_state(self):
+        os.makedirs(self.rundir, exist_ok=True)
+        st = {"pid": os.getpid(), "cores": self.n, "backend": self.config.backend,
+              "stopping": self.stopping,
+              "workers": {str(q): {"pid": self.pids.get(q), "cpu": self.cpus[q], "restarts": self.restarts[q],
+                                   "started": self.started.get(q)} for q in range(self.n)}}
+        tmp = os.path.join(self.rundir, "supervisor.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(st, f)
+        os.replace(tmp, os.path.join(self.rundir, "supervisor.json"))
+
+    def _on_signal(self, signum, frame):
+        if not self.stopping:
+            self.stopping = True
+            self.stop_deadline = time.monotonic() + self.drain_timeout + 3.0
+            for pid in list(self.pids.values()):
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+    def run(self) -> int:
+        os.makedirs(self.rundir, exist_ok=True)
+        self._setup_shared()
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        failures = 0
+        try:
+            for q in range(self.n):
+                self._spawn(q)
+            while self.pids:
+                if self.stopping and time.monotonic() > self.stop_deadline:
+                    for pid in list(self.pids.values()):
+                        try:
+                            os.kill(pid, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    time.sleep(0.02)
+                    continue
+                q = next((k for k, v in self.pids.items() if v == pid), None)
+                if q is None:
+                    continue
+                self._reaped(q, pid, status)
+                code = self.exit_codes.get(q, 0)
+                if self.stopping or not self.restart or code == 0:
+                    if code != 0 and not self.stopping:
+                        failures += 1
+                    self._write_state()
+                    continue
+                self.restarts[q] += 1
+                print(f"mtcp-loop: worker {q} (pid {pid}) exited with {code}; restarting on cpu "
+                      f"{self.cpus[q]}", file=sys.stderr)
+                self._spawn(q, wait_ready=False)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            for fd in self.evfds:
+                os.close(fd)
+            self._write_state()
+        bad = [c for c in self.exit_codes.values() if c != 0]
+        return 1 if (bad and not self.stopping) or failures else 0
+
+
+def serve(target, cores=None, **kw) -> int:
+    """Serve target (MODULE:APP string, aiohttp Application, async def main() or protocol
+    factory) with one worker process per core. Blocks until the workers exit; returns 0/1."""
+    return Supervisor(target, cores, **kw).run()
+
+
+def run(main, cores=None, config=None, **overrides):
+    """mtcp_loop.run(main, cores=N): run main (an async def, or a coroutine) in N workers."""
+    kw = {k: overrides.pop(k) for k in ("rundir", "name", "drain_timeout", "restart", "host", "port")
+          if k in overrides}
+    coro_obj = main if asyncio.iscoroutine(main) else None
+    try:
+        return serve(main, cores, config=config, **kw, **overrides)
+    finally:
+        if coro_obj is not None:
+            coro_obj.close()
+
+
+# --------------------------------------------------------------------------------------------
+# stats client
+# --------------------------------------------------------------------------------------------
+def _query(path, cmd="stats", timeout=2.0):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall(cmd.encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    return json.loads(buf)
+
+
+def stats(rundir=None, name="default") -> dict:
+    """Live per-worker counters from a running supervisor (through the workers' control sockets)
+    and their totals."""
+    rundir = rundir or default_rundir(name)
+    sup_path = os.path.join(rundir, "supervisor.json")
+    if not os.path.exists(sup_path):
+        raise FileNotFoundError(f"no running mtcp-loop workers under {rundir} (supervisor.json missing)")
+    with open(sup_path) as f:
+        sup = json.load(f)
+    workers = {}
+    for q in sorted(sup["workers"], key=int):
+        path = os.path.join(rundir, f"worker-{q}.sock")
+        try:
+            workers[q] = _query(path)
+        except (OSError, ValueError) as e:
+            workers[q] = {"queue": int(q), "error": str(e)}
+        workers[q]["restarts"] = sup["workers"][q].get("restarts", 0)
+    keys = ("connections", "conn_per_s", "conns_total", "accepted", "active_opens", "segs_in", "segs_out",
+            "retransmits", "drops", "misdirected")
+    total = {k: sum(w.get(k, 0) for w in workers.values() if "error" not in w) for k in keys}
+    total["restarts"] = sum(w.get("restarts", 0) for w in workers.values())
+    return {"supervisor": sup, "workers": workers, "total": total}
+
+
+def format_stats(st: dict) -> str:
+    cols = ("connections", "conn_per_s", "conns_total", "segs_in", "segs_out", "retransmits", "drops",
+            "misdirected", "restarts")
+    lines = ["worker  pid      cpu  " + "  ".join(f"{c:>12}" for c in cols)]
+    for q, w in st["workers"].items():
+        if "error" in w:
+            lines.append(f"{q:>6}  error: {w['error']}")
+            continue
+        lines.append(f"{q:>6}  {w['pid']:<7}  {w['cpu']:>3}  " + "  ".join(f"{w.get(c, 0):>12}" for c in cols))
+    t = st["total"]
+    lines.append(f"{'total':>6}  {'':<7}  {'':>3}  " + "  ".join(f"{t.get(c, 0):>12}" for c in cols))
+    return "\n".join(lines)
