@@ -288,15 +288,20 @@ void ctrl_tcp(struct mtcp_engine *e, int family, const uint8_t *src, const uint8
 
 /* ------------------------------------------------------------------ events */
 
+static inline uint32_t ev_slot(const struct mtcp_engine *e, uint32_t i) {
+    uint32_t x = e->ev_head + i;            /* ev_head < ev_cap, i <= ev_cap: no division */
+    return x >= e->ev_cap ? x - e->ev_cap : x;
+}
+
 void engine_push_event(struct mtcp_engine *e, struct conn *k, uint32_t type, int32_t err, uint32_t len,
                        mtcp_cid parent) {
     mtcp_cid cid = conn_cid(e, k);
     if (type == MTCP_EV_READABLE && e->ev_n) {
-        struct mtcp_event *last = &e->ev[(e->ev_head + e->ev_n - 1) % e->ev_cap];
+        struct mtcp_event *last = &e->ev[ev_slot(e, e->ev_n - 1)];
         if (last->type == MTCP_EV_READABLE && last->cid == cid) { last->len = len; return; }
     }
     if (e->ev_n >= e->ev_cap) { e->counters[CTR_EVENTS_OVERFLOW]++; return; }
-    struct mtcp_event *ev = &e->ev[(e->ev_head + e->ev_n) % e->ev_cap];
+    struct mtcp_event *ev = &e->ev[ev_slot(e, e->ev_n)];
     ev->cid = cid;
     ev->parent = parent;
     ev->type = type;
@@ -310,7 +315,7 @@ uint32_t mtcp_engine_events(mtcp_engine *e, struct mtcp_event *out, uint32_t max
     uint32_t n = 0;
     while (n < max && e->ev_n) {
         struct mtcp_event ev = e->ev[e->ev_head];
-        e->ev_head = (e->ev_head + 1) % e->ev_cap;
+        e->ev_head = ev_slot(e, 1);
         e->ev_n--;
         struct conn *k = conn_get(e, ev.cid);
         if (!k) continue;                        /* released or stale: no more events for it */
@@ -363,9 +368,17 @@ static uint8_t *env_tx_begin(void *ctx, struct tcp_conn *c, uint32_t *cap) {
     uint32_t hl = e->l2len + iphl_of(family);
     int direct = 1;
     if (e->l2len) {
-        uint8_t nh[16];
-        uint32_t ni = route_nexthop(e, family, k->rip, nh) < 0 ? NONE32 : neigh_resolve(e, family, nh);
-        struct neigh *n = ni == NONE32 ? NULL : &e->neigh.ent[ni];
+        /* fast path: the neighbour this connection used last is still valid */
+        struct neigh *n = k->ngen && k->nidx < NEIGH_N ? &e->neigh.ent[k->nidx] : NULL;
+        if (n && (n->gen != k->ngen || n->state != NS_REACHABLE || e->now >= n->expires)) n = NULL;
+        if (!n) {
+            uint8_t nh[16];
+            uint32_t ni = route_nexthop(e, family, k->rip, nh) < 0 ? NONE32 : neigh_resolve(e, family, nh);
+            n = ni == NONE32 ? NULL : &e->neigh.ent[ni];
+            if (n && n->state == NS_REACHABLE) { k->nidx = ni; k->ngen = n->gen; }
+            else k->ngen = 0;
+            if (n && n->state != NS_REACHABLE) e->tx_neigh = ni;
+        }
         if (n && n->state == NS_REACHABLE) {
             memcpy(e->tx_dmac, n->mac, 6);
         } else {
@@ -374,7 +387,6 @@ static uint8_t *env_tx_begin(void *ctx, struct tcp_conn *c, uint32_t *cap) {
             if (f != NONE32) {
                 e->tx_kind = TXK_NEIGH;
                 e->tx_frame = f;
-                e->tx_neigh = ni;
                 e->tx_buf = e->frames[f].buf;
             } else {
                 e->tx_kind = TXK_SCRATCH;       /* unreachable / no buffer: built, then dropped */

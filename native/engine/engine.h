@@ -89,6 +89,8 @@ struct conn {
     uint16_t eflags;          /* CF_* */
     uint8_t kind;             /* CK_* */
     uint8_t pad;
+    uint32_t ngen;            /* cached next-hop neighbour: entry nidx while its gen == ngen */
+    uint32_t nidx;
     union {
         struct { uint32_t parent, parent_gen, cnext, cprev; } ch;        /* passive child */
         struct { uint32_t backlog, synq, acceptq, head; } ls;           /* listener */
@@ -109,7 +111,8 @@ struct conn {
 struct neigh {
     uint8_t state, family, probes, nq;
     uint8_t mac[6];
-    uint8_t pad[2];
+    uint16_t pad;
+    uint32_t gen;              /* bumped when the entry is reused or fails (conns cache index+gen) */
     uint8_t ip[16];
     uint64_t expires;          /* REACHABLE: refresh after; FAILED: forget after */
     uint64_t next_probe;       /* INCOMPLETE: next request */

@@ -98,6 +98,7 @@ static void neigh_unlink(struct mtcp_engine *e, uint32_t idx) {
     if (n->state == NS_INCOMPLETE) e->neigh.incomplete--;
     neigh_drop_queue(e, n);
     n->state = NS_FREE;
+    n->gen++;
     n->hnext = NONE32;
 }
 
@@ -112,7 +113,9 @@ static uint32_t neigh_new(struct mtcp_engine *e, int family, const uint8_t *ip) 
     if (victim == NONE32) return NONE32;
     if (e->neigh.ent[victim].state != NS_FREE) neigh_unlink(e, victim);
     struct neigh *n = &e->neigh.ent[victim];
+    uint32_t gen = n->gen + 1;
     memset(n, 0, sizeof *n);
+    n->gen = gen ? gen : 1;
     n->family = (uint8_t)family;
     memcpy(n->ip, ip, (size_t)addr_len(family));
     n->qhead = n->qtail = NONE32;
@@ -257,6 +260,7 @@ void neigh_tick(struct mtcp_engine *e) {
         if (n->next_probe <= e->now) {
             if (n->probes >= NEIGH_RETRIES) {
                 n->state = NS_FAILED;
+                n->gen++;
                 n->expires = e->now + NEIGH_RETRY_US;
                 e->neigh.incomplete--;
                 e->counters[CTR_NEIGH_FAILED]++;
