@@ -226,7 +226,11 @@ static void rst_reply(struct mtcp_engine *e, int family, const uint8_t *lip, con
 
 void listen_input(struct mtcp_engine *e, struct conn *l, int family, const uint8_t *lip,
                   const uint8_t *rip, const struct wire_tcp *seg) {
-    if (seg->flags & WIRE_TCP_RST) return;
+    if (seg->flags & WIRE_TCP_RST) return;                  /* RFC 9293 3.10.7.2: ignore */
+    if ((seg->flags & (WIRE_TCP_SYN | WIRE_TCP_ACK)) == (WIRE_TCP_SYN | WIRE_TCP_ACK)) {
+        rst_reply(e, family, lip, rip, seg);                  /* "any acknowledgment is bad" */
+        return;
+    }
     if ((seg->flags & (WIRE_TCP_SYN | WIRE_TCP_ACK)) == WIRE_TCP_SYN) {
         if (l->u.ls.acceptq >= l->u.ls.backlog) { e->counters[CTR_DROP_LISTEN_OVERFLOW]++; return; }
         int mode = e->cfg.syncookies;

@@ -714,6 +714,13 @@ static void test_syncookies(void) {
     CHECK_EQ(ctr(e, CTR_SYNCOOKIES_FAILED), 2);
     /* closing the listener resets the SYN-RECEIVED children and frees them */
     drain(e, 1000 + 3ull * (1ull << 26));
+    /* a SYN-ACK to a listener: RST <SEQ=SEG.ACK> */
+    struct wire_tcp sak = syn_tpl(50100, 80, 5);
+    sak.flags = WIRE_TCP_SYN | WIRE_TCP_ACK;
+    sak.ack = 4242;
+    mtcp_engine_input(e, 1000 + 3ull * (1ull << 26), f, tcp4(f, &sak, NULL, 0));
+    CHECK_EQ(drain(e, 1000 + 3ull * (1ull << 26)), 1);
+    CHECK(out_tcp(0, &t) && t.flags == WIRE_TCP_RST && t.seq == 4242 && t.dport == 50100);
     CHECK_EQ(mtcp_close(e, (mtcp_cid)l), 0);
     CHECK_EQ(mtcp_close(e, (mtcp_cid)l), -EBADF);
     mtcp_engine_pool_usage(e, pu);
