@@ -328,7 +328,10 @@ def _worker_entry(queue, cpu, nqueues, slots, target, host, port, config, overri
         asyncio.set_event_loop(loop)
         if cfg.backend != "loopback":
             loop._engine()               # open + steer the link now (joins the queue)
-        os.write(ready_w, b"R")
+        try:
+            os.write(ready_w, b"R")
+        except OSError:
+            pass                          # a restart: the supervisor does not wait
         os.close(ready_w)
         w = _Worker(loop, queue, cpu, load_target(target), host, port, drain_timeout, rundir)
         try:

@@ -1,0 +1,323 @@
+"""Per-core workers (mtcp_loop/workers.py + native/io/steer.c) on a multi-queue TAP in network
+namespaces the test creates itself (198.18.0.0/24), torn down even on failure.
+
+Needs root (netns, TAP, bpf()). Skips without it, FAILS when MTCP_REQUIRE_NETNS=1.
+
+* affinity: >= 10,000 connections each way with cores=2 (kernel clients -> workers' echo server;
+  the workers' MTCPLoop clients -> a kernel echo server), misdirected frames == 0 on both workers,
+  both workers carry load in both directions.
+* supervision: SIGKILL one worker mid-load -> a new one on the same queue answers within a second;
+  the other worker's connections keep working.
+* drain: SIGTERM -> listeners close (new connects refused), open connections still work, the
+  supervisor exits 0 once they finish (and after drain_timeout when they do not).
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.dirname(os.path.abspath(__file__))
+REQUIRE = os.environ.get("MTCP_REQUIRE_NETNS") == "1"
+
+
+def _capable():
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, TAP, bpf())"
+    if not os.path.exists("/dev/net/tun"):
+        return "/dev/net/tun missing"
+    try:
+        import pyroute2  # noqa: F401
+    except ImportError:
+        return "pyroute2 not installed"
+    try:
+        from mtcp_loop._native import lib
+        lib.mtcp_steer_wrap
+    except Exception as e:  # noqa: BLE001
+        return f"extension without steering: {e}"
+    return None
+
+
+_why = _capable()
+if _why and REQUIRE:
+    def test_netns_capability_required():
+        pytest.fail(f"MTCP_REQUIRE_NETNS=1 but {_why}")
+else:
+    pytestmark = pytest.mark.skipif(_why is not None, reason=_why or "")
+
+PEER = "198.18.0.1"
+STACK = "198.18.0.2"
+
+
+@pytest.fixture(scope="module")
+def tb():
+    from mtcp_loop.testbed import Testbed
+    t = Testbed(prefix=f"mtw{os.getpid() % 100000}", nqueues=2)
+    t.up("tap")
+    try:
+        yield t
+    finally:
+        t.down()
+
+
+class Server:
+    """A supervisor (`workers.serve`) running inside the TAP's namespace."""
+
+    def __init__(self, tb, target, tmp_path, cores=2, drain_timeout=5.0, env=None):
+        self.rundir = str(tmp_path / "run")
+        e = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, TESTS]), PYTHONUNBUFFERED="1")
+        e.update(env or {})
+        code = ("import sys; from mtcp_loop import workers; sys.exit(workers.serve("
+                f"{target!r}, {cores}, port=8080, backend='tap', ifname='mtcptap0', nqueues={cores}, "
+                f"ipv4='{STACK}/24', rundir={self.rundir!r}, drain_timeout={drain_timeout}, "
+                "msl_us=1000000))")
+        self.out = open(tmp_path / "server.log", "w+")
+        self.p = subprocess.Popen([sys.executable, "-c", code], env=e, stdout=self.out, stderr=subprocess.STDOUT,
+                                  preexec_fn=tb._preexec(tb.peer_ns))
+        self.wait_ready(cores)
+
+    def state(self):
+        try:
+            with open(os.path.join(self.rundir, "supervisor.json")) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def stats(self):
+        from mtcp_loop import workers
+        return workers.stats(self.rundir)
+
+    def wait_ready(self, cores, timeout=15):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.p.poll() is not None:
+                raise AssertionError(f"supervisor exited {self.p.returncode}: {self.log()}")
+            st = self.state()
+            if st and all(os.path.exists(os.path.join(self.rundir, f"worker-{q}.sock")) for q in range(cores)):
+                try:
+                    s = self.stats()
+                    if all("error" not in w for w in s["workers"].values()):
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise AssertionError(f"workers not ready: {self.log()}")
+
+    def log(self):
+        self.out.flush()
+        self.out.seek(0)
+        return self.out.read()[-4000:]
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(15)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+
+
+@pytest.fixture
+def server_factory(tb, tmp_path):
+    servers = []
+
+    def make(*a, **kw):
+        s = Server(tb, *a, tmp_path=tmp_path, **kw)
+        servers.append(s)
+        return s
+    yield make
+    for s in servers:
+        s.stop()
+
+
+def _owner(port, nq=2):
+    from mtcp_loop._native import ffi, lib
+    c = ffi.new("struct mtcp_config *")
+    lib.mtcp_config_default(c)
+    ip = ffi.new("uint8_t[4]", list(socket.inet_aton(PEER)))
+    return lib.mtcp_steer_flow(lib.MTCP_AF_INET, ip, port, 8080, nq, c.eph_port_lo, c.eph_port_hi)
+
+
+_KERNEL_CLIENTS = r"""
+import asyncio, sys
+N, CONC = int(sys.argv[1]), int(sys.argv[2])
+async def one(i):
+    r, w = await asyncio.open_connection("198.18.0.2", 8080)
+    m = b"k%d\n" % i
+    w.write(m); ok = (await r.readline()) == m
+    w.close(); await w.wait_closed()
+    return ok
+async def main():
+    sem = asyncio.Semaphore(CONC); res = {"ok": 0, "bad": 0}
+    async def go(i):
+        async with sem:
+            try:
+                res["ok" if await asyncio.wait_for(one(i), 20) else "bad"] += 1
+            except Exception as e:
+                res["bad"] += 1
+                if res["bad"] < 4: print("ERR", repr(e), file=sys.stderr)
+    await asyncio.gather(*(go(i) for i in range(N)))
+    print(res["ok"], res["bad"])
+asyncio.run(main())
+"""
+
+_KERNEL_SERVER = r"""
+import asyncio
+async def h(r, w):
+    try:
+        while (l := await r.readline()):
+            w.write(l); await w.drain()
+    finally:
+        w.close()
+async def main():
+    s = await asyncio.start_server(h, "198.18.0.1", 9000, backlog=4096)
+    print("READY", flush=True)
+    async with s: await s.serve_forever()
+asyncio.run(main())
+"""
+
+
+def test_affinity_10k_each_way(tb, server_factory):
+    n_in = int(os.environ.get("MTCP_WORKERS_CONNS", "10000"))
+    n_out_per = (n_in + 1) // 2
+    ks = tb.peer_popen([sys.executable, "-c", _KERNEL_SERVER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert ks.stdout.readline().strip() == "READY"
+        srv = server_factory("_workers_app:main", env={"MTCP_TEST_OUT": f"{PEER}:9000:{n_out_per}:100"})
+        # kernel clients -> the workers (concurrently with the workers' own outbound load)
+        t0 = time.monotonic()
+        r = tb.peer_run([sys.executable, "-c", _KERNEL_CLIENTS, str(n_in), "200"], timeout=150)
+        assert r.returncode == 0, r.stderr
+        ok, bad = map(int, r.stdout.split())
+        assert ok == n_in and bad == 0, r.stderr
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and srv.log().count("OUT-DONE") < 2:
+            time.sleep(0.2)
+        log = srv.log()
+        done = [ln for ln in log.splitlines() if ln.startswith("OUT-DONE")]
+        assert len(done) == 2, log
+        for ln in done:
+            assert f"ok={n_out_per} failed=0" in ln, log
+        st = srv.stats()
+        elapsed = time.monotonic() - t0
+        print(f"\n{2 * n_out_per + n_in} connections in {elapsed:.1f}s; total {st['total']}")
+        for q, w in st["workers"].items():
+            print(f"worker {q}: accepted={w['accepted']} active_opens={w['active_opens']} steer={w['steer']}")
+            assert w["misdirected"] == 0, w
+            assert w["steer"]["misdirected"] == 0
+            # both workers carry both directions
+            assert w["accepted"] > n_in * 0.2, w
+            assert w["active_opens"] == n_out_per, w
+            assert w["steer"]["ports_skipped"] > 0, w
+        assert st["total"]["accepted"] == n_in
+    finally:
+        ks.kill()
+        ks.wait()
+
+
+def _echo(s, msg=b"ping\n"):
+    s.sendall(msg)
+    buf = b""
+    while not buf.endswith(b"\n"):
+        d = s.recv(100)
+        if not d:
+            raise ConnectionResetError("eof")
+        buf += d
+    return buf == msg
+
+
+def _connect_many(tb, n):
+    socks = []
+    with tb.netns(tb.peer_ns):
+        for _ in range(n):
+            s = socket.create_connection((STACK, 8080), timeout=5)
+            socks.append(s)
+    for s in socks:
+        assert _echo(s)
+    return socks
+
+
+def test_kill_worker_restarts_others_untouched(tb, server_factory):
+    srv = server_factory("_workers_app:Echo")
+    socks = _connect_many(tb, 200)
+    owners = {s: _owner(s.getsockname()[1]) for s in socks}
+    assert set(owners.values()) == {0, 1}
+    st0 = srv.stats()
+    acc = {q: w["accepted"] for q, w in st0["workers"].items()}
+    assert acc["0"] == sum(1 for v in owners.values() if v == 0)      # the C function predicted the kernel
+    assert acc["1"] == sum(1 for v in owners.values() if v == 1)
+    pids = {q: w["pid"] for q, w in srv.state()["workers"].items()}
+    t_kill = time.monotonic()
+    os.kill(pids["0"], signal.SIGKILL)
+    restarted = None
+    while time.monotonic() - t_kill < 3:
+        st = srv.state()
+        if st and st["workers"]["0"]["pid"] not in (None, pids["0"]):
+            try:
+                from mtcp_loop import workers
+                w0 = workers._query(os.path.join(srv.rundir, "worker-0.sock"))
+                if w0["pid"] == st["workers"]["0"]["pid"]:
+                    restarted = time.monotonic() - t_kill
+                    break
+            except OSError:
+                pass
+        time.sleep(0.01)
+    assert restarted is not None and restarted < 1.0, (restarted, srv.log())
+    st = srv.stats()
+    assert st["workers"]["1"]["pid"] == pids["1"]
+    assert st["workers"]["0"]["cpu"] == st0["workers"]["0"]["cpu"] and st["workers"]["0"]["queue"] == 0
+    assert st["supervisor"]["workers"]["0"]["restarts"] == 1
+    # worker 1's connections: untouched; worker 0's died with it (the new worker resets them)
+    for s, q in owners.items():
+        if q == 1:
+            assert _echo(s, b"still here\n")
+    dead = 0
+    for s, q in owners.items():
+        if q == 0:
+            s.settimeout(3)
+            try:
+                _echo(s)
+            except OSError:
+                dead += 1
+    assert dead == sum(1 for v in owners.values() if v == 0)
+    # new connections reach both workers again
+    more = _connect_many(tb, 100)
+    st = srv.stats()
+    assert st["workers"]["0"]["accepted"] > 0 and st["workers"]["1"]["accepted"] > acc["1"]
+    for s in socks + more:
+        s.close()
+
+
+def test_sigterm_drains(tb, server_factory):
+    srv = server_factory("_workers_app:Echo", drain_timeout=8.0)
+    socks = _connect_many(tb, 20)
+    t0 = time.monotonic()
+    srv.p.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert srv.p.poll() is None                       # still draining: connections are open
+    with tb.netns(tb.peer_ns):
+        with pytest.raises(ConnectionRefusedError):    # stopped accepting
+            socket.create_connection((STACK, 8080), timeout=3)
+    for s in socks:                                    # open connections still served
+        assert _echo(s, b"draining\n")
+        s.close()
+    assert srv.p.wait(10) == 0, srv.log()
+    assert time.monotonic() - t0 < 5.0                # left when the connections finished, not at the timeout
+
+
+def test_sigterm_drain_timeout(tb, server_factory):
+    srv = server_factory("_workers_app:Echo", drain_timeout=1.5)
+    socks = _connect_many(tb, 4)                       # never closed by the client
+    t0 = time.monotonic()
+    srv.p.send_signal(signal.SIGTERM)
+    assert srv.p.wait(10) == 0, srv.log()
+    took = time.monotonic() - t0
+    assert 1.4 < took < 5.0, took
+    for s in socks:
+        s.close()
