@@ -3,6 +3,8 @@
     mtcp-loop demo                 aiohttp app served AND queried over the embedded user-space stack
     mtcp-loop stats [--json]       a short loopback exchange, then the engine counters
     mtcp-loop bench loop [--json]  echo + aiohttp hello: MTCPLoop vs stock asyncio vs uvloop (kernel)
+    mtcp-loop bench rings [--json] raw frame rate RX/TX of the tap/packet/xdp rings (namespaces)
+    mtcp-loop testbed up|down|status  the netns testbed (--kind tap|packet|xdp)
     mtcp-loop bench engine         the C engine benchmark (needs lib.mtcp_bench_engine)
 
 Every subcommand whose backend is not built exits non-zero with a "not built yet" message.
@@ -358,6 +360,8 @@ def build_parser():
     be = bsub.add_parser("engine", help="the C engine benchmark")
     be.add_argument("engine_args", nargs="*", type=int)
     be.set_defaults(func=cmd_bench_engine)
+    from .links import add_cli_parsers   # `testbed up|down|status`, `bench rings` (mtcp_loop/links.py)
+    add_cli_parsers(sub, bsub)
     return p
 
 
