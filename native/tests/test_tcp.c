@@ -1291,9 +1291,12 @@ static void test_delayed_ack(void)
     out(f, 100 * MS);
     CHECK_EQ(pending(f), 0);
     CHECK_EQ(f->timer, 140 * MS);
-    tcp_timer(&f->env, &f->c, 139 * MS);
+    int calls = f->timer_calls;
+    tcp_timer(&f->env, &f->c, 139 * MS);             /* early/spurious call: nothing fires ... */
     out(f, 139 * MS);
     CHECK_EQ(pending(f), 0);
+    CHECK_EQ(f->timer, 140 * MS);                    /* ... and the deadline is re-reported */
+    CHECK_EQ(f->timer_calls, calls + 1);
     tcp_timer(&f->env, &f->c, 140 * MS);
     out(f, 140 * MS);
     struct wire_tcp t = next_seg(f);
