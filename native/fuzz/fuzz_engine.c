@@ -22,8 +22,10 @@
  *               PATCH: keep the segment's checksum field as given (so it is almost always bad)
  *   ctl & 0x20  advance the clock 50 ms first
  *   ctl & 0x40  advance the clock 1 s first
- *   ctl & 0x80  APP: no frame; an application call on conn k chosen by bytes[0]
- *               (send, recv, shutdown, close, abort, setopt, connect, info); len 0 = send+recv
+ *   ctl & 0x80  APP: no frame; an action on conn k chosen by bytes[0] % 13: A send, recv,
+ *               shutdown, close, abort, setopt/getopt, readable/info, connect, send+recv (also
+ *               len 0), close a listener, B opens a burst of connections (SYN cookies), B sends,
+ *               lossy exchange between A and B (bitmask bytes[1])
  *   otherwise   a raw Ethernet frame for A
  * After each record A's output is drained (and checked: every frame A emits must parse with
  * native/wire and carry valid checksums), events of both engines are drained. At the end the
@@ -67,6 +69,7 @@ struct fz {
     mtcp_engine *a, *b;
     uint64_t now;
     mtcp_cid acid[NCONN], bcid[NCONN];
+    mtcp_cid lis[2];                    /* A's listeners (v4, v6) on port 80 */
     mtcp_cid extra[MAX_EXTRA];          /* A-side connections accepted from fuzzed SYNs */
     unsigned nextra;
     struct track tr[NCONN];
@@ -223,6 +226,30 @@ static void pump(struct fz *z) {
     }
 }
 
+/* Like pump, but frame i of each drain is dropped when bit (i % 8) of mask is set. */
+static void pump_lossy(struct fz *z, uint8_t mask) {
+    for (int round = 0; round < 16; round++) {
+        uint32_t moved = 0;
+        for (int dir = 0; dir < 2; dir++) {
+            mtcp_engine *from = dir ? z->b : z->a, *to = dir ? z->a : z->b;
+            uint32_t n = mtcp_engine_output(from, z->now, z->out, OUT_CAP, z->lens, OUT_FRAMES);
+            REQUIRE(n <= OUT_FRAMES);
+            size_t off = 0;
+            for (uint32_t i = 0; i < n; i++) {
+                REQUIRE(z->lens[i] <= OUT_CAP - off);
+                inspect(z, z->out + off, z->lens[i], !dir);
+                if (!(mask & (1u << (i % 8)))) mtcp_engine_input(to, z->now, z->out + off, z->lens[i]);
+                off += z->lens[i];
+            }
+            moved += n;
+        }
+        handle_events(z, z->a, 1);
+        handle_events(z, z->b, 0);
+        if (moved == 0) break;
+        z->now += 5000;
+    }
+}
+
 /* ---- checksum fix-ups for raw frames ---- */
 static void fix16(uint8_t *p, size_t n, size_t off, uint32_t pseudo) {
     if (n < off + 2) return;
@@ -307,7 +334,7 @@ static void app(struct fz *z, int k, const uint8_t *b, size_t n) {
     if (k == 3 && n >= 2 && (b[1] & 1) && z->nextra) cid = z->extra[b[1] % z->nextra];
     int64_t v;
     struct mtcp_conn_info info;
-    unsigned op = n ? b[0] % 9 : 8;
+    unsigned op = n ? b[0] % 13 : 8;
     uint32_t amount = n >= 3 ? (uint32_t)b[2] * 64 + 1 : 1000;
     if (amount > sizeof z->appbuf) amount = sizeof z->appbuf;
     switch (op) {
@@ -328,6 +355,26 @@ static void app(struct fz *z, int k, const uint8_t *b, size_t n) {
         if (c > 0 && z->nextra < MAX_EXTRA) z->extra[z->nextra++] = (mtcp_cid)c;
         break;
     }
+    case 9: {   /* close one of A's listeners (resets children not yet accepted) */
+        int f = n >= 2 ? b[1] & 1 : 0;
+        if (z->lis[f] && mtcp_close(z->a, z->lis[f]) == 0) z->lis[f] = 0;
+        break;
+    }
+    case 10: {  /* B opens a burst of connections to A:80: SYN queue overflow, SYN cookies, backlog */
+        unsigned cnt = 1 + (n >= 2 ? b[1] % 24 : 8);
+        struct mtcp_addr rem = {0};
+        rem.family = n >= 3 && (b[2] & 1) ? MTCP_AF_INET6 : MTCP_AF_INET;
+        memcpy(rem.ip, rem.family == MTCP_AF_INET6 ? IP6_A : IP4_A, rem.family == MTCP_AF_INET6 ? 16 : 4);
+        rem.port = 80;
+        for (unsigned i = 0; i < cnt; i++) (void)mtcp_connect(z->b, z->now, &rem, NULL);
+        break;
+    }
+    case 11:    /* B sends on conn k (real data toward A, or toward A's client side for conn1) */
+        if (z->bcid[k]) (void)mtcp_send(z->b, z->bcid[k], z->appbuf, amount);
+        break;
+    case 12:    /* exchange frames between A and B, losing some (bitmask b[1]) */
+        pump_lossy(z, n >= 2 ? b[1] : 0x55);
+        break;
     default: (void)mtcp_send(z->a, cid, z->appbuf, amount);
              while (mtcp_recv(z->a, cid, z->appbuf, sizeof z->appbuf) > 0) {}
              break;
@@ -365,11 +412,12 @@ static mtcp_engine *make_engine(const uint8_t mac[6], const uint8_t ip4[4], cons
     return e;
 }
 
-static void listen_on(mtcp_engine *e, int family, uint16_t port) {
+static mtcp_cid listen_on(mtcp_engine *e, int family, uint16_t port) {
     struct mtcp_addr a = {0};
     a.family = (uint8_t)family;
     a.port = port;
-    (void)mtcp_listen(e, &a, 16);
+    int64_t id = mtcp_listen(e, &a, 16);
+    return id > 0 ? (mtcp_cid)id : 0;
 }
 
 static void connect_conn(struct fz *z, int k) {
@@ -393,8 +441,8 @@ static void setup(struct fz *z) {
     z->now = 1000000;
     z->a = make_engine(MAC_A, IP4_A, IP6_A, 0x1111);
     z->b = make_engine(MAC_B, IP4_B, IP6_B, 0x2222);
-    listen_on(z->a, MTCP_AF_INET, 80);
-    listen_on(z->a, MTCP_AF_INET6, 80);
+    z->lis[0] = listen_on(z->a, MTCP_AF_INET, 80);
+    z->lis[1] = listen_on(z->a, MTCP_AF_INET6, 80);
     listen_on(z->b, MTCP_AF_INET, 8080);
     for (int k = 0; k < NCONN; k++) connect_conn(z, k);
     pump(z);

@@ -127,8 +127,9 @@ def wire_corpus(fr):
 
 
 # ---- fuzz_engine records: ctl, len(2, big-endian), bytes (see fuzz_engine.c) ----
-# APP records: bytes[0] % 9 = 0 send, 1 recv, 2 shutdown, 3 close, 4 abort, 5 setopt/getopt,
-# 6 readable/info, 7 connect, 8 send+recv; bytes[2] * 64 + 1 = amount
+# APP records: bytes[0] % 13 = 0 send, 1 recv, 2 shutdown, 3 close, 4 abort, 5 setopt/getopt,
+# 6 readable/info, 7 connect, 8 send+recv, 9 close listener, 10 B connect burst (bytes[1] % 24 + 1,
+# bytes[2] & 1 = IPv6), 11 B sends, 12 lossy exchange (drop mask bytes[1]); bytes[2] * 64 + 1 = amount
 E_PATCH, E_PUMP, E_RAWFIX, E_T50MS, E_T1S, E_APP = 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
 
 
@@ -159,6 +160,13 @@ def engine_corpus(fr):
         'conn2_abort': rec(E_APP | 2, b'\x04') + rec(E_PATCH | 2, seg(ACK, b'after abort')),
         'conn3_send_recv_info': rec(E_APP | 3, b'\x00\x00\x20') + rec(E_APP | 3, b'\x01\x00\x10') + rec(E_APP | 3, b'\x06'),
         'setopt_nodelay': rec(E_APP | 0, b'\x05\x00\x01') + rec(E_APP | 0, b'\x00\x00\x01') + rec(E_PUMP, b''),
+        'syn_burst': rec(E_APP, b'\x0a\x13\x00') + rec(E_PUMP, b'') + rec(E_T1S | E_PUMP, b''),
+        'syn_burst6': rec(E_APP, b'\x0a\x0b\x01') + rec(E_PUMP, b'') + rec(E_APP, b'\x0a\x05\x01') + rec(E_PUMP, b''),
+        'close_listener': rec(E_APP, b'\x0a\x03\x00') + rec(E_APP, b'\x09\x00') + rec(E_PUMP, b''),
+        'lossy_bulk': rec(E_APP | 0, b'\x00\x00\x40') + rec(E_APP, b'\x0c\x05') + rec(E_T1S, b'') + rec(E_APP, b'\x0c\x00')
+                      + rec(E_T1S | E_PUMP, b''),
+        'b_sends_lossy': rec(E_APP | 0, b'\x0b\x00\x30') + rec(E_APP, b'\x0c\x02') + rec(E_APP | 0, b'\x01\x00\xff')
+                         + rec(E_T1S | E_PUMP, b''),
         'connect_new': rec(E_APP, b'\x07\x01') + rec(E_PUMP, b'') + rec(E_APP, b'\x07\x02') + rec(E_T1S, b'') * 3,
     }
     for name, b in fr.items():                      # the raw frames (new peer C), checksums as built
