@@ -23,6 +23,9 @@ def make_app():
     return app
 
 
+app = make_app()   # `mtcp-loop run examples.aiohttp_hello:app --cores 2 --backend tap ...`
+
+
 async def self_test():
     runner = web.AppRunner(make_app())
     await runner.setup()

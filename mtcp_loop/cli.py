@@ -362,6 +362,8 @@ def build_parser():
     be.set_defaults(func=cmd_bench_engine)
     from .links import add_cli_parsers   # `testbed up|down|status`, `bench rings` (mtcp_loop/links.py)
     add_cli_parsers(sub, bsub)
+    from .workers import add_cli_parsers as _workers_cli   # `run`, live `stats`, `bench cores`
+    _workers_cli(sub, bsub)
     return p
 
 

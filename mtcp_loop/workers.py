@@ -456,8 +456,23 @@ class Supervisor:
                 except ProcessLookupError:
                     pass
 
+    def _check_not_running(self):
+        try:
+            with open(os.path.join(self.rundir, "supervisor.json")) as f:
+                pid = json.load(f).get("pid")
+        except (OSError, ValueError):
+            return
+        if pid and pid != os.getpid():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            raise RuntimeError(f"another mtcp-loop supervisor (pid {pid}) runs with rundir {self.rundir}; "
+                               "pick another --name/--rundir")
+
     def run(self) -> int:
         os.makedirs(self.rundir, exist_ok=True)
+        self._check_not_running()
         self._setup_shared()
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         failures = 0
@@ -573,3 +588,243 @@ def format_stats(st: dict) -> str:
     t = st["total"]
     lines.append(f"{'total':>6}  {'':<7}  {'':>3}  " + "  ".join(f"{t.get(c, 0):>12}" for c in cols))
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# CLI: `mtcp-loop run`, live `mtcp-loop stats`, `mtcp-loop bench cores` (cli.py calls add_cli_parsers)
+# --------------------------------------------------------------------------------------------
+def _enter_netns(name):
+    if name:
+        from pyroute2 import netns
+        netns.setns(name)
+
+
+def _resolve_app(obj):
+    """A plain function (not a class) that returns an aiohttp Application is an app factory."""
+    import inspect
+    if inspect.isfunction(obj) and not asyncio.iscoroutinefunction(obj):
+        try:
+            sig = inspect.signature(obj)
+            if all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                   for p in sig.parameters.values()):
+                r = obj()
+                if _kind(r) == "aiohttp":
+                    return r
+        except (TypeError, ValueError):
+            pass
+    return obj
+
+
+def _overrides(args) -> dict:
+    o = {}
+    for k in ("backend", "ifname", "ipv4", "ipv6", "ipv4_gw", "ipv6_gw", "mac", "mtu"):
+        v = getattr(args, k, None)
+        if v is not None:
+            o[k] = v
+    return o
+
+
+def cmd_run(args) -> int:
+    _enter_netns(args.netns)
+    target = _resolve_app(load_target(args.target))
+    ov = _overrides(args)
+    cores = args.cores
+    if cores != "auto":
+        cores = int(cores)
+    n = len(resolve_cores(cores))
+    if ov.get("backend", os.environ.get("MTCP_BACKEND", "loopback")) in ("tap", "packet", "xdp"):
+        ov.setdefault("nqueues", n)
+    print(f"mtcp-loop: serving {args.target} on {args.host}:{args.port} with {n} worker(s) "
+          f"(rundir {args.rundir or default_rundir(args.name)})", file=sys.stderr, flush=True)
+    return serve(target, cores, host=args.host, port=args.port, rundir=args.rundir, name=args.name,
+                 drain_timeout=args.drain_timeout, **ov)
+
+
+def _stats_hook(orig):
+    def cmd(args):
+        rundir = args.rundir or default_rundir(args.name)
+        if not os.path.exists(os.path.join(rundir, "supervisor.json")):
+            if args.rundir or args.name != "default":
+                print(f"mtcp-loop: no running workers under {rundir}", file=sys.stderr)
+                return 1
+            return orig(args)                    # no server running: the loopback demo counters
+        st = stats(rundir)
+        if args.json:
+            print(json.dumps(st, indent=2, sort_keys=True))
+        else:
+            print(format_stats(st))
+        return 0
+    return cmd
+
+
+_BENCH_CONN_CLIENT = r"""
+import asyncio, sys, time
+HOST, PORT, DUR, CONC = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+async def main():
+    n = bad = 0
+    end = time.monotonic() + DUR
+    async def worker():
+        nonlocal n, bad
+        while time.monotonic() < end:
+            try:
+                r, w = await asyncio.open_connection(HOST, PORT)
+                w.write(b"x" * 63 + b"\n"); await r.readline(); w.close(); n += 1
+            except OSError:
+                bad += 1
+    t0 = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(CONC)))
+    print(n, bad, time.monotonic() - t0)
+asyncio.run(main())
+"""
+
+
+def _cpu_of(pids) -> float:
+    tck = os.sysconf("SC_CLK_TCK")
+    tot = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                parts = f.read().rsplit(")", 1)[1].split()
+            tot += (int(parts[11]) + int(parts[12])) / tck
+        except (OSError, IndexError, ValueError):
+            pass
+    return tot
+
+
+def bench_cores(cores_list=(1, 2), seconds=5.0, conc=64, workload="http") -> dict:
+    """Same workload against `mtcp-loop run` at each core count on a multi-queue TAP testbed.
+    http: wrk (keep-alive GETs) against an aiohttp hello app; conn: short connections (connect,
+    64 B echo, close) from Python kernel clients. The load generator shares the machine."""
+    import shutil
+    import subprocess
+    import tempfile
+    from .testbed import Testbed
+    tb = Testbed(prefix=f"mtbc{os.getpid() % 10000}", nqueues=max(cores_list))
+    tb.up("tap")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    results = {}
+    try:
+        for n in cores_list:
+            rundir = tempfile.mkdtemp(prefix="mtcp-bench-")
+            target = "examples.aiohttp_hello:make_app" if workload == "http" else "examples.echo_server:EchoProtocol"
+            if workload != "http":
+                target = "mtcp_loop.workers:_BenchEcho"
+            argv = [sys.executable, "-m", "mtcp_loop.cli", "run", target, "--cores", str(n), "--backend", "tap",
+                    "--ifname", "mtcptap0", "--ipv4", "198.18.0.2/24", "--port", "8080", "--rundir", rundir,
+                    "--drain-timeout", "1"]
+            env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+            p = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                 preexec_fn=tb._preexec(tb.peer_ns))
+            try:
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline:
+                    if all(os.path.exists(os.path.join(rundir, f"worker-{q}.sock")) for q in range(n)):
+                        break
+                    if p.poll() is not None:
+                        raise RuntimeError(f"mtcp-loop run exited: {p.stderr.read().decode()[-2000:]}")
+                    time.sleep(0.1)
+                time.sleep(0.5)
+                st0 = stats(rundir)
+                pids = [w["pid"] for w in st0["workers"].values()]
+                warm = ["wrk", "-t1", "-c8", "-d1s", "http://198.18.0.2:8080/"] if workload == "http" else \
+                    [sys.executable, "-c", _BENCH_CONN_CLIENT, "198.18.0.2", "8080", "1", "8"]
+                tb.peer_run(warm, timeout=30)
+                st0 = stats(rundir)
+                c0 = _cpu_of(pids)
+                if workload == "http":
+                    if not shutil.which("wrk"):
+                        raise RuntimeError("wrk not installed")
+                    r = tb.peer_run(["wrk", "-t2", f"-c{conc}", f"-d{seconds}s", "http://198.18.0.2:8080/"],
+                                    timeout=seconds + 30)
+                    import re
+                    m = re.search(r"(\d+) requests in ([\d.]+)s", r.stdout)
+                    reqs, el = int(m.group(1)), float(m.group(2))
+                    errs = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", r.stdout)
+                    bad = errs.group(0) if errs else ""
+                else:
+                    r = tb.peer_run([sys.executable, "-c", _BENCH_CONN_CLIENT, "198.18.0.2", "8080", str(seconds),
+                                     str(conc)], timeout=seconds + 30)
+                    a, b, c = r.stdout.split()
+                    reqs, bad, el = int(a), b, float(c)
+                cpu = _cpu_of(pids) - c0
+                st1 = stats(rundir)
+                results[n] = {"requests": reqs, "seconds": el, "per_s": reqs / el, "server_cpu_s": cpu,
+                              "server_cpu_us_per_req": 1e6 * cpu / max(1, reqs), "errors": bad,
+                              "misdirected": st1["total"]["misdirected"],
+                              "per_worker_conns": {q: w.get("conns_total", 0) - st0["workers"][q].get("conns_total", 0)
+                                                   for q, w in st1["workers"].items()}}
+            finally:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+                shutil.rmtree(rundir, ignore_errors=True)
+    finally:
+        tb.down()
+    if len(cores_list) >= 2:
+        a, b = results[cores_list[0]], results[cores_list[-1]]
+        results["ratio"] = b["per_s"] / a["per_s"]
+    return results
+
+
+class _BenchEcho(asyncio.Protocol):
+    def connection_made(self, t):
+        self.t = t
+
+    def data_received(self, d):
+        self.t.write(d)
+
+
+def cmd_bench_cores(args) -> int:
+    res = {}
+    for wl in args.workloads.split(","):
+        res[wl] = bench_cores(tuple(int(x) for x in args.cores.split(",")), args.seconds, args.concurrency, wl)
+    if args.json:
+        print(json.dumps(res, indent=2, default=str))
+        return 0
+    for wl, r in res.items():
+        for n, v in r.items():
+            if n == "ratio":
+                continue
+            print(f"{wl:5s} cores={n}: {v['per_s']:9.0f}/s  server CPU {v['server_cpu_us_per_req']:7.1f} us/req  "
+                  f"misdirected {v['misdirected']}  per worker {v['per_worker_conns']}  {v['errors']}")
+        if "ratio" in r:
+            print(f"{wl:5s} ratio cores={args.cores.split(',')[-1]}/cores={args.cores.split(',')[0]}: {r['ratio']:.2f}")
+    return 0
+
+
+def add_cli_parsers(sub, bsub) -> None:
+    """`run` (top level), live `stats` (extends the existing stats subcommand), `bench cores`."""
+    r = sub.add_parser("run", help="serve MODULE:APP (aiohttp Application, async def main(), protocol "
+                                   "factory) with one supervised worker process per core")
+    r.add_argument("target", metavar="MODULE:APP")
+    r.add_argument("--cores", default="1", help="worker processes: N, or 0/auto = every CPU of the affinity mask")
+    r.add_argument("--backend", choices=("loopback", "tap", "packet", "xdp"), default=None)
+    r.add_argument("--ifname", default=None)
+    r.add_argument("--ipv4", default=None, help="e.g. 198.18.0.2/24")
+    r.add_argument("--ipv6", default=None)
+    r.add_argument("--ipv4-gw", dest="ipv4_gw", default=None)
+    r.add_argument("--ipv6-gw", dest="ipv6_gw", default=None)
+    r.add_argument("--mac", default=None)
+    r.add_argument("--mtu", type=int, default=None)
+    r.add_argument("--host", default="0.0.0.0")
+    r.add_argument("--port", type=int, default=8080)
+    r.add_argument("--name", default="default", help="instance name (control sockets under $MTCP_RUNDIR/NAME)")
+    r.add_argument("--rundir", default=None)
+    r.add_argument("--drain-timeout", type=float, default=10.0)
+    r.add_argument("--netns", default=None, help="enter this network namespace first (e.g. the testbed's)")
+    r.set_defaults(func=cmd_run)
+    s = sub.choices.get("stats")
+    if s is not None:
+        s.add_argument("--name", default="default", help="running `mtcp-loop run` instance")
+        s.add_argument("--rundir", default=None)
+        s.set_defaults(func=_stats_hook(s.get_default("func")))
+    c = bsub.add_parser("cores", help="the same workload at cores=1 and cores=2 on a TAP testbed (needs root)")
+    c.add_argument("--cores", default="1,2")
+    c.add_argument("--seconds", type=float, default=5.0)
+    c.add_argument("--concurrency", type=int, default=64)
+    c.add_argument("--workloads", default="http,conn", help="http (wrk vs aiohttp hello), conn (short connections)")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_bench_cores)

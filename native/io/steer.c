@@ -497,6 +497,7 @@ struct steer_link {
     uint64_t wake;                   /* bitmap of queues to wake (first 64) */
     uint8_t *inj;                    /* INJ_SLOTS x SHM_DATA */
     uint64_t ctr[S_NCTR];
+    int debug;                       /* MTCP_STEER_DEBUG=N: print the first N misdirected frames */
 };
 
 static struct mtcp_link *steer_inner(struct mtcp_link *l)
@@ -609,6 +610,13 @@ static int steer_rxsync(struct mtcp_link *l, uint64_t now)
         s->ctr[S_RX]++;
         if (kind == STEER_TCP && q != s->queue) {
             s->ctr[S_MISDIRECTED]++;
+            if (s->debug > 0) {
+                s->debug--;
+                fprintf(stderr, "steer: queue %u/%u got a frame for queue %u (len %u):", s->queue, s->nq, q, f->len);
+                for (uint32_t b = 0; b < f->len && b < 58; b++)
+                    fprintf(stderr, "%s%02x", b == 14 || b == 34 ? " | " : " ", f->buf[b]);
+                fprintf(stderr, "\n");
+            }
             if (s->shm && (s->flags & MTCP_STEER_HANDOFF)) {
                 shm_post(s, f, (uint16_t)q);
                 s->ctr[S_HANDOFF_OUT]++;
@@ -738,6 +746,8 @@ mtcp_link *mtcp_steer_wrap(mtcp_link *inner, const struct mtcp_steer_cfg *cfg, c
     s->hi = cfg->eph_hi;
     s->flags = cfg->flags;
     s->epfd = -1;
+    const char *dbg = getenv("MTCP_STEER_DEBUG");
+    s->debug = dbg ? atoi(dbg) : 0;
     for (int i = 0; i < 256; i++)
         s->evfd[i] = -1;
     if (cfg->shm) {
