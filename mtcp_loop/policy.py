@@ -26,8 +26,12 @@ def loop_factory(config: MTCPConfig | None = None, **overrides):
     return factory
 
 
-def run(main, *, debug=None, config: MTCPConfig | None = None, **overrides):
-    """Like asyncio.run(main) but on a new MTCPLoop."""
+def run(main, *, debug=None, config: MTCPConfig | None = None, cores=None, **overrides):
+    """Like asyncio.run(main) but on a new MTCPLoop. cores=N (or 0/"auto"): one supervised
+    worker process per core, each running main() on its own loop (mtcp_loop/workers.py)."""
+    if cores is not None and cores != 1:
+        from . import workers
+        return workers.run(main, cores, config=config, **overrides)
     with asyncio.Runner(debug=debug, loop_factory=loop_factory(config, **overrides)) as runner:
         return runner.run(main)
 
