@@ -63,8 +63,8 @@ static int tap_rxsync(struct mtcp_link *l, uint64_t now)
             t->rx_errors++;
             return n ? n : -errno;
         }
-        if ((size_t)got <= sizeof(vh)) {
-            t->rx_errors++;
+        if ((size_t)got <= sizeof(vh) || (size_t)got - sizeof(vh) >= r->buf_size) {
+            t->rx_errors++;              /* empty, or filled the buffer: possibly truncated */
             continue;
         }
         s->len = (uint32_t)(got - (ssize_t)sizeof(vh));
@@ -250,8 +250,13 @@ mtcp_link *mtcp_tap_open(const char *ifname, uint32_t queue, uint32_t nqueues, u
     } else {
         (void)ioctl(fd, TUNSETOFFLOAD, 0u);
     }
+    /* With offloads a slot must hold a 64 KiB super-frame: fewer slots keep the touched memory
+     * bounded (512 x 64 KiB per direction); without, MTU-sized buffers and more slots. */
+    uint32_t mtu = if_mtu(name);
+    uint32_t nslots = offload ? 512 : 1024;
+    uint32_t bufsz = offload ? TAP_BUF_SIZE : mtu + 64;
     struct tap_link *t = calloc(1, sizeof(*t));
-    if (!t || link_rings_alloc(&t->l, 1024, 1024, TAP_BUF_SIZE) != 0) {
+    if (!t || link_rings_alloc(&t->l, nslots, nslots, bufsz) != 0) {
         free(t);
         close(fd);
         io_errf(err, errlen, "tap: out of memory");
@@ -263,7 +268,7 @@ mtcp_link *mtcp_tap_open(const char *ifname, uint32_t queue, uint32_t nqueues, u
     memcpy(t->ifname, name, IFNAMSIZ);
     t->l.ops = &tap_ops;
     t->l.link_type = MTCP_LINK_ETHERNET;
-    t->l.mtu = if_mtu(name);
+    t->l.mtu = mtu;
     t->l.features = (offload & TUN_F_CSUM ? LINK_FEAT_CSUM_TX : 0) |
                     (offload & TUN_F_TSO4 ? LINK_FEAT_TSO | LINK_FEAT_RX_GRO : 0);
     return &t->l;
