@@ -408,6 +408,13 @@ static void imp_destroy(struct mtcp_link *l)
     free(w);
 }
 
+static void imp_stats(struct mtcp_link *l, struct link_stats *o)
+{
+    struct mtcp_link *in = ((struct imp_link *)l)->inner;
+    if (in->ops->stats)
+        in->ops->stats(in, o);
+}
+
 static const struct link_ops imp_ops = {
     .name = "impair",
     .rxsync = imp_rxsync,
@@ -417,6 +424,7 @@ static const struct link_ops imp_ops = {
     .claim_port = imp_claim,
     .release_port = imp_release,
     .destroy = imp_destroy,
+    .stats = imp_stats,
 };
 
 static int prob_ok(double p) { return p >= 0.0 && p <= 1.0; }   /* false for NaN */

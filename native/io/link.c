@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include "link.h"
 #include "io_util.h"
 
@@ -71,4 +72,29 @@ int mtcp_link_fd(mtcp_link *l)
     if (!l || !l->ops->fd)
         return -1;
     return l->ops->fd(l);
+}
+
+static const char *const link_stat_names[] = {
+    "rx_frames", "tx_frames", "rx_dropped", "tx_dropped", "rx_errors", "tx_errors",
+};
+
+void mtcp_link_stats(mtcp_link *l, uint64_t *out, uint32_t n)
+{
+    struct link_stats st;
+    memset(&st, 0, sizeof(st));
+    if (l && l->ops->stats)
+        l->ops->stats(l, &st);
+    const uint64_t v[6] = { st.rx_frames, st.tx_frames, st.rx_dropped, st.tx_dropped, st.rx_errors, st.tx_errors };
+    for (uint32_t i = 0; i < n && i < 6; i++)
+        out[i] = v[i];
+}
+
+const char *mtcp_link_stat_name(uint32_t i)
+{
+    return i < 6 ? link_stat_names[i] : NULL;
+}
+
+const char *mtcp_link_kind(mtcp_link *l)
+{
+    return l ? l->ops->name : NULL;
 }

@@ -51,6 +51,16 @@ static inline uint32_t link_ring_space(const struct link_ring *r) { return (r->t
 
 struct mtcp_link;
 
+/* Frame counters of a link (mtcp_link_stats; order = MTCP_LINK_STAT_*). */
+struct link_stats {
+    uint64_t rx_frames;    /* delivered to the user */
+    uint64_t tx_frames;    /* handed to the lower layer */
+    uint64_t rx_dropped;   /* lost on the way in: ring full, kernel drops (tp_drops, XDP rx_dropped) */
+    uint64_t tx_dropped;   /* refused by the lower layer */
+    uint64_t rx_errors;    /* malformed / truncated */
+    uint64_t tx_errors;    /* syscall or format errors */
+};
+
 struct link_ops {
     const char *name;
     int (*rxsync)(struct mtcp_link *l, uint64_t now_us);   /* >= 0 or -errno */
@@ -62,6 +72,9 @@ struct link_ops {
     int (*claim_port)(struct mtcp_link *l, int family, uint16_t port, int listener);
     void (*release_port)(struct mtcp_link *l, int family, uint16_t port, int listener);
     void (*destroy)(struct mtcp_link *l);
+    /* Added (io engineer), may be NULL: frame counters for mtcp_link_stats. Wrappers report
+     * their inner link's. */
+    void (*stats)(struct mtcp_link *l, struct link_stats *out);
 };
 
 struct mtcp_link {

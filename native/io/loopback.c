@@ -247,6 +247,16 @@ static void lo_destroy(struct mtcp_link *l)
     free(a);
 }
 
+static void lo_stats(struct mtcp_link *l, struct link_stats *o)
+{
+    struct lo_att *a = (struct lo_att *)l;
+    o->rx_frames = a->rx_frames;
+    o->tx_frames = a->tx_frames;
+    pthread_mutex_lock(&a->rxmu);
+    o->rx_dropped = a->drops;
+    pthread_mutex_unlock(&a->rxmu);
+}
+
 static const struct link_ops lo_ops = {
     .name = "loopback",
     .rxsync = lo_rxsync,
@@ -256,6 +266,7 @@ static const struct link_ops lo_ops = {
     .claim_port = lo_claim,
     .release_port = lo_release,
     .destroy = lo_destroy,
+    .stats = lo_stats,
 };
 
 mtcp_link *mtcp_loopback_open(uint32_t slots, char *err, size_t errlen)

@@ -59,7 +59,7 @@ struct pkt_link {
     /* TX */
     uint32_t tx_hwcur;                  /* first slot not yet submitted */
     uint32_t tx_done;                   /* first slot not yet completed */
-    uint64_t tx_errors, rx_frames, tx_frames_sent;
+    uint64_t tx_errors, rx_frames, tx_frames_sent, kernel_drops;
     char ifname[IFNAMSIZ];
 };
 
@@ -213,6 +213,20 @@ static void pkt_destroy(struct mtcp_link *l)
     free(p);
 }
 
+static void pkt_stats(struct mtcp_link *l, struct link_stats *o)
+{
+    struct pkt_link *p = (struct pkt_link *)l;
+    struct tpacket_stats_v3 st;
+    socklen_t sl = sizeof(st);
+    /* PACKET_STATISTICS resets the kernel's counters on read: accumulate */
+    if (getsockopt(p->fd, SOL_PACKET, PACKET_STATISTICS, &st, &sl) == 0)
+        p->kernel_drops += st.tp_drops;
+    o->rx_frames = p->rx_frames;
+    o->tx_frames = p->tx_frames_sent;
+    o->rx_dropped = p->kernel_drops;
+    o->tx_errors = p->tx_errors;
+}
+
 static const struct link_ops pkt_ops = {
     .name = "packet",
     .rxsync = pkt_rxsync,
@@ -222,6 +236,7 @@ static const struct link_ops pkt_ops = {
     .claim_port = NULL,
     .release_port = NULL,
     .destroy = pkt_destroy,
+    .stats = pkt_stats,
 };
 
 static uint32_t sock_if_mtu(int fd, const char *ifname)

@@ -117,6 +117,14 @@ static void sim_destroy(struct mtcp_link *l)
     free(s);
 }
 
+static void sim_stats(struct mtcp_link *l, struct link_stats *o)
+{
+    struct sim_link *s = (struct sim_link *)l;
+    o->rx_frames = s->rx_frames;
+    o->tx_frames = s->tx_frames;
+    o->rx_dropped = s->drops;
+}
+
 static const struct link_ops sim_ops = {
     .name = "sim",
     .rxsync = sim_rxsync,
@@ -126,6 +134,7 @@ static const struct link_ops sim_ops = {
     .claim_port = NULL,
     .release_port = NULL,
     .destroy = sim_destroy,
+    .stats = sim_stats,
 };
 
 static struct sim_link *sim_new(uint32_t slots, uint32_t mtu)

@@ -162,6 +162,15 @@ static void tap_destroy(struct mtcp_link *l)
     free(t);
 }
 
+static void tap_stats(struct mtcp_link *l, struct link_stats *o)
+{
+    struct tap_link *t = (struct tap_link *)l;
+    o->rx_frames = t->rx_frames;
+    o->tx_frames = t->tx_frames;
+    o->rx_errors = t->rx_errors;
+    o->tx_errors = t->tx_errors;
+}
+
 static const struct link_ops tap_ops = {
     .name = "tap",
     .rxsync = tap_rxsync,
@@ -171,6 +180,7 @@ static const struct link_ops tap_ops = {
     .claim_port = NULL,
     .release_port = NULL,
     .destroy = tap_destroy,
+    .stats = tap_stats,
 };
 
 static int tun_attach(const char *ifname, int multi, char *name_out)

@@ -371,6 +371,22 @@ static void xdp_destroy(struct mtcp_link *l)
     xdp_free(x);
 }
 
+static void xdp_stats(struct mtcp_link *l, struct link_stats *o)
+{
+    struct xdp_link *x = (struct xdp_link *)l;
+    struct xdp_statistics st;
+    socklen_t sl = sizeof(st);
+    memset(&st, 0, sizeof(st));
+    if (getsockopt(x->fd, SOL_XDP, XDP_STATISTICS, &st, &sl) == 0) {
+        o->rx_dropped = st.rx_dropped + st.rx_ring_full + st.rx_fill_ring_empty_descs;
+        o->rx_errors = st.rx_invalid_descs;
+        o->tx_errors = st.tx_invalid_descs;
+    }
+    o->rx_frames = x->rx_frames;
+    o->tx_frames = x->tx_frames;
+    o->tx_errors += x->tx_errors;
+}
+
 static const struct link_ops xdp_ops = {
     .name = "xdp",
     .rxsync = xdp_rxsync,
@@ -380,6 +396,7 @@ static const struct link_ops xdp_ops = {
     .claim_port = NULL,
     .release_port = NULL,
     .destroy = xdp_destroy,
+    .stats = xdp_stats,
 };
 
 mtcp_link *mtcp_xdp_open(const char *ifname, uint32_t queue, uint32_t flags, char *err, size_t errlen)

@@ -221,6 +221,16 @@ static void test_sim_ring_full(void)
     CHECK_EQ(link_txsync(a, 0), 0);
     CHECK_EQ(sim_link_drops(b), 10);
     b->rx.buf_size = a->tx.buf_size;
+    uint64_t st[MTCP_LINK_NSTATS + 1];
+    memset(st, 0xff, sizeof(st));
+    mtcp_link_stats(b, st, MTCP_LINK_NSTATS);
+    CHECK_EQ(st[0], 10);              /* rx_frames published by rxsync */
+    CHECK_EQ(st[2], 10);              /* rx_dropped */
+    CHECK_EQ(st[MTCP_LINK_NSTATS], (long long)0xffffffffffffffffULL);   /* n respected */
+    mtcp_link_stats(a, st, MTCP_LINK_NSTATS);
+    CHECK_EQ(st[1], 7 + 7 + 5 + 1);   /* tx_frames */
+    CHECK(strcmp(mtcp_link_stat_name(2), "rx_dropped") == 0 && mtcp_link_stat_name(6) == NULL);
+    CHECK(strcmp(mtcp_link_kind(a), "sim") == 0);
     mtcp_link_close(b);
     mtcp_link_close(a);
 }
@@ -308,6 +318,10 @@ static void test_loopback_routing(void)
     link_txsync(a, 0);
     CHECK_EQ(loopback_drops(c), 3);
     CHECK_EQ(link_rxsync(c, 0), 7);
+    uint64_t st[MTCP_LINK_NSTATS];
+    mtcp_link_stats(c, st, MTCP_LINK_NSTATS);
+    CHECK_EQ(st[0], 7);
+    CHECK_EQ(st[2], 3);
     mtcp_link_close(c);
     mtcp_link_close(a);
 }
@@ -1241,6 +1255,12 @@ static int packet_child(void)
     fprintf(stderr, "    packet tx: %d of 3000 frames, %u bad\n", got, bad);
     TCHECK(got == 3000 && bad == 0);
     TCHECK(link_ring_space(&p->tx) == p->tx.num_slots - 1);   /* every TX slot came back */
+    uint64_t st[MTCP_LINK_NSTATS];
+    mtcp_link_stats(p, st, MTCP_LINK_NSTATS);
+    TCHECK(st[0] >= 3000 && st[1] == 3000 && st[3] == 0 && st[5] == 0);
+    TCHECK(strcmp(mtcp_link_kind(p), "packet") == 0);
+    mtcp_link_stats(t, st, MTCP_LINK_NSTATS);
+    TCHECK(st[0] >= 3000 && st[1] == 3000 && st[4] == 0 && st[5] == 0);
     /* bench (short): tap -> packet and packet -> tap */
     double txf = 0, rxf = 0;
     TCHECK(mtcp_bench_link(t, p, 0.3, 64, &txf, &rxf) == 0);
@@ -1376,6 +1396,11 @@ static int xdp_child(void)
     fprintf(stderr, "    xdp tx: %d of 3000 frames, %u bad\n", got, bad);
     TCHECK(got == 3000 && bad == 0);
     TCHECK(link_ring_space(&x->tx) == x->tx.num_slots - 1);
+    uint64_t st[MTCP_LINK_NSTATS];
+    mtcp_link_stats(x, st, MTCP_LINK_NSTATS);
+    fprintf(stderr, "    xdp stats: rx %llu tx %llu rx_dropped %llu\n", (unsigned long long)st[0],
+            (unsigned long long)st[1], (unsigned long long)st[2]);
+    TCHECK(st[0] == 3000 && st[1] == 3000 && st[2] == 0 && st[5] == 0);
     double txf = 0, rxf = 0;
     TCHECK(mtcp_bench_link(p, x, 0.3, 64, &txf, &rxf) == 0);
     fprintf(stderr, "    bench packet->xdp 64B: tx %.0f fps, rx %.0f fps\n", txf, rxf);
