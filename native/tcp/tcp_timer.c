@@ -105,7 +105,7 @@ void tcp_timer(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
     if (c->closed_done) return;
     /* the engine's wheel entry was consumed to get here: report the next deadline even if it
      * did not change (an early or spurious call must not lose the timer) */
-    c->armed_us = 0;
+    c->armed_us = UINT64_MAX;
     if (c->t_timewait && c->t_timewait <= now) {
         /* TIME-WAIT 2 MSL over (RFC 9293 3.10.8), or an orphaned FIN-WAIT-2 gave up */
         c->t_timewait = 0;
