@@ -5,7 +5,7 @@
     mtcp-loop bench loop [--json]  echo + aiohttp hello: MTCPLoop vs stock asyncio vs uvloop (kernel)
     mtcp-loop bench rings [--json] raw frame rate RX/TX of the tap/packet/xdp rings (namespaces)
     mtcp-loop testbed up|down|status  the netns testbed (--kind tap|packet|xdp)
-    mtcp-loop bench engine         the C engine benchmark (needs lib.mtcp_bench_engine)
+    mtcp-loop bench engine         the C engine benchmark (lib.mtcp_bench_engine, no Python in the loop)
 
 Every subcommand whose backend is not built exits non-zero with a "not built yet" message.
 """
@@ -325,14 +325,36 @@ def cmd_bench_engine(args) -> int:
         return _not_built("the native extension", str(exc))
     fn = getattr(lib, "mtcp_bench_engine", None)
     if fn is None:
-        return _not_built("bench engine", "lib.mtcp_bench_engine is not in native/include/mtcp.h yet "
-                          "(the benchmark work adds it)")
-    # The signature is owned by the benchmark work; call it the documented way once it exists.
-    try:
-        rc = fn(*args.engine_args) if args.engine_args else fn()
-    except TypeError as exc:
-        return _not_built("bench engine (Python binding)", f"unexpected signature: {exc}")
-    return 0 if (rc is None or rc == 0) else 1
+        return _not_built("bench engine", "lib.mtcp_bench_engine is not in this build "
+                          "(rebuild: python mtcp_loop/_build.py)")
+    modes = {"short": (0, args.clients), "bulk": (1, args.write_size)}
+    wanted = ["short", "bulk"] if args.mode == "both" else [args.mode]
+    results = {}
+    for name in wanted:
+        mode, param = modes[name]
+        out = ffi.new("struct mtcp_bench_result *")
+        rc = fn(mode, float(args.seconds), int(param), out)
+        if rc < 0:
+            print(f"mtcp-loop: mtcp_bench_engine({name}) failed: {os.strerror(-rc)}", file=sys.stderr)
+            return 1
+        results[name] = {k: getattr(out, k) for k in (
+            "conns_per_sec", "gbps", "conns", "bytes", "seconds", "retransmits", "errors",
+            "cpu_seconds", "link_drops", "segments", "verified")}
+        results[name]["param"] = param
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for name, r in results.items():
+            if name == "short":
+                print(f"engine short connections ({r['param']} concurrent): {r['conns_per_sec']:.0f} conn/s "
+                      f"({r['conns']} in {r['seconds']:.2f} s, cpu {r['cpu_seconds']:.2f} s, "
+                      f"errors {r['errors']}, retransmits {r['retransmits']})")
+            else:
+                print(f"engine bulk ({r['param']} B writes): {r['gbps']:.2f} Gbit/s "
+                      f"({r['bytes']} B in {r['seconds']:.2f} s, cpu {r['cpu_seconds']:.2f} s, "
+                      f"retransmits {r['retransmits']}, verified {r['verified']} B)")
+    bad = any(r["errors"] or r["link_drops"] for r in results.values())
+    return 1 if bad else 0
 
 
 def build_parser():
@@ -357,8 +379,12 @@ def build_parser():
     bl.add_argument("--base", default="auto", choices=["auto", "uvloop", "asyncio"])
     bl.add_argument("--json", action="store_true")
     bl.set_defaults(func=cmd_bench_loop)
-    be = bsub.add_parser("engine", help="the C engine benchmark")
-    be.add_argument("engine_args", nargs="*", type=int)
+    be = bsub.add_parser("engine", help="the C engine benchmark (two engines over the sim link, no Python)")
+    be.add_argument("--mode", choices=["short", "bulk", "both"], default="both")
+    be.add_argument("--seconds", type=float, default=2.0)
+    be.add_argument("--clients", type=int, default=64, help="short mode: concurrent clients")
+    be.add_argument("--write-size", type=int, default=65536, help="bulk mode: bytes per write")
+    be.add_argument("--json", action="store_true")
     be.set_defaults(func=cmd_bench_engine)
     from .links import add_cli_parsers   # `testbed up|down|status`, `bench rings` (mtcp_loop/links.py)
     add_cli_parsers(sub, bsub)

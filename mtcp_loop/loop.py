@@ -279,12 +279,13 @@ class _Engine:
         self.kick()
 
     def send(self, cid, data):
-        if self.e is None:
+        e = self.e
+        if e is None:
             return -errno.EBADF
         n = len(data)
-        if n > 1 << 30:
-            n = 1 << 30
-        r = lib.mtcp_send(self.e, cid, ffi.from_buffer(data), n)
+        if n > 1073741824:
+            n = 1073741824
+        r = lib.mtcp_send(e, cid, ffi.from_buffer(data), n)
         if not self._scheduled:
             self._scheduled = True
             self.loop.call_soon(self._run)
@@ -296,11 +297,14 @@ class _Engine:
         return lib.mtcp_readable(self.e, cid)
 
     def recv_bytes(self, cid, n):
-        if self.e is None:
+        e = self.e
+        if e is None:
             return -errno.EBADF
-        r = lib.mtcp_recv(self.e, cid, self._rxbuf, n)
+        r = lib.mtcp_recv(e, cid, self._rxbuf, n)
         if r > 0:
-            self.kick()    # the window may reopen: let the engine announce it
+            if not self._scheduled:   # the window may reopen: let the engine announce it
+                self._scheduled = True
+                self.loop.call_soon(self._run)
             return self._rxview[:r]
         if r == 0:
             return None

@@ -302,56 +302,67 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
         self._read_scheduled = False
         if self._conn_lost or self._closing or self._released:
             return
+        if self._protocol_is_buffered:
+            return self._read_ready__buffered()
         eng = self._engine
-        while not self._paused and not self._closing and self._protocol is not None:
-            avail = eng.readable(self._cid)
-            if avail < 0:
-                if avail == -_errno.EBADF:
-                    return
-                self._fatal_error(os_error(-avail), "Fatal read error on mtcp transport")
-                return
-            if avail == 0:
+        cid = self._cid
+        chunk = self.recv_chunk
+        while not self._paused and not self._closing:
+            data = eng.recv_bytes(cid, chunk)
+            if data is None:                    # nothing readable now
                 if self._peer_eof and not self._eof_delivered:
                     self._eof_delivered = True
                     self._read_ready__on_eof()
                 return
-            if self._protocol_is_buffered:
-                try:
-                    buf = self._protocol.get_buffer(-1)
-                    if not len(buf):
-                        raise RuntimeError("get_buffer() returned an empty buffer")
-                except (SystemExit, KeyboardInterrupt):
-                    raise
-                except BaseException as exc:
-                    self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
-                    return
-                n = eng.recv_into(self._cid, buf)
-                if n < 0:
-                    self._fatal_error(os_error(-n), "Fatal read error on mtcp transport")
-                    return
-                if n == 0:
-                    return
-                try:
-                    self._protocol.buffer_updated(n)
-                except (SystemExit, KeyboardInterrupt):
-                    raise
-                except BaseException as exc:
-                    self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
-                    return
-            else:
-                data = eng.recv_bytes(self._cid, min(avail, self.recv_chunk))
-                if data is None:
-                    return
-                if isinstance(data, int):
+            if data.__class__ is int:
+                if data != -_errno.EBADF:
                     self._fatal_error(os_error(-data), "Fatal read error on mtcp transport")
+                return
+            try:
+                self._protocol.data_received(data)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+                return
+            if len(data) < chunk and not self._peer_eof:
+                return                          # drained (the engine only adds data in poll)
+
+    def _read_ready__buffered(self):
+        eng = self._engine
+        cid = self._cid
+        while not self._paused and not self._closing:
+            avail = eng.readable(cid)
+            if avail <= 0:
+                if avail < 0:
+                    if avail != -_errno.EBADF:
+                        self._fatal_error(os_error(-avail), "Fatal read error on mtcp transport")
                     return
-                try:
-                    self._protocol.data_received(data)
-                except (SystemExit, KeyboardInterrupt):
-                    raise
-                except BaseException as exc:
-                    self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
-                    return
+                if self._peer_eof and not self._eof_delivered:
+                    self._eof_delivered = True
+                    self._read_ready__on_eof()
+                return
+            try:
+                buf = self._protocol.get_buffer(-1)
+                if not len(buf):
+                    raise RuntimeError("get_buffer() returned an empty buffer")
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
+                return
+            n = eng.recv_into(cid, buf)
+            if n <= 0:
+                if n < 0 and n != -_errno.EBADF:
+                    self._fatal_error(os_error(-n), "Fatal read error on mtcp transport")
+                return
+            try:
+                self._protocol.buffer_updated(n)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
+                return
 
     def _read_ready__on_eof(self):
         if self._loop.get_debug():
