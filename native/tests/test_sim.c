@@ -297,6 +297,7 @@ static void test_impaired(void) {
         {"reorder 10%", 0, 0, 0.10, 0, 200},
         {"corrupt 2%", 0, 0, 0, 0.02, 200},
         {"mix 3/3/5/1", 0.03, 0.03, 0.05, 0.01, 1000},
+        {"harsh 15/10/30/5", 0.15, 0.10, 0.30, 0.05, 2000},
     };
     uint64_t s0 = seed_base();
     for (unsigned g = 0; g < sizeof grid / sizeof grid[0]; g++) {
@@ -312,6 +313,7 @@ static void test_impaired(void) {
             sc.imp.reorder = grid[g].reorder;
             sc.imp.corrupt = grid[g].corrupt;
             sc.imp.delay_us = grid[g].delay;
+            sc.imp.jitter_us = grid[g].delay / 2;
             run_case(&sc, s0 + g * 10 + (uint64_t)variant);
         }
     }
@@ -430,8 +432,92 @@ static void test_loopback(void) {
     mtcp_link_close(lk);
 }
 
+/* Long idle times on the virtual clock: keepalive probes answered for hours (the timer wheel's
+ * coarse level), then the peer vanishes and keepalive gives up with ETIMEDOUT. */
+static void test_keepalive_idle(void) {
+    mtcp_link *la = NULL, *lb = NULL;
+    CHECK_EQ(mtcp_simlink_pair(256, 1500, &la, &lb), 0);
+    struct mtcp_config ca, cb;
+    mtcp_config_default(&ca);
+    ca.max_conns = 16;
+    ca.max_chunks = 256;
+    ca.seed = 5;
+    cb = ca;
+    memcpy(ca.mac, MAC_A, 6);
+    memcpy(cb.mac, MAC_B, 6);
+    memcpy(ca.ipv4, IP_A, 4);
+    memcpy(cb.ipv4, IP_B, 4);
+    char err[128];
+    mtcp_engine *A = mtcp_engine_new(&ca, la, err, sizeof err);
+    mtcp_engine *B = mtcp_engine_new(&cb, lb, err, sizeof err);
+    struct mtcp_addr l = {.family = MTCP_AF_INET, .port = 22};
+    int64_t lid = mtcp_listen(B, &l, 4);
+    CHECK(lid > 0);
+    struct mtcp_addr r = {.family = MTCP_AF_INET, .port = 22};
+    memcpy(r.ip, IP_B, 4);
+    uint64_t now = 1000000;
+    int64_t cid = mtcp_connect(A, now, &r, NULL);
+    CHECK(cid > 0);
+    CHECK_EQ(mtcp_setopt(A, (mtcp_cid)cid, MTCP_OPT_KEEPIDLE, 600000000), 0);   /* 10 min */
+    CHECK_EQ(mtcp_setopt(A, (mtcp_cid)cid, MTCP_OPT_KEEPINTVL, 10000000), 0);
+    CHECK_EQ(mtcp_setopt(A, (mtcp_cid)cid, MTCP_OPT_KEEPCNT, 3), 0);
+    CHECK_EQ(mtcp_setopt(A, (mtcp_cid)cid, MTCP_OPT_KEEPALIVE, 1), 0);
+    int64_t v = 0;
+    CHECK_EQ(mtcp_getopt(A, (mtcp_cid)cid, MTCP_OPT_KEEPIDLE, &v), 0);
+    CHECK_EQ(v, 600000000);
+    struct mtcp_event ev[16];
+    int connected = 0, timedout = 0;
+    uint32_t n;
+    /* 3 virtual hours with both sides alive, jumping from deadline to deadline */
+    long steps = 0;
+    while (now < 1000000 + 3ull * 3600 * 1000000 && steps < 100000) {
+        mtcp_engine_poll(A, now);
+        mtcp_engine_poll(B, now);
+        while ((n = mtcp_engine_events(A, ev, 16)) > 0)
+            for (uint32_t i = 0; i < n; i++) {
+                if (ev[i].type == MTCP_EV_CONNECTED) connected = 1;
+                if (ev[i].type == MTCP_EV_ERROR) timedout = 1;
+            }
+        mtcp_engine_events(B, ev, 16);
+        int64_t da = mtcp_engine_next_deadline(A), db = mtcp_engine_next_deadline(B);
+        int64_t d = da < 0 ? db : (db < 0 ? da : (da < db ? da : db));
+        now = d > (int64_t)now + 100 ? (uint64_t)d : now + 100;
+        steps++;
+    }
+    CHECK(connected);
+    CHECK(!timedout);
+    uint64_t c[CTR_COUNT];
+    mtcp_engine_counters(A, c, CTR_COUNT);
+    CHECK(c[CTR_KEEPALIVE_PROBES] >= 15);     /* one per 10 min idle */
+    CHECK(steps < 2000);                        /* the loop slept from deadline to deadline */
+    struct mtcp_conn_info ci;
+    CHECK_EQ(mtcp_conn_info(A, (mtcp_cid)cid, &ci), 0);
+    CHECK_EQ(ci.state, MTCP_ST_ESTABLISHED);
+    /* B vanishes: nobody polls it any more */
+    uint64_t until = now + 3600ull * 1000000;
+    while (now < until && !timedout) {
+        mtcp_engine_poll(A, now);
+        while ((n = mtcp_engine_events(A, ev, 16)) > 0)
+            for (uint32_t i = 0; i < n; i++)
+                if (ev[i].type == MTCP_EV_ERROR && ev[i].err == ETIMEDOUT) timedout = 1;
+        int64_t d = mtcp_engine_next_deadline(A);
+        now = d > (int64_t)now ? (uint64_t)d : now + 1000;
+    }
+    CHECK(timedout);
+    CHECK_EQ(mtcp_close(A, (mtcp_cid)cid), 0);
+    uint64_t pu[4];
+    mtcp_engine_pool_usage(A, pu);
+    CHECK_EQ(pu[0], 0);
+    CHECK_EQ(pu[1], 0);
+    mtcp_engine_free(A);
+    mtcp_engine_free(B);
+    mtcp_link_close(la);
+    mtcp_link_close(lb);
+}
+
 int main(void) {
     RUN(test_loopback);
+    RUN(test_keepalive_idle);
     RUN(test_clean);
     RUN(test_impaired);
     CTEST_END();
