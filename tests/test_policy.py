@@ -143,8 +143,10 @@ def test_stats_without_traffic():
         loop.close()
 
 
-def test_run_app_sigint():
-    """web.run_app(app, loop=mtcp_loop.new_event_loop()) serves and shuts down cleanly on SIGINT."""
+@pytest.mark.parametrize("how", ["loop", "policy"])
+def test_run_app_sigint(how):
+    """web.run_app(app, loop=mtcp_loop.new_event_loop()) and web.run_app under MTCPPolicy serve
+    (a kernel client - urllib in a thread - reaches the app) and shut down cleanly on SIGINT."""
     pytest.importorskip("aiohttp")
     code = r"""
 import os, signal, socket, threading, time, urllib.request
@@ -164,9 +166,14 @@ def poke():
             time.sleep(0.05)
     os.kill(os.getpid(), signal.SIGINT)
 threading.Thread(target=poke, daemon=True).start()
-web.run_app(app, host="127.0.0.1", port=port, loop=mtcp_loop.new_event_loop(), print=None)
+if HOW == "loop":
+    web.run_app(app, host="127.0.0.1", port=port, loop=mtcp_loop.new_event_loop(), print=None)
+else:
+    mtcp_loop.install()
+    web.run_app(app, host="127.0.0.1", port=port, print=None)
 print("CLEAN EXIT", flush=True)
 """
+    code = f"HOW = {how!r}\n" + code
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert "GOT hi" in p.stdout and "CLEAN EXIT" in p.stdout, (p.stdout, p.stderr)
     assert p.returncode == 0, p.stderr

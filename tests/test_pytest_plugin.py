@@ -77,6 +77,14 @@ def test_suite_runs_on_mtcp(tmp_path):
     assert "3 passed" in p.stdout, p.stdout
 
 
+def test_project_asyncio_suite_on_mtcp(tmp_path):
+    """The project's own pytest-asyncio suite (tests/test_asyncio_suite.py) on MTCPLoop."""
+    src = open(os.path.join(ROOT, "tests", "test_asyncio_suite.py")).read()
+    p = run_pytest(tmp_path, src)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "3 passed" in p.stdout, p.stdout
+
+
 def test_also_stock(tmp_path):
     p = run_pytest(tmp_path, STOCK_OK, "--mtcp-also-stock")
     assert p.returncode == 0, p.stdout + p.stderr
