@@ -21,6 +21,25 @@
  *   peer on a veth must therefore send complete checksums (the testbed turns tx checksum
  *   offload and TSO off on the peer side).
  */
+#if defined(__has_include)
+#if !__has_include(<linux/if_xdp.h>) || !__has_include(<linux/bpf.h>)
+#define MTCP_NO_XDP 1
+#endif
+#endif
+
+#ifdef MTCP_NO_XDP
+/* Built without the kernel's AF_XDP/BPF UAPI headers: the backend reports that plainly. */
+#include <string.h>
+#include "link.h"
+#include "io_util.h"
+mtcp_link *mtcp_xdp_open(const char *ifname, uint32_t queue, uint32_t flags, char *err, size_t errlen)
+{
+    (void)ifname; (void)queue; (void)flags;
+    io_errf(err, errlen, "xdp: not built (linux/if_xdp.h or linux/bpf.h missing at build time)");
+    return NULL;
+}
+int xdp_link_skb_mode(struct mtcp_link *l) { (void)l; return -1; }
+#else
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -561,3 +580,4 @@ int xdp_link_skb_mode(struct mtcp_link *l)
     pthread_mutex_unlock(&xdp_reg_lock);
     return r;
 }
+#endif /* MTCP_NO_XDP */
