@@ -380,6 +380,9 @@ class Supervisor:
         self.exit_codes = {}
         self.members = []              # kernel member order: members[i] = queue
         self.stopping = False
+        self.pending = {}              # queue -> monotonic time of its restart
+        self.fast_fails = {}           # queue -> consecutive deaths within 2 s of starting
+        self.max_fast_fails = 8
         self.shm = None
         self.evfds = []
 
@@ -479,7 +482,17 @@ class Supervisor:
         try:
             for q in range(self.n):
                 self._spawn(q)
-            while self.pids:
+            while self.pids or (self.pending and not self.stopping):
+                for q, t in list(self.pending.items()):
+                    if self.stopping:
+                        self.pending.clear()
+                        break
+                    if time.monotonic() >= t:
+                        del self.pending[q]
+                        self._spawn(q, wait_ready=False)
+                if not self.pids:
+                    time.sleep(0.02)
+                    continue
                 if self.stopping and time.monotonic() > self.stop_deadline:
                     for pid in list(self.pids.values()):
                         try:
@@ -504,9 +517,18 @@ class Supervisor:
                     self._write_state()
                     continue
                 self.restarts[q] += 1
+                lived = time.time() - self.started.get(q, 0)
+                self.fast_fails[q] = self.fast_fails.get(q, 0) + 1 if lived < 2.0 else 0
+                if self.fast_fails[q] > self.max_fast_fails:
+                    print(f"mtcp-loop: worker {q} keeps dying at start ({self.fast_fails[q]} times in a row); "
+                          "stopping", file=sys.stderr)
+                    failures += 1
+                    self._on_signal(signal.SIGTERM, None)
+                    continue
+                delay = 0.0 if self.fast_fails[q] <= 1 else min(5.0, 0.1 * 2 ** (self.fast_fails[q] - 2))
                 print(f"mtcp-loop: worker {q} (pid {pid}) exited with {code}; restarting on cpu "
-                      f"{self.cpus[q]}", file=sys.stderr)
-                self._spawn(q, wait_ready=False)
+                      f"{self.cpus[q]}" + (f" in {delay:.1f}s" if delay else ""), file=sys.stderr)
+                self.pending[q] = time.monotonic() + delay
         finally:
             for s, h in old.items():
                 signal.signal(s, h)

@@ -44,11 +44,15 @@ def _capable():
 
 
 _why = _capable()
-if _why and REQUIRE:
-    def test_netns_capability_required():
+needs_netns = pytest.mark.skipif(_why is not None and not REQUIRE, reason=_why or "")
+
+
+def test_netns_capability():
+    if _why is None:
+        return
+    if REQUIRE:
         pytest.fail(f"MTCP_REQUIRE_NETNS=1 but {_why}")
-else:
-    pytestmark = pytest.mark.skipif(_why is not None, reason=_why or "")
+    pytest.skip(_why)
 
 PEER = "198.18.0.1"
 STACK = "198.18.0.2"
@@ -56,6 +60,8 @@ STACK = "198.18.0.2"
 
 @pytest.fixture(scope="module")
 def tb():
+    if _why is not None:
+        pytest.fail(f"MTCP_REQUIRE_NETNS=1 but {_why}") if REQUIRE else pytest.skip(_why)
     from mtcp_loop.testbed import Testbed
     t = Testbed(prefix=f"mtw{os.getpid() % 100000}", nqueues=2)
     t.up("tap")
@@ -183,6 +189,7 @@ asyncio.run(main())
 """
 
 
+@needs_netns
 def test_affinity_10k_each_way(tb, server_factory):
     n_in = int(os.environ.get("MTCP_WORKERS_CONNS", "10000"))
     n_out_per = (n_in + 1) // 2
@@ -243,6 +250,7 @@ def _connect_many(tb, n):
     return socks
 
 
+@needs_netns
 def test_kill_worker_restarts_others_untouched(tb, server_factory):
     srv = server_factory("_workers_app:Echo")
     socks = _connect_many(tb, 200)
@@ -294,6 +302,7 @@ def test_kill_worker_restarts_others_untouched(tb, server_factory):
         s.close()
 
 
+@needs_netns
 def test_sigterm_drains(tb, server_factory):
     srv = server_factory("_workers_app:Echo", drain_timeout=8.0)
     socks = _connect_many(tb, 20)
@@ -311,6 +320,7 @@ def test_sigterm_drains(tb, server_factory):
     assert time.monotonic() - t0 < 5.0                # left when the connections finished, not at the timeout
 
 
+@needs_netns
 def test_sigterm_drain_timeout(tb, server_factory):
     srv = server_factory("_workers_app:Echo", drain_timeout=1.5)
     socks = _connect_many(tb, 4)                       # never closed by the client
@@ -321,3 +331,49 @@ def test_sigterm_drain_timeout(tb, server_factory):
     assert 1.4 < took < 5.0, took
     for s in socks:
         s.close()
+
+
+# ---- no root needed: supervision on the loopback backend ----------------------------------
+_MAIN_OK = r"""
+import asyncio, os, sys
+sys.path.insert(0, {root!r})
+import mtcp_loop
+
+async def main():
+    out = {out!r}
+    marker = out + ".crashed-%d" % min(os.sched_getaffinity(0))
+    if {crash} and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(3)                                   # crash once: the supervisor restarts us
+    r, w = await asyncio.open_connection("127.0.0.1", await serve())
+    w.write(b"x\n"); assert await r.readline() == b"x\n"
+    w.close()
+    with open(out, "a") as f:
+        f.write("%d %s\n" % (os.getpid(), sorted(os.sched_getaffinity(0))))
+
+async def serve():
+    async def h(r, w):
+        w.write(await r.readline()); await w.drain(); w.close()
+    s = await asyncio.start_server(h, "127.0.0.1", 0)
+    return s.sockets[0].getsockname()[1]
+
+sys.exit(mtcp_loop.run(main, cores=2, rundir={rundir!r}))
+"""
+
+
+@pytest.mark.parametrize("crash", [False, True])
+def test_run_cores_loopback(tmp_path, crash):
+    out = str(tmp_path / "out.txt")
+    code = _MAIN_OK.format(root=ROOT, out=out, crash=crash, rundir=str(tmp_path / "run"))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = open(out).read().split()
+    assert len(lines) == 4                     # two workers, each "pid [cpu]"
+    cpus = {lines[1], lines[3]}
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert len(cpus) == 2                  # pinned to different cores
+    with open(tmp_path / "run" / "supervisor.json") as f:
+        st = json.load(f)
+    assert sum(w["restarts"] for w in st["workers"].values()) == (2 if crash else 0)
+    if crash:
+        assert "restarting on cpu" in r.stderr
