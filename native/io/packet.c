@@ -277,7 +277,9 @@ mtcp_link *mtcp_packet_open(const char *ifname, uint32_t queue, uint32_t nqueues
     }
     p->fd = -1;
     const char *step = "socket(AF_PACKET)";
-    int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, htons(ETH_P_ALL));
+    /* protocol 0: no receive hook until bind() (a socket made with ETH_P_ALL copies every frame of
+     * every interface until then, and a fanout member would hold other members' frames; steer.c) */
+    int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         goto fail;
     p->fd = fd;
