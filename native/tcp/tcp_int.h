@@ -80,6 +80,7 @@ int tcpi_sb_update(struct tcp_conn *c, const struct wire_tcp *seg);
 int tcpi_sb_hole_lost(const struct tcp_conn *c, uint32_t i);
 uint32_t tcpi_sb_pipe(const struct tcp_conn *c);
 int tcpi_sb_next_lost(const struct tcp_conn *c, uint32_t *seq, uint32_t *len);
+int tcpi_sb_next_hole(const struct tcp_conn *c, uint32_t *seq, uint32_t *len);
 uint32_t tcpi_persist_interval(const struct tcp_env *env, const struct tcp_conn *c);
 int tcpi_pending_output(const struct tcp_conn *c);
 void tcpi_set_peer_mss(struct tcp_conn *c, const struct wire_tcp *syn);

@@ -5,7 +5,7 @@
  *   engine (end of poll, for connections marked by env->want_output) -> tcp_output
  *     -> SYN / SYN-ACK / pure ACK by state, or output_data:
  *          fast retransmit of snd_una (rexmit_now) -> RFC 6675 NextSeg retransmissions
- *          (tcpi_sb_next_lost, by pipe) -> new data within min(cwnd (+NewReno inflation,
+ *          (rule 1 tcpi_sb_next_lost, rule 3 tcpi_sb_next_hole; by pipe) -> new data within min(cwnd (+NewReno inflation,
  *          +RFC 3042 limited transmit), peer window), Nagle + sender SWS -> FIN -> ACK if due
  *          -> persist timer when data waits on a closed window
  *     -> tcpi_send_seg (snd_nxt/snd_max, RTT timing + Karn, RTO start) -> tcpi_emit (header +
@@ -202,7 +202,14 @@ static void output_data(const struct tcp_env *env, struct tcp_conn *c, uint64_t 
             uint32_t pipe = tcpi_sb_pipe(c);
             if (pipe + mss > c->cc.cwnd) break;          /* RFC 6675 5 step (C): cwnd - pipe >= 1 SMSS */
             uint32_t s, l;
-            if (tcpi_sb_next_lost(c, &s, &l)) {
+            int rule = tcpi_sb_next_lost(c, &s, &l) ? 1 : 0;
+            if (!rule) {
+                /* rule 2 (new data) possible? else rule 3 */
+                uint32_t wend = c->snd_una + c->snd_wnd;
+                int can_new = seq_lt(c->snd_nxt, de) && seq_lt(c->snd_nxt, wend);
+                if (!can_new && tcpi_sb_next_hole(c, &s, &l)) rule = 3;
+            }
+            if (rule) {
                 int n = tcpi_send_seg(env, c, now, s, l, WIRE_TCP_ACK);
                 if (n <= 0) break;
                 c->high_rxt = s + (uint32_t)n;

@@ -4,7 +4,8 @@
  * Call chain:
  *   tcp_in.c input_synchronized -> tcpi_sb_update (merge SEG's blocks) ; ack_advance -> tcpi_sb_prune
  *   tcp_in.c duplicate ACK      -> tcpi_sb_hole_lost (IsLost(HighACK+1): enter recovery early)
- *   tcp_out.c output_data       -> tcpi_sb_pipe (SetPipe) / tcpi_sb_next_lost (NextSeg rule 1)
+ *   tcp_out.c output_data       -> tcpi_sb_pipe (SetPipe) / tcpi_sb_next_lost, tcpi_sb_next_hole
+ *                                  (NextSeg rules 1 and 3)
  * The scoreboard is c->sb[0..sb_n): disjoint ranges above snd_una, sorted; cleared on RTO
  * (RFC 2018 8: the receiver may renege).
  */
@@ -97,6 +98,24 @@ int tcpi_sb_next_lost(const struct tcp_conn *c, uint32_t *seq, uint32_t *len)
         uint32_t hl = c->sb[i].left;
         uint32_t from = seq_gt(c->high_rxt, s) ? c->high_rxt : s;
         if (seq_lt(from, hl) && tcpi_sb_hole_lost(c, i)) {
+            *seq = from;
+            *len = min32(hl - from, eff_mss(c));
+            return 1;
+        }
+        s = c->sb[i].right;
+    }
+    return 0;
+}
+
+/* RFC 6675 NextSeg() rule 3: when neither a lost segment (rule 1) nor new data (rule 2) can be
+ * sent, the first unSACKed bytes above HighRxt below the highest SACKed byte, lost or not. */
+int tcpi_sb_next_hole(const struct tcp_conn *c, uint32_t *seq, uint32_t *len)
+{
+    uint32_t s = c->snd_una;
+    for (uint32_t i = 0; i < c->sb_n; i++) {
+        uint32_t hl = c->sb[i].left;
+        uint32_t from = seq_gt(c->high_rxt, s) ? c->high_rxt : s;
+        if (seq_lt(from, hl)) {
             *seq = from;
             *len = min32(hl - from, eff_mss(c));
             return 1;
