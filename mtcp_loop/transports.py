@@ -520,13 +520,11 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
                 self._empty_waiter = None
 
     def __del__(self, _warn=None):
+        # The engine's table holds every live transport, so this only runs for transports whose
+        # engine went away with the loop; never touch the engine from here (GC may run in any thread).
         if not getattr(self, "_released", True):
             import warnings
             warnings.warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            try:
-                self._release(abort=True)
-            except Exception:
-                pass
 
     # -- sendfile fallback support (asyncio's _SendfileFallbackProtocol uses these) ----------
     def _make_empty_waiter(self):

@@ -97,3 +97,29 @@ def test_impair_from_environment(monkeypatch):
     monkeypatch.setenv("MTCP_MIN_RTO_US", "20000")
     st = mtcp_loop.run(transfer(512 * 1024, conns=1))
     assert st["impair.dropped"] > 0
+
+
+def _run_suite_impaired(select, timeout):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    env = dict(os.environ, MTCP_IMPAIR="loss=0.01,reorder=0.02,duplicate=0.01,seed=7",
+               MTCP_MIN_RTO_US="20000", PYTHONPATH=ROOT)
+    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+            os.path.join(ROOT, "tests", "test_tcp_conformance.py"), "-k", select]
+    p = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
+    assert " passed" in p.stdout
+
+
+@pytest.mark.timeout(240)
+def test_conformance_subset_over_lossy_link():
+    """A user's own suite over a lossy, reordering, duplicating link via MTCP_IMPAIR only."""
+    _run_suite_impaired("MtcpUvloop and (Echo or HalfClose or Abort or TLS or ServerAPI)", 220)
+
+
+@pytest.mark.long
+@pytest.mark.timeout(900)
+def test_whole_conformance_over_lossy_link():
+    _run_suite_impaired("Mtcp", 880)
