@@ -1573,6 +1573,124 @@ static void test_window_scaling_applied(void)
     fake_free(f);
 }
 
+static void test_send_before_established(void)
+{
+    struct fake *f = conn_syn_sent();
+    drain(f);
+    CHECK_EQ(tcp_send(&f->env, &f->c, 1 * MS, payload, 100), 100);   /* queued (RFC 9293 3.10.2) */
+    out(f, 1 * MS);
+    CHECK_EQ(pending(f), 0);
+    in(f, 5 * MS, tmpl(S | A, PISS, ISS + 1, 65535));
+    out(f, 5 * MS);
+    CHECK_EQ(pending(f), 1);                         /* the ACK rides on the data */
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.seq, ISS + 1);
+    CHECK_EQ(t.ack, PISS + 1);
+    CHECK_EQ(t.payload_len, 100);
+    CHECK_EQ(t.flags, A | P);
+    fake_free(f);
+}
+
+static void test_shutdown_before_established(void)
+{
+    struct fake *f = conn_syn_sent();
+    drain(f);
+    CHECK_EQ(tcp_shutdown(&f->env, &f->c, 1 * MS), 0);
+    CHECK_EQ(f->c.state, MTCP_ST_SYN_SENT);          /* FIN waits for ESTABLISHED (3.10.4) */
+    in(f, 5 * MS, tmpl(S | A, PISS, ISS + 1, 65535));
+    CHECK_EQ(f->c.state, MTCP_ST_FIN_WAIT_1);
+    CHECK_EQ(next_ev(f).type, MTCP_EV_CONNECTED);
+    out(f, 5 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.flags, A | F | P);
+    CHECK_EQ(t.seq, ISS + 1);
+    CHECK_EQ(t.ack, PISS + 1);
+    fake_free(f);
+}
+
+static void test_time_wait_syn_and_rst(void)
+{
+    struct fake *f = conn_time_wait();
+    in(f, 1 * SEC, tmpl(S, PISS + 100000, 0, 1000));   /* new SYN: challenge ACK (RFC 5961 4.2) */
+    CHECK_EQ(f->c.state, MTCP_ST_TIME_WAIT);
+    out(f, 1 * SEC);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.flags, A);
+    CHECK_EQ(t.ack, PISS + 2);
+    in(f, 2 * SEC, tmpl(R, PISS + 2, 0, 0));          /* exact RST: CLOSED, no event */
+    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    CHECK_EQ(f->closed, 1);
+    CHECK_EQ(n_events(f), 0);
+    fake_free(f);
+}
+
+static void test_rst_in_last_ack(void)
+{
+    struct fake *f = conn_close_wait();
+    tcp_shutdown(&f->env, &f->c, 30 * MS);
+    out(f, 30 * MS);
+    drain(f);
+    in(f, 40 * MS, tmpl(R, PISS + 2, 0, 0));
+    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    struct event e = next_ev(f);
+    CHECK_EQ(e.type, MTCP_EV_ERROR);
+    CHECK_EQ(e.err, ECONNRESET);
+    fake_free(f);
+}
+
+static void test_fin_wait_2_orphan_timeout(void)
+{
+    struct fake *f = conn_fin_wait_2();
+    CHECK_EQ(f->timer, 0);                           /* shut down, not closed: waits for the peer */
+    CHECK_EQ(tcp_close(&f->env, &f->c, 50 * MS), 0);
+    CHECK_EQ(f->timer, 50 * MS + 60 * SEC);          /* orphaned: gives up after 2 MSL */
+    tcp_timer(&f->env, &f->c, 50 * MS + 60 * SEC);
+    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    CHECK_EQ(f->closed, 1);
+    fake_free(f);
+}
+
+static void test_closed_answers_rst(void)
+{
+    /* RFC 9293 3.10.7.1: a CLOSED block answers with a reset */
+    struct fake *f = fake_new();
+    in(f, 1 * MS, with_data(tmpl(A, 777, 4242, 100), 0, 10));
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.flags, R);
+    CHECK_EQ(t.seq, 4242);
+    in(f, 1 * MS, tmpl(R, 777, 0, 0));               /* never answer a RST */
+    CHECK_EQ(pending(f), 0);
+    fake_free(f);
+}
+
+static void test_info(void)
+{
+    struct fake *f = conn_established_cfg(1, 1, 1);
+    f->c.flags |= TCPF_NODELAY;
+    tcp_send(&f->env, &f->c, 20 * MS, payload, 3000);
+    out(f, 20 * MS);
+    in(f, 21 * MS, with_data(tmpl(A, PISS + 1, ISS + 1, 65535), 0, 10));
+    struct mtcp_conn_info ci;
+    memset(&ci, 0, sizeof ci);
+    tcp_info(&f->c, &ci);
+    CHECK_EQ(ci.state, MTCP_ST_ESTABLISHED);
+    CHECK_EQ(ci.mss, 1460 - 12);
+    CHECK_EQ(ci.unacked, 3000);
+    CHECK_EQ(ci.sndbuf_used, 3000);
+    CHECK_EQ(ci.rcvbuf_used, 10);
+    CHECK_EQ(ci.bytes_sent, 3000);
+    CHECK_EQ(ci.bytes_received, 10);
+    CHECK_EQ(ci.snd_wnd, 65535);
+    CHECK_EQ(ci.cwnd, 10 * 1448);
+    CHECK_EQ(ci.flags, 1 | 2 | 4 | 8);
+    int64_t v = -1;
+    CHECK_EQ(tcp_getopt(&f->c, MTCP_OPT_NODELAY, &v), 0);
+    CHECK_EQ(v, 1);
+    CHECK_EQ(tcp_setopt(&f->env, &f->c, 999, 1), -ENOPROTOOPT);
+    CHECK_EQ(tcp_setopt(&f->env, &f->c, MTCP_OPT_KEEPCNT, 0), -EINVAL);
+    fake_free(f);
+}
+
 /* ====================================================================================== */
 /* two endpoints over a seeded lossy/reordering/duplicating network: every byte arrives    */
 /* intact, in order, exactly once, and both reach CLOSED with no chunk leaked              */
@@ -1865,6 +1983,13 @@ int main(void)
     RUN(test_limited_transmit);
     RUN(test_persist_gives_up_on_silent_peer);
     RUN(test_window_scaling_applied);
+    RUN(test_send_before_established);
+    RUN(test_shutdown_before_established);
+    RUN(test_time_wait_syn_and_rst);
+    RUN(test_rst_in_last_ack);
+    RUN(test_fin_wait_2_orphan_timeout);
+    RUN(test_closed_answers_rst);
+    RUN(test_info);
     RUN(test_sim_pair_grid);
     CTEST_END();
 }
