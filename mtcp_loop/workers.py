@@ -394,6 +394,14 @@ class Supervisor:
         if rc < 0:
             raise OSError(-rc, "mtcp_steer_shm_init")
         self.evfds = [os.eventfd(0, os.EFD_NONBLOCK) for _ in range(self.n)]
+        cfg = self.config
+        if cfg.backend == "xdp" and self.n > 1:
+            # one redirect program + XSKMAP for all workers, held by the supervisor (io/xdp.c)
+            err = ffi.new("char[]", 256)
+            flags = lib.MTCP_XDP_SKB_MODE if cfg.xdp_mode == "skb" else 0
+            rc = lib.mtcp_xdp_share(cfg.ifname.encode(), flags, err, 256)
+            if rc < 0:
+                raise OSError(-rc, f"xdp: {ffi.string(err).decode()}")
 
     def _slots(self):
         return [self.members.index(q) if q in self.members else q for q in range(self.n)]

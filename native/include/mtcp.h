@@ -360,6 +360,9 @@ mtcp_link *mtcp_steer_wrap(mtcp_link *inner, const struct mtcp_steer_cfg *cfg, c
 /* rx_frames, misdirected, handoff_out, handoff_in, neigh_shared_out, neigh_shared_in,
  * handoff_lost, ports_skipped */
 #define MTCP_STEER_NCOUNTERS 8
+/* AF_XDP with worker processes (io/xdp.c): attach the redirect program + XSKMAP of ifname in
+ * the supervisor before forking; workers' mtcp_xdp_open then share that map. 0 or -errno. */
+int mtcp_xdp_share(const char *ifname, uint32_t flags, char *err, size_t errlen);
 void mtcp_steer_counters(mtcp_link *l, uint64_t *out, uint32_t n);
 const char *mtcp_steer_counter_name(uint32_t i);
 

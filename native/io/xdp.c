@@ -39,6 +39,12 @@ mtcp_link *mtcp_xdp_open(const char *ifname, uint32_t queue, uint32_t flags, cha
     return NULL;
 }
 int xdp_link_skb_mode(struct mtcp_link *l) { (void)l; return -1; }
+int mtcp_xdp_share(const char *ifname, uint32_t flags, char *err, size_t errlen)
+{
+    (void)ifname; (void)flags;
+    io_errf(err, errlen, "xdp: not built (linux/if_xdp.h or linux/bpf.h missing at build time)");
+    return -95;
+}
 #else
 #include <errno.h>
 #include <poll.h>
@@ -417,6 +423,29 @@ static const struct link_ops xdp_ops = {
     .destroy = xdp_destroy,
     .stats = xdp_stats,
 };
+
+/* Per-core workers (mtcp_loop/workers.py, io/steer.c): attach the redirect program + XSKMAP for
+ * ifname in this process and keep that reference, so processes forked afterwards find it in
+ * their copy of xdp_reg and insert their queue's socket into the same (inherited) map; the
+ * program stays attached while workers die and restart. 0 or -errno. */
+int mtcp_xdp_share(const char *ifname, uint32_t flags, char *err, size_t errlen)
+{
+    char msg[256];
+    int ifindex = ifname ? (int)if_nametoindex(ifname) : 0;
+    if (!ifindex) {
+        snprintf(msg, sizeof(msg), "xdp: no interface %s in this network namespace", ifname ? ifname : "(null)");
+        io_errf(err, errlen, msg);
+        return -ENODEV;
+    }
+    pthread_mutex_lock(&xdp_reg_lock);
+    struct xdp_prog *pe = xdp_prog_get(cur_netns(), ifindex, (flags & MTCP_XDP_SKB_MODE) != 0, msg, sizeof(msg));
+    pthread_mutex_unlock(&xdp_reg_lock);
+    if (!pe) {
+        io_errf(err, errlen, msg);
+        return -EIO;
+    }
+    return 0;
+}
 
 mtcp_link *mtcp_xdp_open(const char *ifname, uint32_t queue, uint32_t flags, char *err, size_t errlen)
 {
