@@ -56,7 +56,12 @@ struct lo_port {
 };
 
 /* The switch is process-wide by definition: its state is this one static table. */
+/* Writers (claim/release/close) must not starve behind the txsyncs of busy loops. */
+#ifdef PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP
+static pthread_rwlock_t lo_lock = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+#else
 static pthread_rwlock_t lo_lock = PTHREAD_RWLOCK_INITIALIZER;
+#endif
 static struct lo_port lo_ports[2][65536];
 
 static int lo_fam(int family)

@@ -374,6 +374,20 @@ static void *lt_thread(void *p)
     return NULL;
 }
 
+/* claims and releases ports while the two senders run: writers make progress, nothing breaks */
+struct claimer_arg { mtcp_link *l; int *stop; uint32_t cycles; };
+static void *claimer_thread(void *p)
+{
+    struct claimer_arg *c = p;
+    while (!__atomic_load_n(c->stop, __ATOMIC_RELAXED) && c->cycles < 5000) {
+        uint16_t port = (uint16_t)(20000 + c->cycles % 1000);
+        if (c->l->ops->claim_port(c->l, MTCP_AF_INET, port, c->cycles & 1) == 0)
+            c->l->ops->release_port(c->l, MTCP_AF_INET, port, c->cycles & 1);
+        c->cycles++;
+    }
+    return NULL;
+}
+
 static void test_loopback_threads(void)
 {
     char err[128];
@@ -383,11 +397,20 @@ static void test_loopback_threads(void)
     CHECK_EQ(b->ops->claim_port(b, MTCP_AF_INET6, 2222, 0), 0);
     struct lt_arg x = { .l = a, .my_port = 1111, .peer_port = 2222, .v6 = 1 };
     struct lt_arg y = { .l = b, .my_port = 2222, .peer_port = 1111, .v6 = 0 };
-    pthread_t tx, ty;
+    pthread_t tx, ty, tc;
+    int stop = 0;
+    mtcp_link *cl = mtcp_loopback_open(16, err, sizeof(err));
+    struct claimer_arg ca = { .l = cl, .stop = &stop, .cycles = 0 };
+    pthread_create(&tc, NULL, claimer_thread, &ca);
     pthread_create(&tx, NULL, lt_thread, &x);
     pthread_create(&ty, NULL, lt_thread, &y);
     pthread_join(tx, NULL);
     pthread_join(ty, NULL);
+    __atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+    pthread_join(tc, NULL);
+    fprintf(stderr, "    claimer thread: %u claim/release cycles meanwhile\n", ca.cycles);
+    CHECK(ca.cycles > 0);
+    mtcp_link_close(cl);
     uint64_t da = loopback_drops(a), db = loopback_drops(b);
     fprintf(stderr, "    threads: a got %u (+%llu dropped), b got %u (+%llu dropped)\n",
             x.received, (unsigned long long)da, y.received, (unsigned long long)db);
