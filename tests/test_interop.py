@@ -186,7 +186,7 @@ def _stack_config(p):
     from mtcp_loop.config import MTCPConfig
     kw = dict(backend=p["backend"], ifname=p["ifname"], ipv4=p.get("ipv4"), ipv6=p.get("ipv6"),
               base="asyncio")
-    for k in ("pcap", "impair", "mac", "offload", "xdp_mode", "mtu", "min_rto_us"):
+    for k in ("pcap", "impair", "mac", "offload", "xdp_mode", "mtu", "min_rto_us", "ipv4_gw", "ipv6_gw"):
         if p.get(k) is not None:
             kw[k] = p[k]
     return MTCPConfig(**kw)
@@ -612,6 +612,40 @@ if pytest is not None:
             for tb in beds:
                 tb.down()
         assert not failures, "\n".join(failures)
+
+    def test_off_link_via_gateway(bed):
+        """The kernel peer also owns 198.19.0.1 / 2001:db8:1::1 (on its lo, off the stack's
+        subnet): MTCPLoop clients reach them only through ipv4_gw / ipv6_gw (the peer)."""
+        _gate()
+        from pyroute2 import NetNS
+        far4, far6 = "198.19.0.1", "2001:db8:1::1"
+        with NetNS(bed.info["peer_ns"]) as ns:
+            lo = ns.link_lookup(ifname="lo")[0]
+            ns.addr("add", index=lo, address=far4, prefixlen=32)
+            ns.addr("add", index=lo, address=far6, prefixlen=128)
+        try:
+            ks = Proc(bed, bed.info["peer_ns"], "kernel-serve", dict(peer_v4=far4, peer_v6=far6))
+            try:
+                ks.expect("READY", 30)
+                res = run_role(bed, bed.info["stack_ns"], "stack-client",
+                               stack_params(bed, peer_v4=far4, peer_v6=far6, conns=10, bulk=0,
+                                            ipv4_gw=bed.info["peer_v4"], ipv6_gw=bed.info["peer_v6"]),
+                               timeout=120)
+            finally:
+                ks.kill()
+        finally:
+            with NetNS(bed.info["peer_ns"]) as ns:
+                lo = ns.link_lookup(ifname="lo")[0]
+                for a, pl in ((far4, 32), (far6, 128)):
+                    try:
+                        ns.addr("del", index=lo, address=a, prefixlen=pl)
+                    except Exception:
+                        pass
+        assert res[f"http_get {far4}"] == [200, "hello from mtcp_loop\n"], res
+        assert res[f"http_get [{far6}]"] == [200, "hello from mtcp_loop\n"], res
+        assert res[f"echo {far4}"] == 10 and res[f"echo {far6}"] == 10, res
+        assert res["closed_port"] == "refused", res
+        assert res["stats"]["loop.kernel_connected"] == 0, res["stats"]
 
     @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
     def test_pcap_clean_for_tshark(bed, stack, tmp_path):
