@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """make_seeds.py — regenerate the committed seed corpora in native/fuzz/corpus/.
 
-Frames are built here with independently computed checksums (the same frames as the byte
-literals in native/tests/test_wire.c). Run: python3 native/fuzz/make_seeds.py
+Frames are built here with independently computed checksums (the same formats as the byte
+literals in native/tests/test_wire.c, addressed to the fuzz_engine setup). Run: python3 native/fuzz/make_seeds.py
 """
 import os
 import struct
