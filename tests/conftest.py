@@ -62,6 +62,7 @@ class LoopTestBase:
     kind = "asyncio"
     loop_config: dict = {}
     default_timeout = 60.0
+    allow_loop_errors = False
 
     @property
     def is_mtcp(self):
@@ -92,6 +93,8 @@ class LoopTestBase:
             loop.close()
             asyncio.set_event_loop(None)
             gc.collect()
+        # nothing may reach the loop's exception handler (protocol errors, fatal transport errors...)
+        assert self.allow_loop_errors or not self._exc_contexts, [(c.get("message"), c.get("exception")) for c in self._exc_contexts]
 
     def run(self, coro, timeout=None):
         return self.loop.run_until_complete(asyncio.wait_for(coro, timeout or self.default_timeout))

@@ -68,6 +68,7 @@ CORRUPT_BUG = pytest.mark.xfail(strict=False, reason="C bug: loopback marks TX-c
 
 class _TestImpairCorrupt:
     loop_config = {"impair": "corrupt=0.01,seed=13", "min_rto_us": 20000}
+    allow_loop_errors = True   # while the C bug lets corrupted data through, tasks fail mid-transfer
 
     @CORRUPT_BUG
     def test_corrupt(self):
@@ -77,6 +78,7 @@ class _TestImpairCorrupt:
 
 
 class _TestImpairMixed:
+    allow_loop_errors = True
     loop_config = {"impair": "loss=0.01,reorder=0.02,duplicate=0.01,corrupt=0.002,delay=1ms,jitter=200us,seed=14",
                    "min_rto_us": 20000}
 
