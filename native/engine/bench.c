@@ -26,10 +26,14 @@
  * Configuration choices (state them with the figures):
  *   MTU 1500 (MSS 1460 with the options in use), Ethernet framing with ARP, default CUBIC,
  *   SACK + timestamps + window scaling on (the defaults). Short mode shortens TIME-WAIT
- *   (msl_us 2 ms, so 2*MSL = 4 ms; an in-memory link holds no old duplicates) and uses the
- *   ephemeral range 1024-65535, because at 200k connections/s the default 60 s TIME-WAIT would
- *   need 12 million connection blocks and 28k ports last 0.14 s (Linux hosts use tcp_tw_reuse
- *   for the same reason); per-connection buffers 16 KB.
+ *   (msl_us 50 ms, so 2*MSL = 100 ms) and uses the ephemeral range 1024-65535, because at
+ *   200k connections/s the default 60 s TIME-WAIT would need 12 million connection blocks and
+ *   28k ports last 0.14 s (Linux hosts use tcp_tw_reuse for the same reason); per-connection
+ *   buffers 16 KB. Not shorter: the engine also uses 2*MSL as the orphan FIN-WAIT-2 timeout,
+ *   and with 2*MSL = 4 ms a loaded machine let the client give up before the server's FIN
+ *   came (the server then retransmitted FINs from LAST-ACK into RSTs).
+ *   Short mode opens one connection first and the rest once it is established, so the first
+ *   SYNs do not overflow the ARP wait queue (that cost a 1 s SYN retransmission).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -73,6 +77,8 @@ struct bench {
     uint64_t conns_done, bytes, errors;
     uint32_t active;            /* client connections in flight */
     uint32_t write_size;
+    uint32_t conc;              /* short: clients to keep going */
+    int ramped;                 /* short: all clients started (after ARP resolved) */
     mtcp_cid bulk_cid;
     int bulk_ready;
 };
@@ -105,7 +111,7 @@ static mtcp_engine *make_engine(mtcp_link *l, uint8_t host, int mode, uint32_t m
     c.max_events = 1u << 17;
     if (mode == 0) {
         c.max_conns = max_conns;
-        c.msl_us = 2000;
+        c.msl_us = 50000;
         c.eph_port_lo = 1024;
         c.eph_port_hi = 65535;
         c.syn_backlog = 65535;
@@ -179,6 +185,11 @@ static void short_client_events(struct bench *b, uint64_t now, int measuring)
             case MTCP_EV_CONNECTED:
                 if (mtcp_send(b->cli, e->cid, b->buf, BENCH_MSG) != BENCH_MSG)
                     b->errors++;
+                if (!b->ramped) {               /* the neighbour is resolved: start the others */
+                    b->ramped = 1;
+                    for (uint32_t k = 1; k < b->conc; k++)
+                        short_start(b, now);
+                }
                 break;
             case MTCP_EV_READABLE: {
                 uint8_t *cnt = &b->rx_count[cidx(e->cid)];
@@ -340,10 +351,8 @@ int mtcp_bench_engine(int mode, double seconds, uint32_t param, struct mtcp_benc
             param = 256;
         if (param > 100000)
             return -EINVAL;
-        /* concurrency + TIME-WAIT residue (2*MSL = 4 ms at 400k/s = 1600) + slack. A small
-         * table keeps the hot set (hash buckets, connection blocks) in cache: with a 40 ms
-         * TIME-WAIT and 2^17 buckets short-connection rates were 8-15% lower. */
-        b.max_conns = param * 2 + 8192;
+        /* concurrency + TIME-WAIT residue (2*MSL = 100 ms: 40000 at 400k/s) */
+        b.max_conns = param * 2 + 65536;
     } else {
         if (param == 0)
             param = 65536;
@@ -408,8 +417,8 @@ int mtcp_bench_engine(int mode, double seconds, uint32_t param, struct mtcp_benc
     uint64_t now = mono_us();
     uint64_t retr0 = 0, segs0 = 0, cpu0 = 0, drops0 = 0;
     if (mode == 0) {
-        for (uint32_t i = 0; i < param; i++)
-            short_start(&b, now);
+        b.conc = param;
+        short_start(&b, now);
     } else {
         int64_t cid = mtcp_connect(b.cli, now, &b.srv_addr, NULL);
         if (cid < 0) {
