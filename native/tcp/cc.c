@@ -172,7 +172,7 @@ static void cubic_avoid(struct cc_state *s, uint64_t now_us, uint32_t acked)
         s->w_est = we > CC_INF ? CC_INF : (uint32_t)we;
     }
     s->cwnd_cnt = (uint32_t)cnt;
-    if (cubic_w(s, t_ms) < s->w_est && cw < s->w_est)
+    if (cw < s->w_est && cubic_w(s, t_ms) < s->w_est)
         cw = s->w_est;
     s->cwnd = cw > CC_INF ? CC_INF : (uint32_t)cw;
 }
