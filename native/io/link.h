@@ -14,6 +14,16 @@
  *            "no free slot" on TX and "no frame" on RX.
  *
  * One rxsync and one txsync per engine poll: at most one syscall per batch in real backends.
+ *
+ * Buffers (added by the io engineer, as the backends are built):
+ *   - RX slot->buf may point into kernel-shared memory (AF_PACKET blocks, AF_XDP UMEM, netmap)
+ *     and may change at every rxsync: read it fresh per frame, never keep it after releasing.
+ *   - TX slot->buf is the backend's (fixed per slot, possibly kernel-shared): write at most
+ *     tx.buf_size bytes, never replace the pointer. buf_size differs per backend (AF_XDP: 2048).
+ *   - Exceptions to "one syscall per batch": TAP (a tun fd has no batch I/O: one read/writev
+ *     per frame) and AF_XDP copy mode (the kernel sends at most 32 frames per sendto).
+ *   - next_deadline() returning 0 (or any past time) means "poll again now" (loopback frames
+ *     to itself, TX completions pending in AF_PACKET/AF_XDP, due impairment queues).
  */
 #ifndef MTCP_IO_LINK_H
 #define MTCP_IO_LINK_H
