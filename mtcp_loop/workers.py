@@ -734,13 +734,14 @@ def bench_cores(cores_list=(1, 2), seconds=5.0, conc=64, workload="http") -> dic
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     results = {}
     try:
-        for n in cores_list:
+        for i, n in enumerate(cores_list):
+            port = 8080 + i      # a fresh port per run: the kernel clients' TIME-WAIT of the previous run
             rundir = tempfile.mkdtemp(prefix="mtcp-bench-")
             target = "examples.aiohttp_hello:make_app" if workload == "http" else "examples.echo_server:EchoProtocol"
             if workload != "http":
                 target = "mtcp_loop.workers:_BenchEcho"
             argv = [sys.executable, "-m", "mtcp_loop.cli", "run", target, "--cores", str(n), "--backend", "tap",
-                    "--ifname", "mtcptap0", "--ipv4", "198.18.0.2/24", "--port", "8080", "--rundir", rundir,
+                    "--ifname", "mtcptap0", "--ipv4", "198.18.0.2/24", "--port", str(port), "--rundir", rundir,
                     "--drain-timeout", "1"]
             env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
             p = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -756,23 +757,26 @@ def bench_cores(cores_list=(1, 2), seconds=5.0, conc=64, workload="http") -> dic
                 time.sleep(0.5)
                 st0 = stats(rundir)
                 pids = [w["pid"] for w in st0["workers"].values()]
-                warm = ["wrk", "-t1", "-c8", "-d1s", "http://198.18.0.2:8080/"] if workload == "http" else \
-                    [sys.executable, "-c", _BENCH_CONN_CLIENT, "198.18.0.2", "8080", "1", "8"]
+                warm = ["wrk", "-t1", "-c8", "-d1s", "http://198.18.0.2:%d/" % port] if workload == "http" else \
+                    [sys.executable, "-c", _BENCH_CONN_CLIENT, "198.18.0.2", str(port), "1", "8"]
                 tb.peer_run(warm, timeout=30)
                 st0 = stats(rundir)
                 c0 = _cpu_of(pids)
                 if workload == "http":
                     if not shutil.which("wrk"):
                         raise RuntimeError("wrk not installed")
-                    r = tb.peer_run(["wrk", "-t2", f"-c{conc}", f"-d{seconds}s", "http://198.18.0.2:8080/"],
+                    r = tb.peer_run(["wrk", "-t2", f"-c{conc}", f"-d{max(1, int(round(seconds)))}s", "http://198.18.0.2:%d/" % port],
                                     timeout=seconds + 30)
                     import re
                     m = re.search(r"(\d+) requests in ([\d.]+)s", r.stdout)
+                    if not m:
+                        raise RuntimeError(f"wrk failed: {r.stdout[-1000:]} {r.stderr[-1000:]} "
+                                           f"server: {p.stderr.read1(4000).decode(errors='replace') if p.poll() is not None else 'running'}")
                     reqs, el = int(m.group(1)), float(m.group(2))
                     errs = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", r.stdout)
                     bad = errs.group(0) if errs else ""
                 else:
-                    r = tb.peer_run([sys.executable, "-c", _BENCH_CONN_CLIENT, "198.18.0.2", "8080", str(seconds),
+                    r = tb.peer_run([sys.executable, "-c", _BENCH_CONN_CLIENT, "198.18.0.2", str(port), str(seconds),
                                      str(conc)], timeout=seconds + 30)
                     a, b, c = r.stdout.split()
                     reqs, bad, el = int(a), b, float(c)
@@ -808,20 +812,38 @@ class _BenchEcho(asyncio.Protocol):
 
 
 def cmd_bench_cores(args) -> int:
-    res = {}
+    import statistics
+    cores = tuple(int(x) for x in args.cores.split(","))
+    res = {"loadavg_before": os.getloadavg(), "command": " ".join(["mtcp-loop"] + sys.argv[1:])}
     for wl in args.workloads.split(","):
-        res[wl] = bench_cores(tuple(int(x) for x in args.cores.split(",")), args.seconds, args.concurrency, wl)
+        runs = [bench_cores(cores, args.seconds, args.concurrency, wl) for _ in range(args.repeat)]
+        summary = {}
+        for n in cores:
+            rs = [r[n] for r in runs]
+            summary[n] = {"per_s_median": statistics.median(x["per_s"] for x in rs),
+                          "per_s_runs": [round(x["per_s"]) for x in rs],
+                          "server_cpu_us_per_req_median": statistics.median(x["server_cpu_us_per_req"] for x in rs),
+                          "misdirected": sum(x["misdirected"] for x in rs),
+                          "per_worker_conns_last": rs[-1]["per_worker_conns"]}
+        if len(cores) >= 2:
+            summary["ratio"] = summary[cores[-1]]["per_s_median"] / summary[cores[0]]["per_s_median"]
+            summary["ratio_runs"] = [round(r["ratio"], 2) for r in runs]
+        res[wl] = summary
+    res["loadavg_after"] = os.getloadavg()
     if args.json:
         print(json.dumps(res, indent=2, default=str))
         return 0
-    for wl, r in res.items():
-        for n, v in r.items():
-            if n == "ratio":
-                continue
-            print(f"{wl:5s} cores={n}: {v['per_s']:9.0f}/s  server CPU {v['server_cpu_us_per_req']:7.1f} us/req  "
-                  f"misdirected {v['misdirected']}  per worker {v['per_worker_conns']}  {v['errors']}")
+    print(f"load average before {res['loadavg_before'][0]:.1f}, after {res['loadavg_after'][0]:.1f} "
+          f"({os.cpu_count()} CPUs; the load generator shares them)")
+    for wl in args.workloads.split(","):
+        r = res[wl]
+        for n in cores:
+            v = r[n]
+            print(f"{wl:5s} cores={n}: {v['per_s_median']:9.0f}/s (runs {v['per_s_runs']})  server CPU "
+                  f"{v['server_cpu_us_per_req_median']:7.1f} us/req  misdirected {v['misdirected']}  "
+                  f"per worker {v['per_worker_conns_last']}")
         if "ratio" in r:
-            print(f"{wl:5s} ratio cores={args.cores.split(',')[-1]}/cores={args.cores.split(',')[0]}: {r['ratio']:.2f}")
+            print(f"{wl:5s} ratio cores={cores[-1]}/cores={cores[0]}: {r['ratio']:.2f} (runs {r['ratio_runs']})")
     return 0
 
 
@@ -856,5 +878,6 @@ def add_cli_parsers(sub, bsub) -> None:
     c.add_argument("--seconds", type=float, default=5.0)
     c.add_argument("--concurrency", type=int, default=64)
     c.add_argument("--workloads", default="http,conn", help="http (wrk vs aiohttp hello), conn (short connections)")
+    c.add_argument("--repeat", type=int, default=1, help="alternate the core counts this many times; medians")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_bench_cores)
