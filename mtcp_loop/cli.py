@@ -178,15 +178,16 @@ async def _bench_echo(duration: float, clients: int, msg: int):
         tr, _ = await loop.create_connection(Client, "127.0.0.1", port)
         trs.append(tr)
     await asyncio.sleep(0.2)  # warm-up
-    c0, t0 = count, time.perf_counter()
+    c0, t0, p0 = count, time.perf_counter(), time.process_time()
     await asyncio.sleep(duration)
-    c1, t1 = count, time.perf_counter()
+    c1, t1, p1 = count, time.perf_counter(), time.process_time()
     stop = True
     for tr in trs:
         tr.close()
     srv.close()
     await asyncio.sleep(0.05)
-    return (c1 - c0) / (t1 - t0)
+    n = max(c1 - c0, 1)
+    return (c1 - c0) / (t1 - t0), (p1 - p0) / n * 1e6, (p1 - p0) / (t1 - t0)
 
 
 async def _bench_stream(duration: float):
@@ -207,16 +208,17 @@ async def _bench_stream(duration: float):
     while time.perf_counter() < end:
         w.write(block)
         await w.drain()
-    g0, t0 = got, time.perf_counter()
+    g0, t0, p0 = got, time.perf_counter(), time.process_time()
     end = t0 + duration
     while time.perf_counter() < end:
         w.write(block)
         await w.drain()
-    g1, t1 = got, time.perf_counter()
+    g1, t1, p1 = got, time.perf_counter(), time.process_time()
     w.close()
     srv.close()
     await asyncio.sleep(0.05)
-    return (g1 - g0) / (t1 - t0) / 1e6
+    mb = max(g1 - g0, 1) / 1e6
+    return (g1 - g0) / (t1 - t0) / 1e6, (p1 - p0) / mb * 1e3, (p1 - p0) / (t1 - t0)
 
 
 async def _bench_http(duration: float, concurrency: int):
@@ -246,12 +248,13 @@ async def _bench_http(duration: float, concurrency: int):
 
         stop_at[0] = time.perf_counter() + 0.3
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        c0, t0 = count, time.perf_counter()
+        c0, t0, p0 = count, time.perf_counter(), time.process_time()
         stop_at[0] = t0 + duration
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        c1, t1 = count, time.perf_counter()
+        c1, t1, p1 = count, time.perf_counter(), time.process_time()
     await runner.cleanup()
-    return (c1 - c0) / (t1 - t0)
+    n = max(c1 - c0, 1)
+    return (c1 - c0) / (t1 - t0), (p1 - p0) / n * 1e6, (p1 - p0) / (t1 - t0)
 
 
 def _bench_one(kind: str, args) -> dict:
@@ -265,11 +268,14 @@ def _bench_one(kind: str, args) -> dict:
         factory = asyncio.SelectorEventLoop
     res = {}
     with asyncio.Runner(loop_factory=factory) as r:
-        res["echo_rtt_per_s"] = r.run(_bench_echo(args.duration, args.clients, args.msg))
-        res["stream_MBps"] = r.run(_bench_stream(args.duration))
+        (res["echo_rtt_per_s"], res["echo_cpu_us_per_rtt"],
+         res["echo_cpu_share"]) = r.run(_bench_echo(args.duration, args.clients, args.msg))
+        (res["stream_MBps"], res["stream_cpu_ms_per_MB"],
+         res["stream_cpu_share"]) = r.run(_bench_stream(args.duration))
         try:
             import aiohttp  # noqa: F401
-            res["http_req_per_s"] = r.run(_bench_http(args.duration, args.concurrency))
+            (res["http_req_per_s"], res["http_cpu_us_per_req"],
+             res["http_cpu_share"]) = r.run(_bench_http(args.duration, args.concurrency))
         except ImportError:
             res["http_req_per_s"] = None
         if kind == "mtcp":
@@ -298,6 +304,11 @@ def cmd_bench_loop(args) -> int:
             a, b = results["mtcp"].get(metric), results[other].get(metric)
             if a and b:
                 ratios[f"mtcp/{other} {metric}"] = a / b
+        # CPU cost per operation: robust on a shared machine (lower is better, so other/mtcp)
+        for metric in ("echo_cpu_us_per_rtt", "stream_cpu_ms_per_MB", "http_cpu_us_per_req"):
+            a, b = results["mtcp"].get(metric), results[other].get(metric)
+            if a and b:
+                ratios[f"{other}/mtcp {metric} (efficiency)"] = b / a
     out = {"config": {"duration_s": args.duration, "echo_clients": args.clients, "echo_msg": args.msg,
                       "http_concurrency": args.concurrency, "mtcp_base": args.base,
                       "python": sys.version.split()[0], "cpus": os.cpu_count()},
@@ -307,14 +318,20 @@ def cmd_bench_loop(args) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
-    print(f"{'loop':10s} {'echo RTT/s':>12s} {'stream MB/s':>12s} {'http req/s':>12s}")
+    print(f"{'loop':10s} {'echo RTT/s':>11s} {'cpu us/RTT':>11s} {'stream MB/s':>12s} {'cpu ms/MB':>10s} "
+          f"{'http req/s':>11s} {'cpu us/req':>11s}")
     for k in kinds:
         r = results[k]
         h = r.get("http_req_per_s")
-        print(f"{k:10s} {r['echo_rtt_per_s']:12.0f} {r['stream_MBps']:12.1f} "
-              f"{(f'{h:12.0f}' if h else '         n/a')}")
+        http = f"{h:11.0f} {r['http_cpu_us_per_req']:11.1f}" if h else f"{'n/a':>11s} {'':>11s}"
+        print(f"{k:10s} {r['echo_rtt_per_s']:11.0f} {r['echo_cpu_us_per_rtt']:11.2f} "
+              f"{r['stream_MBps']:12.1f} {r['stream_cpu_ms_per_MB']:10.3f} {http}")
     for k, v in ratios.items():
-        print(f"  {k:36s} {v:6.2f}x")
+        print(f"  {k:52s} {v:6.2f}x")
+    shares = [results[k][m] for k in kinds for m in ("echo_cpu_share", "stream_cpu_share")]
+    if min(shares) < 0.8:
+        print(f"note: the process got as little as {min(shares):.0%} of a CPU during a measurement "
+              "(shared machine): compare the cpu-per-operation columns.")
     return 0
 
 
