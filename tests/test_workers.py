@@ -432,3 +432,56 @@ def test_run_cores_loopback(tmp_path, crash):
     assert sum(w["restarts"] for w in st["workers"].values()) == (2 if crash else 0)
     if crash:
         assert "restarting on cpu" in r.stderr
+
+
+@needs_netns
+def test_cli_run_aiohttp_and_stats(tb, tmp_path):
+    """The issue's command: `mtcp-loop run examples.aiohttp_hello:app --cores 2 --backend tap`,
+    kernel clients (curl) on both workers, `mtcp-loop stats --json` from the running server."""
+    import shutil
+    rundir = str(tmp_path / "cli-run")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    p = subprocess.Popen([sys.executable, "-m", "mtcp_loop.cli", "run", "examples.aiohttp_hello:app", "--cores", "2",
+                          "--backend", "tap", "--ifname", "mtcptap0", "--ipv4", f"{STACK}/24", "--port", "8080",
+                          "--rundir", rundir, "--netns", tb.peer_ns, "--drain-timeout", "2"],
+                         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while not all(os.path.exists(os.path.join(rundir, f"worker-{q}.sock")) for q in range(2)):
+            assert p.poll() is None, p.stderr.read().decode()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with tb.netns(tb.peer_ns):
+            socks = [socket.create_connection((STACK, 8080), timeout=5) for _ in range(40)]
+        for i, s in enumerate(socks):
+            s.sendall(f"GET /w{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            body = b""
+            while True:
+                d = s.recv(4096)
+                if not d:
+                    break
+                body += d
+            assert body.startswith(b"HTTP/1.1 200") and body.endswith(f"Hello, w{i}!".encode()), body
+            s.close()
+        if shutil.which("curl"):
+            r = tb.peer_run(["curl", "-s", f"http://{STACK}:8080/curl"], timeout=10)
+            assert r.stdout == "Hello, curl!"
+        r = subprocess.run([sys.executable, "-m", "mtcp_loop.cli", "stats", "--rundir", rundir, "--json"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0, r.stderr
+        st = json.loads(r.stdout)
+        assert set(st["workers"]) == {"0", "1"}
+        assert st["total"]["misdirected"] == 0
+        assert st["total"]["accepted"] >= 40
+        assert all(w["accepted"] > 0 for w in st["workers"].values())     # both workers served
+        r = subprocess.run([sys.executable, "-m", "mtcp_loop.cli", "stats", "--rundir", rundir],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=20)
+        assert "misdirected" in r.stdout and "total" in r.stdout
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            assert p.wait(15) == 0
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            raise
