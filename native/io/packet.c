@@ -9,16 +9,19 @@
  * RX (zero copy): the kernel fills blocks of frames; a retired block (TP_STATUS_USER) is
  *   mapped into link RX slots (slot.buf points into the block) when the ring has room for all
  *   its frames; the block goes back to the kernel once the user has released every frame of it.
- *   TP_STATUS_CSUMNOTREADY -> LINK_SLOT_F_CSUM_PARTIAL with csum_start = transport header
- *   (IPv4/IPv6 parsed) and csum_offset 16 (TCP) / 6 (UDP); TP_STATUS_CSUM_VALID ->
- *   LINK_SLOT_F_CSUM_VALID. A frame longer than the MTU (a GSO skb from a local veth peer)
- *   is flagged LINK_SLOT_F_GSO with gso_size 0 (segment size unknown).
+ *   With PACKET_VNET_HDR (the default; MTCP_LINK_NO_OFFLOAD turns it off) every frame is
+ *   preceded by a struct virtio_net_hdr: NEEDS_CSUM -> LINK_SLOT_F_CSUM_PARTIAL with the
+ *   kernel's csum_start/csum_offset, DATA_VALID -> LINK_SLOT_F_CSUM_VALID, a GSO skb (from a
+ *   local veth peer) -> LINK_SLOT_F_GSO with its gso_size. Without it: TP_STATUS_CSUMNOTREADY
+ *   -> CSUM_PARTIAL with csum_start = transport header (IPv4/IPv6 parsed), csum_offset 16 (TCP)
+ *   / 6 (UDP); TP_STATUS_CSUM_VALID -> CSUM_VALID; frames longer than the MTU -> GSO, size 0.
  *   Latency: V3 hands over whole blocks; a block that does not fill is retired after
  *   PKT_BLOCK_TOV_MS, so sparse traffic sees up to that much extra delay.
  * TX (zero copy): TX slot i is TX ring frame i; txsync marks every released slot
  *   TP_STATUS_SEND_REQUEST and issues one sendto() for the batch; slots come back as the
  *   kernel hands frames back (TP_STATUS_AVAILABLE; WRONG_FORMAT counted as an error).
- *   No checksum offload on TX: the engine must send complete checksums (features = 0).
+ *   With the vnet header TX takes partial checksums (LINK_FEAT_CSUM_TX: NEEDS_CSUM with the
+ *   slot's csum_start/offset); no TSO (a TX ring frame holds one MTU-sized frame).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -32,6 +35,7 @@
 #include <sys/socket.h>
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
+#include <linux/virtio_net.h>
 #include "link.h"
 #include "io_util.h"
 
@@ -60,6 +64,7 @@ struct pkt_link {
     uint32_t tx_hwcur;                  /* first slot not yet submitted */
     uint32_t tx_done;                   /* first slot not yet completed */
     uint64_t tx_errors, rx_frames, tx_frames_sent, kernel_drops;
+    int vnet;                           /* PACKET_VNET_HDR on: a virtio_net_hdr precedes frames */
     char ifname[IFNAMSIZ];
 };
 
@@ -132,12 +137,28 @@ static int pkt_rxsync(struct mtcp_link *l, uint64_t now)
             s->flags = 0;
             s->gso_size = 0;
             s->csum_start = s->csum_offset = 0;
-            if (h->tp_status & TP_STATUS_CSUMNOTREADY)
-                csum_partial_from_headers(s);
-            if (h->tp_status & TP_STATUS_CSUM_VALID)
-                s->flags |= LINK_SLOT_F_CSUM_VALID;
-            if (s->len > l->mtu + 18)
-                s->flags |= LINK_SLOT_F_GSO;
+            if (p->vnet && h->tp_mac >= sizeof(struct virtio_net_hdr)) {
+                struct virtio_net_hdr vh;
+                memcpy(&vh, fp + h->tp_mac - sizeof(vh), sizeof(vh));
+                if (vh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
+                    s->flags |= LINK_SLOT_F_CSUM_PARTIAL;
+                    s->csum_start = vh.csum_start;
+                    s->csum_offset = vh.csum_offset;
+                }
+                if (vh.flags & VIRTIO_NET_HDR_F_DATA_VALID)
+                    s->flags |= LINK_SLOT_F_CSUM_VALID;
+                if ((vh.gso_type & ~VIRTIO_NET_HDR_GSO_ECN) != VIRTIO_NET_HDR_GSO_NONE) {
+                    s->flags |= LINK_SLOT_F_GSO;
+                    s->gso_size = vh.gso_size;
+                }
+            } else {
+                if (h->tp_status & TP_STATUS_CSUMNOTREADY)
+                    csum_partial_from_headers(s);
+                if (h->tp_status & TP_STATUS_CSUM_VALID)
+                    s->flags |= LINK_SLOT_F_CSUM_VALID;
+                if (s->len > l->mtu + 18)
+                    s->flags |= LINK_SLOT_F_GSO;
+            }
             if (l->pcap)
                 link_pcap_slot(l, s, now);
             r->tail = link_ring_next(r, r->tail);
@@ -165,8 +186,20 @@ static int pkt_txsync(struct mtcp_link *l, uint64_t now)
         struct link_slot *s = &t->slot[i];
         if (l->pcap)
             link_pcap_slot(l, s, now);
-        h->tp_len = s->len;
-        h->tp_snaplen = s->len;
+        uint32_t len = s->len;
+        if (p->vnet) {
+            struct virtio_net_hdr vh;
+            memset(&vh, 0, sizeof(vh));
+            if (s->flags & LINK_SLOT_F_CSUM_PARTIAL) {
+                vh.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+                vh.csum_start = s->csum_start;
+                vh.csum_offset = s->csum_offset;
+            }
+            memcpy(s->buf - sizeof(vh), &vh, sizeof(vh));
+            len += (uint32_t)sizeof(vh);
+        }
+        h->tp_len = len;
+        h->tp_snaplen = len;
         h->tp_next_offset = 0;
         __atomic_store_n(&h->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
         n++;
@@ -253,7 +286,6 @@ mtcp_link *mtcp_packet_open(const char *ifname, uint32_t queue, uint32_t nqueues
                             char *err, size_t errlen)
 {
     char msg[200];
-    (void)flags;
     if (!ifname || !*ifname || strlen(ifname) >= IFNAMSIZ) {
         io_errf(err, errlen, "packet: an interface name (max 15 characters) is required");
         return NULL;
@@ -288,6 +320,8 @@ mtcp_link *mtcp_packet_open(const char *ifname, uint32_t queue, uint32_t nqueues
     step = "PACKET_VERSION";
     if (setsockopt(fd, SOL_PACKET, PACKET_VERSION, &v, sizeof(v)) < 0)
         goto fail;
+    if (!(flags & MTCP_LINK_NO_OFFLOAD))      /* before the rings; optional */
+        p->vnet = setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof(one)) == 0;
     step = "PACKET_QDISC_BYPASS";
     if (setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof(one)) < 0)
         goto fail;
@@ -300,7 +334,7 @@ mtcp_link *mtcp_packet_open(const char *ifname, uint32_t queue, uint32_t nqueues
     step = "PACKET_RX_RING";
     if (setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &rx, sizeof(rx)) < 0)
         goto fail;
-    uint32_t fs = io_pow2_roundup(mtu + 18 + (uint32_t)PKT_TX_HDR);
+    uint32_t fs = io_pow2_roundup(mtu + 18 + (uint32_t)PKT_TX_HDR + (uint32_t)sizeof(struct virtio_net_hdr));
     if (fs < 2048) fs = 2048;
     uint32_t bs = fs > 65536 ? fs : 65536;
     struct tpacket_req3 tx = {
@@ -339,13 +373,13 @@ mtcp_link *mtcp_packet_open(const char *ifname, uint32_t queue, uint32_t nqueues
     if (link_rings_alloc(&p->l, PKT_RX_SLOTS, PKT_TX_FRAMES, 0) != 0)
         goto fail;
     for (uint32_t i = 0; i < p->l.tx.num_slots; i++)
-        p->l.tx.slot[i].buf = (uint8_t *)tx_frame(p, i) + PKT_TX_HDR;
-    p->l.tx.buf_size = fs - (uint32_t)PKT_TX_HDR;
+        p->l.tx.slot[i].buf = (uint8_t *)tx_frame(p, i) + PKT_TX_HDR + (p->vnet ? sizeof(struct virtio_net_hdr) : 0);
+    p->l.tx.buf_size = fs - (uint32_t)PKT_TX_HDR - (p->vnet ? (uint32_t)sizeof(struct virtio_net_hdr) : 0);
     p->l.rx.buf_size = PKT_RX_BLOCK_SIZE;
     p->l.ops = &pkt_ops;
     p->l.link_type = MTCP_LINK_ETHERNET;
     p->l.mtu = mtu;
-    p->l.features = LINK_FEAT_RX_GRO;
+    p->l.features = LINK_FEAT_RX_GRO | (p->vnet ? LINK_FEAT_CSUM_TX : 0);
     snprintf(p->ifname, IFNAMSIZ, "%s", ifname);
     return &p->l;
 fail:
