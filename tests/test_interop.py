@@ -185,7 +185,7 @@ async def _wait_stdin_eof():
 def _stack_config(p):
     from mtcp_loop.config import MTCPConfig
     kw = dict(backend=p["backend"], ifname=p["ifname"], ipv4=p.get("ipv4"), ipv6=p.get("ipv6"),
-              base="asyncio")
+              base=p.get("base", os.environ.get("MTCP_INTEROP_BASE", "auto")))
     for k in ("pcap", "impair", "mac", "offload", "xdp_mode", "mtu", "min_rto_us", "ipv4_gw", "ipv6_gw"):
         if p.get(k) is not None:
             kw[k] = p[k]
