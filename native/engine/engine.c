@@ -491,6 +491,16 @@ static void env_event(void *ctx, struct tcp_conn *c, uint32_t type, int32_t err,
             }
         }
         if (k->eflags & CF_DETACHED) return;
+        if (e->ev_n >= e->ev_cap) {
+            /* the application would never learn this cid: reset it (at the next safe point,
+             * not from inside tcp_input) instead of leaking it in the backlog */
+            e->counters[CTR_EVENTS_OVERFLOW]++;
+            k->eflags |= CF_DETACHED | CF_ABORTQ;
+            k->tcp.flags |= TCPF_DETACHED;
+            k->anext = e->abort_head;
+            e->abort_head = conn_idx(e, k);
+            return;
+        }
         engine_push_event(e, k, MTCP_EV_ACCEPT, 0, 0, parent);
         return;
     }
@@ -571,6 +581,14 @@ static void conn_release(struct mtcp_engine *e, struct conn *k) {
 }
 
 void engine_reap(struct mtcp_engine *e) {
+    while (e->abort_head != NONE32) {
+        struct conn *k = &e->conns[e->abort_head];
+        e->abort_head = k->anext;
+        k->eflags &= (uint16_t)~CF_ABORTQ;
+        if (k->kind != CK_CONN || (k->eflags & CF_ZOMBIE)) continue;
+        if (k->eflags & CF_CLOSED) make_zombie(e, k);
+        else tcp_abort(&e->env, &k->tcp, e->now);      /* -> env_closed -> zombie (detached) */
+    }
     while (e->reap_head != NONE32) {
         struct conn *k = &e->conns[e->reap_head];
         e->reap_head = k->hnext;
@@ -641,6 +659,7 @@ mtcp_engine *mtcp_engine_new(const struct mtcp_config *cfg, mtcp_link *link, cha
     e->nconns = cfg->max_conns;
     e->out_head = e->out_tail = NONE32;
     e->reap_head = NONE32;
+    e->abort_head = NONE32;
     e->tx_frame = NONE32;
     e->ffree = NONE32;
     e->ctrlq.head = e->ctrlq.tail = NONE32;

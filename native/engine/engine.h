@@ -79,6 +79,7 @@ int64_t wheel_next_deadline(const struct wheel *w);
 #define CF_ACCEPTQ  0x0040   /* ACCEPT queued, counted in the listener's backlog */
 #define CF_CLOSED   0x0080   /* TCP reached CLOSED, app still holds the cid */
 #define CF_CHILD    0x0100   /* on its listener's children list */
+#define CF_ABORTQ   0x0200   /* on the abort list */
 
 struct conn {
     struct tcp_conn tcp;      /* first member: (struct conn *)tcp_conn_ptr */
@@ -91,6 +92,7 @@ struct conn {
     uint8_t pad;
     uint32_t ngen;            /* cached next-hop neighbour: entry nidx while its gen == ngen */
     uint32_t nidx;
+    uint32_t anext;           /* abort list (ACCEPT lost to a full event queue) */
     union {
         struct { uint32_t parent, parent_gen, cnext, cprev; } ch;        /* passive child */
         struct { uint32_t backlog, synq, acceptq, head; } ls;           /* listener */
@@ -169,6 +171,7 @@ struct mtcp_engine {
     /* lists */
     uint32_t out_head, out_tail, out_n;   /* want_output */
     uint32_t reap_head;
+    uint32_t abort_head;           /* conns to reset at the next safe point */
 
     struct wheel wheel;
 

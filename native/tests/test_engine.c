@@ -953,6 +953,10 @@ static void test_events_overflow(void) {
     CHECK_EQ(pu[3], 16);
     struct mtcp_event ev[32];
     CHECK_EQ(mtcp_engine_events(e, ev, 32), 16);
+    /* the 4 connections whose ACCEPT was lost were reset, not leaked */
+    mtcp_engine_pool_usage(e, pu);
+    CHECK_EQ(pu[0], 1 + 16);
+    CHECK_EQ(ctr(e, CTR_RST_OUT), 4);
     mtcp_engine_free(e);
 }
 
