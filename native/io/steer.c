@@ -150,7 +150,7 @@ static void c_emit(struct casm *a, uint16_t code, uint32_t k, int lt, int lf, in
 static inline uint32_t slot_of(const uint32_t *slots, uint32_t q) { return slots ? slots[q] : q; }
 
 int steer_build_cbpf(struct sock_filter *out, int max, uint32_t nq, uint16_t lo, uint16_t hi,
-                     const uint32_t *slots)
+                     const uint32_t *slots, int32_t net)
 {
     static const int next = -2;        /* "fall through": offset 0 */
     if (nq == 0 || nq > 256 || max > STEER_PROG_MAX)
@@ -162,7 +162,7 @@ int steer_build_cbpf(struct sock_filter *out, int max, uint32_t nq, uint16_t lo,
     a->max = max;
     for (size_t i = 0; i < sizeof(a->pos) / sizeof(a->pos[0]); i++)
         a->pos[i] = -1;
-    const uint32_t NET = (uint32_t)SKF_NET_OFF;
+    const uint32_t NET = (uint32_t)net;
     C_S(a, BPF_LD | BPF_W | BPF_ABS, SKF_AD_OFF + SKF_AD_PROTOCOL);
     C_J(a, BPF_JMP | BPF_JEQ | BPF_K, ET_IP4, L_V4, next);
     C_J(a, BPF_JMP | BPF_JEQ | BPF_K, ET_IP6, L_V6, L_Q0);
@@ -269,7 +269,7 @@ static void e_emit(struct easm *a, uint8_t code, uint8_t dst, uint8_t src, int16
 #define E_LABEL(a, l) ((a)->pos[l] = (a)->n)
 
 int steer_build_ebpf(struct bpf_insn *out, int max, uint32_t nq, uint16_t lo, uint16_t hi,
-                     const uint32_t *slots)
+                     const uint32_t *slots, int32_t net)
 {
     if (nq == 0 || nq > 256 || max > STEER_PROG_MAX)
         return -EINVAL;
@@ -278,7 +278,7 @@ int steer_build_ebpf(struct bpf_insn *out, int max, uint32_t nq, uint16_t lo, ui
         return -ENOMEM;
     a->f = out;
     a->max = max;
-    const int32_t NET = SKF_NET_OFF;
+    const int32_t NET = net;
     E_MOV64X(a, BPF_REG_6, BPF_REG_1);
     /* r0 = __sk_buff.protocol (network order in the low 16 bits) -> host order */
     e_emit(a, BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_6, (int16_t)offsetof(struct __sk_buff, protocol), 0, L_NONE);
@@ -390,7 +390,7 @@ int mtcp_steer_install(mtcp_link *l, uint32_t nqueues, uint16_t eph_lo, uint16_t
             io_errf(err, errlen, "steer: out of memory");
             return -ENOMEM;
         }
-        int n = steer_build_ebpf(p, STEER_PROG_MAX, nqueues, eph_lo, eph_hi, slots);
+        int n = steer_build_ebpf(p, STEER_PROG_MAX, nqueues, eph_lo, eph_hi, slots, STEER_NET_TAP);
         int pfd = n < 0 ? n : steer_load_ebpf(p, n, log, 4096);
         if (pfd < 0) {
             snprintf(msg, sizeof(msg), "steer: loading the TAP steering program: %s%s %.120s",
@@ -412,7 +412,7 @@ int mtcp_steer_install(mtcp_link *l, uint32_t nqueues, uint16_t eph_lo, uint16_t
     }
     if (strcmp(l->ops->name, "packet") == 0) {
         struct sock_filter f[STEER_PROG_MAX];
-        int n = steer_build_cbpf(f, STEER_PROG_MAX, nqueues, eph_lo, eph_hi, slots);
+        int n = steer_build_cbpf(f, STEER_PROG_MAX, nqueues, eph_lo, eph_hi, slots, STEER_NET_FANOUT);
         if (n < 0) {
             io_errf(err, errlen, "steer: fanout program too large");
             return n;

@@ -5,9 +5,13 @@
  *   - C: steer_frame() / mtcp_steer_flow(), used by the steering wrapper link and by claim_port;
  *   - eBPF socket filter for TUNSETSTEERINGEBPF (TAP), built by steer_build_ebpf();
  *   - classic BPF for PACKET_FANOUT_CBPF (AF_PACKET), built by steer_build_cbpf().
- * Both programs read the packet relative to the network header (SKF_NET_OFF) and the protocol
- * from skb->protocol, so they do not depend on where skb->data points (the mac header on the
- * TAP transmit path, the network header on the packet-socket receive path).
+ * Both programs take the protocol from skb->protocol and read headers at `net` + offset, where
+ * `net` is where the network header is relative to skb->data: 14 on the TAP transmit path
+ * (ndo_select_queue sees the frame from its mac header), 0 on the packet-socket receive path
+ * (fanout runs after the mac header was pulled). Plain offsets work on non-linear skbs (the
+ * kernel's load helper copies across fragments); SKF_NET_OFF-relative loads would not (they
+ * need the bytes in the linear area: a GRO'd frame from a bridged NIC could fail them and the
+ * program would return 0). `net` = SKF_NET_OFF is accepted too (tests).
  *
  *   frame not IPv4/IPv6 TCP (ARP, ICMP, IPv6 with extension headers, IPv4 fragments) -> queue 0
  *   TCP with our port P = dport in [eph_lo, eph_hi]   -> P % n           (active opens: the
@@ -28,6 +32,8 @@
 
 #define STEER_MUL 0x9e3779b1u
 #define STEER_PROG_MAX 512
+#define STEER_NET_TAP 14       /* network header offset from skb->data in tun_select_queue */
+#define STEER_NET_FANOUT 0     /* ... in packet_rcv_fanout (receive path) */
 
 enum steer_kind { STEER_TCP = 0, STEER_NEIGH = 1, STEER_OTHER = 2 };
 
@@ -37,9 +43,9 @@ uint32_t steer_frame(const uint8_t *f, uint32_t len, uint32_t nq, uint16_t lo, u
 
 /* Program builders: return the instruction count or -E2BIG. slots NULL = identity. */
 int steer_build_cbpf(struct sock_filter *out, int max, uint32_t nq, uint16_t lo, uint16_t hi,
-                     const uint32_t *slots);
+                     const uint32_t *slots, int32_t net);
 int steer_build_ebpf(struct bpf_insn *out, int max, uint32_t nq, uint16_t lo, uint16_t hi,
-                     const uint32_t *slots);
+                     const uint32_t *slots, int32_t net);
 /* Load the eBPF program as BPF_PROG_TYPE_SOCKET_FILTER; fd or -errno (log into log if given). */
 int steer_load_ebpf(const struct bpf_insn *insns, int n, char *log, size_t loglen);
 
