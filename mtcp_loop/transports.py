@@ -19,6 +19,7 @@ The transport never touches packets: it only calls mtcp_send/mtcp_recv/... on it
 """
 from __future__ import annotations
 
+import collections
 import errno as _errno
 import logging
 import os
@@ -224,7 +225,8 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
         self._protocol = None
         self.set_protocol(protocol)
         self._server = server
-        self._buffer = bytearray()
+        self._buffer = collections.deque()   # unaccepted tail: bytes / memoryviews of bytes
+        self._buffer_size = 0
         self._conn_lost = 0
         self._closing = False
         self._eof = False                     # write_eof() called
@@ -248,7 +250,7 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
         if self._closing:
             info.append("closing")
         info.append(f"peer={self._extra.get('peername')!r}")
-        info.append(f"write_bufsize={len(self._buffer)}")
+        info.append(f"write_bufsize={self._buffer_size}")
         return "<{}>".format(" ".join(info))
 
     # -- protocol ---------------------------------------------------------------------------
@@ -399,8 +401,14 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
                 return
             if n == len(data):
                 return
-            data = memoryview(data)[n:]
-        self._buffer.extend(data)
+            if n and data.__class__ is bytes:
+                data = memoryview(data)[n:]     # immutable: keep a view, no copy
+            else:
+                data = bytes(memoryview(data)[n:]) if n else bytes(data)
+        elif data.__class__ is not bytes:
+            data = bytes(data)                  # the caller may reuse a mutable buffer
+        self._buffer.append(data)
+        self._buffer_size += len(data)
         self._maybe_pause_protocol()
 
     def writelines(self, list_of_data):
@@ -416,16 +424,26 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
     def _on_writable(self):          # engine event: send space available again
         if self._conn_lost or not self._buffer or self._released:
             return
-        n = self._engine.send(self._cid, self._buffer)
-        if n < 0:
-            self._buffer.clear()
-            exc = os_error(-n)
-            self._fatal_error(exc, "Fatal write error on mtcp transport")
-            if self._empty_waiter is not None:
-                self._empty_waiter.set_exception(exc)
-            return
-        if n:
-            del self._buffer[:n]
+        buf = self._buffer
+        send = self._engine.send
+        while buf:
+            item = buf[0]
+            n = send(self._cid, item)
+            if n < 0:
+                buf.clear()
+                self._buffer_size = 0
+                exc = os_error(-n)
+                self._fatal_error(exc, "Fatal write error on mtcp transport")
+                if self._empty_waiter is not None:
+                    self._empty_waiter.set_exception(exc)
+                return
+            self._buffer_size -= n
+            if n == len(item):
+                buf.popleft()
+                continue
+            if n:
+                buf[0] = (item if item.__class__ is memoryview else memoryview(item))[n:]
+            break
         self._maybe_resume_protocol()  # may append to the buffer
         if not self._buffer:
             if self._empty_waiter is not None:
@@ -436,7 +454,7 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
                 self._engine.shutdown(self._cid)
 
     def get_write_buffer_size(self):
-        return len(self._buffer)
+        return self._buffer_size
 
     def write_eof(self):
         if self._closing or self._eof:
@@ -484,6 +502,7 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
             return
         if self._buffer:
             self._buffer.clear()
+            self._buffer_size = 0
         if not self._closing:
             self._closing = True
         self._conn_lost += 1

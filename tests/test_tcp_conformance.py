@@ -251,12 +251,15 @@ class _TestManyConnections:
     def test_many_concurrent_connections(self):
         n = self._n()
 
+        finished = []
+
         async def handle(r, w):
             data = await r.readexactly(8)
             w.write(data[::-1])
             await w.drain()
             await r.read()  # wait for client's EOF
             w.close()
+            finished.append(1)
 
         async def main():
             srv = await asyncio.start_server(handle, HOST, 0, backlog=4096)
@@ -281,6 +284,7 @@ class _TestManyConnections:
             await asyncio.gather(*(check(*c) for c in conns))
             for _, _, w in conns:
                 await w.wait_closed()
+            await wait_until(lambda: len(finished) == n, timeout=60)
             srv.close()
             await srv.wait_closed()
             self.assert_userspace(2 * n)
