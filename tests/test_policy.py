@@ -204,3 +204,52 @@ def test_pcap(tmp_path):
     raw = path.read_bytes()
     assert len(raw) > 24 + 3 * 16 and raw[:4] in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4",
                                                    b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+
+
+@pytest.mark.parametrize("base", ["asyncio"] + (["uvloop"] if HAVE_UVLOOP else []))
+def test_base_loop_features_unchanged(base, tmp_path):
+    """Unix sockets, UDP and subprocesses are the base loop's, unchanged, on MTCPLoop."""
+    import mtcp_loop
+
+    async def main():
+        loop = asyncio.get_running_loop()
+
+        async def handle(r, w):
+            w.write(await r.readexactly(2))
+            await w.drain()
+            w.close()
+
+        path = str(tmp_path / "s.sock")
+        us = await asyncio.start_unix_server(handle, path)
+        r, w = await asyncio.open_unix_connection(path)
+        w.write(b"ux")
+        assert await r.read() == b"ux"
+        w.close()
+        us.close()
+
+        got = loop.create_future()
+
+        class Udp(asyncio.DatagramProtocol):
+            def connection_made(self, tr):
+                self.tr = tr
+
+            def datagram_received(self, data, addr):
+                if data == b"ping":
+                    self.tr.sendto(b"pong", addr)
+                elif not got.done():
+                    got.set_result(data)
+
+        st, _ = await loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.1", 0))
+        ct, _ = await loop.create_datagram_endpoint(Udp, remote_addr=st.get_extra_info("sockname"))
+        ct.sendto(b"ping")
+        assert await asyncio.wait_for(got, 5) == b"pong"
+        st.close()
+        ct.close()
+
+        p = await asyncio.create_subprocess_exec(sys.executable, "-c", "print('sub')",
+                                                 stdout=asyncio.subprocess.PIPE)
+        out, _ = await p.communicate()
+        assert out.strip() == b"sub"
+        assert loop.stats()["loop.userspace_connections"] == 0
+
+    mtcp_loop.run(main(), base=base)
