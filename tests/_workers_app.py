@@ -34,7 +34,8 @@ async def _one(host, port, i):
 
 async def _out(spec):
     from mtcp_loop import workers
-    host, port, count, conc = spec.split(":")
+    host, port, count, conc = spec.rsplit(":", 3)
+    host = host.strip("[]")
     port, count, conc = int(port), int(count), int(conc)
     sem = asyncio.Semaphore(conc)
     ok = failed = 0
@@ -59,7 +60,7 @@ async def _out(spec):
 
 async def main():
     loop = asyncio.get_running_loop()
-    srv = await loop.create_server(Echo, "0.0.0.0", int(os.environ.get("MTCP_TEST_PORT", "8080")), backlog=4096)
+    srv = await loop.create_server(Echo, ["0.0.0.0", "::"], int(os.environ.get("MTCP_TEST_PORT", "8080")), backlog=4096)
     spec = os.environ.get("MTCP_TEST_OUT")
     if spec:
         await _out(spec)

@@ -83,7 +83,7 @@ class Server:
         ns = st.get("stack_ns", tb.peer_ns)
         code = ("import sys; from mtcp_loop import workers; sys.exit(workers.serve("
                 f"{target!r}, {cores}, port=8080, backend={kind!r}, ifname={ifname!r}, nqueues={cores}, "
-                f"ipv4='{STACK}/24', rundir={self.rundir!r}, drain_timeout={drain_timeout}, "
+                f"ipv4='{STACK}/24', ipv6='2001:db8::2/64', rundir={self.rundir!r}, drain_timeout={drain_timeout}, "
                 "msl_us=1000000))")
         self.out = open(tmp_path / "server.log", "w+")
         self.p = subprocess.Popen([sys.executable, "-c", code], env=e, stdout=self.out, stderr=subprocess.STDOUT,
@@ -156,8 +156,9 @@ def _owner(port, nq=2):
 _KERNEL_CLIENTS = r"""
 import asyncio, sys
 N, CONC = int(sys.argv[1]), int(sys.argv[2])
+HOST = sys.argv[3] if len(sys.argv) > 3 else "198.18.0.2"
 async def one(i):
-    r, w = await asyncio.open_connection("198.18.0.2", 8080)
+    r, w = await asyncio.open_connection(HOST, 8080)
     m = b"k%d\n" % i
     w.write(m); ok = (await r.readline()) == m
     w.close(); await w.wait_closed()
@@ -185,7 +186,7 @@ async def h(r, w):
     finally:
         w.close()
 async def main():
-    s = await asyncio.start_server(h, "198.18.0.1", 9000, backlog=4096)
+    s = await asyncio.start_server(h, ["198.18.0.1", "2001:db8::1"], 9000, backlog=4096)
     print("READY", flush=True)
     async with s: await s.serve_forever()
 asyncio.run(main())
@@ -485,3 +486,29 @@ def test_cli_run_aiohttp_and_stats(tb, tmp_path):
             p.kill()
             p.wait()
             raise
+
+
+@needs_netns
+def test_ipv6_both_ways(tb, server_factory):
+    """IPv6 over the TAP at cores=2: kernel clients in, MTCPLoop clients out (NDP neighbour
+    advertisements steered to queue 0 are shared with worker 1), no misdirected frames."""
+    n = 1000
+    ks = tb.peer_popen([sys.executable, "-c", _KERNEL_SERVER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert ks.stdout.readline().strip() == "READY"
+        srv = server_factory("_workers_app:main", env={"MTCP_TEST_OUT": f"[2001:db8::1]:9000:{n // 2}:50"})
+        r = tb.peer_run([sys.executable, "-c", _KERNEL_CLIENTS, str(n), "100", "2001:db8::2"], timeout=120)
+        assert r.stdout.split() == [str(n), "0"], r.stderr
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and srv.log().count("OUT-DONE") < 2:
+            time.sleep(0.2)
+        done = [ln for ln in srv.log().splitlines() if ln.startswith("OUT-DONE")]
+        assert len(done) == 2 and all(f"ok={n // 2} failed=0" in ln for ln in done), srv.log()
+        st = srv.stats()
+        for q, w in st["workers"].items():
+            assert w["misdirected"] == 0, w
+            assert w["accepted"] > n * 0.2 and w["active_opens"] == n // 2, w
+        assert sum(w["steer"]["neigh_shared_in"] for w in st["workers"].values()) >= 1
+    finally:
+        ks.kill()
+        ks.wait()
