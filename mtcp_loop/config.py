@@ -139,7 +139,8 @@ class MTCPConfig:
     """Configuration of an MTCPLoop and its engine. See the module docstring for precedence."""
 
     #: Which link the engine runs on. "loopback": the process-wide in-process user-space loopback
-    #: (owns 127.0.0.0/8 and ::1; no root, no device). Real rings come with the testbed/benchmark work.
+    #: (owns 127.0.0.0/8 and ::1; no root, no device). "tap", "packet", "xdp": real ring pairs
+    #: (mtcp_loop/links.py; see the ifname... fields below).
     backend: str = "loopback"
     #: Base loop class: "auto" (uvloop when installed, else asyncio's selector loop), "uvloop", "asyncio".
     base: str = "auto"
