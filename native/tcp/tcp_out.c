@@ -255,6 +255,9 @@ static void output_data(const struct tcp_env *env, struct tcp_conn *c, uint64_t 
 
     if (!sent && (c->flags & TCPF_ACK_NOW)) send_ack(env, c, now);
 
+    /* RFC 6298 5.1: data outstanding -> the retransmission timer runs (also when nothing could be
+     * sent in this pass, e.g. the window closed on data already in flight) */
+    if (!c->t_rexmit && c->snd_max != c->snd_una) c->t_rexmit = now + c->rto_us;
     /* Persist timer (RFC 9293 3.8.6.1): data waits, the peer's window is zero (or too small for
      * SWS) and nothing is in flight to elicit an ACK. */
     if (!c->t_rexmit && c->snd_max == c->snd_una && seq_lt(c->snd_nxt, data_end(c))) {

@@ -70,9 +70,11 @@ static void on_rto(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
         c->recover = c->snd_max;
         c->sb_n = 0;
         c->sacked_bytes = 0;
-        c->rexmit_now = 0;
         c->high_rxt = c->snd_una;
         c->snd_nxt = c->snd_una;                         /* go-back-N */
+        /* the first segment goes out even if the peer's window shrank to zero meanwhile (it then
+         * works as a window probe; Linux tcp_retransmit_timer does the same) */
+        c->rexmit_now = 1;
     } else {
         c->snd_nxt = c->iss;                             /* resend SYN / SYN-ACK */
     }

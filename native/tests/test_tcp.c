@@ -1691,6 +1691,29 @@ static void test_info(void)
     fake_free(f);
 }
 
+static void test_rto_with_closed_window(void)
+{
+    /* the peer's window closes on data already in flight: the RTO still retransmits the first
+     * segment (it doubles as a window probe) and the timer keeps running */
+    struct fake *f = conn_established();
+    f->c.flags |= TCPF_NODELAY;
+    tcp_send(&f->env, &f->c, 100 * MS, payload, 100);
+    out(f, 100 * MS);
+    drain(f);
+    in(f, 110 * MS, tmpl(A, PISS + 1, ISS + 1, 0));
+    CHECK_EQ(f->c.snd_wnd, 0);
+    CHECK_EQ(f->timer, 300 * MS);
+    tcp_timer(&f->env, &f->c, 300 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.seq, ISS + 1);
+    CHECK_EQ(t.payload_len, 100);
+    CHECK_EQ(f->timer, 300 * MS + 400 * MS);
+    tcp_timer(&f->env, &f->c, 700 * MS);
+    CHECK_EQ(next_seg(f).seq, ISS + 1);
+    CHECK(f->timer > 700 * MS);
+    fake_free(f);
+}
+
 /* ====================================================================================== */
 /* two endpoints over a seeded lossy/reordering/duplicating network: every byte arrives    */
 /* intact, in order, exactly once, and both reach CLOSED with no chunk leaked              */
@@ -1916,7 +1939,8 @@ static void test_sim_pair_grid(void)
     static const uint32_t sizes[][2] = {{0, 0}, {1, 0}, {5000, 100}, {100000, 30000}, {250000, 250000}};
     static const uint32_t bufs[] = {262144, 8192, 3000};
     int fails = 0;
-    for (uint64_t seed = 1; seed <= 8; seed++)
+    uint64_t seeds = getenv("SIMSEEDS") ? strtoull(getenv("SIMSEEDS"), NULL, 10) : 8;   /* longer soak */
+    for (uint64_t seed = 1; seed <= seeds; seed++)
         for (unsigned l = 0; l < sizeof loss / sizeof loss[0]; l++)
             for (unsigned z = 0; z < sizeof sizes / sizeof sizes[0]; z++)
                 for (unsigned b = 0; b < sizeof bufs / sizeof bufs[0]; b++) {
@@ -1990,6 +2014,7 @@ int main(void)
     RUN(test_fin_wait_2_orphan_timeout);
     RUN(test_closed_answers_rst);
     RUN(test_info);
+    RUN(test_rto_with_closed_window);
     RUN(test_sim_pair_grid);
     CTEST_END();
 }
