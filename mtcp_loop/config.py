@@ -20,6 +20,7 @@ from typing import Any, Mapping, Optional
 
 __all__ = ["MTCPConfig", "ImpairConfig", "parse_impair"]
 
+LOOPBACK_MAX_CONNS = 65536   # default max_conns on the loopback backend (see MTCPConfig.max_conns)
 _BACKENDS = ("loopback", "tap", "packet", "xdp")
 _BASES = ("auto", "uvloop", "asyncio")
 _FALLBACKS = ("kernel", "error")
@@ -150,7 +151,9 @@ class MTCPConfig:
     #: Loopback mode: a listener on the stack also listens on the same port on the kernel's
     #: 127.0.0.1/::1 (so curl, blocking sockets and other processes reach it).
     kernel_mirror: bool = True
-    #: Connection blocks (listeners + connections + TIME-WAIT), C default 16384.
+    #: Connection blocks (listeners + connections + TIME-WAIT). None: 65536 on the loopback backend
+    #: (both ends of an in-process connection live in this process's engines, so 10,000 concurrent
+    #: connections need 20,000 blocks), else the C default 16384.
     max_conns: Optional[int] = None
     #: Per-connection send / receive buffer bytes, C default 262144.
     sndbuf: Optional[int] = None
@@ -336,6 +339,8 @@ class MTCPConfig:
             v = getattr(self, name)
             if v is not None:
                 setattr(c, name, v)
+        if self.max_conns is None and self.backend == "loopback":
+            c.max_conns = LOOPBACK_MAX_CONNS
         c.cc = lib.MTCP_CC_RENO if self.cc == "reno" else lib.MTCP_CC_CUBIC
         c.sack = int(self.sack)
         c.timestamps = int(self.timestamps)

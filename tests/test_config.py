@@ -81,3 +81,6 @@ def test_fill_c_config_mapping():
     MTCPConfig(max_conns=100, cc="reno", sack=False, seed=9, syncookies="always").fill_c_config(None, Lib, c)
     assert c.max_conns == 100 and c.cc == 1 and c.sack == 0 and c.seed == 9 and c.syncookies == 2
     assert not hasattr(c, "sndbuf")  # None keeps the C default
+    c2 = C()
+    MTCPConfig().fill_c_config(None, Lib, c2)
+    assert c2.max_conns == 65536     # loopback default: both ends of in-process connections

@@ -241,7 +241,8 @@ class _TestLargeTransfer:
 
 # ------------------------------------------------------------------------------------------
 class _TestManyConnections:
-    loop_config = {"max_conns": 32768}   # both ends live in this loop's engine: 2 blocks per connection
+    # default config: both ends live in this loop's engine (2 blocks per connection); the loopback
+    # default max_conns (65536) covers it
 
     def _n(self):
         if self.is_mtcp:
