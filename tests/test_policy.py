@@ -253,3 +253,58 @@ def test_base_loop_features_unchanged(base, tmp_path):
         assert loop.stats()["loop.userspace_connections"] == 0
 
     mtcp_loop.run(main(), base=base)
+
+
+def test_many_threads_many_loops():
+    """One server loop and four client loops (both bases) in five threads, all over the stack."""
+    import os
+    import threading
+
+    import mtcp_loop
+    ready = threading.Event()
+    box = {}
+
+    def server():
+        async def main():
+            async def handle(r, w):
+                while d := await r.read(65536):
+                    w.write(d)
+                    await w.drain()
+                w.close()
+            srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+            box["port"] = srv.sockets[0].getsockname()[1]
+            box["loop"] = asyncio.get_running_loop()
+            box["stop"] = asyncio.Event()
+            ready.set()
+            await box["stop"].wait()
+            srv.close()
+            box["st"] = asyncio.get_running_loop().stats()
+        mtcp_loop.run(main())
+
+    res = []
+
+    def client(i):
+        async def main():
+            ok = 0
+            for _ in range(10):
+                r, w = await asyncio.open_connection("127.0.0.1", box["port"])
+                data = os.urandom(200000)
+                w.write(data)
+                w.write_eof()
+                ok += (await r.read()) == data
+                w.close()
+            res.append(ok)
+        mtcp_loop.run(main(), base=("asyncio" if i % 2 or not HAVE_UVLOOP else "uvloop"))
+
+    ts = threading.Thread(target=server)
+    ts.start()
+    assert ready.wait(10)
+    cs = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for c in cs:
+        c.start()
+    for c in cs:
+        c.join(50)
+    box["loop"].call_soon_threadsafe(box["stop"].set)
+    ts.join(10)
+    assert res == [10, 10, 10, 10]
+    assert box["st"]["loop.userspace_accepted"] == 40 and box["st"]["loop.kernel_connections"] == 0
