@@ -1947,7 +1947,7 @@ static void test_sim_pair_grid(void)
                     int sack = (int)((seed + z) & 1), ts = (int)((seed + b) & 1) ;
                     sim_close_mode_b = (int)((seed + l) % 3);
                     sim_slow = (int)((seed + l + z) % 4);
-                    if (!run_pair(seed, loss[l], l ? 20 : 0, l ? 8000 : 0, sizes[z][0], sizes[z][1], bufs[b], sack, ts))
+                    if (!run_pair(seed, loss[l], l ? (seed % 3 ? 20 : 100) : 0, l ? (seed % 2 ? 8000 : 40000) : 0, sizes[z][0], sizes[z][1], bufs[b], sack, ts))
                         if (++fails > 10) return;
                 }
 }
