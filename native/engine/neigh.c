@@ -251,6 +251,31 @@ void neigh_enqueue(struct mtcp_engine *e, uint32_t ni, uint32_t f) {
     e->neighq_n++;
 }
 
+/* Resolution failed: connections still in SYN-SENT whose SYN waits in n's queue fail with
+ * EHOSTUNREACH (as Linux reports an unanswered ARP/NDP to connect()). Runs from neigh_tick,
+ * outside any TCP call. */
+static void neigh_fail_connects(struct mtcp_engine *e, struct neigh *n) {
+    for (uint32_t f = n->qhead; f != NONE32; f = e->frames[f].next) {
+        const uint8_t *p = e->frames[f].buf + e->l2len;
+        uint32_t len = e->frames[f].len;
+        const uint8_t *src, *dst, *th;
+        int family;
+        if (n->family == MTCP_AF_INET) {
+            if (len < e->l2len + 40 || p[9] != WIRE_PROTO_TCP) continue;
+            family = MTCP_AF_INET; src = p + 12; dst = p + 16; th = p + 20;
+        } else {
+            if (len < e->l2len + 60 || p[6] != WIRE_PROTO_TCP) continue;
+            family = MTCP_AF_INET6; src = p + 8; dst = p + 24; th = p + 40;
+        }
+        struct conn *k = conn_lookup(e, family, src, wire_get16(th), dst, wire_get16(th + 2));
+        if (!k || k->kind != CK_CONN || (k->eflags & CF_ZOMBIE) || k->tcp.state != MTCP_ST_SYN_SENT) continue;
+        e->counters[CTR_CONN_FAILED]++;
+        if (!(k->eflags & (CF_DETACHED | CF_HIDDEN)))
+            engine_push_event(e, k, MTCP_EV_CONNECT_FAILED, EHOSTUNREACH, 0, 0);
+        tcp_abort(&e->env, &k->tcp, e->now);      /* SYN-SENT: no RST, no event; -> CLOSED */
+    }
+}
+
 void neigh_tick(struct mtcp_engine *e) {
     if (!e->neigh.incomplete || e->now < e->neigh_deadline) return;
     uint64_t next = 0;
@@ -264,6 +289,7 @@ void neigh_tick(struct mtcp_engine *e) {
                 n->expires = e->now + NEIGH_RETRY_US;
                 e->neigh.incomplete--;
                 e->counters[CTR_NEIGH_FAILED]++;
+                neigh_fail_connects(e, n);
                 neigh_drop_queue(e, n);
                 continue;
             }

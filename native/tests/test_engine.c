@@ -344,6 +344,19 @@ static void test_arp(void) {
     CHECK_EQ(reqs, NEIGH_RETRIES);
     CHECK_EQ(ctr(e, CTR_NEIGH_FAILED), 1);
     CHECK(ctr(e, CTR_DROP_NEIGH_QUEUE) >= 1);
+    /* ... and the connect fails with EHOSTUNREACH (not only after the SYN retries) */
+    struct mtcp_event ev[16];
+    uint32_t n = mtcp_engine_events(e, ev, 16), unreach = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (ev[i].cid == (mtcp_cid)cid && ev[i].type == MTCP_EV_CONNECT_FAILED && ev[i].err == EHOSTUNREACH) unreach++;
+    CHECK_EQ(unreach, 1);
+    struct mtcp_conn_info ci;
+    CHECK_EQ(mtcp_conn_info(e, (mtcp_cid)cid, &ci), 0);
+    CHECK_EQ(ci.state, MTCP_ST_CLOSED);
+    CHECK_EQ(mtcp_close(e, (mtcp_cid)cid), 0);
+    uint64_t pu[4];
+    mtcp_engine_pool_usage(e, pu);
+    CHECK_EQ(pu[0], 1);      /* the first (resolved) connection only */
     mtcp_engine_free(e);
 }
 
