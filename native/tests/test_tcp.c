@@ -1715,6 +1715,100 @@ static void test_rto_with_closed_window(void)
 }
 
 /* ====================================================================================== */
+/* hostile input: random segments into every state, invariants checked after each step    */
+/* ====================================================================================== */
+
+static uint64_t frng;
+static uint32_t frand(void) { frng ^= frng << 13; frng ^= frng >> 7; frng ^= frng << 17; return (uint32_t)(frng >> 11); }
+static uint32_t near(uint32_t base, uint32_t spread) { return base + (frand() % (2 * spread + 1)) - spread; }
+
+static int check_invariants(struct fake *f)
+{
+    struct tcp_conn *c = &f->c;
+    int ok = 1;
+    if (c->closed_done) return 1;
+    if (c->state > MTCP_ST_TIME_WAIT) ok = 0;
+    if (c->state >= MTCP_ST_ESTABLISHED) {
+        if (!seq_le(c->snd_una, c->snd_nxt) || !seq_le(c->snd_nxt, c->snd_max)) ok = 0;
+        if (c->snd.len > c->sndbuf) ok = 0;
+        if (c->rcv.len > c->rcvbuf + (1u << c->rcv_wscale)) ok = 0;
+        if (c->sb_n > TCP_SB_MAX) ok = 0;
+        for (uint32_t i = 0; i < c->sb_n; i++) {
+            if (!seq_lt(c->sb[i].left, c->sb[i].right)) ok = 0;
+            if (seq_lt(c->sb[i].left, c->snd_una) || seq_gt(c->sb[i].right, c->snd_max)) ok = 0;
+            if (i && !seq_gt(c->sb[i].left, c->sb[i - 1].right)) ok = 0;
+        }
+        /* data outstanding -> a timer is armed */
+        if (c->snd_max != c->snd_una && !c->t_rexmit) ok = 0;
+    }
+    if (f->timer != tcp_next_deadline(c)) ok = 0;
+    return ok;
+}
+
+static void hostile_run(struct fake *(*fixture)(void), const char *name, uint64_t seed)
+{
+    struct fake *f = fixture();
+    frng = seed * 0x2545F4914F6CDD1Dull + 7;
+    f->cfg.timestamps = 1;
+    uint64_t now = 100 * MS;
+    static const uint8_t flagset[] = {A, A, A, A | P, A | F, R, R | A, S, S | A, A | F | P, F, P};
+    for (int step = 0; step < 600 && !f->c.closed_done; step++) {
+        struct tcp_conn *c = &f->c;
+        uint8_t fl = flagset[frand() % sizeof flagset];
+        uint32_t seq = frand() % 4 ? near(c->rcv_nxt, 3000) : frand();
+        uint32_t ack = frand() % 4 ? near(c->snd_una + (c->snd_max - c->snd_una) / 2, (c->snd_max - c->snd_una) / 2 + 100) : frand();
+        uint32_t len = (fl & (R | S)) ? 0 : (frand() % 3 ? frand() % 1500 : 0);
+        struct wire_tcp t = with_data(tmpl(fl, seq, ack, (uint16_t)(frand() % 3 ? 65535 : frand())), frand() % 60000, len);
+        if (frand() % 2) { t.has_ts = 1; t.tsval = frand() % 4 ? near(c->ts_recent, 5) : frand(); t.tsecr = frand(); }
+        if (frand() % 3 == 0) {
+            t.nsack = (uint8_t)(1 + frand() % 4);
+            for (int k = 0; k < t.nsack; k++) {
+                uint32_t l = near(c->snd_una + 3000, 4000);
+                t.sack[k].left = l;
+                t.sack[k].right = l + frand() % 5000;
+            }
+        }
+        tcp_input(&f->env, c, now, &t);
+        switch (frand() % 8) {
+        case 0: tcp_send(&f->env, c, now, payload, frand() % 5000); break;
+        case 1: { uint8_t buf[3000]; tcp_recv(&f->env, c, now, buf, frand() % sizeof buf); break; }
+        case 2: if (frand() % 20 == 0) tcp_shutdown(&f->env, c, now); break;
+        default: break;
+        }
+        if (!c->closed_done) tcp_output(&f->env, c, now);
+        now += frand() % 50000;
+        if (f->timer && f->timer <= now) tcp_timer(&f->env, c, now);
+        while (pending(f)) next_seg(f);          /* everything we emit parses */
+        f->ntx = f->rd = 0;
+        f->nev = f->evrd = 0;
+        if (!check_invariants(f)) {
+            fprintf(stderr, "  hostile %s seed=%llu step=%d: invariant broken (st=%d una=%u nxt=%u max=%u rexmit=%llu timer=%llu/%llu)\n",
+                    name, (unsigned long long)seed, step, c->state, c->snd_una, c->snd_nxt, c->snd_max,
+                    (unsigned long long)c->t_rexmit, (unsigned long long)f->timer, (unsigned long long)tcp_next_deadline(c));
+            ctest_failures++;
+            break;
+        }
+        ctest_checks++;
+    }
+    tcp_close(&f->env, &f->c, now);
+    fake_free(f);
+}
+
+static void test_hostile_input(void)
+{
+    uint64_t seeds = getenv("HOSTILESEEDS") ? strtoull(getenv("HOSTILESEEDS"), NULL, 10) : 12;
+    for (uint64_t seed = 1; seed <= seeds; seed++) {
+        hostile_run(conn_established, "established", seed);
+        hostile_run(conn_established_nosack, "established-nosack", seed);
+        hostile_run(conn_syn_sent, "syn-sent", seed);
+        hostile_run(conn_fin_wait_1, "fin-wait-1", seed);
+        hostile_run(conn_fin_wait_2, "fin-wait-2", seed);
+        hostile_run(conn_close_wait, "close-wait", seed);
+        hostile_run(conn_time_wait, "time-wait", seed);
+    }
+}
+
+/* ====================================================================================== */
 /* two endpoints over a seeded lossy/reordering/duplicating network: every byte arrives    */
 /* intact, in order, exactly once, and both reach CLOSED with no chunk leaked              */
 /* ====================================================================================== */
@@ -2015,6 +2109,7 @@ int main(void)
     RUN(test_closed_answers_rst);
     RUN(test_info);
     RUN(test_rto_with_closed_window);
+    RUN(test_hostile_input);
     RUN(test_sim_pair_grid);
     CTEST_END();
 }
