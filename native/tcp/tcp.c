@@ -41,6 +41,19 @@
  * minimum changes; the engine calls tcp_timer(c, now) once it passed (spurious calls are harmless).
  * Counters: the CTR_* "TCP (tcp module)" section of engine/counters.h. Segment and connection
  * counters (SEGS_OUT, CONN_*) are the engine's (derive them from tx_commit / events).
+ *
+ * Implemented: RFC 9293 state diagram (incl. simultaneous open/close, half-close, TIME-WAIT
+ * 2*MSL, RST generation/acceptance), RFC 5961 (RST/SYN/ACK checks, challenge ACKs with the
+ * engine's budget), RFC 6298 RTO (Karn, backoff, min/max, give-up), RFC 7323 (WS, TS RTTM,
+ * PAWS), RFC 2018 SACK (blocks from the reassembly queue, peer's blocks into an RFC 6675
+ * scoreboard: pipe, NextSeg rules 1-3), RFC 6582 NewReno without SACK, RFC 3042 limited
+ * transmit, RFC 5681/cc.h congestion control, delayed ACK (every 2nd full segment, delack_us,
+ * quick ACKs at the start, immediate for out-of-order/gap fill), Nagle (RFC 896) + no-delay,
+ * receiver and sender SWS avoidance (+ override via the persist timer), persist with Linux-style
+ * <SND.UNA-1> zero-window probes, keepalive (RFC 1122 4.2.3.6), PMTU lowering (tcp_pmtu).
+ * Not done: urgent data (URG is ignored), D-SACK (RFC 2883), RFC 6675 rescue retransmission
+ * (rule 4), tail loss probe / RACK (RFC 8985), F-RTO / Eifel spurious-RTO undo, ECN, TCP-AO/MD5,
+ * RFC 6191 TIME-WAIT reuse on a new SYN (a SYN in TIME-WAIT gets a challenge ACK).
  */
 #include "tcp_int.h"
 
