@@ -6,6 +6,7 @@
     mtcp-loop bench rings [--json] raw frame rate RX/TX of the tap/packet/xdp rings (namespaces)
     mtcp-loop testbed up|down|status  the netns testbed (--kind tap|packet|xdp)
     mtcp-loop bench engine         the C engine benchmark (lib.mtcp_bench_engine, no Python in the loop)
+    mtcp-loop bench compare [--json] [--quick]  asyncio/uvloop+kernel vs mtcp_loop tap/packet/xdp, cores=1/2
 
 Every subcommand whose backend is not built exits non-zero with a "not built yet" message.
 """
@@ -407,6 +408,8 @@ def build_parser():
     add_cli_parsers(sub, bsub)
     from .workers import add_cli_parsers as _workers_cli   # `run`, live `stats`, `bench cores`
     _workers_cli(sub, bsub)
+    from .bench_compare import add_cli_parser as _compare_cli   # `bench compare` (mtcp_loop/bench_compare.py)
+    _compare_cli(bsub)
     return p
 
 

@@ -1,0 +1,1018 @@
+"""`mtcp-loop bench compare`: the same server code under stock asyncio + kernel TCP, uvloop + kernel
+TCP and mtcp_loop on each real ring backend (tap, packet, xdp; cores=1 and cores=2), driven by the
+same load generators, in fresh network namespaces per configuration (mtcp_loop/testbed.py).
+
+Topology per configuration (addresses from 198.18.0.0/24, never the root namespace):
+
+    kernel servers (asyncio, uvloop): testbed kind "packet"
+        [peer ns]  mtcp-p0 198.18.0.1   <- the server (kernel sockets), pinned to CPU 0
+        [stack ns] mtcp-s0              <- loadgen (engine + AF_PACKET) as 198.18.0.2, CPU 1;
+                                           kernel clients (kclient, wrk) get 198.18.0.2 on mtcp-s0
+                                           for their phase only
+    mtcp_loop servers: testbed kind tap / packet / xdp
+        server = mtcp_loop workers on the TAP queues / mtcp-s0, 198.18.0.2, CPU 0 (cores=2: 0,1)
+        peer side (mtcptap0 / mtcp-p0): kernel clients as 198.18.0.1 first, then the addresses
+        are removed and loadgen owns 198.18.0.1 on the same interface (AF_PACKET)
+
+The server process (``python -m mtcp_loop.bench_compare _serve``) serves, on consecutive ports:
+P echo, P+1 sink, P+2 source (8-byte big-endian length, then that many bytes), P+4 aiohttp
+hello, P+5 a second echo port (idle test: more than 64k connections from one client address).
+It writes its RSS, open connections and (mtcp) engine pool usage to a stats file 4x per second.
+
+Load generators (native/bench, built with ``make -C native loadgen kclient``):
+    loadgen  C on the project's engine + AF_PACKET: short connections, idle connections
+    kclient  C epoll on kernel sockets: short connections (cross-check), ping-pong latency, bulk
+    wrk      aiohttp hello, keep-alive and ``Connection: close``
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import glob
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NATIVE = os.path.join(ROOT, "native")
+LOADGEN = os.path.join(NATIVE, "build", "bench", "loadgen")
+KCLIENT = os.path.join(NATIVE, "build", "bench", "kclient")
+DOC = os.path.join(ROOT, "docs", "benchmarks.md")
+IMG = os.path.join(ROOT, "docs", "img")
+SECTION = "## Side-by-side comparison (mtcp-loop bench compare)"
+BEGIN, END = "<!-- bench-compare:begin (generated) -->", "<!-- bench-compare:end -->"
+
+PORT = 7000
+BACKLOG = 65535
+SERVER_CPU = 0
+CLIENT_CPU = 1
+
+#: name -> (loop, backend, cores, testbed kind)
+CONFIGS = {
+    "asyncio+kernel": ("asyncio", "kernel", 1, "packet"),
+    "uvloop+kernel": ("uvloop", "kernel", 1, "packet"),
+    "mtcp tap": ("mtcp", "tap", 1, "tap"),
+    "mtcp packet": ("mtcp", "packet", 1, "packet"),
+    "mtcp xdp": ("mtcp", "xdp", 1, "xdp"),
+    "mtcp tap cores=2": ("mtcp", "tap", 2, "tap"),
+}
+BASELINE = "uvloop+kernel"
+WORKLOADS = ("short", "http", "bulk", "latency", "idle", "scaling", "ceiling")
+
+#: targets: cell workload -> (description, check(value_or_ratio) -> bool, what is compared)
+TARGETS = {
+    "short": ("conn/s >= 3x uvloop+kernel", 3.0, "ratio"),
+    "http_close": ("req/s >= 2x uvloop+kernel", 2.0, "ratio"),
+    "http_keepalive": ("req/s >= 1.2x uvloop+kernel", 1.2, "ratio"),
+    "bulk_up": ("Gbit/s >= 1x kernel", 1.0, "ratio"),
+    "bulk_down": ("Gbit/s >= 1x kernel", 1.0, "ratio"),
+    "latency": ("p99 <= 0.8x kernel", 0.8, "inv_ratio"),
+    "idle": ("native <= 2 KB per idle conn", 2048.0, "max_value"),
+    "scaling": ("cores=2/cores=1 >= 1.8x", 1.8, "value"),
+}
+
+KERNEL_TUNING = {
+    "server": {"net/core/somaxconn": "65535", "net/ipv4/tcp_max_syn_backlog": "65535"},
+    "client": {"net/ipv4/tcp_tw_reuse": "1", "net/ipv4/ip_local_port_range": "1024 65535"},
+}
+
+
+def _log(msg: str):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# =============================================================================================
+# the server (same code under every loop)
+# =============================================================================================
+_OPEN = [0]
+
+
+class Echo(asyncio.Protocol):
+    def connection_made(self, t):
+        self.t = t
+        _OPEN[0] += 1
+
+    def data_received(self, d):
+        self.t.write(d)
+
+    def eof_received(self):
+        return False
+
+    def connection_lost(self, exc):
+        _OPEN[0] -= 1
+
+
+class Sink(Echo):
+    def data_received(self, d):
+        pass
+
+
+class Source(Echo):
+    BLOCK = b"s" * 262144
+
+    def connection_made(self, t):
+        super().connection_made(t)
+        self.req = b""
+        self.left = None
+        self.paused = False
+
+    def data_received(self, d):
+        if self.left is None:
+            self.req += d
+            if len(self.req) >= 8:
+                self.left = int.from_bytes(self.req[:8], "big")
+                self._pump()
+
+    def _pump(self):
+        blk = self.BLOCK
+        while self.left > 0 and not self.paused:
+            n = min(self.left, len(blk))
+            self.t.write(blk if n == len(blk) else blk[:n])
+            self.left -= n
+        if self.left == 0:
+            self.left = -1
+            self.t.close()
+
+    def pause_writing(self):
+        self.paused = True
+
+    def resume_writing(self):
+        self.paused = False
+        if self.left is not None and self.left > 0:
+            self._pump()
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+_SERVE = {}
+
+
+async def _server_main():
+    """Listeners + aiohttp app + the stats file. Parameters in _SERVE (set before the loop runs;
+    inherited by mtcp_loop's forked workers)."""
+    from aiohttp import web
+    host, port, statsdir = _SERVE["host"], _SERVE["port"], _SERVE["statsdir"]
+    loop = asyncio.get_running_loop()
+    servers = []
+    for off, proto in ((0, Echo), (1, Sink), (2, Source), (5, Echo)):
+        servers.append(await loop.create_server(proto, host, port + off, backlog=BACKLOG))
+
+    async def hello(request):
+        return web.Response(text="Hello, World!")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port + 4, backlog=BACKLOG)
+    await site.start()
+    path = os.path.join(statsdir, f"stats-{os.getpid()}.json")
+    pool = None
+    try:
+        from ._native import ffi, lib
+        pool = ffi.new("uint64_t[4]")
+    except ImportError:
+        pass
+    while True:
+        st = {"pid": os.getpid(), "ready": True, "rss_kb": _rss_kb(), "open": _OPEN[0],
+              "loop": type(loop).__name__, "time": time.time()}
+        eng = getattr(loop, "_mtcp_engine", None)
+        if eng is not None and getattr(eng, "e", None) is not None and pool is not None:
+            lib.mtcp_engine_pool_usage(eng.e, pool)
+            st["pool"] = [int(pool[i]) for i in range(4)]
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(st, f)
+        os.replace(tmp, path)
+        await asyncio.sleep(0.25)
+
+
+def _serve(args) -> int:
+    cpus = {int(c) for c in args.cpus.split(",")}
+    os.sched_setaffinity(0, cpus)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (400000, 400000))
+    except (ValueError, OSError):
+        pass
+    _SERVE.update(host=args.host, port=args.port, statsdir=args.statsdir)
+    if args.loop == "mtcp":
+        from . import workers
+        ov = dict(backend=args.backend, ifname=args.ifname, ipv4=args.ipv4, nqueues=args.cores,
+                  max_conns=args.max_conns)
+        return workers.run(_server_main, cores=args.cores, rundir=os.path.join(args.statsdir, "ctl"),
+                           drain_timeout=0.5, **ov) or 0
+    if args.loop == "uvloop":
+        import uvloop
+        factory = uvloop.new_event_loop
+    else:
+        factory = asyncio.SelectorEventLoop
+    with asyncio.Runner(loop_factory=factory) as r:
+        r.run(_server_main())
+    return 0
+
+
+# =============================================================================================
+# measurement helpers
+# =============================================================================================
+def _proc_cpu(pid) -> float:
+    tck = os.sysconf("SC_CLK_TCK")
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / tck
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _children(pid) -> list:
+    out = [pid]
+    for path in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(path) as f:
+                parts = f.read().rsplit(")", 1)[1].split()
+            if int(parts[1]) == pid:
+                out.append(int(path.split("/")[2]))
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def _cpu_stat() -> dict:
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if re.match(r"cpu\d+ ", line):
+                p = line.split()
+                v = [int(x) for x in p[1:9]]
+                out[p[0]] = {"user": v[0] + v[1], "sys": v[2], "idle": v[3] + v[4], "irq": v[5],
+                             "softirq": v[6], "steal": v[7]}
+    return out
+
+
+def _cpu_split(a: dict, b: dict) -> dict:
+    out = {}
+    for cpu in b:
+        d = {k: b[cpu][k] - a[cpu][k] for k in b[cpu]}
+        tot = sum(d.values()) or 1
+        out[cpu] = {k: round(100.0 * d[k] / tot, 1) for k in ("user", "sys", "softirq", "idle")}
+    return out
+
+
+def _meminfo(key="Slab") -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _pre(ns, cpus=None):
+    def fn():
+        from pyroute2 import netns
+        netns.setns(ns)
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+    return fn
+
+
+def _json_line(text: str) -> dict:
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"no JSON in output: {text[-500:]!r}")
+
+
+def machine() -> dict:
+    model = ""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    return {"nproc": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
+            "python": sys.version.split()[0], "mem_gb": round(os.sysconf("SC_PHYS_PAGES") *
+                                                              os.sysconf("SC_PAGE_SIZE") / 2**30, 1)}
+
+
+# =============================================================================================
+# one configuration: testbed + server, torn down whatever happens
+# =============================================================================================
+class ConfigRun:
+    def __init__(self, name: str, prefix: str):
+        self.name = name
+        self.loop, self.backend, self.cores, self.kind = CONFIGS[name]
+        self.kernel = self.backend == "kernel"
+        self.prefix = prefix
+        self.tb = None
+        self.proc = None
+        self.statsdir = None
+        self.tuning = {}
+
+    # ---- lifecycle
+    def __enter__(self):
+        from .testbed import Testbed
+        self.tb = Testbed(prefix=self.prefix, nqueues=self.cores)
+        self.info = self.tb.up(self.kind)
+        i = self.info
+        if self.kernel:
+            self.server_ns, self.server_ip = i["peer_ns"], i["peer_v4"]
+            self.client_ns, self.client_if, self.client_ip = i["stack_ns"], i["stack_if"], i["stack_v4"]
+            self.tuning["server"] = self._sysctls(self.server_ns, KERNEL_TUNING["server"])
+        else:
+            self.server_ns, self.server_ip = i["stack_ns"], i["stack_v4"]
+            self.client_ns, self.client_if, self.client_ip = i["peer_ns"], i["peer_if"], i["peer_v4"]
+        self.tuning["client"] = self._sysctls(self.client_ns, KERNEL_TUNING["client"])
+        self.statsdir = tempfile.mkdtemp(prefix="mtcp-compare-")
+        cpus = ",".join(str(c) for c in ([SERVER_CPU] if self.cores == 1 else range(self.cores)))
+        argv = [sys.executable, "-m", "mtcp_loop.bench_compare", "_serve", "--loop", self.loop,
+                "--host", self.server_ip, "--port", str(PORT), "--statsdir", self.statsdir, "--cpus", cpus,
+                "--cores", str(self.cores), "--max-conns", "140000"]
+        if not self.kernel:
+            argv += ["--backend", self.backend, "--ifname", i["stack_if"], "--ipv4", f"{self.server_ip}/24"]
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.errlog = open(os.path.join(self.statsdir, "server.log"), "w+")
+        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.errlog, stderr=subprocess.STDOUT,
+                                     preexec_fn=_pre(self.server_ns))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if len(self.stats()) >= self.cores:
+                break
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.server_log()}")
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"server not ready after 30 s: {self.server_log()}")
+        self.client_addr = None
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    for pid in _children(self.proc.pid)[1:]:
+                        with contextlib.suppress(OSError):
+                            os.kill(pid, signal.SIGKILL)
+                    self.proc.kill()
+                    self.proc.wait()
+        finally:
+            try:
+                if self.tb is not None:
+                    self.tb.down()
+            finally:
+                if self.statsdir:
+                    shutil.rmtree(self.statsdir, ignore_errors=True)
+        return False
+
+    def server_log(self) -> str:
+        try:
+            self.errlog.flush()
+            self.errlog.seek(0)
+            return self.errlog.read()[-3000:]
+        except (OSError, ValueError):
+            return ""
+
+    def _sysctls(self, ns, kv: dict) -> dict:
+        out = {}
+        with self.tb.netns(ns):
+            for k, v in kv.items():
+                path = "/proc/sys/" + k
+                try:
+                    with open(path, "w") as f:
+                        f.write(v)
+                    with open(path) as f:
+                        out[k.replace("/", ".")] = " ".join(f.read().split())
+                except OSError as exc:
+                    out[k.replace("/", ".")] = f"error: {exc}"
+        return out
+
+    # ---- server state
+    def stats(self) -> list:
+        out = []
+        for path in glob.glob(os.path.join(self.statsdir, "stats-*.json")):
+            with contextlib.suppress(OSError, ValueError):
+                with open(path) as f:
+                    out.append(json.load(f))
+        return out
+
+    def server_pids(self) -> list:
+        return _children(self.proc.pid)
+
+    def server_cpu(self) -> float:
+        return sum(_proc_cpu(p) for p in self.server_pids())
+
+    # ---- client side addresses: kernel clients need one, loadgen needs none
+    def kernel_client_phase(self):
+        from pyroute2 import NetNS
+        if self.kernel:
+            with NetNS(self.client_ns) as ns:
+                idx = ns.link_lookup(ifname=self.client_if)[0]
+                with contextlib.suppress(Exception):
+                    ns.addr("add", index=idx, address=self.client_ip, prefixlen=24)
+            time.sleep(0.2)
+
+    def loadgen_phase(self):
+        from pyroute2 import NetNS
+        with NetNS(self.client_ns) as ns:
+            idx = ns.link_lookup(ifname=self.client_if)[0]
+            with contextlib.suppress(Exception):
+                ns.addr("del", index=idx, address=self.client_ip, prefixlen=24)
+        with self.tb.netns(self.client_ns):
+            with contextlib.suppress(OSError):
+                with open(f"/proc/sys/net/ipv6/conf/{self.client_if}/disable_ipv6", "w") as f:
+                    f.write("1")
+        time.sleep(0.2)
+
+    # ---- running a client with server CPU accounting around it
+    def measure(self, argv, timeout: float, ops_key=None) -> dict:
+        c0, s0, t0 = self.server_cpu(), _cpu_stat(), time.monotonic()
+        r = subprocess.run(argv, preexec_fn=_pre(self.client_ns, {CLIENT_CPU}), capture_output=True,
+                           text=True, timeout=timeout)
+        c1, s1, t1 = self.server_cpu(), _cpu_stat(), time.monotonic()
+        if r.returncode != 0 and "{" not in r.stdout:
+            raise RuntimeError(f"{os.path.basename(argv[0])} failed ({r.returncode}): "
+                               f"{r.stderr.strip()[-800:]} {r.stdout.strip()[-400:]}")
+        return {"raw": r.stdout, "server_cpu_s": round(c1 - c0, 3), "wall_s": round(t1 - t0, 3),
+                "cpu_split": _cpu_split(s0, s1)}
+
+
+# =============================================================================================
+# workloads
+# =============================================================================================
+def _cell(cr: ConfigRun, workload: str, driver: str, value: float, unit: str, ops: float, m: dict,
+          **extra) -> dict:
+    cpu = m.get("server_cpu_s")
+    c = {"workload": workload, "driver": driver, "config": cr.name, "loop": cr.loop, "backend": cr.backend,
+         "cores": cr.cores, "value": value, "unit": unit, "ops": ops, "server_cpu_s": cpu,
+         "server_cpu_us_per_op": round(1e6 * cpu / ops, 2) if cpu is not None and ops else None,
+         "cpu_split": m.get("cpu_split")}
+    c.update(extra)
+    return c
+
+
+def run_short_loadgen(cr, p) -> dict:
+    lg = [LOADGEN, "--mode", "short", "--ifname", cr.client_if, "--ip", f"{cr.client_ip}/24",
+          "--dst", cr.server_ip, "--port", str(PORT), "--conc", str(p["conc"]), "--size", "64",
+          "--seconds", str(p["short_s"]), "--warmup", str(p["warm_s"]), "--cpu", str(CLIENT_CPU)]
+    if cr.kind == "xdp":
+        lg.append("--no-offload")
+    m = cr.measure(lg, p["short_s"] + p["warm_s"] + 30)
+    r = _json_line(m["raw"])
+    # server CPU is measured over warm-up + measurement; scale to the measured window's connections
+    ops = r["conns_per_sec"] * (m["wall_s"]) or 1
+    c = _cell(cr, "short", "loadgen", r["conns_per_sec"], "conn/s", ops, m, errors=r["errors"],
+              retransmits=r["retransmits"], loadgen=r,
+              frames_per_conn={"to_server": round(r["frames_tx"] / max(1, r["conns"]), 2),
+                               "from_server": round(r["frames_rx"] / max(1, r["conns"]), 2)})
+    return c
+
+
+def run_short_kclient(cr, p) -> dict:
+    m = cr.measure([KCLIENT, "--mode", "short", "--dst", cr.server_ip, "--port", str(PORT),
+                    "--conc", str(p["kconc"]), "--seconds", str(p["kshort_s"]), "--warmup", str(p["warm_s"]),
+                    "--cpu", str(CLIENT_CPU)], p["kshort_s"] + p["warm_s"] + 30)
+    r = _json_line(m["raw"])
+    ops = r["conns_per_sec"] * m["wall_s"] or 1
+    return _cell(cr, "short_kclient", "kclient", r["conns_per_sec"], "conn/s", ops, m, errors=r["errors"],
+                 client=r)
+
+
+def _wrk(cr, p, close: bool) -> dict:
+    argv = ["wrk", "-t1", f"-c{p['http_conc']}", f"-d{p['http_s']}s", "--latency"]
+    if close:
+        argv += ["-H", "Connection: close"]
+    argv.append(f"http://{cr.server_ip}:{PORT + 4}/")
+    m = cr.measure(argv, p["http_s"] + 30)
+    out = m["raw"]
+    mm = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
+    if not mm:
+        raise RuntimeError(f"wrk: {out[-600:]}")
+    reqs = int(mm.group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errs = re.search(r"Socket errors: (.*)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return _cell(cr, "http_close" if close else "http_keepalive", "wrk", rps, "req/s", reqs, m,
+                 errors=(errs.group(1) if errs else "") + (f" non2xx {non2xx.group(1)}" if non2xx else ""))
+
+
+def run_latency(cr, p) -> dict:
+    m = cr.measure([KCLIENT, "--mode", "ping", "--dst", cr.server_ip, "--port", str(PORT), "--size", "64",
+                    "--seconds", str(p["ping_s"]), "--warmup", "0.3", "--cpu", str(CLIENT_CPU)], p["ping_s"] + 30)
+    r = _json_line(m["raw"])
+    return _cell(cr, "latency", "kclient", r["p99_us"], "p99 us", r["samples"] or 1, m,
+                 p50_us=r["p50_us"], p99_us=r["p99_us"], p999_us=r["p999_us"], samples=r["samples"])
+
+
+def run_bulk(cr, p, up: bool) -> dict:
+    port = PORT + (1 if up else 2)
+    m = cr.measure([KCLIENT, "--mode", "send" if up else "recv", "--dst", cr.server_ip, "--port", str(port),
+                    "--bytes", str(p["bulk_bytes"]), "--cpu", str(CLIENT_CPU)], 120)
+    r = _json_line(m["raw"])
+    return _cell(cr, "bulk_up" if up else "bulk_down", "kclient", r["gbps"], "Gbit/s", r["bytes"] / 1e6, m,
+                 bytes=r["bytes"], seconds=r["seconds"], ops_unit="MB")
+
+
+def run_idle(cr, p, sizes: dict) -> dict:
+    n = p["idle_conns"]
+    st0 = {s["pid"]: s for s in cr.stats()}
+    rss0 = sum(s["rss_kb"] for s in st0.values())
+    pool0 = [sum(s.get("pool", [0] * 4)[i] for s in st0.values()) for i in range(4)]
+    slab0 = _meminfo("Slab")
+    c0 = cr.server_cpu()
+    lg = subprocess.Popen([LOADGEN, "--mode", "idle", "--ifname", cr.client_if, "--ip", f"{cr.client_ip}/24",
+                           "--dst", cr.server_ip, "--port", str(PORT), "--ports", "2", "--port-step", "5",
+                           "--conns", str(n), "--conc", "1000", "--seconds", "90", "--cpu", str(CLIENT_CPU)]
+                          + (["--no-offload"] if cr.kind == "xdp" else []),
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=_pre(cr.client_ns, {CLIENT_CPU}))
+    try:
+        line = lg.stdout.readline()
+        if not line:
+            raise RuntimeError(f"loadgen idle: {lg.stderr.read()[-600:]}")
+        r = json.loads(line)
+        # wait until the server saw them all (accept queue drained) and its stats file is fresh
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            st1 = {s["pid"]: s for s in cr.stats()}
+            if sum(s["open"] for s in st1.values()) >= r["established"] * 0.999:
+                break
+        time.sleep(0.6)
+        st1 = {s["pid"]: s for s in cr.stats()}
+        slab1 = _meminfo("Slab")
+        c1 = cr.server_cpu()
+    finally:
+        with contextlib.suppress(OSError):
+            lg.stdin.close()
+        try:
+            lg.wait(10)
+        except subprocess.TimeoutExpired:
+            lg.kill()
+            lg.wait()
+    opened = sum(s["open"] for s in st1.values()) - sum(s["open"] for s in st0.values())
+    k = max(1, opened)
+    rss_per = (sum(s["rss_kb"] for s in st1.values()) - rss0) * 1024 / k
+    slab_per = (slab1 - slab0) * 1024 / k
+    native_per = None
+    pool_delta = None
+    if not cr.kernel:
+        pool1 = [sum(s.get("pool", [0] * 4)[i] for s in st1.values()) for i in range(4)]
+        pool_delta = [pool1[i] - pool0[i] for i in range(4)]
+        native_per = (pool_delta[0] * sizes["sizeof_conn"] + pool_delta[1] * sizes["chunk_size"]) / k
+    value = native_per if native_per is not None else slab_per
+    return _cell(cr, "idle", "loadgen", round(value, 1), "B/conn", k, {"server_cpu_s": round(c1 - c0, 3)},
+                 established=r["established"], server_open=opened, connect_rate=r["conns_per_sec"],
+                 rss_bytes_per_conn=round(rss_per, 1), slab_bytes_per_conn=round(slab_per, 1),
+                 native_bytes_per_conn=None if native_per is None else round(native_per, 1),
+                 pool_delta=pool_delta)
+
+
+def run_ceiling(p) -> dict:
+    from .testbed import bench_rings
+    return bench_rings(seconds=p["rings_s"], prefix=f"bcr{os.getpid() % 10000}")
+
+
+# =============================================================================================
+# the comparison
+# =============================================================================================
+def _params(quick: bool) -> dict:
+    if quick:
+        return dict(conc=256, short_s=2, warm_s=0.5, kconc=128, kshort_s=2, http_conc=32, http_s=2, ping_s=1,
+                    bulk_bytes=64 << 20, idle_conns=5000, rings_s=0.3)
+    return dict(conc=1024, short_s=5, warm_s=1, kconc=256, kshort_s=3, http_conc=64, http_s=4, ping_s=3,
+                bulk_bytes=1 << 30, idle_conns=100000, rings_s=1.0)
+
+
+def build_native():
+    r = subprocess.run(["make", "-s", "-C", NATIVE, "loadgen", "kclient"], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"make -C native loadgen kclient failed: {r.stderr[-2000:]}")
+
+
+def compare(workloads=WORKLOADS, quick=False, configs=None, progress=_log) -> dict:
+    if os.geteuid() != 0:
+        raise PermissionError("bench compare needs root (network namespaces, AF_PACKET/AF_XDP)")
+    build_native()
+    p = _params(quick)
+    sizes = json.loads(subprocess.run([LOADGEN, "--mode", "sizes"], capture_output=True, text=True).stdout)
+    wl = set(workloads)
+    if configs is None:
+        configs = [c for c in CONFIGS if c != "mtcp tap cores=2" or "scaling" in wl]
+    res = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+           "command": "mtcp-loop bench compare " + " ".join(sys.argv[3:] if sys.argv[1:3] == ["bench", "compare"]
+                                                            else sys.argv[1:]),
+           "machine": machine(), "quick": quick, "params": p, "sizes": sizes, "workloads": sorted(wl),
+           "pinning": {"server": f"CPU {SERVER_CPU} (cores=2: CPUs 0,1)", "client": f"CPU {CLIENT_CPU}"},
+           "tuning": {}, "cells": [], "errors": []}
+    t_start = time.monotonic()
+    for ci, name in enumerate(configs):
+        progress(f"[{ci + 1}/{len(configs)}] {name}: fresh namespaces, server up")
+        try:
+            with ConfigRun(name, f"bc{os.getpid() % 10000}") as cr:
+                if cr.kernel:
+                    res["tuning"] = cr.tuning
+                steps = []
+                need_short = "short" in wl or ("scaling" in wl and cr.backend == "tap")
+                need_http = "http" in wl or ("scaling" in wl and cr.backend == "tap")
+                if need_short and cr.cores == 1:
+                    steps.append(("short (kclient cross-check)", lambda: run_short_kclient(cr, p)))
+                if need_http:
+                    steps.append(("aiohttp keep-alive (wrk)", lambda: _wrk(cr, p, False)))
+                    if cr.cores == 1:
+                        steps.append(("aiohttp Connection: close (wrk)", lambda: _wrk(cr, p, True)))
+                if "latency" in wl and cr.cores == 1:
+                    steps.append(("latency 64 B ping-pong", lambda: run_latency(cr, p)))
+                if "bulk" in wl and cr.cores == 1:
+                    steps.append(("bulk up", lambda: run_bulk(cr, p, True)))
+                    steps.append(("bulk down", lambda: run_bulk(cr, p, False)))
+                lsteps = []
+                if need_short:
+                    lsteps.append(("short 64 B (loadgen)", lambda: run_short_loadgen(cr, p)))
+                if "idle" in wl and cr.cores == 1:
+                    lsteps.append((f"idle {p['idle_conns']} conns", lambda: run_idle(cr, p, sizes)))
+                for phase, todo in (("kernel clients", steps), ("loadgen", lsteps)):
+                    if not todo:
+                        continue
+                    (cr.kernel_client_phase if phase == "kernel clients" else cr.loadgen_phase)()
+                    for label, fn in todo:
+                        try:
+                            c = fn()
+                            res["cells"].append(c)
+                            progress(f"    {label:34s} {_fmt_value(c):>16s}  server CPU "
+                                     f"{_fmt_cpu(c)}  cpu0 {_fmt_split(c, 'cpu0')} cpu1 {_fmt_split(c, 'cpu1')}")
+                        except Exception as exc:  # report and go on with the next cell
+                            res["errors"].append({"config": name, "step": label, "error": str(exc)[-1500:]})
+                            progress(f"    {label:34s} ERROR {str(exc)[-300:]}")
+                        if cr.proc.poll() is not None:
+                            raise RuntimeError(f"server died: {cr.server_log()}")
+        except Exception as exc:
+            res["errors"].append({"config": name, "step": "setup", "error": str(exc)[-1500:]})
+            progress(f"    {name}: ERROR {str(exc)[-400:]}")
+    if "ceiling" in wl:
+        progress("ceiling: mtcp-loop bench rings (raw frame rates)")
+        try:
+            res["rings"] = run_ceiling(p)
+        except Exception as exc:
+            res["errors"].append({"config": "rings", "step": "bench rings", "error": str(exc)})
+    res["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    derive(res)
+    return res
+
+
+def _find(res, workload, config):
+    for c in res["cells"]:
+        if c["workload"] == workload and c["config"] == config:
+            return c
+    return None
+
+
+def derive(res: dict):
+    """Ratios to uvloop+kernel, target verdicts, scaling and ceiling rows."""
+    for c in res["cells"]:
+        base = _find(res, c["workload"], BASELINE)
+        if base and base["value"]:
+            c["ratio_to_uvloop"] = round(c["value"] / base["value"], 3)
+            if base.get("server_cpu_us_per_op") and c.get("server_cpu_us_per_op"):
+                c["cpu_per_op_ratio_to_uvloop"] = round(c["server_cpu_us_per_op"] / base["server_cpu_us_per_op"], 3)
+        t = TARGETS.get(c["workload"])
+        if t and c["loop"] == "mtcp":
+            desc, thr, kind = t
+            c["target"] = desc
+            if kind == "ratio" and "ratio_to_uvloop" in c:
+                c["target_met"] = c["ratio_to_uvloop"] >= thr
+            elif kind == "inv_ratio" and "ratio_to_uvloop" in c:
+                c["target_met"] = c["ratio_to_uvloop"] <= thr
+            elif kind == "max_value":
+                c["target_met"] = c["value"] <= thr
+    scal = []
+    for wl in ("short", "http_keepalive"):
+        a, b = _find(res, wl, "mtcp tap"), _find(res, wl, "mtcp tap cores=2")
+        if a and b and a["value"]:
+            r = round(b["value"] / a["value"], 3)
+            scal.append({"workload": "scaling", "driver": wl, "config": "mtcp tap cores=2 / cores=1", "loop": "mtcp",
+                         "backend": "tap", "cores": 2, "value": r, "unit": "x", "target": TARGETS["scaling"][0],
+                         "target_met": r >= TARGETS["scaling"][1], "server_cpu_us_per_op": None,
+                         "cores1": a["value"], "cores2": b["value"]})
+    res["cells"] += scal
+    rings = res.get("rings")
+    if rings:
+        res["ceiling"] = {}
+        for k in ("tap", "packet", "xdp"):
+            rr = rings.get(k, {})
+            c = _find(res, "short", f"mtcp {k}")
+            if "tx" in rr and "rx" in rr and c:
+                fpc = c["frames_per_conn"]
+                # server RX = frames the client sends, server TX = frames it receives
+                lim = min(rr["rx"] / max(fpc["to_server"], 1e-9), rr["tx"] / max(fpc["from_server"], 1e-9))
+                res["ceiling"][k] = {"rx_fps": rr["rx"], "tx_fps": rr["tx"], "frames_per_conn": fpc,
+                                     "conn_per_s_ceiling": round(lim), "measured_conn_per_s": c["value"],
+                                     "share_of_ceiling": round(c["value"] / lim, 3) if lim else None}
+
+
+# =============================================================================================
+# output: table, markdown, plots
+# =============================================================================================
+def _fmt_value(c) -> str:
+    v = c["value"]
+    if c["unit"] in ("conn/s", "req/s"):
+        return f"{v:,.0f} {c['unit']}"
+    if c["unit"] == "p99 us":
+        return f"p99 {v:,.0f} us"
+    if c["unit"] == "B/conn":
+        return f"{v:,.0f} B/conn"
+    return f"{v:.2f} {c['unit']}"
+
+
+def _fmt_cpu(c) -> str:
+    u = c.get("server_cpu_us_per_op")
+    if u is None:
+        return "-"
+    return f"{u:.1f} us/{c.get('ops_unit', 'op')}"
+
+
+def _fmt_split(c, cpu) -> str:
+    s = (c.get("cpu_split") or {}).get(cpu)
+    if not s:
+        return "-"
+    return f"u{s['user']:.0f}/s{s['sys']:.0f}/si{s['softirq']:.0f}"
+
+
+WL_TITLE = {"short": "64 B short conns (loadgen)", "short_kclient": "64 B short conns (kclient)",
+            "http_keepalive": "aiohttp keep-alive (wrk)", "http_close": "aiohttp Connection: close (wrk)",
+            "bulk_up": "bulk client->server", "bulk_down": "bulk server->client",
+            "latency": "64 B ping-pong latency", "idle": "idle conns: memory", "scaling": "scaling cores=2/cores=1"}
+WL_ORDER = list(WL_TITLE)
+
+
+def table_rows(res) -> list:
+    rows = []
+    for wl in WL_ORDER:
+        for c in [c for c in res["cells"] if c["workload"] == wl]:
+            val = _fmt_value(c)
+            if wl == "latency":
+                val = f"p50 {c['p50_us']:.0f} / p99 {c['p99_us']:.0f} / p99.9 {c['p999_us']:.0f} us"
+            if wl == "idle":
+                parts = []
+                if c.get("native_bytes_per_conn") is not None:
+                    parts.append(f"native {c['native_bytes_per_conn']:,.0f} B")
+                parts.append(f"RSS {c['rss_bytes_per_conn']:,.0f} B")
+                parts.append(f"slab {c['slab_bytes_per_conn']:,.0f} B")
+                val = ", ".join(parts) + f" ({c['server_open']:,} conns)"
+            if wl == "scaling":
+                val = f"{c['value']:.2f}x ({c['driver']}: {c['cores1']:,.0f} -> {c['cores2']:,.0f})"
+            ratio = c.get("ratio_to_uvloop")
+            tgt = c.get("target", "")
+            met = c.get("target_met")
+            verdict = "" if met is None else ("met" if met else "MISSED")
+            rows.append([WL_TITLE[wl], c["config"], val, _fmt_cpu(c),
+                         "" if ratio is None else f"{ratio:.2f}x", tgt, verdict,
+                         f"{_fmt_split(c, 'cpu0')} | {_fmt_split(c, 'cpu1')}" if c.get("cpu_split") else ""])
+    return rows
+
+
+HEAD = ["workload", "configuration", "result", "server CPU/op", "vs uvloop+kernel", "target", "verdict",
+        "cpu0 | cpu1 (user/sys/softirq %)"]
+
+
+def print_table(res, out=sys.stdout):
+    rows = table_rows(res)
+    w = [max(len(str(x)) for x in col) for col in zip(HEAD, *rows)] if rows else [len(h) for h in HEAD]
+    print("  ".join(h.ljust(w[i]) for i, h in enumerate(HEAD)), file=out)
+    print("  ".join("-" * w[i] for i in range(len(HEAD))), file=out)
+    for r in rows:
+        print("  ".join(str(x).ljust(w[i]) for i, x in enumerate(r)), file=out)
+    if res.get("ceiling"):
+        print("\nceiling (bench rings): frames/s and the connection rate they allow at the measured frames/conn",
+              file=out)
+        for k, v in res["ceiling"].items():
+            print(f"  {k:7s} rx {v['rx_fps']:>10,} fps  tx {v['tx_fps']:>10,} fps  frames/conn "
+                  f"{v['frames_per_conn']['to_server']}+{v['frames_per_conn']['from_server']}  -> "
+                  f"{v['conn_per_s_ceiling']:>9,} conn/s ceiling; measured {v['measured_conn_per_s']:,.0f} "
+                  f"({100 * (v['share_of_ceiling'] or 0):.1f}%)", file=out)
+    if res.get("tuning"):
+        print("\nkernel baseline tuning (inside the namespaces): " +
+              "; ".join(f"{side}: " + ", ".join(f"{k}={v}" for k, v in kv.items())
+                        for side, kv in res["tuning"].items()), file=out)
+    for e in res.get("errors", []):
+        print(f"error: {e['config']} / {e['step']}: {e['error'][-300:]}", file=out)
+
+
+def markdown(res) -> str:
+    m = res["machine"]
+    p = res["params"]
+    lines = [BEGIN, "",
+             f"Run: `{res['command'].strip()}` on {res['date']} — machine: {m['nproc']} CPUs "
+             f"({m['cpu_model']}), kernel {m['kernel']}, Python {m['python']}, {m['mem_gb']} GB"
+             f"{' — QUICK run (smoke figures)' if res['quick'] else ''}; total {res.get('elapsed_s', 0):.0f} s.",
+             "",
+             f"Server pinned to {res['pinning']['server']}, load generator to {res['pinning']['client']}. "
+             f"Short connections: loadgen {p['conc']} in flight, {p['short_s']} s after {p['warm_s']} s warm-up; "
+             f"kclient {p['kconc']} in flight; wrk 1 thread, {p['http_conc']} connections, {p['http_s']} s; "
+             f"bulk {p['bulk_bytes'] >> 20} MiB each way; ping-pong {p['ping_s']} s; "
+             f"idle {p['idle_conns']:,} connections.", "",
+             "| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
+    for r in table_rows(res):
+        lines.append("| " + " | ".join(str(x).replace("|", "/") for x in r) + " |")
+    if res.get("ceiling"):
+        lines += ["", "Ceiling (`mtcp-loop bench rings`, raw frame rate) and the connection rate it allows at the "
+                  "measured frames per connection:", "",
+                  "| backend | RX frames/s | TX frames/s | frames/conn (to/from server) | conn/s ceiling | measured | share |",
+                  "|---|---|---|---|---|---|---|"]
+        for k, v in res["ceiling"].items():
+            lines.append(f"| {k} | {v['rx_fps']:,} | {v['tx_fps']:,} | {v['frames_per_conn']['to_server']} / "
+                         f"{v['frames_per_conn']['from_server']} | {v['conn_per_s_ceiling']:,} | "
+                         f"{v['measured_conn_per_s']:,.0f} | {100 * (v['share_of_ceiling'] or 0):.1f}% |")
+    if res.get("tuning"):
+        lines += ["", "Kernel baseline tuning (set inside the namespaces, never the root namespace): " +
+                  "; ".join(f"{side}: " + ", ".join(f"`{k}={v}`" for k, v in kv.items())
+                            for side, kv in res["tuning"].items()) + "."]
+    if res.get("errors"):
+        lines += ["", "Cells that failed in this run:", ""]
+        lines += [f"- {e['config']} / {e['step']}: `{e['error'][-200:].strip()}`" for e in res["errors"]]
+    imgs = res.get("plots") or []
+    if imgs:
+        lines += [""] + [f"![{os.path.basename(i)}](img/{os.path.basename(i)})" for i in imgs]
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def write_doc(res, path=DOC):
+    body = markdown(res)
+    text = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            text = f.read()
+    if SECTION not in text:
+        if not text:
+            text = "# Benchmarks\n"
+        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{body}\n"
+    elif BEGIN in text and END in text:
+        a = text.index(BEGIN)
+        b = text.index(END) + len(END)
+        text = text[:a] + body + text[b:]
+    else:
+        i = text.index(SECTION) + len(SECTION)
+        text = text[:i] + "\n\n" + body + "\n" + text[i:]
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def plots(res, outdir=IMG) -> list:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    os.makedirs(outdir, exist_ok=True)
+    made = []
+    groups = [("short", "short_kclient", "http_keepalive", "http_close"), ("bulk_up", "bulk_down", "latency", "idle")]
+    for gi, group in enumerate(groups):
+        fig, axes = plt.subplots(1, len(group), figsize=(4.2 * len(group), 4))
+        for ax, wl in zip(axes, group):
+            cells = [c for c in res["cells"] if c["workload"] == wl]
+            if not cells:
+                ax.set_visible(False)
+                continue
+            names = [c["config"].replace("+kernel", "\n+kernel").replace("mtcp ", "mtcp\n") for c in cells]
+            vals = [c["value"] for c in cells]
+            colors = ["#999999" if c["loop"] != "mtcp" else "#2a7ab9" for c in cells]
+            ax.bar(range(len(cells)), vals, color=colors)
+            ax.set_xticks(range(len(cells)))
+            ax.set_xticklabels(names, fontsize=7)
+            ax.set_title(WL_TITLE[wl], fontsize=9)
+            ax.set_ylabel(cells[0]["unit"] + (" (lower is better)" if wl in ("latency", "idle") else ""), fontsize=8)
+            base = _find(res, wl, BASELINE)
+            t = TARGETS.get(wl)
+            if base and t and t[2] in ("ratio", "inv_ratio"):
+                ax.axhline(base["value"] * t[1], color="#d62728", ls="--", lw=1, label=f"target {t[0]}")
+                ax.legend(fontsize=7)
+            elif t and t[2] == "max_value":
+                ax.axhline(t[1], color="#d62728", ls="--", lw=1, label=f"target {t[0]}")
+                ax.legend(fontsize=7)
+        fig.suptitle(f"mtcp-loop bench compare — {res['date']}{' (quick)' if res['quick'] else ''}", fontsize=10)
+        fig.tight_layout()
+        path = os.path.join(outdir, f"compare_{'throughput' if gi == 0 else 'bulk_latency_memory'}.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        made.append(path)
+    # server CPU per operation
+    wls = ["short", "short_kclient", "http_keepalive", "http_close"]
+    cfgs = [c for c in CONFIGS if any(x["config"] == c for x in res["cells"])]
+    if cfgs:
+        fig, ax = plt.subplots(figsize=(10, 4))
+        width = 0.8 / max(1, len(cfgs))
+        for i, cfg in enumerate(cfgs):
+            vals = [(_find(res, wl, cfg) or {}).get("server_cpu_us_per_op") or 0 for wl in wls]
+            ax.bar([x + i * width for x in range(len(wls))], vals, width, label=cfg)
+        ax.set_xticks([x + width * (len(cfgs) - 1) / 2 for x in range(len(wls))])
+        ax.set_xticklabels([WL_TITLE[w] for w in wls], fontsize=8)
+        ax.set_ylabel("server CPU us per connection / request (lower is better)", fontsize=8)
+        ax.legend(fontsize=7)
+        ax.set_title("Server CPU per operation (user+sys of the server processes)", fontsize=9)
+        fig.tight_layout()
+        path = os.path.join(outdir, "compare_cpu_per_op.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        made.append(path)
+    return made
+
+
+# =============================================================================================
+# CLI
+# =============================================================================================
+def cmd_bench_compare(args) -> int:
+    wl = [w.strip() for w in args.workloads.split(",") if w.strip()] if args.workloads else list(WORKLOADS)
+    bad = [w for w in wl if w not in WORKLOADS]
+    if bad:
+        print(f"mtcp-loop bench compare: unknown workload(s) {bad}; choose from {','.join(WORKLOADS)}",
+              file=sys.stderr)
+        return 2
+    configs = None
+    if args.configs:
+        configs = [c.strip() for c in args.configs.split(",")]
+        unknown = [c for c in configs if c not in CONFIGS]
+        if unknown:
+            print(f"mtcp-loop bench compare: unknown configuration(s) {unknown}; choose from {list(CONFIGS)}",
+                  file=sys.stderr)
+            return 2
+    try:
+        res = compare(wl, quick=args.quick, configs=configs)
+    except PermissionError as exc:
+        print(f"mtcp-loop bench compare: {exc}", file=sys.stderr)
+        return 2
+    if not args.no_doc:
+        res["plots"] = plots(res)
+        write_doc(res)
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(res, f, indent=2)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print_table(res)
+        if not args.no_doc:
+            print(f"\nwrote {os.path.relpath(DOC, ROOT)} and {len(res.get('plots', []))} plot(s) in docs/img/")
+    return 0
+
+
+def add_cli_parser(bsub) -> None:
+    c = bsub.add_parser("compare", help="asyncio/uvloop on kernel TCP vs mtcp_loop on tap/packet/xdp, "
+                                        "cores=1/2 (needs root: network namespaces)")
+    c.add_argument("--json", action="store_true", help="print every cell as JSON")
+    c.add_argument("--quick", action="store_true", help="short version of every workload (smoke check)")
+    c.add_argument("--workloads", default=None, help=f"comma list of {','.join(WORKLOADS)} (default: all)")
+    c.add_argument("--configs", default=None, help=f"comma list of {', '.join(CONFIGS)} (default: all needed)")
+    c.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md and docs/img/*.png")
+    c.add_argument("--output", default=None, help="also write the JSON to this file")
+    c.set_defaults(func=cmd_bench_compare)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m mtcp_loop.bench_compare")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("_serve", help="(internal) the server process of one configuration")
+    s.add_argument("--loop", choices=("asyncio", "uvloop", "mtcp"), required=True)
+    s.add_argument("--host", required=True)
+    s.add_argument("--port", type=int, default=PORT)
+    s.add_argument("--statsdir", required=True)
+    s.add_argument("--cpus", default=str(SERVER_CPU))
+    s.add_argument("--cores", type=int, default=1)
+    s.add_argument("--backend", default=None)
+    s.add_argument("--ifname", default=None)
+    s.add_argument("--ipv4", default=None)
+    s.add_argument("--max-conns", type=int, default=140000)
+    s.set_defaults(func=_serve)
+    b = sub.add_parser("compare")
+    b.set_defaults(func=cmd_bench_compare)
+    for a in ("--json", "--quick", "--no-doc"):
+        b.add_argument(a, action="store_true")
+    b.add_argument("--workloads", default=None)
+    b.add_argument("--configs", default=None)
+    b.add_argument("--output", default=None)
+    args = ap.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
