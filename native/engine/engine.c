@@ -598,8 +598,8 @@ void engine_reap(struct mtcp_engine *e) {
     }
 }
 
-void conn_setup(struct mtcp_engine *e, struct conn *k, int family, const uint8_t *lip, uint16_t lport,
-                const uint8_t *rip, uint16_t rport) {
+uint32_t conn_setup(struct mtcp_engine *e, struct conn *k, int family, const uint8_t *lip, uint16_t lport,
+                    const uint8_t *rip, uint16_t rport) {
     k->kind = CK_CONN;
     memset(k->lip, 0, 16);
     memset(k->rip, 0, 16);
@@ -609,7 +609,9 @@ void conn_setup(struct mtcp_engine *e, struct conn *k, int family, const uint8_t
     k->tcp.ooo = 0xffff;
     /* RFC 7323 5.4: per-connection timestamp offset; a keyed hash of the 4-tuple, so a SYN-cookie
      * SYN-ACK (no state) and the connection created from it later agree on it */
-    k->tcp.ts_offset = isn_make(e->ts_key, family, lip, lport, rip, rport, 0);
+    uint64_t h = isn_hash(e->isn_key, family, lip, lport, rip, rport);
+    k->tcp.ts_offset = (uint32_t)(h >> 32);
+    return (uint32_t)h;
 }
 
 /* ------------------------------------------------------------------ lifecycle */
@@ -653,7 +655,6 @@ mtcp_engine *mtcp_engine_new(const struct mtcp_config *cfg, mtcp_link *link, cha
     derive_key(seed, 1, e->isn_key);
     derive_key(seed, 2, e->cookie_key);
     derive_key(seed, 3, e->port_key);
-    derive_key(seed, 4, e->ts_key);
     e->hash_seed = siphash24(e->port_key, &seed, sizeof seed);
 
     e->nconns = cfg->max_conns;
@@ -1022,10 +1023,9 @@ int64_t mtcp_connect(mtcp_engine *e, uint64_t now_us, const struct mtcp_addr *re
     }
     struct conn *k = conn_alloc(e);
     if (!k) { port_unref(e, family, (uint16_t)port); return -ENOMEM; }
-    conn_setup(e, k, family, lip, (uint16_t)port, remote->ip, remote->port);
+    uint32_t iss = conn_setup(e, k, family, lip, (uint16_t)port, remote->ip, remote->port) + (uint32_t)(e->now / 4);
     k->eflags |= CF_PORTREF;
     conn_hash(e, k);
-    uint32_t iss = isn_make(e->isn_key, family, lip, (uint16_t)port, remote->ip, remote->port, e->now);
     e->counters[CTR_ACTIVE_OPENS]++;
     mtcp_cid cid = conn_cid(e, k);
     tcp_open_active(&e->env, &k->tcp, e->now, iss);

@@ -31,6 +31,8 @@
 /* ---------------- siphash / ISN / cookies (isn.c) ---------------- */
 uint64_t siphash24(const uint8_t key[16], const void *data, size_t len);
 /* RFC 6528: ISN = M + F(localip, localport, remoteip, remoteport, secretkey), M = 4 us clock. */
+uint64_t isn_hash(const uint8_t key[16], int family, const uint8_t *lip, uint16_t lport,
+                  const uint8_t *rip, uint16_t rport);   /* low 32: F, high 32: ts offset */
 uint32_t isn_make(const uint8_t key[16], int family, const uint8_t *lip, uint16_t lport,
                   const uint8_t *rip, uint16_t rport, uint64_t now_us);
 
@@ -104,7 +106,7 @@ struct conn {
 #define NEIGH_N 256
 #define NEIGH_BUCKETS 512
 #define NEIGH_QMAX 64           /* frames waiting per entry */
-#define NEIGH_RETRIES 3
+#define NEIGH_RETRIES 5         /* requests (1 s apart) before FAILED; Linux: 3 */
 #define NEIGH_RETRY_US 1000000u
 #define NS_FREE 0
 #define NS_INCOMPLETE 1
@@ -145,7 +147,12 @@ struct mtcp_engine {
     struct tcp_env env;
     uint64_t now;
     uint64_t counters[CTR_COUNT];
-    uint8_t isn_key[16], cookie_key[16], port_key[16], ts_key[16];
+    uint8_t isn_key[16], cookie_key[16], port_key[16];
+    /* RFC 6056 alg. 3 offset cache: last destination */
+    uint8_t eph_rip[16];
+    uint16_t eph_rport;
+    uint8_t eph_family;
+    uint32_t eph_off;
     uint64_t hash_seed;
 
     /* connection blocks */
@@ -275,7 +282,9 @@ void engine_reap(struct mtcp_engine *e);
 void engine_push_event(struct mtcp_engine *e, struct conn *k, uint32_t type, int32_t err, uint32_t len,
                        mtcp_cid parent);
 uint16_t engine_path_mss(const struct mtcp_engine *e, int family);
-void conn_setup(struct mtcp_engine *e, struct conn *k, int family, const uint8_t *lip, uint16_t lport,
-                const uint8_t *rip, uint16_t rport);
+/* Initialises k (addresses, tcp_conn_init, timestamp offset); returns F for its ISN
+ * (iss = F + now/4, RFC 6528). */
+uint32_t conn_setup(struct mtcp_engine *e, struct conn *k, int family, const uint8_t *lip, uint16_t lport,
+                    const uint8_t *rip, uint16_t rport);
 
 #endif

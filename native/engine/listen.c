@@ -124,10 +124,10 @@ void listen_close(struct mtcp_engine *e, struct conn *l) {
 }
 
 static struct conn *child_new(struct mtcp_engine *e, struct conn *l, int family, const uint8_t *lip,
-                              const uint8_t *rip, const struct wire_tcp *seg) {
+                              const uint8_t *rip, const struct wire_tcp *seg, uint32_t *f) {
     struct conn *k = conn_alloc(e);
     if (!k) return NULL;
-    conn_setup(e, k, family, lip, seg->dport, rip, seg->sport);
+    *f = conn_setup(e, k, family, lip, seg->dport, rip, seg->sport);
     /* inherit the listener's options */
     struct tcp_conn *c = &k->tcp, *lc = &l->tcp;
     c->flags = (uint16_t)((c->flags & ~(TCPF_NODELAY | TCPF_KEEPALIVE)) | (lc->flags & (TCPF_NODELAY | TCPF_KEEPALIVE)));
@@ -187,7 +187,7 @@ static void send_cookie(struct mtcp_engine *e, struct conn *l, int family, const
         t.has_ts = 1;
         /* our clock as the connection will run it (tcp.c: now_ms + ts_offset), low 6 bits
          * replaced, never ahead of it (so later segments don't look older to PAWS) */
-        uint32_t tsnow = (uint32_t)(e->now / 1000) + isn_make(e->ts_key, family, lip, syn->dport, rip, syn->sport, 0);
+        uint32_t tsnow = (uint32_t)(e->now / 1000) + (uint32_t)(isn_hash(e->isn_key, family, lip, syn->dport, rip, syn->sport) >> 32);
         uint32_t bits = (ws & 0xf) | (sack << 4) | (1u << 5);
         t.tsval = (tsnow & ~0x3fu) | bits;
         if ((int32_t)(t.tsval - tsnow) > 0) t.tsval -= 64;
@@ -237,13 +237,14 @@ void listen_input(struct mtcp_engine *e, struct conn *l, int family, const uint8
         int cookie = mode == MTCP_SYNCOOKIES_ALWAYS ||
                      (mode == MTCP_SYNCOOKIES_ON_OVERFLOW && l->u.ls.synq >= e->cfg.syn_backlog);
         if (!cookie && l->u.ls.synq >= e->cfg.syn_backlog) { e->counters[CTR_DROP_LISTEN_OVERFLOW]++; return; }
-        struct conn *k = cookie ? NULL : child_new(e, l, family, lip, rip, seg);
+        uint32_t f = 0;
+        struct conn *k = cookie ? NULL : child_new(e, l, family, lip, rip, seg, &f);
         if (!k) {
             if (mode == MTCP_SYNCOOKIES_OFF) { e->counters[CTR_DROP_NO_MEM]++; return; }
             send_cookie(e, l, family, lip, rip, seg);
             return;
         }
-        uint32_t iss = isn_make(e->isn_key, family, lip, seg->dport, rip, seg->sport, e->now);
+        uint32_t iss = f + (uint32_t)(e->now / 4);
         e->counters[CTR_PASSIVE_OPENS]++;
         tcp_open_passive(&e->env, &k->tcp, e->now, iss, seg);
         return;
@@ -261,7 +262,8 @@ void listen_input(struct mtcp_engine *e, struct conn *l, int family, const uint8
         if (l->u.ls.acceptq >= l->u.ls.backlog) { e->counters[CTR_DROP_LISTEN_OVERFLOW]++; return; }
         uint16_t our = engine_path_mss(e, family);
         if (mss > our) mss = our;
-        struct conn *k = child_new(e, l, family, lip, rip, seg);
+        uint32_t f;
+        struct conn *k = child_new(e, l, family, lip, rip, seg, &f);
         if (!k) { e->counters[CTR_DROP_NO_MEM]++; return; }
         e->counters[CTR_SYNCOOKIES_ACCEPTED]++;
         e->counters[CTR_PASSIVE_OPENS]++;

@@ -233,12 +233,27 @@ void port_unref(struct mtcp_engine *e, int family, uint16_t port) {
 int port_ephemeral(struct mtcp_engine *e, int family, const uint8_t *lip, const uint8_t *rip, uint16_t rport) {
     uint32_t lo = e->cfg.eph_port_lo, hi = e->cfg.eph_port_hi;
     uint32_t n = hi - lo + 1;
-    uint8_t m[34];
     int al = addr_len(family);
-    memcpy(m, lip, (size_t)al);
-    memcpy(m + al, rip, (size_t)al);
-    m[2 * al] = (uint8_t)(rport >> 8); m[2 * al + 1] = (uint8_t)rport;
-    uint32_t off = (uint32_t)siphash24(e->port_key, m, (size_t)(2 * al + 2));
+    uint32_t off;
+    if (e->eph_family == family && e->eph_rport == rport && memcmp(e->eph_rip, rip, (size_t)al) == 0 &&
+        memcmp(e->eph_rip + al, lip, (size_t)al) == 0) {
+        off = e->eph_off;                       /* same destination as last time */
+    } else {
+        uint8_t m[34];
+        memcpy(m, lip, (size_t)al);
+        memcpy(m + al, rip, (size_t)al);
+        m[2 * al] = (uint8_t)(rport >> 8); m[2 * al + 1] = (uint8_t)rport;
+        off = (uint32_t)siphash24(e->port_key, m, (size_t)(2 * al + 2));
+        if (al == 4) {                           /* cache (v4 only: rip + lip fit in 16 bytes) */
+            memcpy(e->eph_rip, rip, 4);
+            memcpy(e->eph_rip + 4, lip, 4);
+            e->eph_family = (uint8_t)family;
+            e->eph_rport = rport;
+            e->eph_off = off;
+        } else {
+            e->eph_family = 0;
+        }
+    }
     for (uint32_t i = 0; i < n; i++) {
         uint16_t port = (uint16_t)(lo + (off + e->eph_next + i) % n);
         if (conn_lookup(e, family, lip, port, rip, rport)) continue;

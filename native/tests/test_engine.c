@@ -336,7 +336,7 @@ static void test_arp(void) {
     cid = mtcp_connect(e, 4000, &ra, NULL);
     CHECK(cid > 0);
     uint32_t reqs = 0;
-    for (uint64_t now = 4000; now < 5000000; now += 100000) {
+    for (uint64_t now = 4000; now < 1000000ull * (NEIGH_RETRIES + 2); now += 100000) {
         drain(e, now);
         for (uint32_t i = 0; i < on; i++)
             if (wire_eth_parse(ofr(i), olens[i], &eth) == 14 && eth.ethertype == WIRE_ETHERTYPE_ARP) reqs++;

@@ -35,12 +35,15 @@ struct side {
     int early_shutdown;      /* shutdown right after the last byte is queued */
     int shut, peer_closed, released, closed_ev, errors, connected;
     int corrupt;
+    int retries;
 };
 struct pair { struct side c, s; uint16_t cport; };
 
 #define MAXP 64
 static struct pair P[MAXP];
 static int NP;
+static uint64_t g_now;               /* virtual clock, for reconnects from the event handler */
+static struct mtcp_addr g_raddr;
 
 struct simcfg {
     const char *name;
@@ -117,7 +120,24 @@ static int handle_events(mtcp_engine *e, int server, int64_t lid) {
             if (!s) { CHECK(s != NULL); continue; }
             switch (ev[i].type) {
             case MTCP_EV_CONNECTED: s->connected = 1; break;
-            case MTCP_EV_CONNECT_FAILED: s->errors++; fprintf(stderr, "connect failed %d\n", ev[i].err); break;
+            case MTCP_EV_CONNECT_FAILED:
+                if (ev[i].err == EHOSTUNREACH && !server && s->retries < 5) {
+                    /* ARP/NDP lost every time on a very lossy link: an application retries */
+                    int j = 0;
+                    while (j < NP && &P[j].c != s) j++;
+                    mtcp_close(e, s->cid);
+                    int64_t cid = mtcp_connect(e, g_now, &g_raddr, NULL);
+                    if (cid <= 0) { s->errors++; break; }
+                    s->cid = (mtcp_cid)cid;
+                    s->retries++;
+                    struct mtcp_addr loc;
+                    mtcp_getaddrs(e, s->cid, &loc, NULL);
+                    P[j].cport = loc.port;
+                    break;
+                }
+                s->errors++;
+                fprintf(stderr, "connect failed %d\n", ev[i].err);
+                break;
             case MTCP_EV_PEER_CLOSED: s->peer_closed = 1; break;
             case MTCP_EV_ERROR: s->errors++; fprintf(stderr, "error %d\n", ev[i].err); break;
             case MTCP_EV_CLOSED: s->closed_ev = 1; break;
@@ -202,6 +222,8 @@ static int run_case(const struct simcfg *sc, uint64_t seed) {
     for (; now < end && iters < 3000000; iters++) {
         mtcp_engine_poll(A, now);
         mtcp_engine_poll(B, now);
+        g_now = now;
+        g_raddr = raddr;
         int act = handle_events(A, 0, lid) + handle_events(B, 1, lid);
         /* frames still on the wire count as activity: don't jump the clock past them */
         uint64_t fa[2], fb[2];
