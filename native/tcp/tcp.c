@@ -53,7 +53,8 @@
  * <SND.UNA-1> zero-window probes, keepalive (RFC 1122 4.2.3.6), PMTU lowering (tcp_pmtu).
  * Not done: urgent data (URG is ignored), D-SACK (RFC 2883), RFC 6675 rescue retransmission
  * (rule 4), tail loss probe / RACK (RFC 8985), F-RTO / Eifel spurious-RTO undo, ECN, TCP-AO/MD5,
- * RFC 6191 TIME-WAIT reuse on a new SYN (a SYN in TIME-WAIT gets a challenge ACK).
+ * (RFC 6191 TIME-WAIT reuse is offered to the engine as tcp_timewait_reuse; a SYN that reaches
+ * tcp_input in TIME-WAIT gets a challenge ACK.)
  */
 #include "tcp_int.h"
 
@@ -537,4 +538,19 @@ void tcp_pmtu(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, uint1
     }
     (void)now;
     tcpi_sync_timer(env, c);
+}
+
+int tcp_timewait_reuse(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, const struct wire_tcp *syn)
+{
+    (void)now;
+    if (c->closed_done || c->state != MTCP_ST_TIME_WAIT) return 0;
+    if ((syn->flags & (WIRE_TCP_SYN | WIRE_TCP_ACK | WIRE_TCP_RST)) != WIRE_TCP_SYN) return 0;
+    int newer;
+    if ((c->flags & TCPF_TS_OK) && syn->has_ts)
+        newer = (int32_t)(syn->tsval - c->ts_recent) > 0;       /* RFC 6191 2 */
+    else
+        newer = seq_gt(syn->seq, c->rcv_nxt);                   /* RFC 1122 4.2.2.13 */
+    if (!newer) return 0;
+    tcpi_conn_closed(env, c);
+    return 1;
 }

@@ -192,6 +192,13 @@ int tcp_rst_for(const struct wire_tcp *seg, struct wire_tcp *rst);
  * uses it in SYN-ACKs it builds for SYN cookies, so tcp_open_cookie agrees with them. */
 uint8_t tcp_wscale_for(uint32_t rcvbuf);
 
+/* RFC 6191 / RFC 1122 4.2.2.13: a SYN (no ACK) for a connection in TIME-WAIT may start a new
+ * incarnation if it is clearly newer (timestamps in use: SEG.TSval > TS.Recent; otherwise
+ * SEG.SEQ > RCV.NXT). Returns 1 after closing the TIME-WAIT connection (env->closed called):
+ * the engine then hands the SYN to the listener as a fresh one. Returns 0 (nothing changed)
+ * otherwise: pass the segment to tcp_input as usual (it answers with a challenge ACK). */
+int tcp_timewait_reuse(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, const struct wire_tcp *syn);
+
 /*
  * Event / lifecycle contract (see tcp.c header for details):
  *  - active open established: MTCP_EV_CONNECTED. Passive (listener or cookie) established:

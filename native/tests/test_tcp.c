@@ -1714,6 +1714,43 @@ static void test_rto_with_closed_window(void)
     fake_free(f);
 }
 
+static void test_timewait_reuse(void)
+{
+    /* no timestamps: a SYN above RCV.NXT may reuse the 4-tuple (RFC 1122 4.2.2.13) */
+    struct fake *f = conn_time_wait();
+    struct wire_tcp syn = tmpl(S, PISS + 1, 0, 1000);          /* not newer: RCV.NXT = PISS+2 */
+    CHECK_EQ(tcp_timewait_reuse(&f->env, &f->c, 1 * SEC, &syn), 0);
+    CHECK_EQ(f->c.state, MTCP_ST_TIME_WAIT);
+    syn.seq = PISS + 100000;
+    CHECK_EQ(tcp_timewait_reuse(&f->env, &f->c, 1 * SEC, &syn), 1);
+    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    CHECK_EQ(f->closed, 1);
+    CHECK_EQ(f->timer, 0);
+    CHECK_EQ(n_events(f), 0);
+    fake_free(f);
+    /* with timestamps: decided by TSval (RFC 6191), whatever the sequence number */
+    f = conn_established_cfg(1, 1, 1);
+    tcp_shutdown(&f->env, &f->c, 20 * MS);
+    out(f, 20 * MS);
+    struct wire_tcp fa = tmpl(A | F, PISS + 1, ISS + 2, 65535);
+    fa.has_ts = 1; fa.tsval = 900; fa.tsecr = 20;
+    in(f, 30 * MS, fa);
+    CHECK_EQ(f->c.state, MTCP_ST_TIME_WAIT);
+    struct wire_tcp s2 = tmpl(S, PISS - 5000, 0, 1000);
+    s2.has_ts = 1; s2.tsval = 900;
+    CHECK_EQ(tcp_timewait_reuse(&f->env, &f->c, 1 * SEC, &s2), 0);
+    s2.tsval = 901;
+    CHECK_EQ(tcp_timewait_reuse(&f->env, &f->c, 1 * SEC, &s2), 1);
+    CHECK_EQ(f->closed, 1);
+    fake_free(f);
+    /* only in TIME-WAIT, only for a bare SYN */
+    f = conn_established();
+    syn = tmpl(S, PISS + 100000, 0, 1000);
+    CHECK_EQ(tcp_timewait_reuse(&f->env, &f->c, 1 * SEC, &syn), 0);
+    CHECK_EQ(f->c.state, MTCP_ST_ESTABLISHED);
+    fake_free(f);
+}
+
 /* ====================================================================================== */
 /* hostile input: random segments into every state, invariants checked after each step    */
 /* ====================================================================================== */
@@ -2109,6 +2146,7 @@ int main(void)
     RUN(test_closed_answers_rst);
     RUN(test_info);
     RUN(test_rto_with_closed_window);
+    RUN(test_timewait_reuse);
     RUN(test_hostile_input);
     RUN(test_sim_pair_grid);
     CTEST_END();
