@@ -216,7 +216,7 @@ static int run_case(const struct simcfg *sc, uint64_t seed) {
         mtcp_getaddrs(A, p->c.cid, &loc, NULL);
         p->cport = loc.port;
     }
-    uint64_t end = now + 600ull * 1000000;     /* virtual 10 minutes max */
+    uint64_t end = now + 1800ull * 1000000;    /* virtual 30 minutes max (60 s RTOs under harsh loss) */
     long iters = 0;
     uint64_t last_moved = 0;
     for (; now < end && iters < 3000000; iters++) {
@@ -257,6 +257,24 @@ static int run_case(const struct simcfg *sc, uint64_t seed) {
                         (unsigned long long)p->s.got, (unsigned long long)p->s.expect,
                         (unsigned long long)p->s.sent, (unsigned long long)p->s.to_send, p->s.released, p->s.errors, p->s.corrupt,
                         (unsigned long long)p->s.cid);
+            if (bad <= 2) {
+                struct mtcp_conn_info ci;
+                for (int side = 0; side < 2; side++) {
+                    mtcp_engine *E = side ? B : A;
+                    struct side *sd = side ? &p->s : &p->c;
+                    if (sd->released || mtcp_conn_info(E, sd->cid, &ci) < 0) continue;
+                    fprintf(stderr, "      %s: state %u mss %u srtt %u rto %u cwnd %u ssth %u snd_wnd %u rcv_wnd %u unacked %u sndbuf %u rcvbuf %u rexmit %u flags %x\n",
+                            side ? "B" : "A", ci.state, ci.mss, ci.srtt_us, ci.rto_us, ci.cwnd, ci.ssthresh, ci.snd_wnd,
+                            ci.rcv_wnd, ci.unacked, ci.sndbuf_used, ci.rcvbuf_used, ci.retransmits, ci.flags);
+                    struct conn *k = conn_get(E, sd->cid);
+                    if (k) fprintf(stderr, "         una %u nxt %u max %u rcv_nxt %u rcv_adv %u t_rexmit %llu persist %u retries %u wheel %d now %llu\n",
+                                   k->tcp.snd_una, k->tcp.snd_nxt, k->tcp.snd_max, k->tcp.rcv_nxt, k->tcp.rcv_adv,
+                                   (unsigned long long)k->tcp.t_rexmit, k->tcp.persist, k->tcp.retries,
+                                   wheel_linked(&E->wheel, conn_idx(E, k)), (unsigned long long)now);
+                    if (k) fprintf(stderr, "         ts_now %u ts_recent %u last_ack_sent %u\n",
+                                   (uint32_t)(now / 1000) + k->tcp.ts_offset, k->tcp.ts_recent, k->tcp.last_ack_sent);
+                }
+            }
         }
     }
     CHECK_EQ(bad, 0);
