@@ -43,7 +43,6 @@ logger = logging.getLogger("mtcp_loop")
 
 __all__ = ["make_loop_class", "loop_class_for", "MTCPServer", "available_bases"]
 
-_now_us = time.monotonic_ns
 
 
 def _monotonic_us():
@@ -236,7 +235,7 @@ class _Engine:
                     fut = self._connecting.pop(cid, None)
                     lib.mtcp_close(self.e, cid)
                     if fut is not None and not fut.done():
-                        fut.set_exception(ConnectionError_from(x.err, fut))
+                        fut.set_exception(_connect_error(x.err, fut))
                 elif t == 6:    # MTCP_EV_PEER_CLOSED
                     tr = conns.get(cid)
                     if tr is not None:
@@ -412,7 +411,7 @@ class _Engine:
         self.link = None
 
 
-def ConnectionError_from(err, fut):
+def _connect_error(err, fut):
     addr = getattr(fut, "_mtcp_addr", None)
     return os_error(err, f"Connect call failed {addr!r}" if addr is not None else "Connect call failed")
 
