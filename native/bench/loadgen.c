@@ -41,6 +41,9 @@
 
 #define EV_BATCH 4096
 #define MAXMSG 65536
+/* New connections per engine iteration while ramping up: a burst of 1000 SYNs at once filled
+ * the AF_PACKET TX ring on a TAP (whose queue drops) and stalled the run. */
+#define RAMP_BATCH 64
 
 struct opts {
     const char *backend, *ifname, *mode;
@@ -66,6 +69,7 @@ struct lg {
     uint8_t msg[MAXMSG], rbuf[MAXMSG];
     uint64_t done, errors, started, established, active;
     int ramped;
+    uint32_t pending;            /* connections still to start during the ramp */
     uint32_t next_port;
 };
 
@@ -185,8 +189,8 @@ static void ramp(struct lg *g, uint64_t now)
     uint32_t want = g->o.conc;
     if (strcmp(g->o.mode, "idle") == 0 && g->o.conns < want)
         want = g->o.conns;
-    for (uint32_t k = 1; k < want; k++)
-        start_one(g, now);
+    g->pending = want - 1;       /* started by step(), at most RAMP_BATCH per iteration */
+    (void)now;
 }
 
 /* returns the number of events handled */
@@ -263,12 +267,20 @@ static uint32_t dispatch(struct lg *g, uint64_t now)
 }
 
 /* one engine iteration; blocks on the link fd (up to 1 ms or the next deadline) when idle */
+static uint64_t g_ramp_at;
+
 static void step(struct lg *g)
 {
     uint64_t now = now_us();
+    if (!g->ramped && now >= g_ramp_at)
+        ramp(g, now);
+    for (uint32_t k = 0; k < RAMP_BATCH && g->pending > 0 && !g_stop; k++) {
+        g->pending--;
+        start_one(g, now);
+    }
     mtcp_engine_poll(g->e, now);
     uint32_t n = dispatch(g, now);
-    if (n || g->o.busy)
+    if (n || g->o.busy || g->pending)
         return;
     int64_t dl = mtcp_engine_next_deadline(g->e);
     int tmo = 1;
@@ -277,6 +289,29 @@ static void step(struct lg *g)
     struct pollfd p = {.fd = mtcp_engine_fd(g->e), .events = POLLIN};
     if (p.fd >= 0 && tmo)
         poll(&p, 1, tmo);
+}
+
+/* RST every connection still open (so the server keeps no stale state for the next run) and
+ * give the TX ring time to drain. */
+static void abort_all(struct lg *g)
+{
+    static mtcp_cid cids[4096];
+    uint32_t n;
+    mtcp_cid after = 0;
+    while ((n = mtcp_conn_list(g->e, after, cids, 4096)) > 0) {
+        after = cids[n - 1];
+        for (uint32_t i = 0; i < n; i++)
+            mtcp_abort(g->e, cids[i]);
+        mtcp_engine_poll(g->e, now_us());
+    }
+    uint64_t end = now_us() + 200000;
+    g->o.busy = 0;
+    while (now_us() < end) {
+        mtcp_engine_poll(g->e, now_us());
+        struct mtcp_event ev[256];
+        while (mtcp_engine_events(g->e, ev, 256) > 0) {}
+        usleep(1000);
+    }
 }
 
 static void usage(void)
@@ -388,6 +423,7 @@ int main(int argc, char **argv)
         g.msg[i] = (uint8_t)(i * 7 + 1);
 
     uint64_t t_start = now_us();
+    g_ramp_at = t_start + 200000;   /* the first connection resolves ARP; the rest follow it */
     start_one(&g, t_start);
     if (idle) {
         /* ramp up; give up after --seconds (default 60 s) without reaching the target */
@@ -411,6 +447,7 @@ int main(int argc, char **argv)
                     in_open = 0;
             }
         }
+        abort_all(&g);
         return 0;
     }
 
@@ -438,6 +475,25 @@ int main(int argc, char **argv)
            (unsigned long long)(ls1[2] - ls0[2]), (unsigned long long)(counter(g.e, "retrans_segs") - r0),
            u1 - u0, s1 - s0);
     fflush(stdout);
+    if (getenv("LOADGEN_DEBUG")) {
+        uint32_t nc = mtcp_counter_count();
+        uint64_t v[256], pu[4];
+        mtcp_engine_counters(g.e, v, nc < 256 ? nc : 256);
+        for (uint32_t i = 0; i < nc && i < 256; i++)
+            if (v[i])
+                fprintf(stderr, "%s=%llu ", mtcp_counter_name(i), (unsigned long long)v[i]);
+        mtcp_engine_pool_usage(g.e, pu);
+        fprintf(stderr, "\npool %llu %llu %llu %llu active %llu started %llu pending %u deadline %lld now %llu\n",
+                (unsigned long long)pu[0], (unsigned long long)pu[1], (unsigned long long)pu[2],
+                (unsigned long long)pu[3], (unsigned long long)g.active, (unsigned long long)g.started,
+                g.pending, (long long)mtcp_engine_next_deadline(g.e), (unsigned long long)now_us());
+        mtcp_link_stats(g.l, ls1, MTCP_LINK_NSTATS);
+        for (int i = 0; i < MTCP_LINK_NSTATS; i++)
+            fprintf(stderr, "%s=%llu ", mtcp_link_stat_name((uint32_t)i), (unsigned long long)ls1[i]);
+        fprintf(stderr, "\n");
+    }
+    g_stop = 1;
+    abort_all(&g);
     mtcp_engine_free(g.e);
     mtcp_link_close(g.l);
     free(g.st);
