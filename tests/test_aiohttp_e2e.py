@@ -131,6 +131,35 @@ class _TestAiohttp:
             self.assert_userspace(300)
         self.run(main())
 
+    def test_curl_subprocess_reaches_app(self, tmp_path):
+        """curl in a subprocess reaches an app served on the loop (kernel mirror on MTCPLoop),
+        while the in-process client goes over the user-space stack."""
+        import shutil
+        if not shutil.which("curl"):
+            pytest.skip("curl not installed")
+
+        async def main():
+            runner = web.AppRunner(make_app(tmp_path), access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "localhost", 0)
+            await site.start()
+            port = site._server.sockets[0].getsockname()[1]
+            for host in ("127.0.0.1", "localhost", "127.0.0.1"):
+                p = await asyncio.create_subprocess_exec(
+                    "curl", "-sS", "--max-time", "10", f"http://{host}:{port}/",
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                out, err = await p.communicate()
+                assert p.returncode == 0 and out == b"Hello, World!", (host, out, err)
+            async with aiohttp.ClientSession() as s:
+                async with s.get(f"http://localhost:{port}/") as r:
+                    assert await r.text() == "Hello, World!"
+            await runner.cleanup()
+            if self.is_mtcp:
+                st = self.loop.stats()
+                assert st["loop.kernel_accepted"] == 3, st
+                assert st["loop.userspace_accepted"] >= 1 and st["loop.userspace_connected"] >= 1, st
+        self.run(main())
+
     def test_testserver_testclient(self, tmp_path):
         async def main():
             async with TestClient(TestServer(make_app(tmp_path))) as client:
