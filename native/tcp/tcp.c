@@ -51,7 +51,8 @@
  * quick ACKs at the start, immediate for out-of-order/gap fill), Nagle (RFC 896) + no-delay,
  * receiver and sender SWS avoidance (+ override via the persist timer), persist with Linux-style
  * <SND.UNA-1> zero-window probes, keepalive (RFC 1122 4.2.3.6), PMTU lowering (tcp_pmtu).
- * Not done: urgent data (URG is ignored), D-SACK (RFC 2883), RFC 6675 rescue retransmission
+ * D-SACK (RFC 2883) blocks are sent for duplicate data (the sender side ignores them).
+ * Not done: urgent data (URG is ignored), RFC 6675 rescue retransmission
  * (rule 4), tail loss probe / RACK (RFC 8985), F-RTO / Eifel spurious-RTO undo, ECN, TCP-AO/MD5,
  * (RFC 6191 TIME-WAIT reuse is offered to the engine as tcp_timewait_reuse; a SYN that reaches
  * tcp_input in TIME-WAIT gets a challenge ACK.)

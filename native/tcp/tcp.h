@@ -113,7 +113,9 @@ struct tcp_conn {
     uint8_t rexmit_now;           /* fast retransmit of the segment at snd_una due at next output */
     uint8_t ooo_fin_valid;
     uint8_t closed_done;          /* env->closed was called */
-    uint8_t pad2[2];
+    uint8_t dsack;                /* a D-SACK block (RFC 2883) is due in the next ACK */
+    uint8_t pad2;
+    uint32_t dsack_left, dsack_right;
 };
 
 /* What the engine gives TCP. */

@@ -369,6 +369,13 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
          * remote FIN. Acknowledge it, and restart the 2 MSL timeout." */
         if (fin && c->state == MTCP_ST_TIME_WAIT && seq + len + 1 == c->rcv_nxt)
             c->t_timewait = now + 2ull * env->cfg->msl_us;
+        /* RFC 2883: an old duplicate (all below RCV.NXT) is reported in a D-SACK block */
+        if (len && (c->flags & TCPF_SACK_OK) && seq_le(seq + len, c->rcv_nxt) &&
+            seq_lt(c->rcv_nxt - seq, 0x40000000u)) {
+            c->dsack = 1;
+            c->dsack_left = seq;
+            c->dsack_right = seq + len;
+        }
         if (syn && synchronized_state(c->state)) { challenge_ack(env, c, now); return; }
         c->flags |= TCPF_ACK_NOW;
         tcpi_want_output(env, c);
@@ -391,6 +398,12 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
     /* trim to the window: before rcv_nxt (duplicate) and beyond the right edge */
     if (seq_lt(seq, c->rcv_nxt)) {
         uint32_t skip = c->rcv_nxt - seq;
+        if (len && (c->flags & TCPF_SACK_OK)) {
+            /* RFC 2883: report the duplicate bytes in a D-SACK block */
+            c->dsack = 1;
+            c->dsack_left = seq;
+            c->dsack_right = seq + min32(skip, len);
+        }
         if (skip > len) {
             /* entirely old, FIN included: a duplicate, ACK it at once */
             c->flags |= TCPF_ACK_NOW;

@@ -73,14 +73,25 @@ int tcpi_emit(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, uint3
         uint32_t field = wnd >> c->rcv_wscale;
         if (field > 65535u) field = 65535u;
         t.win = (uint16_t)field;
+        /* RFC 2883 4: a D-SACK block (duplicate data received) goes first, once */
+        uint32_t maxb = t.has_ts ? 3 : 4;
+        if ((c->flags & TCPF_SACK_OK) && (flags & WIRE_TCP_ACK) && c->dsack) {
+            t.sack[0].left = c->dsack_left;
+            t.sack[0].right = c->dsack_right;
+            t.nsack = 1;
+            c->dsack = 0;
+        }
         /* RFC 2018 4: SACK blocks in every ACK while out-of-order data is held */
         if ((c->flags & TCPF_SACK_OK) && (flags & WIRE_TCP_ACK) && c->ooo != 0xffff) {
             struct buf_ooo *o = tcpi_ooo_of(env, c, 0);
             if (o) {
                 uint32_t l[WIRE_TCP_MAX_SACK], r[WIRE_TCP_MAX_SACK];
-                uint32_t n = buf_ooo_sack(o, l, r, t.has_ts ? 3 : 4);
-                for (uint32_t i = 0; i < n; i++) { t.sack[i].left = l[i]; t.sack[i].right = r[i]; }
-                t.nsack = (uint8_t)n;
+                uint32_t n = buf_ooo_sack(o, l, r, maxb - t.nsack);
+                for (uint32_t i = 0; i < n; i++) {
+                    t.sack[t.nsack + i].left = l[i];
+                    t.sack[t.nsack + i].right = r[i];
+                }
+                t.nsack = (uint8_t)(t.nsack + n);
             }
         }
     }

@@ -1751,6 +1751,50 @@ static void test_timewait_reuse(void)
     fake_free(f);
 }
 
+static void test_dsack(void)
+{
+    /* RFC 2883: duplicate data is reported in a D-SACK block, first, once */
+    struct fake *f = conn_established();
+    in(f, 20 * MS, with_data(tmpl(A, PISS + 1, ISS + 1, 65535), 0, 1000));
+    out(f, 20 * MS);
+    drain(f);
+    in(f, 30 * MS, with_data(tmpl(A, PISS + 1, ISS + 1, 65535), 0, 1000));   /* all duplicate */
+    out(f, 30 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.ack, PISS + 1001);
+    CHECK_EQ(t.nsack, 1);
+    CHECK_EQ(t.sack[0].left, PISS + 1);
+    CHECK_EQ(t.sack[0].right, PISS + 1001);
+    /* partial duplicate + out-of-order data held: D-SACK first, then the SACK block */
+    in(f, 40 * MS, with_data(tmpl(A, PISS + 3001, ISS + 1, 65535), 0, 500));
+    out(f, 40 * MS);
+    drain(f);
+    in(f, 50 * MS, with_data(tmpl(A, PISS + 501, ISS + 1, 65535), 0, 1000));  /* 500 old, 500 new */
+    out(f, 50 * MS);
+    t = next_seg(f);
+    CHECK_EQ(t.ack, PISS + 1501);
+    CHECK_EQ(t.nsack, 2);
+    CHECK_EQ(t.sack[0].left, PISS + 501);
+    CHECK_EQ(t.sack[0].right, PISS + 1001);
+    CHECK_EQ(t.sack[1].left, PISS + 3001);
+    CHECK_EQ(t.sack[1].right, PISS + 3501);
+    /* reported once */
+    in(f, 60 * MS, tmpl(A, PISS + 1501, ISS + 1, 65535));
+    f->c.flags |= TCPF_ACK_NOW;
+    out(f, 60 * MS);
+    t = next_seg(f);
+    CHECK_EQ(t.nsack, 1);
+    CHECK_EQ(t.sack[0].left, PISS + 3001);
+    /* without SACK: never */
+    struct fake *g = conn_established_nosack();
+    in(g, 20 * MS, with_data(tmpl(A, PISS + 1, ISS + 1, 65535), 0, 100));
+    in(g, 30 * MS, with_data(tmpl(A, PISS + 1, ISS + 1, 65535), 0, 100));
+    out(g, 30 * MS);
+    while (pending(g)) CHECK_EQ(next_seg(g).nsack, 0);
+    fake_free(f);
+    fake_free(g);
+}
+
 /* ====================================================================================== */
 /* hostile input: random segments into every state, invariants checked after each step    */
 /* ====================================================================================== */
@@ -2147,6 +2191,7 @@ int main(void)
     RUN(test_info);
     RUN(test_rto_with_closed_window);
     RUN(test_timewait_reuse);
+    RUN(test_dsack);
     RUN(test_hostile_input);
     RUN(test_sim_pair_grid);
     CTEST_END();
