@@ -1875,12 +1875,17 @@ static void hostile_run(struct fake *(*fixture)(void), const char *name, uint64_
     fake_free(f);
 }
 
+static struct fake *conn_established_ts(void) { return conn_established_cfg(1, 1, 1); }
+static struct fake *conn_established_plain(void) { return conn_established_cfg(0, 0, 0); }
+
 static void test_hostile_input(void)
 {
     uint64_t seeds = getenv("HOSTILESEEDS") ? strtoull(getenv("HOSTILESEEDS"), NULL, 10) : 12;
     for (uint64_t seed = 1; seed <= seeds; seed++) {
         hostile_run(conn_established, "established", seed);
         hostile_run(conn_established_nosack, "established-nosack", seed);
+        hostile_run(conn_established_ts, "established-ts", seed);
+        hostile_run(conn_established_plain, "established-no-options", seed);
         hostile_run(conn_syn_sent, "syn-sent", seed);
         hostile_run(conn_fin_wait_1, "fin-wait-1", seed);
         hostile_run(conn_fin_wait_2, "fin-wait-2", seed);
