@@ -374,6 +374,7 @@ class Supervisor:
         self.rundir = rundir or default_rundir(name)
         self.drain_timeout = drain_timeout
         self.restart = restart
+        self.pid = os.getpid()
         self.pids = {}                 # queue -> pid
         self.restarts = {q: 0 for q in range(self.n)}
         self.started = {}
@@ -458,6 +459,8 @@ class Supervisor:
         os.replace(tmp, os.path.join(self.rundir, "supervisor.json"))
 
     def _on_signal(self, signum, frame):
+        if os.getpid() != self.pid:      # a just-forked worker before it reset its handlers
+            os._exit(0)
         if not self.stopping:
             self.stopping = True
             self.stop_deadline = time.monotonic() + self.drain_timeout + 3.0
@@ -482,6 +485,7 @@ class Supervisor:
                                "pick another --name/--rundir")
 
     def run(self) -> int:
+        self.pid = os.getpid()
         os.makedirs(self.rundir, exist_ok=True)
         self._check_not_running()
         self._setup_shared()
