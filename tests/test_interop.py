@@ -668,6 +668,7 @@ if pytest is not None:
         assert len(n.stdout.splitlines()) > 100
 
     @pytest.mark.long
+    @pytest.mark.timeout(1800)
     @pytest.mark.parametrize("impair", [None, IMPAIR], ids=["clean", "impaired"])
     def test_long_256mb_each_way(bed, stack, impair):
         srv = stack(impair=impair, min_rto_us=20000 if impair else None)
