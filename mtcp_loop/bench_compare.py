@@ -206,10 +206,13 @@ async def _server_main():
 def _serve(args) -> int:
     cpus = {int(c) for c in args.cpus.split(",")}
     os.sched_setaffinity(0, cpus)
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (400000, 400000))
-    except (ValueError, OSError):
-        pass
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for lim in ((400000, 400000), (hard, hard)):     # raising the hard limit needs CAP_SYS_RESOURCE
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, lim)
+            break
+        except (ValueError, OSError):
+            pass
     _SERVE.update(host=args.host, port=args.port, statsdir=args.statsdir)
     if args.loop == "mtcp":
         from . import workers
@@ -280,6 +283,23 @@ def _meminfo(key="Slab") -> int:
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     return 0
+
+
+#: slab caches one established, idle kernel TCP socket held by an epoll server allocates
+SOCKET_CACHES = ("TCP", "TCPv6", "request_sock_TCP", "sock_inode_cache", "filp", "dentry", "eventpoll_epi",
+                 "eventpoll_pwq")
+
+
+def _slab_bytes(caches=SOCKET_CACHES) -> int:
+    """Bytes of active objects in the given slab caches (/proc/slabinfo, root only)."""
+    tot = 0
+    with contextlib.suppress(OSError):
+        with open("/proc/slabinfo") as f:
+            for line in f:
+                p = line.split()
+                if p and p[0] in caches:
+                    tot += int(p[1]) * int(p[3])
+    return tot
 
 
 def _pre(ns, cpus=None):
@@ -540,12 +560,25 @@ def run_bulk(cr, p, up: bool) -> dict:
                  bytes=r["bytes"], seconds=r["seconds"], ops_unit="MB")
 
 
+def _fd_cap() -> int:
+    """Connections a kernel-socket server can hold: its RLIMIT_NOFILE hard limit (containers without
+    CAP_SYS_RESOURCE cannot raise it) minus a margin for listeners, the loop and files."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY or hard >= 400000:
+        return 1 << 30
+    return max(1000, hard - 500)
+
+
 def run_idle(cr, p, sizes: dict) -> dict:
     n = p["idle_conns"]
+    capped = None
+    if cr.kernel and n > _fd_cap():
+        capped = n
+        n = _fd_cap()
     st0 = {s["pid"]: s for s in cr.stats()}
     rss0 = sum(s["rss_kb"] for s in st0.values())
     pool0 = [sum(s.get("pool", [0] * 4)[i] for s in st0.values()) for i in range(4)]
-    slab0 = _meminfo("Slab")
+    slab0, sock0 = _meminfo("Slab"), _slab_bytes()
     c0 = cr.server_cpu()
     lg = subprocess.Popen([LOADGEN, "--mode", "idle", "--ifname", cr.client_if, "--ip", f"{cr.client_ip}/24",
                            "--dst", cr.server_ip, "--port", str(PORT), "--ports", "2", "--port-step", "5",
@@ -567,7 +600,7 @@ def run_idle(cr, p, sizes: dict) -> dict:
                 break
         time.sleep(0.6)
         st1 = {s["pid"]: s for s in cr.stats()}
-        slab1 = _meminfo("Slab")
+        slab1, sock1 = _meminfo("Slab"), _slab_bytes()
         c1 = cr.server_cpu()
     finally:
         with contextlib.suppress(OSError):
@@ -578,9 +611,13 @@ def run_idle(cr, p, sizes: dict) -> dict:
             lg.kill()
             lg.wait()
     opened = sum(s["open"] for s in st1.values()) - sum(s["open"] for s in st0.values())
+    if opened < 0.9 * n:
+        raise RuntimeError(f"the server holds {opened} of {n} connections (loadgen: {r}); "
+                           f"server log: {cr.server_log()[-500:]}")
     k = max(1, opened)
     rss_per = (sum(s["rss_kb"] for s in st1.values()) - rss0) * 1024 / k
-    slab_per = (slab1 - slab0) * 1024 / k
+    slab_total_per = (slab1 - slab0) * 1024 / k
+    slab_per = (sock1 - sock0) / k        # the socket caches only: the machine is shared
     native_per = None
     pool_delta = None
     if not cr.kernel:
@@ -591,8 +628,11 @@ def run_idle(cr, p, sizes: dict) -> dict:
     return _cell(cr, "idle", "loadgen", round(value, 1), "B/conn", k, {"server_cpu_s": round(c1 - c0, 3)},
                  established=r["established"], server_open=opened, connect_rate=r["conns_per_sec"],
                  rss_bytes_per_conn=round(rss_per, 1), slab_bytes_per_conn=round(slab_per, 1),
+                 slab_total_bytes_per_conn=round(slab_total_per, 1),
                  native_bytes_per_conn=None if native_per is None else round(native_per, 1),
-                 pool_delta=pool_delta)
+                 pool_delta=pool_delta, requested=capped,
+                 note=(f"capped at {n} connections by RLIMIT_NOFILE (hard limit "
+                       f"{resource.getrlimit(resource.RLIMIT_NOFILE)[1]}, not raisable here)" if capped else None))
 
 
 def run_ceiling(p) -> dict:
@@ -784,7 +824,7 @@ def table_rows(res) -> list:
                 if c.get("native_bytes_per_conn") is not None:
                     parts.append(f"native {c['native_bytes_per_conn']:,.0f} B")
                 parts.append(f"RSS {c['rss_bytes_per_conn']:,.0f} B")
-                parts.append(f"slab {c['slab_bytes_per_conn']:,.0f} B")
+                parts.append(f"kernel socket slab {c['slab_bytes_per_conn']:,.0f} B")
                 val = ", ".join(parts) + f" ({c['server_open']:,} conns)"
             if wl == "scaling":
                 val = f"{c['value']:.2f}x ({c['driver']}: {c['cores1']:,.0f} -> {c['cores2']:,.0f})"
