@@ -21,7 +21,8 @@ from ``MTCPConfig.validate``):
 ifname         interface name (tap: device to create/attach; packet/xdp: existing device)
 queue          queue index (packet: fanout member, xdp: NIC queue, tap: informative)
 nqueues        queues of the device (tap: > 1 makes a multi-queue device)
-mac            "auto" (tap: random locally administered; packet/xdp: the interface's own MAC)
+mac            "auto" (tap: locally administered, derived from ifname; packet/xdp: the
+               interface's own MAC)
                or "02:00:00:00:00:02"
 ipv4, ipv6     "198.18.0.2/24", "2001:db8::2/64" (prefix defaults /24 and /64); None = none
 ipv4_gw        gateway for off-link IPv4 destinations, None = on-link only
@@ -214,6 +215,13 @@ def _random_mac() -> bytes:
     return bytes(b)
 
 
+def tap_auto_mac(ifname: str) -> bytes:
+    """The stack's MAC on TAP device `ifname` with mac="auto": locally administered unicast,
+    derived from the name (02:xx:xx:xx:xx:xx)."""
+    import hashlib
+    return b"\x02" + hashlib.sha256(b"mtcp_loop/tap/" + ifname.encode()).digest()[:5]
+
+
 def _mac_bytes(text: str) -> bytes:
     return bytes(int(x, 16) for x in text.split(":"))
 
@@ -261,7 +269,9 @@ def open_link(cfg, ffi, lib):
     if cfg.mac != "auto":
         mac = _mac_bytes(cfg.mac)
     elif backend == "tap":
-        mac = _random_mac()       # the kernel side of the TAP has its own MAC; we are another host
+        # the kernel side of the TAP has its own MAC; we are another host. Stable per device name:
+        # a restarted stack keeps its MAC, so the peer's neighbour cache stays right.
+        mac = tap_auto_mac(cfg.ifname) if cfg.ifname else _random_mac()
     else:
         mac = interface_mac(cfg.ifname) or _random_mac()
     return link, mac

@@ -116,3 +116,8 @@ def test_cli_testbed_status_of_absent_prefix(capsys):
     from mtcp_loop import cli
     assert cli.main(["testbed", "status", "--prefix", f"mtcpnone{os.getpid() % 100000}"]) == 0
     assert "down" in capsys.readouterr().out
+
+
+def test_tap_auto_mac_is_stable_unicast_local():
+    a, b = links.tap_auto_mac("mtcptap0"), links.tap_auto_mac("mtcptap0")
+    assert a == b and len(a) == 6 and a[0] == 0x02 and a != links.tap_auto_mac("tap1")
