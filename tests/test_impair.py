@@ -59,18 +59,9 @@ class _TestImpairReorderDup:
         assert st["impair.reordered"] > 0 and st["impair.duplicated"] > 0, st
 
 
-# C bug (reported): native/io/loopback.c lo_put() marks every delivered frame LINK_SLOT_F_CSUM_VALID,
-# so a frame the impair wrapper corrupted on its TX side (impair.c clears CSUM_VALID there) arrives
-# "valid" and engine.c skips the checksum check: corrupted payload reaches the application.
-CORRUPT_BUG = pytest.mark.xfail(strict=False, reason="C bug: loopback marks TX-corrupted frames "
-                                "CSUM_VALID, engine skips the checksum (see tests/test_impair.py)")
-
-
 class _TestImpairCorrupt:
     loop_config = {"impair": "corrupt=0.01,seed=13", "min_rto_us": 20000}
-    allow_loop_errors = True   # while the C bug lets corrupted data through, tasks fail mid-transfer
 
-    @CORRUPT_BUG
     def test_corrupt(self):
         st = self.run(transfer(1024 * 1024))
         assert st["impair.corrupted"] > 0, st
@@ -78,11 +69,9 @@ class _TestImpairCorrupt:
 
 
 class _TestImpairMixed:
-    allow_loop_errors = True
     loop_config = {"impair": "loss=0.01,reorder=0.02,duplicate=0.01,corrupt=0.002,delay=1ms,jitter=200us,seed=14",
                    "min_rto_us": 20000}
 
-    @CORRUPT_BUG
     def test_mixed_with_delay(self):
         st = self.run(transfer(1024 * 1024, conns=4))
         assert st["impair.dropped"] > 0, st

@@ -109,7 +109,11 @@ static int lo_put(struct lo_att *a, const struct link_slot *src)
     struct link_slot *d = &r->slot[a->hwtail];
     memcpy(d->buf, src->buf, src->len);
     d->len = src->len;
-    d->flags = (uint16_t)((src->flags & LINK_SLOT_F_CSUM_PARTIAL) | LINK_SLOT_F_CSUM_VALID);
+    /* Pass the sender's checksum state through: frames from an engine carry CSUM_PARTIAL
+     * (in-process offload, trusted like Linux's CHECKSUM_PARTIAL); a frame whose checksum was
+     * finalized and then altered (the impairment wrapper's corrupt) carries neither flag, so the
+     * receiving engine verifies it and drops it as bad-checksum. */
+    d->flags = (uint16_t)(src->flags & (LINK_SLOT_F_CSUM_PARTIAL | LINK_SLOT_F_CSUM_VALID));
     d->gso_size = 0;
     d->csum_start = src->csum_start;
     d->csum_offset = src->csum_offset;
