@@ -76,6 +76,22 @@ async def _demo_main(requests: int, out) -> dict:
             ok = body == payload[::-1]
             print(f"client: POST /echo 1 MiB -> {resp.status}, body reversed correctly: {ok}", file=out)
             results.append(resp.status)
+    # short connections, the workload mTCP was built for: each request on a fresh TCP connection
+    burst = 200
+    t0 = time.perf_counter()
+
+    async def one_short(session):
+        async with session.get(f"http://127.0.0.1:{port}/", headers={"Connection": "close"}) as resp:
+            await resp.read()
+            return resp.status
+
+    from aiohttp import TCPConnector
+    async with ClientSession(connector=TCPConnector(force_close=True, limit=50)) as session:
+        statuses = await asyncio.gather(*(one_short(session) for _ in range(burst)))
+    dt = time.perf_counter() - t0
+    results.extend(statuses)
+    print(f"client: {burst} GET / on {burst} fresh connections (Connection: close, 50 at a time) -> "
+          f"{sum(1 for s in statuses if s == 200)} x 200 in {dt * 1000:.0f} ms", file=out)
     await runner.cleanup()
     st = loop.stats()
     return {"statuses": results, "stats": st, "echo_ok": ok}
