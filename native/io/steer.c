@@ -497,6 +497,8 @@ struct steer_link {
     uint64_t wake;                   /* bitmap of queues to wake (first 64) */
     uint8_t *inj;                    /* INJ_SLOTS x SHM_DATA */
     uint64_t ctr[S_NCTR];
+    uint64_t last_now;
+    int more;                        /* hand-off entries left for the next poll (INJ_SLOTS cap) */
     int debug;                       /* MTCP_STEER_DEBUG=N: print the first N misdirected frames */
 };
 
@@ -551,7 +553,12 @@ static void shm_take(struct steer_link *s, uint32_t *t)
         s->ctr[S_LOST] += end - s->rd - nslots;
         s->rd = end - nslots;
     }
-    while (s->rd < end && ninj < INJ_SLOTS && link_ring_next(r, *t) != r->head) {
+    s->more = 0;
+    while (s->rd < end) {
+        if (ninj == INJ_SLOTS || link_ring_next(r, *t) == r->head) {
+            s->more = 1;                     /* poll again soon: the eventfd was already read */
+            break;
+        }
         struct shm_slot *sl = &s->slots[s->rd % nslots];
         uint64_t sq = __atomic_load_n(&sl->seq, __ATOMIC_ACQUIRE);
         if (sq != s->rd + 1) {
@@ -599,6 +606,7 @@ static int steer_rxsync(struct mtcp_link *l, uint64_t now)
         uint64_t v;
         if (read(s->evfd[s->queue], &v, sizeof(v)) < 0) { /* nothing pending */ }
     }
+    s->last_now = now;
     ir->head = ir->cur = ir->tail;           /* everything shown last time was consumed */
     int rc = s->in->ops->rxsync(s->in, now);
     tx_pull(s);
@@ -666,6 +674,8 @@ static int steer_fd(struct mtcp_link *l)
 static int64_t steer_next_deadline(struct mtcp_link *l)
 {
     struct steer_link *s = (struct steer_link *)l;
+    if (s->more)
+        return (int64_t)s->last_now;
     return link_next_deadline(s->in);
 }
 

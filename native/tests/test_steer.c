@@ -384,6 +384,36 @@ static void test_handoff(void)
     mtcp_steer_counters(w1, c, MTCP_STEER_NCOUNTERS);
     CHECK(n1 <= 16);
     CHECK_EQ(n1 + c[6], 40);
+    /* more than one batch of hand-offs (INJ_SLOTS = 64): the rest comes with the next poll and
+     * next_deadline says "now" meanwhile */
+    {
+        mtcp_link *a2, *b2;
+        CHECK_EQ(mtcp_simlink_pair(256, 1500, &a2, &b2), 0);
+        size_t sz2 = mtcp_steer_shm_size(256);
+        void *shm2 = calloc(1, sz2);
+        CHECK_EQ(mtcp_steer_shm_init(shm2, sz2, 256), 0);
+        struct mtcp_steer_cfg x0 = c0, x1 = c0;
+        x0.shm = x1.shm = shm2;
+        x0.shm_len = x1.shm_len = sz2;
+        x1.queue = 1;
+        mtcp_link *v0 = mtcp_steer_wrap(b2, &x0, err, sizeof(err));
+        mtcp_link *v1 = mtcp_steer_wrap(a2, &x1, err, sizeof(err));   /* only its hand-off input matters */
+        for (int k = 0; k < 100; k++) {
+            struct link_ring *r = &a2->tx;
+            uint32_t len = mk_tcp4(r->slot[r->head].buf, ip, 80, 40001, 5, 0);
+            r->slot[r->head].len = len;
+            r->head = r->cur = link_ring_next(r, r->head);
+            if (k % 50 == 49) a2->ops->txsync(a2, 1);
+        }
+        CHECK_EQ(take_all(v0, d, 64), 0);
+        CHECK_EQ(take_all(v1, d, 64), 64);
+        CHECK_EQ(v1->ops->next_deadline(v1), 2);                    /* poll again now */
+        CHECK_EQ(take_all(v1, d, 64), 36);
+        CHECK_EQ(v1->ops->next_deadline(v1), -1);
+        mtcp_link_close(v0);
+        mtcp_link_close(v1);
+        free(shm2);
+    }
     /* without a hand-off area the misdirected frames are dropped */
     CHECK_EQ(take_all(w1, d, 64), 0);
     mtcp_link_close(w0);
