@@ -17,7 +17,7 @@ Topology per configuration (addresses from 198.18.0.0/24, never the root namespa
 The server process (``python -m mtcp_loop.bench_compare _serve``) serves, on consecutive ports:
 P echo, P+1 sink, P+2 source (8-byte big-endian length, then that many bytes), P+4 aiohttp
 hello, P+5 a second echo port (idle test: more than 64k connections from one client address).
-It writes its RSS, open connections and (mtcp) engine pool usage to a stats file 4x per second.
+It writes its RSS, open connections and (mtcp) engine pool usage to a stats file once a second.
 
 Load generators (native/bench, built with ``make -C native loadgen kclient``):
     loadgen  C on the project's engine + AF_PACKET: short connections, idle connections
@@ -200,7 +200,7 @@ async def _server_main():
         with open(tmp, "w") as f:
             json.dump(st, f)
         os.replace(tmp, path)
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(1.0)
 
 
 def _serve(args) -> int:
@@ -832,13 +832,16 @@ def table_rows(res) -> list:
             tgt = c.get("target", "")
             met = c.get("target_met")
             verdict = "" if met is None else ("met" if met else "MISSED")
+            eff = c.get("cpu_per_op_ratio_to_uvloop")
             rows.append([WL_TITLE[wl], c["config"], val, _fmt_cpu(c),
-                         "" if ratio is None else f"{ratio:.2f}x", tgt, verdict,
+                         "" if ratio is None else f"{ratio:.2f}x",
+                         "" if not eff or wl in ("latency", "idle") else f"{1 / eff:.2f}x", tgt, verdict,
                          f"{_fmt_split(c, 'cpu0')} | {_fmt_split(c, 'cpu1')}" if c.get("cpu_split") else ""])
     return rows
 
 
-HEAD = ["workload", "configuration", "result", "server CPU/op", "vs uvloop+kernel", "target", "verdict",
+HEAD = ["workload", "configuration", "result", "server CPU/op", "vs uvloop+kernel", "per-core capacity vs uvloop",
+        "target", "verdict",
         "cpu0 | cpu1 (user/sys/softirq %)"]
 
 
