@@ -69,6 +69,7 @@ static const char *const names[CTR_COUNT] = {
     [CTR_NEIGH_RESOLVED] = "neigh_resolved",
     [CTR_NEIGH_FAILED] = "neigh_failed",
     [CTR_EVENTS_OVERFLOW] = "events_overflow",
+    [CTR_TW_RECYCLED] = "tw_recycled",
 };
 
 _Static_assert(CTR_DROP_UNSUPPORTED - CTR_DROP_TRUNCATED + 2 == WIRE_E_COUNT_, "one drop counter per WIRE_E_* reason");

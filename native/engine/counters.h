@@ -89,6 +89,8 @@ enum mtcp_counter {
     CTR_NEIGH_FAILED,
     /* events */
     CTR_EVENTS_OVERFLOW,
+    /* additions */
+    CTR_TW_RECYCLED,          /* TIME-WAIT blocks recycled because the connection pool was empty */
     CTR_COUNT
 };
 

@@ -508,10 +508,36 @@ static void env_event(void *ctx, struct tcp_conn *c, uint32_t type, int32_t err,
     engine_push_event(e, k, type, err, len, 0);
 }
 
+/* ---- TIME-WAIT FIFO: detached blocks in TIME-WAIT, oldest first, O(1) add/remove/pop ---- */
+static void tw_del(struct mtcp_engine *e, struct conn *k) {
+    if (!(k->eflags & CF_TWLIST)) return;
+    if (k->tw_prev != NONE32) e->conns[k->tw_prev].tw_next = k->tw_next; else e->tw_head = k->tw_next;
+    if (k->tw_next != NONE32) e->conns[k->tw_next].tw_prev = k->tw_prev; else e->tw_tail = k->tw_prev;
+    k->tw_next = k->tw_prev = NONE32;
+    k->eflags &= (uint16_t)~CF_TWLIST;
+    e->tw_n--;
+}
+
+/* Put k on the FIFO once it is in TIME-WAIT and the app released it (called when its timer
+ * changes, which entering TIME-WAIT always does, and when the app closes it). */
+static void tw_check(struct mtcp_engine *e, struct conn *k) {
+    if ((k->eflags & (CF_TWLIST | CF_ZOMBIE | CF_ABORTQ)) || !(k->eflags & CF_DETACHED) ||
+        k->kind != CK_CONN || k->tcp.state != MTCP_ST_TIME_WAIT || k->tcp.closed_done)
+        return;
+    uint32_t idx = conn_idx(e, k);
+    k->eflags |= CF_TWLIST;
+    k->tw_next = NONE32;
+    k->tw_prev = e->tw_tail;
+    if (e->tw_tail == NONE32) e->tw_head = idx; else e->conns[e->tw_tail].tw_next = idx;
+    e->tw_tail = idx;
+    e->tw_n++;
+}
+
 static void env_timer(void *ctx, struct tcp_conn *c, uint64_t deadline) {
     struct mtcp_engine *e = ctx;
     struct conn *k = conn_of(c);
     uint32_t idx = conn_idx(e, k);
+    tw_check(e, k);
     if (deadline == 0 || (k->eflags & CF_ZOMBIE) || k->kind != CK_CONN) { wheel_remove(&e->wheel, idx); return; }
     wheel_insert(&e->wheel, idx, deadline);
 }
@@ -553,6 +579,7 @@ static void make_zombie(struct mtcp_engine *e, struct conn *k) {
 static void env_closed(void *ctx, struct tcp_conn *c) {
     struct mtcp_engine *e = ctx;
     struct conn *k = conn_of(c);
+    tw_del(e, k);
     conn_unhash(e, k);
     wheel_remove(&e->wheel, conn_idx(e, k));
     if (k->eflags & (CF_DETACHED | CF_HIDDEN)) make_zombie(e, k);
@@ -569,6 +596,7 @@ static int env_challenge_ok(void *ctx, uint64_t now) {
 }
 
 static void conn_release(struct mtcp_engine *e, struct conn *k) {
+    tw_del(e, k);
     wheel_remove(&e->wheel, conn_idx(e, k));
     conn_unhash(e, k);
     listen_child_unlink(e, k);
@@ -596,6 +624,19 @@ void engine_reap(struct mtcp_engine *e) {
         out_del(e, k);
         conn_release(e, k);
     }
+}
+
+struct conn *conn_alloc_recycle(struct mtcp_engine *e) {
+    struct conn *k = conn_alloc(e);
+    if (k || e->tw_head == NONE32) return k;
+    /* Pool exhausted: like Linux (which never fails an open because of TIME-WAIT state) drop the
+     * oldest TIME-WAIT block. It is detached and silent (no RST, no event); TCP code never holds a
+     * pointer to it here (callers are the connect API and a listener's SYN), so it is freed now. */
+    struct conn *t = &e->conns[e->tw_head];
+    out_del(e, t);
+    conn_release(e, t);                 /* unlinks it from the FIFO, the hash and the wheel */
+    e->counters[CTR_TW_RECYCLED]++;
+    return conn_alloc(e);
 }
 
 uint32_t conn_setup(struct mtcp_engine *e, struct conn *k, int family, const uint8_t *lip, uint16_t lport,
@@ -661,6 +702,7 @@ mtcp_engine *mtcp_engine_new(const struct mtcp_config *cfg, mtcp_link *link, cha
     e->out_head = e->out_tail = NONE32;
     e->reap_head = NONE32;
     e->abort_head = NONE32;
+    e->tw_head = e->tw_tail = NONE32;
     e->tx_frame = NONE32;
     e->ffree = NONE32;
     e->ctrlq.head = e->ctrlq.tail = NONE32;
@@ -754,11 +796,20 @@ static void tcp_rx(struct mtcp_engine *e, int family, const uint8_t *src, const 
     if (rc < 0) { e->counters[ctr_wire_drop(rc)]++; return; }
     e->counters[CTR_SEGS_IN]++;
     struct conn *k = conn_lookup(e, family, dst, t.dport, src, t.sport);
+    struct conn *l = NULL;
     if (k) {
+        /* RFC 6191 / RFC 1122 4.2.2.13: a clearly newer SYN for a TIME-WAIT connection of a
+         * listener's port starts a new incarnation (as Linux does) instead of a challenge ACK */
+        if (k->tcp.state == MTCP_ST_TIME_WAIT && (t.flags & (WIRE_TCP_SYN | WIRE_TCP_ACK | WIRE_TCP_RST)) == WIRE_TCP_SYN &&
+            (l = listener_lookup(e, family, dst, t.dport)) != NULL &&
+            tcp_timewait_reuse(&e->env, &k->tcp, e->now, &t)) {
+            listen_input(e, l, family, dst, src, &t);
+            return;
+        }
         tcp_input(&e->env, &k->tcp, e->now, &t);
         return;
     }
-    struct conn *l = listener_lookup(e, family, dst, t.dport);
+    l = listener_lookup(e, family, dst, t.dport);
     if (l) { listen_input(e, l, family, dst, src, &t); return; }
     e->counters[CTR_DROP_NO_LISTENER]++;
     struct wire_tcp rst;
@@ -1021,7 +1072,7 @@ int64_t mtcp_connect(mtcp_engine *e, uint64_t now_us, const struct mtcp_addr *re
         port = port_ephemeral(e, family, lip, remote->ip, remote->port);
         if (port < 0) return port;
     }
-    struct conn *k = conn_alloc(e);
+    struct conn *k = conn_alloc_recycle(e);
     if (!k) { port_unref(e, family, (uint16_t)port); return -ENOMEM; }
     uint32_t iss = conn_setup(e, k, family, lip, (uint16_t)port, remote->ip, remote->port) + (uint32_t)(e->now / 4);
     k->eflags |= CF_PORTREF;
@@ -1087,6 +1138,7 @@ static int release(struct mtcp_engine *e, mtcp_cid cid, int abort) {
         tcp_abort(&e->env, &k->tcp, e->now);
     } else {
         tcp_close(&e->env, &k->tcp, e->now);
+        tw_check(e, k);                 /* released while already in TIME-WAIT */
     }
     api_done(e);
     return 0;

@@ -82,6 +82,7 @@ int64_t wheel_next_deadline(const struct wheel *w);
 #define CF_CLOSED   0x0080   /* TCP reached CLOSED, app still holds the cid */
 #define CF_CHILD    0x0100   /* on its listener's children list */
 #define CF_ABORTQ   0x0200   /* on the abort list */
+#define CF_TWLIST   0x0400   /* on the TIME-WAIT FIFO (detached, in TIME-WAIT: recyclable) */
 
 struct conn {
     struct tcp_conn tcp;      /* first member: (struct conn *)tcp_conn_ptr */
@@ -95,6 +96,7 @@ struct conn {
     uint32_t ngen;            /* cached next-hop neighbour: entry nidx while its gen == ngen */
     uint32_t nidx;
     uint32_t anext;           /* abort list (ACCEPT lost to a full event queue) */
+    uint32_t tw_next, tw_prev; /* TIME-WAIT FIFO (CF_TWLIST), oldest at e->tw_head */
     union {
         struct { uint32_t parent, parent_gen, cnext, cprev; } ch;        /* passive child */
         struct { uint32_t backlog, synq, acceptq, head; } ls;           /* listener */
@@ -179,6 +181,7 @@ struct mtcp_engine {
     uint32_t out_head, out_tail, out_n;   /* want_output */
     uint32_t reap_head;
     uint32_t abort_head;           /* conns to reset at the next safe point */
+    uint32_t tw_head, tw_tail, tw_n; /* detached TIME-WAIT blocks, oldest first (recycled when the pool is empty) */
 
     struct wheel wheel;
 
@@ -225,6 +228,9 @@ static inline int addr_len(int family) { return family == MTCP_AF_INET ? 4 : 16;
 int table_init(struct mtcp_engine *e);
 void table_fini(struct mtcp_engine *e);
 struct conn *conn_alloc(struct mtcp_engine *e);
+/* conn_alloc, and when the pool is empty recycle the oldest TIME-WAIT block (engine.c; Linux
+ * never fails an open for TIME-WAIT state). NULL only when no block is free or recyclable. */
+struct conn *conn_alloc_recycle(struct mtcp_engine *e);
 void conn_free(struct mtcp_engine *e, struct conn *k);
 struct conn *conn_get(struct mtcp_engine *e, mtcp_cid cid);   /* live, not detached, else NULL */
 struct conn *conn_lookup(struct mtcp_engine *e, int family, const uint8_t *lip, uint16_t lport,

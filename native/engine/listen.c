@@ -125,7 +125,7 @@ void listen_close(struct mtcp_engine *e, struct conn *l) {
 
 static struct conn *child_new(struct mtcp_engine *e, struct conn *l, int family, const uint8_t *lip,
                               const uint8_t *rip, const struct wire_tcp *seg, uint32_t *f) {
-    struct conn *k = conn_alloc(e);
+    struct conn *k = conn_alloc_recycle(e);
     if (!k) return NULL;
     *f = conn_setup(e, k, family, lip, seg->dport, rip, seg->sport);
     /* inherit the listener's options */

@@ -1047,6 +1047,145 @@ static void test_chunk_exhaustion(void) {
     mtcp_engine_free(e);
 }
 
+/* ---- TIME-WAIT: recycling when the pool is empty, RFC 6191 reuse by a newer SYN ---- */
+static mtcp_engine *twA, *twB;
+static uint64_t tw_now;
+static int tw_ts = 1;
+
+static void tw_poll(void) {
+    mtcp_engine_poll(twA, tw_now);
+    mtcp_engine_poll(twB, tw_now);
+    tw_now += 1000;
+}
+
+/* One short connection A -> B:8080 (10 bytes A->B); closer 0: A closes first (A keeps TIME-WAIT),
+ * 1: B closes first. lport != 0 binds A's port. Returns 0 and the virtual connect time in *us,
+ * or -1 when it did not complete within 5 virtual seconds. */
+static int tw_one(int closer, uint16_t lport, uint64_t *us) {
+    struct mtcp_addr ra = {.family = MTCP_AF_INET, .port = 8080}, la = {.family = MTCP_AF_INET, .port = lport};
+    memcpy(ra.ip, IP_P, 4);
+    uint64_t t0 = tw_now;
+    int64_t c = mtcp_connect(twA, tw_now, &ra, lport ? &la : NULL);
+    if (c < 0) { fprintf(stderr, "    connect: %lld\n", (long long)c); return -1; }
+    mtcp_cid a = (mtcp_cid)c, b = 0;
+    int connected = 0, got = 0, a_rel = 0, b_rel = 0, sent = 0;
+    struct mtcp_event ev[16];
+    for (int it = 0; it < 5000; it++) {
+        tw_poll();
+        uint32_t n = mtcp_engine_events(twA, ev, 16);
+        for (uint32_t i = 0; i < n; i++) {
+            if (ev[i].cid != a) continue;
+            if (ev[i].type == MTCP_EV_CONNECTED) { connected = 1; *us = tw_now - t0; }
+            if (ev[i].type == MTCP_EV_CONNECT_FAILED || ev[i].type == MTCP_EV_ERROR) return -1;
+            if (ev[i].type == MTCP_EV_PEER_CLOSED && !a_rel) { mtcp_close(twA, a); a_rel = 1; }
+        }
+        n = mtcp_engine_events(twB, ev, 16);
+        for (uint32_t i = 0; i < n; i++) {
+            if (ev[i].type == MTCP_EV_ACCEPT) b = ev[i].cid;
+            else if (ev[i].cid == b && ev[i].type == MTCP_EV_PEER_CLOSED && !b_rel) { mtcp_close(twB, b); b_rel = 1; }
+        }
+        if (connected && !sent) { if (mtcp_send(twA, a, (const uint8_t *)"0123456789", 10) != 10) return -1; sent = 1; }
+        if (b && !b_rel) {
+            uint8_t buf[16];
+            int64_t r = mtcp_recv(twB, b, buf, sizeof buf);
+            if (r > 0) got += (int)r;
+            if (got == 10 && closer == 1) { mtcp_close(twB, b); b_rel = 1; }
+        }
+        if (got == 10 && closer == 0 && !a_rel) { mtcp_close(twA, a); a_rel = 1; }
+        if (a_rel && b_rel) {
+            for (int k = 0; k < 5; k++) tw_poll();      /* last ACK / FIN exchange */
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static void tw_setup(uint32_t max_a, uint32_t max_b) {
+    mtcp_link *la = NULL, *lb = NULL;
+    CHECK_EQ(mtcp_simlink_pair(256, 1500, &la, &lb), 0);
+    struct mtcp_config ca, cb;
+    cfg_eth(&ca);
+    ca.max_conns = max_a;
+    ca.timestamps = (uint8_t)tw_ts;
+    cb = ca;
+    cb.max_conns = max_b;
+    memcpy(cb.mac, MAC_P, 6);
+    memcpy(cb.ipv4, IP_P, 4);
+    memcpy(cb.ipv6, IP6_P, 16);
+    cb.seed = 43;
+    char err[128];
+    twA = mtcp_engine_new(&ca, la, err, sizeof err);
+    twB = mtcp_engine_new(&cb, lb, err, sizeof err);
+    CHECK(twA && twB);
+    struct mtcp_addr l = {.family = MTCP_AF_INET, .port = 8080};
+    CHECK(mtcp_listen(twB, &l, 64) > 0);
+    tw_now = 1000000;
+}
+
+static void tw_teardown(void) {
+    mtcp_link *la = twA->link, *lb = twB->link;
+    mtcp_engine_free(twA);
+    mtcp_engine_free(twB);
+    mtcp_link_close(la);
+    mtcp_link_close(lb);
+}
+
+static void test_timewait_recycle(void) {
+    uint64_t us, pu[4];
+    /* active closer (the client) keeps TIME-WAIT: 40 connections through an 8-block pool, all
+     * inside one 60 s TIME-WAIT period */
+    tw_setup(8, 64);
+    int fails = 0;
+    for (int i = 0; i < 40; i++) fails += tw_one(0, 0, &us) != 0;
+    CHECK_EQ(fails, 0);
+    CHECK(ctr(twA, CTR_TW_RECYCLED) >= 40 - 8);
+    mtcp_engine_pool_usage(twA, pu);
+    CHECK(pu[0] <= 8);
+    CHECK(tw_now < 1000000 + 60000000ull);
+    tw_teardown();
+    /* passive opens: the server closes first and keeps TIME-WAIT (8 blocks incl. the listener) */
+    tw_setup(64, 8);
+    fails = 0;
+    for (int i = 0; i < 40; i++) fails += tw_one(1, 0, &us) != 0;
+    CHECK_EQ(fails, 0);
+    CHECK(ctr(twB, CTR_TW_RECYCLED) >= 40 - 8);
+    CHECK_EQ(ctr(twB, CTR_DROP_NO_MEM), 0);
+    CHECK(tw_now < 1000000 + 60000000ull);
+    tw_teardown();
+    /* the counter has a name for Python */
+    CHECK(strcmp(mtcp_counter_name(CTR_TW_RECYCLED), "tw_recycled") == 0);
+}
+
+static void test_timewait_reuse(void) {
+    /* The client reuses its port against our server, which closed first and so holds the old
+     * 4-tuple in TIME-WAIT: a newer SYN (RFC 6191: later timestamp) starts the new connection at
+     * once, as on Linux, instead of a challenge ACK, RST and a SYN retransmission 1 s later. */
+    uint64_t us = 0;
+    tw_setup(64, 64);
+    CHECK_EQ(tw_one(1, 40000, &us), 0);
+    uint64_t chal = ctr(twB, CTR_CHALLENGE_ACKS);
+    for (int i = 0; i < 5; i++) {
+        us = 0;
+        CHECK_EQ(tw_one(1, 40000, &us), 0);
+        CHECK(us > 0 && us < 100000);
+    }
+    CHECK_EQ(ctr(twB, CTR_CHALLENGE_ACKS), chal);
+    CHECK_EQ(ctr(twB, CTR_CONN_ACCEPTED), 6);
+    tw_teardown();
+    /* without timestamps: SEG.SEQ above the old RCV.NXT (RFC 6528 ISNs grow with the clock) */
+    tw_ts = 0;
+    tw_setup(64, 64);
+    CHECK_EQ(tw_one(1, 40001, &us), 0);
+    for (int i = 0; i < 3; i++) {
+        us = 0;
+        CHECK_EQ(tw_one(1, 40001, &us), 0);
+        CHECK(us > 0 && us < 100000);
+    }
+    CHECK_EQ(ctr(twB, CTR_CHALLENGE_ACKS), 0);
+    tw_teardown();
+    tw_ts = 1;
+}
+
 int main(void) {
     RUN(test_siphash);
     RUN(test_wheel);
@@ -1064,5 +1203,7 @@ int main(void) {
     RUN(test_events_overflow);
     RUN(test_syncookies_v6_always);
     RUN(test_chunk_exhaustion);
+    RUN(test_timewait_recycle);
+    RUN(test_timewait_reuse);
     CTEST_END();
 }
