@@ -727,8 +727,9 @@ def _cpu_of(pids) -> float:
 
 def bench_cores(cores_list=(1, 2), seconds=5.0, conc=64, workload="http") -> dict:
     """Same workload against `mtcp-loop run` at each core count on a multi-queue TAP testbed.
-    http: wrk (keep-alive GETs) against an aiohttp hello app; conn: short connections (connect,
-    64 B echo, close) from Python kernel clients. The load generator shares the machine."""
+    http: wrk (keep-alive GETs) against an aiohttp hello app; close: wrk with "Connection: close"
+    (a new TCP connection per request); conn: short connections (connect, 64 B echo, close) from
+    Python kernel clients (generator-bound). The load generator shares the machine."""
     import shutil
     import subprocess
     import tempfile
@@ -741,9 +742,9 @@ def bench_cores(cores_list=(1, 2), seconds=5.0, conc=64, workload="http") -> dic
         for i, n in enumerate(cores_list):
             port = 8080 + i      # a fresh port per run: the kernel clients' TIME-WAIT of the previous run
             rundir = tempfile.mkdtemp(prefix="mtcp-bench-")
-            target = "examples.aiohttp_hello:make_app" if workload == "http" else "examples.echo_server:EchoProtocol"
-            if workload != "http":
-                target = "mtcp_loop.workers:_BenchEcho"
+            wrk = workload in ("http", "close")
+            target = "examples.aiohttp_hello:make_app" if wrk else "mtcp_loop.workers:_BenchEcho"
+            hdr = ["-H", "Connection: close"] if workload == "close" else []
             argv = [sys.executable, "-m", "mtcp_loop.cli", "run", target, "--cores", str(n), "--backend", "tap",
                     "--ifname", "mtcptap0", "--ipv4", "198.18.0.2/24", "--port", str(port), "--rundir", rundir,
                     "--drain-timeout", "1"]
@@ -761,15 +762,16 @@ def bench_cores(cores_list=(1, 2), seconds=5.0, conc=64, workload="http") -> dic
                 time.sleep(0.5)
                 st0 = stats(rundir)
                 pids = [w["pid"] for w in st0["workers"].values()]
-                warm = ["wrk", "-t1", "-c8", "-d1s", "http://198.18.0.2:%d/" % port] if workload == "http" else \
+                warm = ["wrk", "-t1", "-c8", "-d1s"] + hdr + ["http://198.18.0.2:%d/" % port] if wrk else \
                     [sys.executable, "-c", _BENCH_CONN_CLIENT, "198.18.0.2", str(port), "1", "8"]
                 tb.peer_run(warm, timeout=30)
                 st0 = stats(rundir)
                 c0 = _cpu_of(pids)
-                if workload == "http":
+                if wrk:
                     if not shutil.which("wrk"):
                         raise RuntimeError("wrk not installed")
-                    r = tb.peer_run(["wrk", "-t2", f"-c{conc}", f"-d{max(1, int(round(seconds)))}s", "http://198.18.0.2:%d/" % port],
+                    r = tb.peer_run(["wrk", "-t2", f"-c{conc}", f"-d{max(1, int(round(seconds)))}s"] + hdr +
+                                    ["http://198.18.0.2:%d/" % port],
                                     timeout=seconds + 30)
                     import re
                     m = re.search(r"(\d+) requests in ([\d.]+)s", r.stdout)
@@ -787,6 +789,7 @@ def bench_cores(cores_list=(1, 2), seconds=5.0, conc=64, workload="http") -> dic
                 cpu = _cpu_of(pids) - c0
                 st1 = stats(rundir)
                 results[n] = {"requests": reqs, "seconds": el, "per_s": reqs / el, "server_cpu_s": cpu,
+                              "server_util_cpus": cpu / max(1e-9, el),
                               "server_cpu_us_per_req": 1e6 * cpu / max(1, reqs), "errors": bad,
                               "misdirected": st1["total"]["misdirected"],
                               "per_worker_conns": {q: w.get("conns_total", 0) - st0["workers"][q].get("conns_total", 0)
@@ -827,6 +830,7 @@ def cmd_bench_cores(args) -> int:
             summary[n] = {"per_s_median": statistics.median(x["per_s"] for x in rs),
                           "per_s_runs": [round(x["per_s"]) for x in rs],
                           "server_cpu_us_per_req_median": statistics.median(x["server_cpu_us_per_req"] for x in rs),
+                          "server_util_cpus_median": statistics.median(x["server_util_cpus"] for x in rs),
                           "misdirected": sum(x["misdirected"] for x in rs),
                           "per_worker_conns_last": rs[-1]["per_worker_conns"]}
         if len(cores) >= 2:
@@ -844,7 +848,8 @@ def cmd_bench_cores(args) -> int:
         for n in cores:
             v = r[n]
             print(f"{wl:5s} cores={n}: {v['per_s_median']:9.0f}/s (runs {v['per_s_runs']})  server CPU "
-                  f"{v['server_cpu_us_per_req_median']:7.1f} us/req  misdirected {v['misdirected']}  "
+                  f"{v['server_cpu_us_per_req_median']:7.1f} us/req, {v['server_util_cpus_median']:.2f} CPUs busy  "
+                  f"misdirected {v['misdirected']}  "
                   f"per worker {v['per_worker_conns_last']}")
         if "ratio" in r:
             print(f"{wl:5s} ratio cores={cores[-1]}/cores={cores[0]}: {r['ratio']:.2f} (runs {r['ratio_runs']})")
@@ -881,7 +886,8 @@ def add_cli_parsers(sub, bsub) -> None:
     c.add_argument("--cores", default="1,2")
     c.add_argument("--seconds", type=float, default=5.0)
     c.add_argument("--concurrency", type=int, default=64)
-    c.add_argument("--workloads", default="http,conn", help="http (wrk vs aiohttp hello), conn (short connections)")
+    c.add_argument("--workloads", default="http,close", help="http (wrk keep-alive vs aiohttp hello), close (wrk, "
+                   "Connection: close: one TCP connection per request), conn (Python clients, short echo connections)")
     c.add_argument("--repeat", type=int, default=1, help="alternate the core counts this many times; medians")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_bench_cores)
