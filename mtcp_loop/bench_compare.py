@@ -657,7 +657,7 @@ def build_native():
         raise RuntimeError(f"make -C native loadgen kclient failed: {r.stderr[-2000:]}")
 
 
-def compare(workloads=WORKLOADS, quick=False, configs=None, progress=_log) -> dict:
+def compare(workloads=WORKLOADS, quick=False, configs=None, progress=_log, repeat=1) -> dict:
     if os.geteuid() != 0:
         raise PermissionError("bench compare needs root (network namespaces, AF_PACKET/AF_XDP)")
     build_native()
@@ -671,51 +671,16 @@ def compare(workloads=WORKLOADS, quick=False, configs=None, progress=_log) -> di
                                                             else sys.argv[1:]),
            "machine": machine(), "quick": quick, "params": p, "sizes": sizes, "workloads": sorted(wl),
            "pinning": {"server": f"CPU {SERVER_CPU} (cores=2: CPUs 0,1)", "client": f"CPU {CLIENT_CPU}"},
-           "tuning": {}, "cells": [], "errors": []}
+           "tuning": {}, "cells": [], "errors": [], "repeat": repeat}
     t_start = time.monotonic()
-    for ci, name in enumerate(configs):
-        progress(f"[{ci + 1}/{len(configs)}] {name}: fresh namespaces, server up")
-        try:
-            with ConfigRun(name, f"bc{os.getpid() % 10000}") as cr:
-                if cr.kernel:
-                    res["tuning"] = cr.tuning
-                steps = []
-                need_short = "short" in wl or ("scaling" in wl and cr.backend == "tap")
-                need_http = "http" in wl or ("scaling" in wl and cr.backend == "tap")
-                if need_short and cr.cores == 1:
-                    steps.append(("short (kclient cross-check)", lambda: run_short_kclient(cr, p)))
-                if need_http:
-                    steps.append(("aiohttp keep-alive (wrk)", lambda: _wrk(cr, p, False)))
-                    if cr.cores == 1:
-                        steps.append(("aiohttp Connection: close (wrk)", lambda: _wrk(cr, p, True)))
-                if "latency" in wl and cr.cores == 1:
-                    steps.append(("latency 64 B ping-pong", lambda: run_latency(cr, p)))
-                if "bulk" in wl and cr.cores == 1:
-                    steps.append(("bulk up", lambda: run_bulk(cr, p, True)))
-                    steps.append(("bulk down", lambda: run_bulk(cr, p, False)))
-                lsteps = []
-                if need_short:
-                    lsteps.append(("short 64 B (loadgen)", lambda: run_short_loadgen(cr, p)))
-                if "idle" in wl and cr.cores == 1:
-                    lsteps.append((f"idle {p['idle_conns']} conns", lambda: run_idle(cr, p, sizes)))
-                for phase, todo in (("kernel clients", steps), ("loadgen", lsteps)):
-                    if not todo:
-                        continue
-                    (cr.kernel_client_phase if phase == "kernel clients" else cr.loadgen_phase)()
-                    for label, fn in todo:
-                        try:
-                            c = fn()
-                            res["cells"].append(c)
-                            progress(f"    {label:34s} {_fmt_value(c):>16s}  server CPU "
-                                     f"{_fmt_cpu(c)}  cpu0 {_fmt_split(c, 'cpu0')} cpu1 {_fmt_split(c, 'cpu1')}")
-                        except Exception as exc:  # report and go on with the next cell
-                            res["errors"].append({"config": name, "step": label, "error": str(exc)[-1500:]})
-                            progress(f"    {label:34s} ERROR {str(exc)[-300:]}")
-                        if cr.proc.poll() is not None:
-                            raise RuntimeError(f"server died: {cr.server_log()}")
-        except Exception as exc:
-            res["errors"].append({"config": name, "step": "setup", "error": str(exc)[-1500:]})
-            progress(f"    {name}: ERROR {str(exc)[-400:]}")
+    runs = []
+    for rep in range(repeat):
+        # alternate the order so slow drifts of the shared machine hit every configuration alike
+        order = configs if rep % 2 == 0 else list(reversed(configs))
+        for ci, name in enumerate(order):
+            progress(f"[run {rep + 1}/{repeat}, {ci + 1}/{len(order)}] {name}: fresh namespaces, server up")
+            _run_config(res, name, wl, p, sizes, progress, rep)
+    merge_repeats(res)
     if "ceiling" in wl:
         progress("ceiling: mtcp-loop bench rings (raw frame rates)")
         try:
@@ -725,6 +690,74 @@ def compare(workloads=WORKLOADS, quick=False, configs=None, progress=_log) -> di
     res["elapsed_s"] = round(time.monotonic() - t_start, 1)
     derive(res)
     return res
+
+
+def merge_repeats(res: dict):
+    """Several runs: one cell per (workload, config) with the median of each figure and the
+    per-run values under "runs"."""
+    import statistics
+    groups = {}
+    for c in res["cells"]:
+        groups.setdefault((c["workload"], c["config"]), []).append(c)
+    if all(len(v) == 1 for v in groups.values()):
+        return
+    out = []
+    for (wl, cfg), cs in groups.items():
+        m = dict(cs[len(cs) // 2])
+        for k in ("value", "server_cpu_s", "server_cpu_us_per_op", "p50_us", "p99_us", "p999_us",
+                  "rss_bytes_per_conn", "slab_bytes_per_conn", "native_bytes_per_conn", "slab_total_bytes_per_conn"):
+            vals = [c[k] for c in cs if c.get(k) is not None]
+            if vals:
+                m[k] = round(statistics.median(vals), 2)
+        m["runs"] = [c["value"] for c in cs]
+        m["runs_cpu_us_per_op"] = [c.get("server_cpu_us_per_op") for c in cs]
+        out.append(m)
+    res["cells"] = out
+
+
+def _run_config(res, name, wl, p, sizes, progress, rep):
+    try:
+        with ConfigRun(name, f"bc{os.getpid() % 10000}") as cr:
+            if cr.kernel:
+                res["tuning"] = cr.tuning
+            steps = []
+            need_short = "short" in wl or ("scaling" in wl and cr.backend == "tap")
+            need_http = "http" in wl or ("scaling" in wl and cr.backend == "tap")
+            if need_short and cr.cores == 1:
+                steps.append(("short (kclient cross-check)", lambda: run_short_kclient(cr, p)))
+            if need_http:
+                steps.append(("aiohttp keep-alive (wrk)", lambda: _wrk(cr, p, False)))
+                if cr.cores == 1:
+                    steps.append(("aiohttp Connection: close (wrk)", lambda: _wrk(cr, p, True)))
+            if "latency" in wl and cr.cores == 1:
+                steps.append(("latency 64 B ping-pong", lambda: run_latency(cr, p)))
+            if "bulk" in wl and cr.cores == 1:
+                steps.append(("bulk up", lambda: run_bulk(cr, p, True)))
+                steps.append(("bulk down", lambda: run_bulk(cr, p, False)))
+            lsteps = []
+            if need_short:
+                lsteps.append(("short 64 B (loadgen)", lambda: run_short_loadgen(cr, p)))
+            if "idle" in wl and cr.cores == 1:
+                lsteps.append((f"idle {p['idle_conns']} conns", lambda: run_idle(cr, p, sizes)))
+            for phase, todo in (("kernel clients", steps), ("loadgen", lsteps)):
+                if not todo:
+                    continue
+                (cr.kernel_client_phase if phase == "kernel clients" else cr.loadgen_phase)()
+                for label, fn in todo:
+                    try:
+                        c = fn()
+                        c["rep"] = rep
+                        res["cells"].append(c)
+                        progress(f"    {label:34s} {_fmt_value(c):>16s}  server CPU "
+                                 f"{_fmt_cpu(c)}  cpu0 {_fmt_split(c, 'cpu0')} cpu1 {_fmt_split(c, 'cpu1')}")
+                    except Exception as exc:  # report and go on with the next cell
+                        res["errors"].append({"config": name, "step": label, "error": str(exc)[-1500:]})
+                        progress(f"    {label:34s} ERROR {str(exc)[-300:]}")
+                    if cr.proc.poll() is not None:
+                        raise RuntimeError(f"server died: {cr.server_log()}")
+    except Exception as exc:
+        res["errors"].append({"config": name, "step": "setup", "error": str(exc)[-1500:]})
+        progress(f"    {name}: ERROR {str(exc)[-400:]}")
 
 
 def _find(res, workload, config):
@@ -881,7 +914,9 @@ def markdown(res) -> str:
              f"Short connections: loadgen {p['conc']} in flight, {p['short_s']} s after {p['warm_s']} s warm-up; "
              f"kclient {p['kconc']} in flight; wrk 1 thread, {p['http_conc']} connections, {p['http_s']} s; "
              f"bulk {p['bulk_bytes'] >> 20} MiB each way; ping-pong {p['ping_s']} s; "
-             f"idle {p['idle_conns']:,} connections.", "",
+             f"idle {p['idle_conns']:,} connections."
+             + (f" Every configuration ran {res.get('repeat')} times (alternating order); the table shows "
+                f"medians, the JSON every run." if res.get("repeat", 1) > 1 else ""), "",
              "| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
     for r in table_rows(res):
         lines.append("| " + " | ".join(str(x).replace("|", "/") for x in r) + " |")
@@ -1009,7 +1044,7 @@ def cmd_bench_compare(args) -> int:
                   file=sys.stderr)
             return 2
     try:
-        res = compare(wl, quick=args.quick, configs=configs)
+        res = compare(wl, quick=args.quick, configs=configs, repeat=max(1, args.repeat))
     except PermissionError as exc:
         print(f"mtcp-loop bench compare: {exc}", file=sys.stderr)
         return 2
@@ -1036,6 +1071,8 @@ def add_cli_parser(bsub) -> None:
     c.add_argument("--workloads", default=None, help=f"comma list of {','.join(WORKLOADS)} (default: all)")
     c.add_argument("--configs", default=None, help=f"comma list of {', '.join(CONFIGS)} (default: all needed)")
     c.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md and docs/img/*.png")
+    c.add_argument("--repeat", type=int, default=1, help="run every configuration N times (alternating order); "
+                                                         "medians per cell, per-run values in the JSON")
     c.add_argument("--output", default=None, help="also write the JSON to this file")
     c.set_defaults(func=cmd_bench_compare)
 
@@ -1062,6 +1099,7 @@ def main(argv=None) -> int:
     b.add_argument("--workloads", default=None)
     b.add_argument("--configs", default=None)
     b.add_argument("--output", default=None)
+    b.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args(argv)
     return args.func(args)
 
