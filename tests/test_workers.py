@@ -308,7 +308,34 @@ def _connect_many(tb, n):
 
 @needs_netns
 def test_kill_worker_restarts_others_untouched(tb, server_factory):
-    srv = server_factory("_workers_app:Echo")
+    _kill_scenario(tb, server_factory("_workers_app:Echo"))
+
+
+@pytest.fixture
+def tb_packet():
+    if _why is not None:
+        pytest.fail(f"MTCP_REQUIRE_NETNS=1 but {_why}") if REQUIRE else pytest.skip(_why)
+    from mtcp_loop.testbed import Testbed
+    t = Testbed(prefix=f"mtk{os.getpid() % 100000}", nqueues=2)
+    t.up("packet")
+    try:
+        yield t
+    finally:
+        t.down()
+
+
+@needs_netns
+def test_kill_worker_packet(tb_packet, tmp_path):
+    """The same on AF_PACKET: the restarted worker joins the fanout group last and installs the
+    cBPF program with the new member order."""
+    srv = Server(tb_packet, "_workers_app:Echo", tmp_path, kind="packet")
+    try:
+        _kill_scenario(tb_packet, srv)
+    finally:
+        srv.stop()
+
+
+def _kill_scenario(tb, srv):
     socks = _connect_many(tb, 200)
     owners = {s: _owner(s.getsockname()[1]) for s in socks}
     assert set(owners.values()) == {0, 1}
