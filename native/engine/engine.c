@@ -54,7 +54,7 @@ void mtcp_config_default(struct mtcp_config *c) {
     c->delack_us = 40000;
     c->syn_backlog = 1024;
     c->initial_cwnd = 10;
-    c->keepalive_idle_us = 7200000000u > UINT32_MAX ? UINT32_MAX : 7200000000u;
+    c->keepalive_idle_us = 7200000000ull;     /* Linux tcp_keepalive_time */
     c->keepalive_intvl_us = 75000000;
     c->keepalive_cnt = 9;
     c->challenge_ack_limit = 1000;
@@ -105,8 +105,10 @@ static int validate(const struct mtcp_config *c, const struct mtcp_link *l, char
     if (c->delack_us > 40000) return bad(err, el, "delack_us", "must be <= 40000 (40 ms)");
     if (c->syn_backlog < 1) return bad(err, el, "syn_backlog", "must be >= 1");
     if (c->initial_cwnd < 1 || c->initial_cwnd > 1000) return bad(err, el, "initial_cwnd", "must be in [1, 1000]");
-    if (c->keepalive_idle_us < 1000000) return bad(err, el, "keepalive_idle_us", "must be >= 1 s");
-    if (c->keepalive_intvl_us < 1000000) return bad(err, el, "keepalive_intvl_us", "must be >= 1 s");
+    if (c->keepalive_idle_us < 1000000 || c->keepalive_idle_us > TCP_KEEPALIVE_MAX_US)
+        return bad(err, el, "keepalive_idle_us", "must be in [1 s, 32767 s]");
+    if (c->keepalive_intvl_us < 1000000 || c->keepalive_intvl_us > TCP_KEEPALIVE_MAX_US)
+        return bad(err, el, "keepalive_intvl_us", "must be in [1 s, 32767 s]");
     if (c->keepalive_cnt < 1 || c->keepalive_cnt > 255) return bad(err, el, "keepalive_cnt", "must be in [1, 255]");
     if (c->cc != MTCP_CC_CUBIC && c->cc != MTCP_CC_RENO) return bad(err, el, "cc", "must be MTCP_CC_CUBIC or MTCP_CC_RENO");
     if (c->sack > 1) return bad(err, el, "sack", "must be 0 or 1");

@@ -72,8 +72,8 @@ struct mtcp_config {
     uint32_t delack_us;        /* delayed ACK timeout, <= 40 ms; default 40000 */
     uint32_t syn_backlog;      /* SYN-RECEIVED entries per listener before SYN cookies; default 1024 */
     uint32_t initial_cwnd;     /* segments; RFC 6928: 10 */
-    uint32_t keepalive_idle_us;  /* default 7200 s */
-    uint32_t keepalive_intvl_us; /* default 75 s */
+    uint64_t keepalive_idle_us;  /* default 7200 s (64-bit: 7200 s does not fit 32-bit us); 1 s .. 32767 s */
+    uint64_t keepalive_intvl_us; /* default 75 s; 1 s .. 32767 s */
     uint32_t keepalive_cnt;      /* default 9 */
     uint32_t challenge_ack_limit; /* RFC 5961 challenge ACKs per second per engine; default 1000 */
     uint8_t cc;                /* MTCP_CC_CUBIC (default) or MTCP_CC_RENO */

@@ -447,13 +447,13 @@ int tcp_setopt(const struct tcp_env *env, struct tcp_conn *c, int opt, int64_t v
         }
         break;
     case MTCP_OPT_KEEPIDLE:
-        if (val <= 0 || val > 0xffffffffLL) return -EINVAL;
-        c->ka_idle_us = (uint32_t)val;
+        if (val <= 0 || val > (int64_t)TCP_KEEPALIVE_MAX_US) return -EINVAL;   /* Linux: 1..32767 s */
+        c->ka_idle_us = (uint64_t)val;
         if (c->t_keepalive && !c->ka_probes) c->t_keepalive = c->last_rx_us + c->ka_idle_us;
         break;
     case MTCP_OPT_KEEPINTVL:
-        if (val <= 0 || val > 0xffffffffLL) return -EINVAL;
-        c->ka_intvl_us = (uint32_t)val;
+        if (val <= 0 || val > (int64_t)TCP_KEEPALIVE_MAX_US) return -EINVAL;
+        c->ka_intvl_us = (uint64_t)val;
         break;
     case MTCP_OPT_KEEPCNT:
         if (val <= 0 || val > 255) return -EINVAL;

@@ -26,6 +26,9 @@
 
 /* States: MTCP_ST_* from mtcp.h. */
 
+/* Keepalive idle/interval upper bound (Linux MAX_TCP_KEEPIDLE / MAX_TCP_KEEPINTVL: 32767 s). */
+#define TCP_KEEPALIVE_MAX_US (32767ull * 1000000ull)
+
 /* tcp_conn.flags */
 #define TCPF_SACK_OK      0x0001   /* both sides agreed on SACK */
 #define TCPF_TS_OK        0x0002   /* timestamps in use */
@@ -84,7 +87,7 @@ struct tcp_conn {
     uint64_t t_keepalive;
     uint64_t t_timewait;          /* also SYN-RECEIVED expiry, FIN-WAIT-2 timeout */
     uint64_t last_rx_us;          /* for keepalive */
-    uint32_t ka_idle_us, ka_intvl_us;
+    uint64_t ka_idle_us, ka_intvl_us; /* 64-bit: Linux's default idle, 7200 s, exceeds 32-bit us */
     uint8_t ka_cnt;
     uint8_t persist_backoff;
     uint16_t ooo;                 /* index of this connection's buf_ooo in the engine pool, 0xffff = none */

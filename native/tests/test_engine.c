@@ -236,6 +236,7 @@ static void test_config(void) {
     struct { const char *field; void (*mod)(struct mtcp_config *); } cases[] = {
         {"max_conns", NULL}, {"chunk_size", NULL}, {"delack_us", NULL}, {"mtu", NULL},
         {"eph_port_lo", NULL}, {"cc", NULL}, {"mac", NULL}, {"ipv4_prefix", NULL},
+        {"keepalive_idle_us", NULL},
     };
     for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         cfg_eth(&c);
@@ -248,6 +249,7 @@ static void test_config(void) {
         case 5: c.cc = 9; break;
         case 6: c.mac[0] = 1; break;
         case 7: c.ipv4_prefix = 33; break;
+        case 8: c.keepalive_idle_us = 32768ull * 1000000; break;
         }
         err[0] = 0;
         e = mtcp_engine_new(&c, NULL, err, sizeof err);
@@ -255,6 +257,26 @@ static void test_config(void) {
         CHECK(strstr(err, cases[i].field) == err);
         if (e) mtcp_engine_free(e);
     }
+    /* keepalive defaults as Linux: 7200 s idle (representable: 64-bit), 75 s interval, 9 probes;
+     * an engine's connections get them */
+    mtcp_config_default(&c);
+    CHECK_EQ(c.keepalive_idle_us, 7200000000ull);
+    CHECK_EQ(c.keepalive_intvl_us, 75000000ull);
+    CHECK_EQ(c.keepalive_cnt, 9);
+    cfg_eth(&c);
+    e = mtcp_engine_new(&c, NULL, err, sizeof err);
+    CHECK(e != NULL);
+    struct mtcp_addr ra = {.family = MTCP_AF_INET, .port = 80};
+    memcpy(ra.ip, IP_P, 4);
+    int64_t cid = mtcp_connect(e, 1000000, &ra, NULL);
+    CHECK(cid > 0);
+    int64_t v = 0;
+    CHECK_EQ(mtcp_getopt(e, (mtcp_cid)cid, MTCP_OPT_KEEPIDLE, &v), 0);
+    CHECK_EQ(v, 7200000000ll);
+    CHECK_EQ(mtcp_setopt(e, (mtcp_cid)cid, MTCP_OPT_KEEPIDLE, 10000000000ll), 0);
+    CHECK_EQ(mtcp_getopt(e, (mtcp_cid)cid, MTCP_OPT_KEEPIDLE, &v), 0);
+    CHECK_EQ(v, 10000000000ll);
+    mtcp_engine_free(e);
     CHECK(mtcp_counter_count() == CTR_COUNT);
     CHECK(strcmp(mtcp_counter_name(CTR_SYNCOOKIES_SENT), "syncookies_sent") == 0);
     CHECK(mtcp_counter_name(CTR_COUNT) == NULL);

@@ -103,7 +103,7 @@ static void cfg_default(struct mtcp_config *cfg)
     cfg->msl_us = 30000000;
     cfg->delack_us = 40000;
     cfg->initial_cwnd = 10;
-    cfg->keepalive_idle_us = 3600000000u;   /* uint32 us: 7200 s does not fit */
+    cfg->keepalive_idle_us = 7200000000ull;  /* Linux default, 7200 s */
     cfg->keepalive_intvl_us = 75000000;
     cfg->keepalive_cnt = 9;
     cfg->challenge_ack_limit = 1000;
@@ -1390,6 +1390,34 @@ static void test_keepalive(void)
     fake_free(f);
 }
 
+static void test_keepalive_default(void)
+{
+    /* Linux's 7200 s idle time is representable (it used to be clamped to 2^32 us = 71.6 min) */
+    struct fake *f = conn_established();
+    CHECK_EQ(f->cfg.keepalive_idle_us, 7200ull * SEC);
+    struct tcp_conn c2;
+    memset(&c2, 0, sizeof c2);
+    tcp_conn_init(&f->env, &c2, MTCP_AF_INET, 1, 2, 1460);
+    CHECK_EQ(c2.ka_idle_us, 7200ull * SEC);
+    CHECK_EQ(tcp_setopt(&f->env, &f->c, MTCP_OPT_KEEPIDLE, 7200ll * SEC), 0);
+    int64_t v = 0;
+    CHECK_EQ(tcp_getopt(&f->c, MTCP_OPT_KEEPIDLE, &v), 0);
+    CHECK_EQ(v, 7200ll * SEC);
+    CHECK_EQ(tcp_setopt(&f->env, &f->c, MTCP_OPT_KEEPALIVE, 1), 0);
+    CHECK_EQ(f->timer, 10 * MS + 7200ull * SEC);     /* first probe after 2 idle hours */
+    tcp_timer(&f->env, &f->c, 10 * MS + 7199ull * SEC);
+    CHECK_EQ(pending(f), 0);
+    tcp_timer(&f->env, &f->c, f->timer);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.payload_len, 0);
+    CHECK_EQ(f->counters[CTR_KEEPALIVE_PROBES], 1);
+    /* Linux's bounds: 1..32767 s */
+    CHECK_EQ(tcp_setopt(&f->env, &f->c, MTCP_OPT_KEEPIDLE, 32767ll * SEC), 0);
+    CHECK_EQ(tcp_setopt(&f->env, &f->c, MTCP_OPT_KEEPIDLE, 32768ll * SEC), -EINVAL);
+    CHECK_EQ(tcp_setopt(&f->env, &f->c, MTCP_OPT_KEEPINTVL, 32768ll * SEC), -EINVAL);
+    fake_free(f);
+}
+
 static void test_pmtu(void)
 {
     struct fake *f = conn_established();
@@ -2179,6 +2207,7 @@ int main(void)
     RUN(test_quickack_at_start);
     RUN(test_nagle);
     RUN(test_keepalive);
+    RUN(test_keepalive_default);
     RUN(test_pmtu);
     RUN(test_tx_full_retry);
     RUN(test_probe_ack_accepted);
