@@ -595,6 +595,13 @@ def stats(rundir=None, name="default") -> dict:
         raise FileNotFoundError(f"no running mtcp-loop workers under {rundir} (supervisor.json missing)")
     with open(sup_path) as f:
         sup = json.load(f)
+    try:
+        os.kill(sup["pid"], 0)
+    except ProcessLookupError:
+        raise FileNotFoundError(f"no running mtcp-loop workers under {rundir} (supervisor pid {sup['pid']} "
+                                "is gone)") from None
+    except PermissionError:
+        pass
     workers = {}
     for q in sorted(sup["workers"], key=int):
         path = os.path.join(rundir, f"worker-{q}.sock")
@@ -677,12 +684,13 @@ def cmd_run(args) -> int:
 def _stats_hook(orig):
     def cmd(args):
         rundir = args.rundir or default_rundir(args.name)
-        if not os.path.exists(os.path.join(rundir, "supervisor.json")):
+        try:
+            st = stats(rundir)
+        except FileNotFoundError as e:
             if args.rundir or args.name != "default":
-                print(f"mtcp-loop: no running workers under {rundir}", file=sys.stderr)
+                print(f"mtcp-loop: {e}", file=sys.stderr)
                 return 1
             return orig(args)                    # no server running: the loopback demo counters
-        st = stats(rundir)
         if args.json:
             print(json.dumps(st, indent=2, sort_keys=True))
         else:
