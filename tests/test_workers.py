@@ -359,6 +359,7 @@ def _kill_scenario(tb, srv):
             except OSError:
                 pass
         time.sleep(0.01)
+    print(f"\nworker 0 killed -> new worker 0 answering in {restarted}s")
     assert restarted is not None and restarted < 1.0, (restarted, srv.log())
     st = srv.stats()
     assert st["workers"]["1"]["pid"] == pids["1"]
