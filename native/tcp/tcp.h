@@ -119,6 +119,11 @@ struct tcp_conn {
     uint8_t dsack;                /* a D-SACK block (RFC 2883) is due in the next ACK */
     uint8_t pad2;
     uint32_t dsack_left, dsack_right;
+    /* RFC 7323 4 / RFC 6298 (Karn with timestamps): our TSval when we last retransmitted; while
+     * rxt_ts_valid, an ACK whose TSecr predates it yields no RTT sample (stale echo) */
+    uint32_t rxt_tsval;
+    uint8_t rxt_ts_valid;
+    uint8_t pad3[3];
 };
 
 /* What the engine gives TCP. */

@@ -47,6 +47,21 @@ static void rtt_sample(const struct tcp_env *env, struct tcp_conn *c, uint32_t r
     c->rto_us = (uint32_t)rto;
 }
 
+/* The segment's TSecr may be used for an RTT sample (RFC 7323 4.1): timestamps in use, an echo,
+ * and not older than our last retransmission (a stale echo — the peer's TS.Recent from a segment
+ * sent before an RTO and its backoff, or the echo of the first of several SYNs — would count the
+ * whole backoff as RTT: srtt inflated to seconds, the RTO pinned at max_rto_us). Karn's rule for
+ * timestamps, as Linux does for ACKs of retransmitted data whose echo predates the retransmission. */
+static int ts_sample_ok(struct tcp_conn *c, const struct wire_tcp *seg)
+{
+    if (!(c->flags & TCPF_TS_OK) || !seg->has_ts || !seg->tsecr) return 0;
+    if (c->rxt_ts_valid) {
+        if ((int32_t)(seg->tsecr - c->rxt_tsval) < 0) return 0;
+        c->rxt_ts_valid = 0;                /* echoes only grow (PAWS): fresh from now on */
+    }
+    return 1;
+}
+
 static void exit_recovery(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
 {
     c->flags &= (uint16_t)~TCPF_IN_RECOVERY;
@@ -86,11 +101,14 @@ static int ack_advance(const struct tcp_env *env, struct tcp_conn *c, uint64_t n
     if (seq_lt(c->snd_nxt, ack)) c->snd_nxt = ack;
     if (seq_lt(c->high_rxt, ack)) c->high_rxt = ack;
 
-    /* RTT (RFC 7323 4.1 with timestamps: only ACKs that advance the left edge; RFC 6298 otherwise) */
+    /* RTT (RFC 7323 4.1 with timestamps: only ACKs that advance the left edge, and no stale echo
+     * (ts_sample_ok); RFC 6298 otherwise) */
     uint32_t rtt = 0;
     if ((c->flags & TCPF_TS_OK) && seg->has_ts && seg->tsecr) {
-        uint32_t ms = ts_now(c, now) - seg->tsecr;
-        if (ms < 3600u * 1000u) rtt = ms * 1000u + 1;
+        if (ts_sample_ok(c, seg)) {
+            uint32_t ms = ts_now(c, now) - seg->tsecr;
+            if (ms < 3600u * 1000u) rtt = ms * 1000u + 1;
+        }
     } else if (c->rtt_active && seq_ge(ack, c->rtt_seq)) {
         rtt = (uint32_t)(now - c->rtt_start_us) + 1;
         c->rtt_active = 0;
@@ -177,7 +195,7 @@ static void input_syn_sent(const struct tcp_env *env, struct tcp_conn *c, uint64
     if (ack_ok) {
         /* "If SND.UNA > ISS (our SYN has been ACKed), change the connection state to ESTABLISHED,
          * form an ACK segment <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK> and send it." */
-        if ((c->flags & TCPF_TS_OK) && seg->has_ts && seg->tsecr)
+        if (ts_sample_ok(c, seg))
             rtt_sample(env, c, (ts_now(c, now) - seg->tsecr) * 1000u);
         else if (c->rtt_active && c->retries == 0)
             rtt_sample(env, c, (uint32_t)(now - c->rtt_start_us));
@@ -446,10 +464,12 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
             return;
         }
         c->snd_una = c->iss + 1;          /* the SYN is acknowledged */
-        if ((c->flags & TCPF_TS_OK) && seg->has_ts && seg->tsecr)
+        if (ts_sample_ok(c, seg))
             rtt_sample(env, c, (ts_now(c, now) - seg->tsecr) * 1000u);
         else if (c->rtt_active && c->retries == 0)
             rtt_sample(env, c, (uint32_t)(now - c->rtt_start_us));
+        else if (c->retries)
+            c->rto_us = max32(env->cfg->initial_rto_us, env->cfg->min_rto_us);  /* RFC 6298 5.7 */
         c->rtt_active = 0;
         tcpi_establish(env, c, now);
         c->t_rexmit = 0;

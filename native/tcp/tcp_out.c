@@ -152,6 +152,10 @@ int tcpi_send_seg(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, u
         CNT(env, (flags & WIRE_TCP_SYN) ? CTR_SYN_RETRANS : CTR_RETRANS_SEGS);
         c->retransmits++;
         if (c->rtt_active && seq_lt(seq, c->rtt_seq)) c->rtt_active = 0;
+        /* TSecr-based samples must not predate this (Karn's rule with timestamps; also for a
+         * SYN, before timestamps are agreed) */
+        c->rxt_tsval = ts_now(c, now);
+        c->rxt_ts_valid = 1;
     } else {
         c->bytes_sent += (uint32_t)n;
         if (!c->rtt_active && !(c->flags & TCPF_TS_OK)) {

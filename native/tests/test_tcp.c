@@ -1051,6 +1051,74 @@ static void test_rtt_timestamps(void)
     fake_free(f);
 }
 
+static void test_rtt_stale_echo_after_rto(void)
+{
+    /* RFC 7323 4 / RFC 6298 with timestamps: after an RTO retransmission, an ACK that advances
+     * snd_una but echoes a TSval older than the retransmission (the peer's TS.Recent from the
+     * original flight) must not be sampled — it would count the whole backoff as RTT. */
+    struct fake *f = conn_established_cfg(1, 1, 1);
+    f->c.flags |= TCPF_NODELAY;
+    tcp_send(&f->env, &f->c, 100 * MS, payload, 100);
+    out(f, 100 * MS);
+    drain(f);
+    struct wire_tcp a = tmpl(A, PISS + 1, ISS + 101, 65535);
+    a.has_ts = 1; a.tsval = 800; a.tsecr = 100;
+    in(f, 120 * MS, a);                              /* srtt 20 ms */
+    uint32_t srtt = f->c.srtt_us;
+    CHECK(srtt > 0 && srtt < 30000);
+    /* two segments at 1 s; the first is lost; RTO fires twice (backoff) */
+    tcp_send(&f->env, &f->c, 1000 * MS, payload, 2 * 1448);
+    out(f, 1000 * MS);
+    CHECK_EQ(pending(f), 2);
+    drain(f);
+    tcp_timer(&f->env, &f->c, f->timer);             /* 1.2 s: retransmit */
+    uint64_t t1 = f->timer;
+    tcp_timer(&f->env, &f->c, t1);                   /* 1.6 s: again, RTO 800 ms */
+    CHECK_EQ(f->c.retries, 2);
+    uint32_t rto = f->c.rto_us;
+    drain(f);
+    /* 3 s: an ACK for the first segment whose echo is the original flight's (tsval 1000) */
+    a = tmpl(A, PISS + 1, ISS + 101 + 1448, 65535);
+    a.has_ts = 1; a.tsval = 900; a.tsecr = 1000;
+    in(f, 3000 * MS, a);
+    CHECK_EQ(f->c.snd_una, ISS + 101 + 1448);
+    CHECK_EQ(f->c.srtt_us, srtt);                    /* no 2 s sample */
+    CHECK_EQ(f->c.rto_us, rto);                      /* backed-off RTO kept (RFC 6298 5.7) */
+    /* an ACK echoing the latest retransmission's TSval is a valid sample again */
+    uint32_t last_rxt = f->c.rxt_tsval;
+    a = tmpl(A, PISS + 1, ISS + 101 + 2 * 1448, 65535);
+    a.has_ts = 1; a.tsval = 901; a.tsecr = last_rxt;
+    in(f, (uint64_t)(last_rxt - f->c.ts_offset) * MS + 30 * MS, a);
+    CHECK(f->c.srtt_us < 100000);
+    CHECK(f->c.rto_us < rto);
+    fake_free(f);
+}
+
+static void test_rtt_stale_echo_syn(void)
+{
+    /* the SYN-ACK echoes our first SYN's TSval although the SYN was retransmitted: no sample
+     * (it would be the SYN backoff, 1 s, not the RTT); RFC 6298 5.7 RTO instead */
+    struct fake *f = fake_new();
+    f->cfg.timestamps = 1;
+    tcp_open_active(&f->env, &f->c, 100 * MS, ISS);
+    out(f, 100 * MS);
+    struct wire_tcp t = next_seg(f);
+    CHECK(t.flags & S);
+    uint32_t first = t.tsval;
+    tcp_timer(&f->env, &f->c, f->timer);             /* 1.1 s: SYN again */
+    t = next_seg(f);
+    CHECK(t.flags & S);
+    CHECK(t.tsval != first);
+    struct wire_tcp sa = tmpl(S | A, PISS, ISS + 1, 65535);
+    sa.has_mss = 1; sa.mss = 1460;
+    sa.has_ts = 1; sa.tsval = 5000; sa.tsecr = first;
+    in(f, 1120 * MS, sa);
+    CHECK_EQ(f->c.state, MTCP_ST_ESTABLISHED);
+    CHECK_EQ(f->c.srtt_us, 0);
+    CHECK_EQ(f->c.rto_us, 1000000);
+    fake_free(f);
+}
+
 /* ====================================================================================== */
 /* fast retransmit / recovery                                                             */
 /* ====================================================================================== */
@@ -2196,6 +2264,8 @@ int main(void)
     RUN(test_rto_min_and_max);
     RUN(test_karn);
     RUN(test_rtt_timestamps);
+    RUN(test_rtt_stale_echo_after_rto);
+    RUN(test_rtt_stale_echo_syn);
     RUN(test_fast_retransmit_newreno);
     RUN(test_fast_retransmit_sack);
     RUN(test_sack_blocks_sent_for_ooo);
