@@ -917,7 +917,7 @@ def markdown(res) -> str:
              f"idle {p['idle_conns']:,} connections."
              + (f" Every configuration ran {res.get('repeat')} times (alternating order); the table shows "
                 f"medians, the JSON every run." if res.get("repeat", 1) > 1 else ""), "",
-             "| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
+             "| " + " | ".join(h.replace("|", "/") for h in HEAD) + " |", "|" + "---|" * len(HEAD)]
     for r in table_rows(res):
         lines.append("| " + " | ".join(str(x).replace("|", "/") for x in r) + " |")
     if res.get("ceiling"):
@@ -1092,6 +1092,19 @@ def main(argv=None) -> int:
     s.add_argument("--ipv4", default=None)
     s.add_argument("--max-conns", type=int, default=140000)
     s.set_defaults(func=_serve)
+    rd = sub.add_parser("render", help="table, docs/benchmarks.md section and plots from a saved --output JSON")
+    rd.add_argument("input")
+    rd.add_argument("--no-doc", action="store_true")
+
+    def _render(args):
+        with open(args.input) as f:
+            res = json.load(f)
+        if not args.no_doc:
+            res["plots"] = plots(res)
+            write_doc(res)
+        print_table(res)
+        return 0
+    rd.set_defaults(func=_render)
     b = sub.add_parser("compare")
     b.set_defaults(func=cmd_bench_compare)
     for a in ("--json", "--quick", "--no-doc"):
