@@ -68,7 +68,8 @@ IMPAIR_GRID = (
 )
 
 TOTAL_CAP = 1_500_000      # bytes over all streams of one example (keeps an example ~1 s)
-MSL_US = 1_000_000         # TIME-WAIT = 2 s virtual
+MSL_US = 3_000_000         # TIME-WAIT = 6 s virtual; also the orphaned FIN-WAIT-2 timeout (2*MSL) of a
+                           # side that closed first, which must outlast the longest reader pause (4 s)
 T0 = 1_000_000
 STEP_US = 20               # clock step while frames/events are moving
 
@@ -213,7 +214,7 @@ class Side:
         self.pause_at = None
         self.pause_us = 0
         self.paused_until = 0
-        self.pause_checked = False
+        self.pause_remaining = 0
         self.window_closed_seen = None
         self.late_rst = False
         self.events = []              # (virtual time, type) for the dump
@@ -278,7 +279,6 @@ def _mac(last):
 class Sim:
     def __init__(self, sc: Scenario):
         self.sc = sc
-        self.log = []
         self.rng = random.Random(sc.seed)
         rng_data = random.Random(sc.seed ^ 0x5EED)
         self.pairs = [Pair(i, p, rng_data) for i, p in enumerate(sc.conns)]
@@ -292,8 +292,7 @@ class Sim:
         self.addr = ffi.new("struct mtcp_addr *")
         self.cids = {}                # (engine 0/1, cid) -> Side
         self.iters = 0
-        self.problems = []
-        self.window_checks = []       # (pair, side, rcv_wnd, mss, remaining, peer snd_wnd)
+        self.window_checks = []       # (pair, side, rcv_wnd, mss, rcvbuf_used, pending, peer snd_wnd)
         self.late_rsts = 0
 
     # ---- helpers
@@ -859,7 +858,7 @@ def test_sim(sc):
 
 @pytest.mark.long
 @pytest.mark.timeout(7200)
-@settings(max_examples=int(os.environ.get("SIM_LONG_EXAMPLES", "600")), **_PROFILE)
+@settings(max_examples=int(os.environ.get("SIM_LONG_EXAMPLES", "2000")), **_PROFILE)
 @given(sc=scenarios())
 def test_sim_long(sc):
     _check(sc)
