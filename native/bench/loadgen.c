@@ -70,6 +70,7 @@ struct lg {
     uint64_t done, errors, started, established, active;
     int ramped;
     uint32_t pending;            /* connections still to start during the ramp */
+    int kick_fd;                 /* AF_PACKET socket to re-kick (see step()), or -1 */
     uint32_t next_port;
 };
 
@@ -284,8 +285,15 @@ static void step(struct lg *g)
         return;
     int64_t dl = mtcp_engine_next_deadline(g->e);
     int tmo = 1;
-    if (dl >= 0 && (uint64_t)dl <= now)
+    if (dl >= 0 && (uint64_t)dl <= now) {
         tmo = 0;
+        /* Work-around for native/io/packet.c pkt_txsync: after sendto() failed with ENOBUFS (the
+         * TAP's queue was full: PACKET_QDISC_BYPASS drops and stops), the frames left in
+         * TP_STATUS_SEND_REQUEST are never kicked again, because txsync only calls sendto() when
+         * it queued new frames, and with the ring full it queues none. Kick it here. */
+        if (g->kick_fd >= 0)
+            (void)sendto(g->kick_fd, NULL, 0, MSG_DONTWAIT, NULL, 0);
+    }
     struct pollfd p = {.fd = mtcp_engine_fd(g->e), .events = POLLIN};
     if (p.fd >= 0 && tmo)
         poll(&p, 1, tmo);
@@ -416,6 +424,18 @@ int main(int argc, char **argv)
     g.e = mtcp_engine_new(&c, g.l, err, sizeof err);
     if (!g.e)
         die(err);
+    /* AF_PACKET: a TX-ring frame stays charged to the socket's send buffer until the skb is freed,
+     * and on a TAP that is when the server reads it. With the default buffer, 1000 frames in flight
+     * made sendto() fail with ENOBUFS/EAGAIN, and pkt_txsync (native/io/packet.c) only calls
+     * sendto() again for new frames: the frames stayed TP_STATUS_SEND_REQUEST with the ring full,
+     * and the run stalled. A send buffer that holds the whole ring avoids that (root: FORCE). */
+    g.kick_fd = -1;
+    if (strcmp(o->backend, "packet") == 0) {
+        int fd = mtcp_engine_fd(g.e), sz = 32 << 20;
+        g.kick_fd = fd;
+        if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof sz) < 0)
+            setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    }
     g.st = calloc(g.max_conns, sizeof *g.st);
     if (!g.st)
         die("out of memory");
