@@ -403,7 +403,13 @@ static uint8_t *env_tx_begin(void *ctx, struct tcp_conn *c, uint32_t *cap) {
             if (link_ring_space(r) == 0) { e->tx_full = 1; e->tx_nulled = 1; return NULL; }
             e->tx_kind = TXK_LINK;
             e->tx_buf = r->slot[r->head].buf;
-            if (r->buf_size < room) room = r->buf_size;
+            if (e->env.tso_max) {
+                /* TSO: the whole slot, bounded by the IP length field */
+                room = r->buf_size;
+                if (room > hl + 65535 - iphl_of(family)) room = hl + 65535 - iphl_of(family);
+            } else if (r->buf_size < room) {
+                room = r->buf_size;
+            }
         } else {
             uint32_t f = e->outq.n < OUTQ_MAX ? frame_get(e) : NONE32;
             if (f == NONE32) { e->tx_full = 1; e->tx_nulled = 1; return NULL; }
@@ -439,6 +445,11 @@ static void env_tx_commit(void *ctx, struct tcp_conn *c, uint32_t tcp_len) {
         s->len = len;
         s->flags = partial ? LINK_SLOT_F_CSUM_PARTIAL : 0;
         s->gso_size = 0;
+        if (c->tx_gso && partial) {
+            /* a TSO super-segment (tcp_out: only when env.tso_max, which requires CSUM_TX) */
+            s->flags |= LINK_SLOT_F_GSO;
+            s->gso_size = c->tx_gso;
+        }
         s->csum_start = (uint16_t)(partial ? e->l2len + iphl_of(family) : 0);
         s->csum_offset = (uint16_t)(partial ? 16 : 0);
         r->head = r->cur = link_ring_next(r, r->head);
@@ -751,6 +762,15 @@ mtcp_engine *mtcp_engine_new(const struct mtcp_config *cfg, mtcp_link *link, cha
     env->want_output = env_want_output;
     env->closed = env_closed;
     env->challenge_ok = env_challenge_ok;
+    /* TSO (TAP with TUN_F_TSO4/6): a TX slot may carry a super-frame that the link cuts at
+     * gso_size; it needs partial checksums too. Payload bound: the IP length field (64 KiB) and
+     * the slot, less the largest IP (40) and TCP (60) headers. */
+    if (link && (link->features & LINK_FEAT_TSO) && (link->features & LINK_FEAT_CSUM_TX) && e->l2len) {
+        uint32_t room = link->tx.buf_size > e->l2len + 40 ? link->tx.buf_size - e->l2len - 40 : 0;
+        if (room > 65535 - 40) room = 65535 - 40;
+        uint32_t max = room > 60 ? room - 60 : 0;
+        if (max >= 2 * e->mtu) env->tso_max = max;
+    }
     return e;
 oom:
     bad(err, errlen, "max_conns/max_chunks/max_events", "out of memory allocating pools");

@@ -123,7 +123,10 @@ struct tcp_conn {
      * rxt_ts_valid, an ACK whose TSecr predates it yields no RTT sample (stale echo) */
     uint32_t rxt_tsval;
     uint8_t rxt_ts_valid;
-    uint8_t pad3[3];
+    uint8_t pad3;
+    /* TSO: set by tcpi_emit for the segment being committed: the size the link cuts its payload
+     * at (LINK_SLOT_F_GSO gso_size) when it carries more than one segment, else 0 */
+    uint16_t tx_gso;
 };
 
 /* What the engine gives TCP. */
@@ -154,6 +157,10 @@ struct tcp_env {
     /* RFC 5961 7: may a challenge ACK be sent now? The engine keeps the per-second budget
      * (cfg->challenge_ack_limit). NULL = always allowed. */
     int (*challenge_ok)(void *ctx, uint64_t now_us);
+    /* TSO (link with LINK_FEAT_TSO): largest payload of one super-segment, 0 = no TSO. New data
+     * then goes out in full-MSS multiples up to this (one TX slot, cut by the link at c->tx_gso);
+     * tx_begin must offer the capacity for it. Retransmissions stay one MSS each. */
+    uint32_t tso_max;
 };
 
 /* Initialise a fresh block (all zero -> defaults from cfg). */

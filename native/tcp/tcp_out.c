@@ -120,7 +120,12 @@ int tcpi_emit(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, uint3
         uint32_t got = buf_stream_peek(env->pool, &c->snd, off, p + h, len);
         len = got;
     }
+    /* TSO super-segment: every segment the link cuts carries this header (options included), so
+     * each one's payload is what fits the path MSS next to it */
+    uint32_t gso = c->mss + 20u > h ? c->mss + 20u - (uint32_t)h : 0;
+    c->tx_gso = (uint16_t)(env->tso_max && !syn && gso && len > gso ? gso : 0);
     env->tx_commit(env->ctx, c, (uint32_t)h + len);
+    c->tx_gso = 0;
     if (flags & WIRE_TCP_ACK) {
         c->last_ack_sent = c->rcv_nxt;
         if (syn) {
@@ -247,7 +252,14 @@ static void output_data(const struct tcp_env *env, struct tcp_conn *c, uint64_t 
             usable = seq_gt(wend, c->snd_nxt) ? wend - c->snd_nxt : 0;
         }
         uint32_t avail = seq_lt(c->snd_nxt, de) ? de - c->snd_nxt : 0;
-        uint32_t len = min32(min32(avail, usable), mss);
+        /* TSO: new data (not go-back-N retransmissions, not during recovery) as one super-segment
+         * of full-MSS multiples within the window; a sub-MSS tail goes as its own segment (Nagle) */
+        uint32_t maxlen = mss;
+        if (env->tso_max && seq_ge(c->snd_nxt, c->snd_max) && !(c->flags & TCPF_IN_RECOVERY) &&
+            env->tso_max / mss > 1)
+            maxlen = (env->tso_max / mss) * mss;
+        uint32_t len = min32(min32(avail, usable), maxlen);
+        if (len > mss) len -= len % mss;
         int fin = (c->flags & TCPF_FIN_QUEUED) &&
                   (c->state == MTCP_ST_FIN_WAIT_1 || c->state == MTCP_ST_CLOSING || c->state == MTCP_ST_LAST_ACK) &&
                   seq_le(c->snd_nxt, de) && len == avail;

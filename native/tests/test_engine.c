@@ -1208,6 +1208,88 @@ static void test_timewait_reuse(void) {
     tw_ts = 1;
 }
 
+/* ---- TSO: a link with LINK_FEAT_TSO gets super-frames (LINK_SLOT_F_GSO, gso_size = MSS) ---- */
+static void test_tso_link(void) {
+    mtcp_link *la = NULL, *lb = NULL;
+    /* 9000-byte sim slots: the engine MTU stays 1500 (config), the slots hold 6-MSS super-frames
+     * (the sim link hands them over as they are, like GRO; the receiver takes them whole) */
+    CHECK_EQ(mtcp_simlink_pair(256, 9000, &la, &lb), 0);
+    la->features |= LINK_FEAT_TSO | LINK_FEAT_CSUM_TX;
+    struct mtcp_config ca, cb;
+    cfg_eth(&ca);
+    ca.max_chunks = 4096;
+    cb = ca;
+    memcpy(cb.mac, MAC_P, 6);
+    memcpy(cb.ipv4, IP_P, 4);
+    memcpy(cb.ipv6, IP6_P, 16);
+    cb.seed = 43;
+    char err[128];
+    mtcp_engine *A = mtcp_engine_new(&ca, la, err, sizeof err), *B = mtcp_engine_new(&cb, lb, err, sizeof err);
+    CHECK(A && B);
+    if (!A || !B) return;
+    CHECK(A->env.tso_max >= 8000 && A->env.tso_max < 9000);
+    CHECK_EQ(B->env.tso_max, 0);
+    struct mtcp_addr l = {.family = MTCP_AF_INET, .port = 8080}, ra = {.family = MTCP_AF_INET, .port = 8080};
+    memcpy(ra.ip, IP_P, 4);
+    CHECK(mtcp_listen(B, &l, 16) > 0);
+    uint64_t now = 1000000;
+    int64_t c = mtcp_connect(A, now, &ra, NULL);
+    CHECK(c > 0);
+    mtcp_cid b = 0;
+    static uint8_t data[1 << 20], rb[65536];
+    for (uint32_t i = 0; i < sizeof data; i++) data[i] = (uint8_t)(i * 31 + (i >> 11));
+    uint64_t sent = 0, got = 0;
+    int bad = 0, gso_frames = 0, big_plain = 0, badsize = 0;
+    uint64_t segs0 = 0;
+    struct mtcp_event ev[16];
+    for (int it = 0; it < 20000 && got < sizeof data; it++) {
+        if (b && sent < sizeof data) {
+            if (!segs0) segs0 = ctr(A, CTR_SEGS_OUT);
+            int64_t k = mtcp_send(A, (mtcp_cid)c, data + sent, (uint32_t)(sizeof data - sent));
+            if (k > 0) sent += (uint64_t)k;
+        }
+        uint64_t fo = ctr(A, CTR_FRAMES_OUT);
+        mtcp_engine_poll(A, now);
+        /* what A's txsync put on the wire: the next frames of B's RX ring (B took all before) */
+        fo = ctr(A, CTR_FRAMES_OUT) - fo;
+        for (uint32_t j = 0; j < fo; j++) {
+            struct link_slot *s = &lb->rx.slot[(lb->rx.tail + j) & lb->rx.mask];
+            if (s->len <= 1514) continue;
+            if (!(s->flags & LINK_SLOT_F_GSO)) big_plain++;
+            else { gso_frames++; if (s->gso_size != 1448 || !(s->flags & LINK_SLOT_F_CSUM_PARTIAL)) badsize++; }
+        }
+        mtcp_engine_poll(B, now);
+        uint32_t n = mtcp_engine_events(B, ev, 16);
+        for (uint32_t i = 0; i < n; i++) if (ev[i].type == MTCP_EV_ACCEPT) b = ev[i].cid;
+        mtcp_engine_events(A, ev, 16);
+        if (b) {
+            int64_t k;
+            while ((k = mtcp_recv(B, b, rb, sizeof rb)) > 0) {
+                if (memcmp(rb, data + got, (size_t)k)) bad++;
+                got += (uint64_t)k;
+            }
+        }
+        now += 100;
+    }
+    CHECK_EQ(got, sizeof data);
+    CHECK_EQ(bad, 0);
+    CHECK(gso_frames > 50);
+    CHECK_EQ(big_plain, 0);
+    CHECK_EQ(badsize, 0);
+    CHECK_EQ(ctr(A, CTR_RETRANS_SEGS), 0);
+    /* about 1 MiB / 8688 super-segments instead of 1 MiB / 1448 segments */
+    uint64_t segs = ctr(A, CTR_SEGS_OUT) - segs0;
+    fprintf(stderr, "    1 MiB in %llu segments (%d super-frames)\n", (unsigned long long)segs, gso_frames);
+    if (got != sizeof data)
+        for (uint32_t i = 0; i < CTR_COUNT; i++)
+            if (ctr(B, (int)i) || ctr(A, (int)i)) fprintf(stderr, "      %-24s A %llu B %llu\n", mtcp_counter_name(i), (unsigned long long)ctr(A, (int)i), (unsigned long long)ctr(B, (int)i));
+    CHECK(segs < (sizeof data / 1448) / 3);
+    mtcp_engine_free(A);
+    mtcp_engine_free(B);
+    mtcp_link_close(la);
+    mtcp_link_close(lb);
+}
+
 int main(void) {
     RUN(test_siphash);
     RUN(test_wheel);
@@ -1227,5 +1309,6 @@ int main(void) {
     RUN(test_chunk_exhaustion);
     RUN(test_timewait_recycle);
     RUN(test_timewait_reuse);
+    RUN(test_tso_link);
     CTEST_END();
 }

@@ -17,6 +17,7 @@
 #define PISS 1000u
 #define SEC 1000000ull
 #define MS 1000ull
+#define BIGTX 65600
 
 struct event { uint32_t type; int32_t err; uint32_t len; };
 
@@ -28,6 +29,8 @@ struct fake {
     int ooo_used;
     uint8_t tx[MAXSEG][2048];
     uint32_t txlen[MAXSEG];
+    uint16_t txgso[MAXSEG];      /* c->tx_gso at commit (TSO super-segment cut size) */
+    uint8_t *bigtx;              /* TSO tests: MAXSEG buffers of BIGTX bytes instead of tx[] */
     int ntx, rd;                 /* segments written / read by next_seg() */
     uint32_t cap;                /* TX capacity per segment (header + payload) */
     int tx_full;
@@ -58,6 +61,11 @@ static uint8_t *f_tx_begin(void *ctx, struct tcp_conn *c, uint32_t *cap)
     struct fake *f = ctx;
     (void)c;
     if (f->tx_full || f->ntx >= MAXSEG) return NULL;
+    if (f->bigtx) {
+        memset(f->bigtx + (size_t)f->ntx * BIGTX, 0xa5, BIGTX);
+        *cap = f->cap;
+        return f->bigtx + (size_t)f->ntx * BIGTX;
+    }
     memset(f->tx[f->ntx], 0xa5, sizeof f->tx[0]);
     *cap = f->cap;
     return f->tx[f->ntx];
@@ -65,7 +73,7 @@ static uint8_t *f_tx_begin(void *ctx, struct tcp_conn *c, uint32_t *cap)
 static void f_tx_commit(void *ctx, struct tcp_conn *c, uint32_t len)
 {
     struct fake *f = ctx;
-    (void)c;
+    f->txgso[f->ntx] = c->tx_gso;
     f->txlen[f->ntx++] = len;
 }
 static void f_event(void *ctx, struct tcp_conn *c, uint32_t type, int32_t err, uint32_t len)
@@ -143,6 +151,7 @@ static void fake_free(struct fake *f)
     if (f->ooo_used) buf_ooo_clear(&f->pool, &f->ooo);
     CHECK_EQ(f->pool.nfree, f->pool.nchunks);      /* no chunk leaked */
     buf_pool_fini(&f->pool);
+    free(f->bigtx);
     free(f);
 }
 
@@ -154,7 +163,8 @@ static struct wire_tcp next_seg(struct fake *f)
     struct wire_tcp t;
     memset(&t, 0, sizeof t);
     if (f->rd >= f->ntx) { CHECK(!"no segment emitted"); return t; }
-    int r = wire_tcp_parse(f->tx[f->rd], f->txlen[f->rd], &t);
+    const uint8_t *b = f->bigtx ? f->bigtx + (size_t)f->rd * BIGTX : f->tx[f->rd];
+    int r = wire_tcp_parse(b, f->txlen[f->rd], &t);
     CHECK(r >= 0);
     f->rd++;
     return t;
@@ -1116,6 +1126,117 @@ static void test_rtt_stale_echo_syn(void)
     CHECK_EQ(f->c.state, MTCP_ST_ESTABLISHED);
     CHECK_EQ(f->c.srtt_us, 0);
     CHECK_EQ(f->c.rto_us, 1000000);
+    fake_free(f);
+}
+
+/* ---- TSO: super-segments of full MSS multiples for new data, retransmissions per MSS ---- */
+static struct fake *conn_tso(uint32_t wnd)
+{
+    struct fake *f = conn_established_cfg(1, 1, 1);
+    f->bigtx = malloc((size_t)MAXSEG * BIGTX);
+    f->cap = 65535 - 20;                             /* engine: min(slot - L2/IP, 64 KiB - IP) */
+    f->env.tso_max = 65535 - 20 - 60;
+    f->c.cc.cwnd = 1u << 20;
+    f->c.snd_wnd = wnd;
+    f->c.max_snd_wnd = wnd;
+    f->c.flags |= TCPF_NODELAY;
+    return f;
+}
+
+static void test_tso_output(void)
+{
+    static uint8_t big[200000];
+    for (uint32_t i = 0; i < sizeof big; i++) big[i] = (uint8_t)(i * 7 + 3);
+    struct fake *f = conn_tso(1u << 20);
+    CHECK_EQ(f->c.mss, 1460);                        /* 1448 payload next to timestamps */
+    CHECK_EQ(tcp_send(&f->env, &f->c, 100 * MS, big, sizeof big), (int64_t)sizeof big);
+    out(f, 100 * MS);
+    /* 45 x 1448 = 65160 per super-segment (64 KiB - headers), then 3 full MSS, then the tail */
+    static const uint32_t want[] = {65160, 65160, 65160, 4344, 176};
+    CHECK_EQ(pending(f), 5);
+    uint32_t seq = ISS + 1;
+    for (int i = 0; i < 5 && pending(f); i++) {
+        uint16_t gso = f->txgso[f->rd];
+        struct wire_tcp t = next_seg(f);
+        CHECK_EQ(t.payload_len, want[i]);
+        CHECK_EQ(t.seq, seq);
+        CHECK(t.has_ts);
+        CHECK_EQ(gso, want[i] > 1448 ? 1448 : 0);   /* cut at the MSS next to this header */
+        CHECK_EQ(t.flags & (A | P | F), i == 4 ? (A | P) : A);
+        CHECK(memcmp(t.payload, big + (seq - ISS - 1), t.payload_len) == 0);
+        seq += t.payload_len;
+    }
+    CHECK_EQ(f->c.snd_max, ISS + 1 + (uint32_t)sizeof big);
+    /* RTO: go-back-N retransmissions are one MSS each, never super-segments */
+    tcp_timer(&f->env, &f->c, f->timer);
+    CHECK(pending(f) >= 1);
+    while (pending(f)) {
+        uint16_t gso = f->txgso[f->rd];
+        struct wire_tcp t = next_seg(f);
+        CHECK(t.payload_len <= 1448);
+        CHECK_EQ(gso, 0);
+    }
+    /* an ACK of the first MSS lets go-back-N go on, still per MSS */
+    struct wire_tcp a = tmpl(A, PISS + 1, ISS + 1 + 1448, 65535);
+    a.has_ts = 1; a.tsval = 900; a.tsecr = f->c.rxt_tsval;
+    in(f, 1400 * MS, a);
+    f->c.snd_wnd = 1u << 20;
+    out(f, 1400 * MS);
+    CHECK(pending(f) >= 1);
+    while (pending(f)) {
+        uint16_t gso = f->txgso[f->rd];
+        struct wire_tcp t = next_seg(f);
+        CHECK(t.payload_len <= 1448);
+        CHECK_EQ(gso, 0);
+    }
+    fake_free(f);
+
+    /* the peer's window limits a super-segment (full MSS multiples inside it) */
+    f = conn_tso(10000);
+    tcp_send(&f->env, &f->c, 100 * MS, big, 50000);
+    out(f, 100 * MS);
+    uint16_t gso = f->txgso[f->rd];
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.payload_len, 6 * 1448);
+    CHECK_EQ(gso, 1448);
+    fake_free(f);
+
+    /* FIN rides on a super-segment that ends the data (the link puts it on the last piece) */
+    f = conn_tso(1u << 20);
+    tcp_send(&f->env, &f->c, 100 * MS, big, 3 * 1448);
+    tcp_shutdown(&f->env, &f->c, 100 * MS);
+    out(f, 100 * MS);
+    CHECK_EQ(pending(f), 1);
+    gso = f->txgso[f->rd];
+    t = next_seg(f);
+    CHECK_EQ(t.payload_len, 3 * 1448);
+    CHECK_EQ(gso, 1448);
+    CHECK(t.flags & F);
+    fake_free(f);
+
+    /* a TX slot of one MTU (neighbour queue / scratch frame): one MSS, no GSO */
+    f = conn_tso(1u << 20);
+    f->cap = 1480;
+    tcp_send(&f->env, &f->c, 100 * MS, big, 10000);
+    out(f, 100 * MS);
+    CHECK(pending(f) >= 1);
+    gso = f->txgso[f->rd];
+    t = next_seg(f);
+    CHECK_EQ(t.payload_len, 1448);
+    CHECK_EQ(gso, 0);
+    fake_free(f);
+
+    /* without TSO: MSS-sized segments, never a gso size */
+    f = conn_established_cfg(1, 1, 1);
+    f->c.flags |= TCPF_NODELAY;
+    tcp_send(&f->env, &f->c, 100 * MS, big, 5000);
+    out(f, 100 * MS);
+    CHECK_EQ(pending(f), 4);
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ(f->txgso[f->rd], 0);
+        t = next_seg(f);
+        CHECK(t.payload_len <= 1448);
+    }
     fake_free(f);
 }
 
@@ -2266,6 +2387,7 @@ int main(void)
     RUN(test_rtt_timestamps);
     RUN(test_rtt_stale_echo_after_rto);
     RUN(test_rtt_stale_echo_syn);
+    RUN(test_tso_output);
     RUN(test_fast_retransmit_newreno);
     RUN(test_fast_retransmit_sack);
     RUN(test_sack_blocks_sent_for_ooo);
