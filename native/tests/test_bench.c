@@ -28,7 +28,13 @@ static void test_bench_short(void)
         CHECK_EQ(r.bytes, 0);
         CHECK(r.seconds >= 0.05 && r.seconds < 5);
         CHECK(r.conns_per_sec > 0 && r.conns_per_sec < 1e8);
-        CHECK(r.segments >= r.conns * 7);                        /* at least 7 segments each */
+        /* At least 7 segments per connection (SYN, SYN-ACK, ACK, 64 B each way, FINs) — but only
+         * for connections wholly inside the measurement window. r.conns counts connections that
+         * completed in the window, r.segments the segments sent in it: a connection already in flight
+         * when the window opened completes inside it with some of its segments sent before (seen as
+         * ~6.9 per connection in mode 2). At most `param` (64 concurrent clients) straddle the start,
+         * so the bound leaves them out instead of a flat 7 per connection. */
+        CHECK(r.segments >= (r.conns > 64 ? r.conns - 64 : 0) * 7);
         CHECK(r.cpu_seconds > 0 && r.cpu_seconds <= r.seconds + 0.05);
         fprintf(stderr, "    mode %d: %llu connections, %.1f segments each\n", modes[i],
                 (unsigned long long)r.conns, (double)r.segments / (double)(r.conns ? r.conns : 1));
