@@ -101,6 +101,8 @@ class Scenario:
     nodelay: int
     mtu: int
     conns: list            # [ConnPlan]
+    cookies: int = 0       # server: 0 SYN cookies on overflow of the default SYN queue, 1 the same with a
+                           # SYN queue of 2 (cookies for most of a burst), 2 cookies always
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
@@ -164,16 +166,21 @@ def scenarios(draw):
             c.c_bytes = c.c_bytes * TOTAL_CAP // total
             c.s_bytes = c.s_bytes * TOTAL_CAP // total
     v6 = draw(st.booleans())
+    impair = draw(impairments())
+    lossy = bool(impair and (impair[1] > 0 or impair[4] > 0 or impair[7] > 0))
     return Scenario(
         seed=draw(st.integers(1, 2**32 - 1)),
         v6=v6,
-        impair=draw(impairments()),
+        impair=impair,
         bufs=[[draw(_buf), draw(_buf), draw(_chunk)] for _ in range(2)],
         sack=int(draw(st.booleans())), ts=int(draw(st.booleans())), wscale=int(draw(st.booleans())),
         cc=draw(st.sampled_from((lib.MTCP_CC_CUBIC, lib.MTCP_CC_RENO))),
         nodelay=int(draw(st.booleans())),
         mtu=draw(st.sampled_from((1500, 1500, 9000) if v6 else (576, 1500, 1500, 9000))),
         conns=conns,
+        # a cookie connection whose third ACK is lost lives only in the client until the client
+        # sends: with an idle client that is a (legitimate) hang, so cookies only on loss-free links
+        cookies=0 if lossy else draw(st.sampled_from((0, 1, 2))),
     )
 
 
@@ -294,6 +301,7 @@ class Sim:
         self.iters = 0
         self.window_checks = []       # (pair, side, rcv_wnd, mss, rcvbuf_used, pending, peer snd_wnd)
         self.late_rsts = 0
+        self.ghosts = []              # extra ACCEPTs made by SYN cookies (see on_event)
 
     # ---- helpers
     def fail(self, msg):
@@ -364,6 +372,10 @@ class Sim:
             cfg.sack, cfg.timestamps, cfg.window_scaling = sc.sack, sc.ts, sc.wscale
             cfg.cc = sc.cc
             cfg.nodelay_default = sc.nodelay
+            if i == 1 and sc.cookies:
+                cfg.syncookies = lib.MTCP_SYNCOOKIES_ALWAYS if sc.cookies == 2 else lib.MTCP_SYNCOOKIES_ON_OVERFLOW
+                if sc.cookies == 1:
+                    cfg.syn_backlog = 2
             cfg.link_type = lib.MTCP_LINK_ETHERNET
             cfg.mtu = sc.mtu
             cfg.mac = list(_mac(i + 1))
@@ -442,6 +454,17 @@ class Sim:
             match = [p for p in self.pairs if p.started and p.cport == port]
             self.check(len(match) == 1, f"ACCEPT from port {port}: {len(match)} pairs match")
             p = match[0]
+            if p.s.cid and p.s.released and self.sc.cookies:
+                # SYN cookies are stateless: a late segment of this 4-tuple (the client's data after
+                # the server app aborted) carries a still-valid cookie in its ACK field and makes
+                # the listener create the connection once more. The client has no such connection
+                # any more and resets it; the application sees a short-lived extra ACCEPT.
+                g = Side(p, "s", b"", b"")
+                g.role, g.cid, g.connected = "ghost", cid, True
+                g.events.append((self.now, "ACCEPT"))
+                self.cids[(1, cid)] = g
+                self.ghosts.append(g)
+                return
             self.check(p.s.cid == 0, f"pair {p.idx}: second ACCEPT ({cid:#x}, had {p.s.cid:#x})")
             p.s.cid = cid
             self.cids[(1, cid)] = p.s
@@ -455,6 +478,14 @@ class Sim:
         sd.events.append((self.now, {1: "ACCEPT", 2: "CONNECTED", 3: "CONNECT_FAILED", 4: "READABLE",
                                      5: "WRITABLE", 6: "PEER_CLOSED", 7: "ERROR", 8: "CLOSED"}.get(typ, typ)))
         self.check(not sd.error, f"{tag}: event {typ} after ERROR {sd.error}")
+        if sd.role == "ghost":          # see on ACCEPT: discard its data, release it when it ends
+            if typ == lib.MTCP_EV_READABLE:
+                while lib.mtcp_recv(self.B, cid, self.rbuf, 65536) > 0:
+                    pass
+            elif typ in (lib.MTCP_EV_ERROR, lib.MTCP_EV_PEER_CLOSED, lib.MTCP_EV_CLOSED):
+                sd.error = err if typ == lib.MTCP_EV_ERROR else 0
+                self.release(sd, self.B)
+            return
         if typ == lib.MTCP_EV_CONNECTED:
             self.check(sd.name == "c" and not sd.connected, f"{tag}: unexpected CONNECTED")
             self.on_connected(sd)
@@ -653,6 +684,9 @@ class Sim:
                     lines.append(f"      state {i.state} mss {i.mss} srtt {i.srtt_us} rto {i.rto_us} cwnd {i.cwnd} "
                                  f"snd_wnd {i.snd_wnd} rcv_wnd {i.rcv_wnd} unacked {i.unacked} sndbuf_used "
                                  f"{i.sndbuf_used} rcvbuf_used {i.rcvbuf_used} rexmit {i.retransmits}")
+        for g in self.ghosts:
+            if not g.released:
+                lines.append(f"  cookie ghost of pair {g.pair.idx}: {g}")
         if self.A is not None:
             lines.append(f"  pool A {self.pool(self.A)} B {self.pool(self.B)}; next deadlines "
                          f"{lib.mtcp_engine_next_deadline(self.A)} {lib.mtcp_engine_next_deadline(self.B)}")
@@ -701,7 +735,7 @@ class Sim:
                     self.finish(c, A)
                     self.finish(s, B)
                     act += 1
-            if not pending and all(p.done() for p in self.pairs):
+            if not pending and all(p.done() for p in self.pairs) and all(g.released for g in self.ghosts):
                 if self.pool(A)[0] == 0 and self.pool(B)[0] == 1:
                     break
             da, db = lib.mtcp_engine_next_deadline(A), lib.mtcp_engine_next_deadline(B)
@@ -807,8 +841,9 @@ def summary(sim: Sim) -> str:
     return (f"seed {sc.seed} {sc.impair[0] if sc.impair else 'no wrapper'} conns {len(sc.conns)} "
             f"bytes {sum(c.c_bytes + c.s_bytes for c in sc.conns)} virt {(sim.finished_at - T0) / 1e6:.2f} s "
             f"iters {sim.iters} rexmit {ca['retrans_segs'] + cb['retrans_segs']} "
-            f"persist {ca['persist_probes'] + cb['persist_probes']} impair {sim.imp} "
-            f"late_rst {sim.late_rsts} windows_closed_checked "
+            f"persist {ca['persist_probes'] + cb['persist_probes']} cookies {cb['syncookies_sent']}/"
+            f"{cb['syncookies_accepted']} impair {sim.imp} "
+            f"late_rst {sim.late_rsts} cookie_ghosts {len(sim.ghosts)} windows_closed_checked "
             f"{sum(1 for p in sim.pairs for sd in (p.c, p.s) if sd.window_closed_seen)} windows {sim.window_checks}")
 
 
