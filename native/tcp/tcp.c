@@ -50,12 +50,16 @@
  * transmit, RFC 5681/cc.h congestion control, delayed ACK (every 2nd full segment, delack_us,
  * quick ACKs at the start, immediate for out-of-order/gap fill), Nagle (RFC 896) + no-delay,
  * receiver and sender SWS avoidance (+ override via the persist timer), persist with Linux-style
- * <SND.UNA-1> zero-window probes, keepalive (RFC 1122 4.2.3.6), PMTU lowering (tcp_pmtu).
- * D-SACK (RFC 2883) blocks are sent for duplicate data (the sender side ignores them).
+ * <SND.UNA-1> zero-window probes, keepalive (RFC 1122 4.2.3.6; 64-bit times, default 7200 s),
+ * PMTU lowering (tcp_pmtu). D-SACK (RFC 2883) blocks are sent for duplicate data (the sender
+ * side ignores them). RTT from TSecr only when the echo is not older than our last
+ * retransmission (rxt_tsval). TSO output (env->tso_max): new data as super-segments of full-MSS
+ * multiples, cut by the link at c->tx_gso; retransmissions per MSS.
+ * RFC 6191 TIME-WAIT reuse: tcp_timewait_reuse, which the engine calls for a SYN to a listener's
+ * port hitting a TIME-WAIT connection; any other SYN reaching tcp_input in TIME-WAIT gets a
+ * challenge ACK.
  * Not done: urgent data (URG is ignored), RFC 6675 rescue retransmission
- * (rule 4), tail loss probe / RACK (RFC 8985), F-RTO / Eifel spurious-RTO undo, ECN, TCP-AO/MD5,
- * (RFC 6191 TIME-WAIT reuse is offered to the engine as tcp_timewait_reuse; a SYN that reaches
- * tcp_input in TIME-WAIT gets a challenge ACK.)
+ * (rule 4), tail loss probe / RACK (RFC 8985), F-RTO / Eifel spurious-RTO undo, ECN, TCP-AO/MD5.
  */
 #include "tcp_int.h"
 
