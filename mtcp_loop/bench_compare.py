@@ -841,7 +841,7 @@ def _fmt_split(c, cpu) -> str:
 WL_TITLE = {"short": "64 B short conns (loadgen)", "short_kclient": "64 B short conns (kclient)",
             "http_keepalive": "aiohttp keep-alive (wrk)", "http_close": "aiohttp Connection: close (wrk)",
             "bulk_up": "bulk client->server", "bulk_down": "bulk server->client",
-            "latency": "64 B ping-pong latency", "idle": "idle conns: memory", "scaling": "scaling cores=2/cores=1"}
+            "latency": "64 B ping-pong latency", "idle": "idle conns: native (mtcp) / socket slab (kernel)", "scaling": "scaling cores=2/cores=1"}
 WL_ORDER = list(WL_TITLE)
 
 
@@ -857,7 +857,7 @@ def table_rows(res) -> list:
                 if c.get("native_bytes_per_conn") is not None:
                     parts.append(f"native {c['native_bytes_per_conn']:,.0f} B")
                 parts.append(f"RSS {c['rss_bytes_per_conn']:,.0f} B")
-                parts.append(f"kernel socket slab {c['slab_bytes_per_conn']:,.0f} B")
+                parts.append(f"kernel socket slab {max(0.0, c['slab_bytes_per_conn']):,.0f} B")
                 val = ", ".join(parts) + f" ({c['server_open']:,} conns)"
             if wl == "scaling":
                 val = f"{c['value']:.2f}x ({c['driver']}: {c['cores1']:,.0f} -> {c['cores2']:,.0f})"
