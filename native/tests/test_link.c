@@ -255,7 +255,7 @@ static void test_loopback_routing(void)
     uint8_t f[128];
     uint32_t n;
     /* b -> a:8080 (v4), b -> b:8080 v6 (owned by b), b -> 9999 (unowned: back to b) */
-    n = ip_tcp_frame(f, 0, 40000, 8080, 1); CHECK_EQ(tx_put(b, f, n, 0), 0);
+    n = ip_tcp_frame(f, 0, 40000, 8080, 1); CHECK_EQ(tx_put(b, f, n, LINK_SLOT_F_CSUM_PARTIAL), 0);
     n = ip_tcp_frame(f, 1, 40000, 8080, 2); CHECK_EQ(tx_put(b, f, n, 0), 0);
     n = ip_tcp_frame(f, 0, 40000, 9999, 3); CHECK_EQ(tx_put(b, f, n, 0), 0);
     n = ip_tcp_frame(f, 0, 40000, 8080, 4); CHECK_EQ(tx_put(b, f, n, 0), 0);
@@ -271,8 +271,13 @@ static void test_loopback_routing(void)
     CHECK_EQ(poll(&pa, 1, 0), 0);
     struct link_ring *r = &a->rx;
     CHECK_EQ(ip_seq(&r->slot[r->head]), 1);
-    CHECK(r->slot[r->head].flags & LINK_SLOT_F_CSUM_VALID);
+    /* the sender's checksum state passes through: an engine's offloaded frame stays PARTIAL
+     * (trusted, not re-verified); a frame with a finished checksum (flags 0) is verified by the
+     * receiver — so a frame corrupted after its checksum was finished is caught */
+    CHECK_EQ(r->slot[r->head].flags & (LINK_SLOT_F_CSUM_PARTIAL | LINK_SLOT_F_CSUM_VALID),
+             LINK_SLOT_F_CSUM_PARTIAL);
     CHECK_EQ(ip_seq(&r->slot[link_ring_next(r, r->head)]), 4);
+    CHECK_EQ(r->slot[link_ring_next(r, r->head)].flags & (LINK_SLOT_F_CSUM_PARTIAL | LINK_SLOT_F_CSUM_VALID), 0);
     rx_take(a, NULL, NULL);
     CHECK_EQ(link_rxsync(b, 0), 3);
     CHECK_EQ(link_next_deadline(b), -1);
