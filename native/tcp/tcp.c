@@ -125,6 +125,7 @@ void tcpi_conn_closed(const struct tcp_env *env, struct tcp_conn *c)
     c->persist = 0;
     tcpi_ooo_release(env, c);
     buf_stream_clear(env->pool, &c->snd);
+    memset(&c->snd_cur, 0, sizeof c->snd_cur);
     if (c->flags & TCPF_DETACHED) buf_stream_clear(env->pool, &c->rcv);
     tcpi_sync_timer(env, c);
     c->closed_done = 1;
@@ -163,6 +164,7 @@ void tcpi_enter_time_wait(const struct tcp_env *env, struct tcp_conn *c, uint64_
     c->t_timewait = now + 2ull * env->cfg->msl_us;
     tcpi_ooo_release(env, c);
     buf_stream_clear(env->pool, &c->snd);
+    memset(&c->snd_cur, 0, sizeof c->snd_cur);
     tcpi_ev(env, c, MTCP_EV_CLOSED, 0, 0);
 }
 
@@ -389,6 +391,7 @@ int tcp_close(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
         /* already CLOSED (env->closed was called): just release the buffers */
         buf_stream_clear(env->pool, &c->rcv);
         buf_stream_clear(env->pool, &c->snd);
+        memset(&c->snd_cur, 0, sizeof c->snd_cur);
         tcpi_ooo_release(env, c);
         if (!c->closed_done) tcpi_conn_closed(env, c);
         return 0;

@@ -127,6 +127,9 @@ struct tcp_conn {
     /* TSO: set by tcpi_emit for the segment being committed: the size the link cuts its payload
      * at (LINK_SLOT_F_GSO gso_size) when it carries more than one segment, else 0 */
     uint16_t tx_gso;
+    /* read cursor into snd, numbered by sequence (base data_seq(c)): O(1) payload reads in
+     * tcpi_emit; all-zero = no position; zeroed whenever snd is cleared */
+    struct buf_cursor snd_cur;
 };
 
 /* What the engine gives TCP. */

@@ -10,7 +10,7 @@
  *          -> persist timer when data waits on a closed window
  *     -> tcpi_send_seg (snd_nxt/snd_max, RTT timing + Karn, RTO start) -> tcpi_emit (header +
  *        options: MSS/WS/SACK-perm/TS on SYNs, TS, SACK blocks from buf_ooo_sack, window
- *        advertisement) -> env->tx_begin / wire_tcp_emit / buf_stream_peek / env->tx_commit
+ *        advertisement) -> env->tx_begin / wire_tcp_emit / buf_stream_peek_cur (c->snd_cur) / env->tx_commit
  *   tcpi_emit_rst: bare RST replies (no connection state touched).
  */
 #include "tcp_int.h"
@@ -116,8 +116,10 @@ int tcpi_emit(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, uint3
     size_t h = wire_tcp_emit(p, cap, &t);
     if (!h) return -1;
     if (len) {
-        uint32_t off = seq - data_seq(c);
-        uint32_t got = buf_stream_peek(env->pool, &c->snd, off, p + h, len);
+        /* the cursor makes reads at increasing offsets O(1) (a plain peek walks the chunk chain
+         * from snd_una: ~flight/chunk_size links per segment) */
+        uint32_t ds = data_seq(c);
+        uint32_t got = buf_stream_peek_cur(env->pool, &c->snd, ds, seq - ds, p + h, len, &c->snd_cur);
         len = got;
     }
     /* TSO super-segment: every segment the link cuts carries this header (options included), so

@@ -1330,6 +1330,67 @@ static void test_fast_retransmit_sack(void)
     fake_free(f);
 }
 
+/* The send-buffer read cursor (c->snd_cur, buf_stream_peek_cur) gives exactly the bytes at each
+ * sequence number: new data in order, after ACKs consume chunks, and for reads that go backwards
+ * (go-back-N after an RTO, a SACK retransmission in the middle). Non-periodic content, so a read
+ * at a wrong offset cannot match by accident. */
+static uint8_t cur_pat[200000];
+static void check_seg_bytes(struct wire_tcp t, uint32_t base)
+{
+    uint32_t off = t.seq - base;
+    CHECK(off + t.payload_len <= sizeof cur_pat);
+    CHECK(memcmp(t.payload, cur_pat + off, t.payload_len) == 0);
+}
+static void test_snd_cursor_bytes(void)
+{
+    for (uint32_t i = 0; i < sizeof cur_pat; i++) cur_pat[i] = (uint8_t)((i * 2654435761u) >> 13);
+    struct fake *f = conn_established();
+    f->c.flags |= TCPF_NODELAY;
+    uint32_t b = ISS + 1;
+    CHECK_EQ(tcp_send(&f->env, &f->c, 100 * MS, cur_pat, 150000), 150000);
+    f->c.cc.cwnd = 100 * 1460;
+    out(f, 100 * MS);
+    int n = pending(f);
+    CHECK(n >= 40);
+    uint32_t expect = b;
+    while (pending(f)) {
+        struct wire_tcp t = next_seg(f);
+        CHECK_EQ(t.seq, expect);
+        check_seg_bytes(t, b);
+        expect += t.payload_len;
+    }
+    CHECK(f->c.snd_cur.chunk1 != 0);
+    /* partial ACK (chunks consumed), then a retransmission far below the cursor (SACK hole) */
+    in(f, 150 * MS, sack_ack(b + 10 * 1460, b + 12 * 1460, b + 20 * 1460));
+    in(f, 150 * MS, sack_ack(b + 10 * 1460, b + 12 * 1460, b + 21 * 1460));
+    in(f, 150 * MS, sack_ack(b + 10 * 1460, b + 12 * 1460, b + 22 * 1460));
+    CHECK(f->c.flags & TCPF_IN_RECOVERY);
+    out(f, 150 * MS);
+    CHECK(pending(f) >= 1);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.seq, b + 10 * 1460);
+    check_seg_bytes(t, b);
+    while (pending(f)) check_seg_bytes(next_seg(f), b);
+    /* RTO: go-back-N from snd_una, reads restart below the cursor */
+    tcp_timer(&f->env, &f->c, f->c.t_rexmit);
+    CHECK(pending(f) >= 1);
+    t = next_seg(f);
+    CHECK_EQ(t.seq, b + 10 * 1460);
+    check_seg_bytes(t, b);
+    /* ACK everything sent so far: the rest of the buffer goes out, still byte-exact */
+    uint32_t top = f->c.snd_max;
+    in(f, 400 * MS, tmpl(A, PISS + 1, top, 65535));
+    f->c.cc.cwnd = 200 * 1460;
+    for (int round = 0; round < 20 && f->c.snd_una != b + 150000; round++) {
+        out(f, 400 * MS + (uint64_t)round * MS);
+        while (pending(f)) check_seg_bytes(next_seg(f), b);
+        in(f, 400 * MS + (uint64_t)round * MS, tmpl(A, PISS + 1, f->c.snd_max, 65535));
+    }
+    CHECK_EQ(f->c.snd_una, b + 150000);
+    CHECK_EQ(f->c.snd.len, 0);
+    fake_free(f);
+}
+
 static void test_sack_blocks_sent_for_ooo(void)
 {
     struct fake *f = conn_established();
@@ -2390,6 +2451,7 @@ int main(void)
     RUN(test_tso_output);
     RUN(test_fast_retransmit_newreno);
     RUN(test_fast_retransmit_sack);
+    RUN(test_snd_cursor_bytes);
     RUN(test_sack_blocks_sent_for_ooo);
     RUN(test_ooo_fin);
     RUN(test_zero_window_persist);
