@@ -25,6 +25,7 @@ import errno
 import ipaddress
 import logging
 import socket
+import struct
 import time
 import weakref
 from asyncio import base_events, events, sslproto
@@ -43,6 +44,12 @@ logger = logging.getLogger("mtcp_loop")
 
 __all__ = ["make_loop_class", "loop_class_for", "MTCPServer", "available_bases"]
 
+
+
+_EV_FMT = "=QQIi8x"        # struct mtcp_event: cid, parent, type, err, (len, pad)
+_EV_SIZE = 32
+_iter_unpack = struct.iter_unpack
+_events = lib.mtcp_engine_events
 
 
 def _monotonic_us():
@@ -145,8 +152,12 @@ class _Engine:
         self._ev = ffi.new("struct mtcp_event[]", self._nev)
         self._rxbuf = ffi.new("uint8_t[]", MTCPTransport.max_size)
         self._rxview = ffi.buffer(self._rxbuf)
+        self._evbuf = ffi.buffer(self._ev)
         self._a1 = ffi.new("struct mtcp_addr *")
         self._a2 = ffi.new("struct mtcp_addr *")
+        self._ab = ffi.new("struct mtcp_addr[2]")     # getaddrs_raw: both addresses, one bytes copy
+        self._abuf = ffi.buffer(self._ab)
+        assert ffi.sizeof("struct mtcp_addr") == 20 and ffi.sizeof("struct mtcp_event") == _EV_SIZE
         self._conns = {}            # cid -> transport
         self._connecting = {}       # cid -> future
         self._listeners = {}        # lid -> MTCPServer
@@ -201,30 +212,44 @@ class _Engine:
 
     def _dispatch(self):
         ev = self._ev
+        evbuf = self._evbuf
         nev = self._nev
         conns = self._conns
+        events = _events
         while self.e is not None:
-            k = lib.mtcp_engine_events(self.e, ev, nev)
+            k = events(self.e, ev, nev)
+            if not k:
+                break
             self.events += k
-            for i in range(k):
-                x = ev[i]
-                t = x.type
-                cid = x.cid
+            # the whole batch in one go (one bytes copy, unpacked in C) instead of cffi attribute
+            # reads per field and event
+            for cid, parent, t, err in _iter_unpack(_EV_FMT, evbuf[0:k * _EV_SIZE]):
                 if t == 4:      # MTCP_EV_READABLE
                     tr = conns.get(cid)
-                    if tr is not None:
-                        tr._on_readable()
+                    if tr is not None and tr._reading and not tr._read_scheduled:
+                        tr._read_ready()
                 elif t == 5:    # MTCP_EV_WRITABLE
                     tr = conns.get(cid)
                     if tr is not None:
                         tr._on_writable()
+                elif t == 6:    # MTCP_EV_PEER_CLOSED
+                    tr = conns.get(cid)
+                    if tr is not None:
+                        tr._peer_eof = True
+                        if tr._reading and not tr._read_scheduled:
+                            tr._read_ready()
+                    elif cid in self._unowned:
+                        self._unowned[cid][0] = True
                 elif t == 1:    # MTCP_EV_ACCEPT
-                    srv = self._listeners.get(x.parent)
+                    srv = self._listeners.get(parent)
                     if srv is None:
                         lib.mtcp_abort(self.e, cid)
                     else:
-                        self._unowned[cid] = [False, 0]
-                        srv._on_accept(cid)
+                        srv._on_accept(cid)     # registers the transport, or keeps cid in _unowned
+                elif t == 8:    # MTCP_EV_CLOSED
+                    tr = conns.get(cid)
+                    if tr is not None:
+                        tr._engine_closed = True
                 elif t == 2:    # MTCP_EV_CONNECTED
                     fut = self._connecting.pop(cid, None)
                     if fut is None or fut.done():
@@ -235,23 +260,13 @@ class _Engine:
                     fut = self._connecting.pop(cid, None)
                     lib.mtcp_close(self.e, cid)
                     if fut is not None and not fut.done():
-                        fut.set_exception(_connect_error(x.err, fut))
-                elif t == 6:    # MTCP_EV_PEER_CLOSED
-                    tr = conns.get(cid)
-                    if tr is not None:
-                        tr._on_peer_closed()
-                    elif cid in self._unowned:
-                        self._unowned[cid][0] = True
+                        fut.set_exception(_connect_error(err, fut))
                 elif t == 7:    # MTCP_EV_ERROR
                     tr = conns.get(cid)
                     if tr is not None:
-                        tr._on_error(x.err)
+                        tr._on_error(err)
                     elif cid in self._unowned:
-                        self._unowned[cid][1] = x.err
-                elif t == 8:    # MTCP_EV_CLOSED
-                    tr = conns.get(cid)
-                    if tr is not None:
-                        tr._engine_closed = True
+                        self._unowned[cid][1] = err
             if k < nev:
                 break
 
@@ -328,6 +343,12 @@ class _Engine:
         self.kick()
         return r
 
+    def getaddrs_raw(self, cid):
+        """Both struct mtcp_addr of cid as 40 raw bytes (local, remote), or None if cid is gone."""
+        if lib.mtcp_getaddrs(self.e, cid, self._ab, self._ab + 1) < 0:
+            return None
+        return self._abuf[:]
+
     def getaddrs(self, cid):
         a1, a2 = self._a1, self._a2
         rc = lib.mtcp_getaddrs(self.e, cid, a1, a2)
@@ -389,6 +410,8 @@ class _Engine:
         if self.e is None:
             return
         for tr in list(self._conns.values()):
+            if tr._addrs is None:
+                tr._take_addrs()       # extra info stays available after the loop closed
             tr._released = True
             tr._closing = True
             tr._conn_lost += 1
@@ -469,6 +492,7 @@ class MTCPServer(events.AbstractServer):
 
     def _on_accept(self, cid):
         if not self._serving:
+            self._engine._unowned[cid] = [False, 0]   # PEER_CLOSED / ERROR before a transport owns it
             self._pending.append(cid)
             return
         self._accept(cid)

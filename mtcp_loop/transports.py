@@ -25,6 +25,7 @@ import logging
 import os
 import socket
 import struct
+import sys
 from asyncio import constants, protocols, transports
 
 logger = logging.getLogger("mtcp_loop")
@@ -200,8 +201,45 @@ class PseudoSocket:
     def makefile(self, *a, **k): self._na("makefile")
 
 
+_ADDR_KEYS = frozenset(("sockname", "peername", "socket"))
+_FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
+_BYTEORDER = sys.byteorder
+
+
+def _raw_addr(raw, off):
+    """(host, port[, 0, 0]) from the struct mtcp_addr bytes at raw[off:off + 20]; None if empty."""
+    fam = raw[off]
+    port = int.from_bytes(raw[off + 2:off + 4], _BYTEORDER)
+    if fam == 4:
+        return (socket.inet_ntop(socket.AF_INET, raw[off + 4:off + 8]), port)
+    if fam == 6:
+        return (socket.inet_ntop(socket.AF_INET6, raw[off + 4:off + 20]), port, 0, 0)
+    return None
+
+
+def _native():
+    global _lib, _ffi, _recv, _send, _readable, _from_buffer
+    from ._native import ffi, lib
+    _ffi, _lib = ffi, lib
+    _recv, _send, _readable, _from_buffer = lib.mtcp_recv, lib.mtcp_send, lib.mtcp_readable, ffi.from_buffer
+
+
+_lib = _ffi = _recv = _send = _readable = _from_buffer = None
+
+
 class MTCPTransport(transports._FlowControlMixin, transports.Transport):
-    """Transport over one engine connection (cid)."""
+    """Transport over one engine connection (cid).
+
+    Per-connection cost matters (short connections): the instance has __slots__, the extra info
+    (sockname, peername, socket) is built on first get_extra_info (the raw addresses are taken from
+    the engine at the latest when the cid is released), and connection_made, the start of reading
+    and the waiter share one call_soon callback (the order asyncio gives them)."""
+
+    __slots__ = ("_engine", "_cid", "_kernel_sock", "_addrs", "_protocol_connected", "_protocol",
+                 "_protocol_is_buffered", "_server", "_buffer", "_buffer_size", "_conn_lost",
+                 "_closing", "_eof", "_paused", "_reading", "_peer_eof", "_eof_delivered",
+                 "_read_scheduled", "_released", "_empty_waiter", "_engine_closed", "_waiter",
+                 "__weakref__")
 
     max_size = 256 * 1024                   # asyncio's per-read cap (kept for compatibility)
     # bytes per data_received call at most: below glibc's 128 KiB mmap threshold, so the bytes
@@ -212,20 +250,23 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
 
     def __init__(self, loop, engine, cid, protocol, waiter=None, extra=None, server=None,
                  kernel_sock=None):
-        super().__init__(extra, loop)
+        if _recv is None:
+            _native()
+        # _FlowControlMixin.__init__ + BaseTransport.__init__, inlined (asyncio's default limits)
+        self._extra = {} if extra is None else extra
+        self._loop = loop
+        self._protocol_paused = False
+        self._high_water = 64 * 1024
+        self._low_water = 16 * 1024
         self._engine = engine
         self._cid = cid
         self._kernel_sock = kernel_sock       # adopted kernel socket kept to reserve a port
-        local, remote = engine.getaddrs(cid)
-        family = socket.AF_INET6 if len(local) == 4 else socket.AF_INET
-        self._extra["sockname"] = local
-        self._extra["peername"] = remote
-        self._extra["socket"] = PseudoSocket(loop, engine, cid, family, local, remote)
+        self._addrs = None                    # None, raw struct mtcp_addr[2] bytes, or True (in _extra)
         self._protocol_connected = False
-        self._protocol = None
-        self.set_protocol(protocol)
+        self._protocol = protocol
+        self._protocol_is_buffered = isinstance(protocol, protocols.BufferedProtocol)
         self._server = server
-        self._buffer = collections.deque()   # unaccepted tail: bytes / memoryviews of bytes
+        self._buffer = None                  # deque of unaccepted tail (bytes / memoryviews), lazily
         self._buffer_size = 0
         self._conn_lost = 0
         self._closing = False
@@ -237,21 +278,61 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
         self._read_scheduled = False
         self._released = False                # cid handed back to the engine
         self._empty_waiter = None
+        self._engine_closed = False
+        self._waiter = waiter
         if server is not None:
             server._attach()
-        engine.register(cid, self)
+        # engine.register(cid, self), inlined
+        engine._conns[cid] = self
+        if engine._unowned:
+            early = engine._unowned.pop(cid, None)
+            if early is not None:
+                peer_eof, err = early
+                if peer_eof:
+                    self._peer_eof = True
+                if err:
+                    loop.call_soon(self._on_error, err)
         loop.call_soon(self._connection_made)
-        loop.call_soon(self._start_reading)
-        if waiter is not None:
-            loop.call_soon(_set_result_unless_cancelled, waiter, None)
 
     def __repr__(self):
         info = [self.__class__.__name__, f"cid={self._cid:#x}"]
         if self._closing:
             info.append("closing")
-        info.append(f"peer={self._extra.get('peername')!r}")
+        try:
+            peer = self.get_extra_info("peername")
+        except Exception:
+            peer = None
+        info.append(f"peer={peer!r}")
         info.append(f"write_bufsize={self._buffer_size}")
         return "<{}>".format(" ".join(info))
+
+    # -- extra info (lazy) -------------------------------------------------------------------
+    def get_extra_info(self, name, default=None):
+        if self._addrs is not True and name in _ADDR_KEYS:
+            self._fill_extra()
+        return self._extra.get(name, default)
+
+    def _take_addrs(self):
+        """Copy the raw addresses out of the engine while the cid is valid (before release)."""
+        if self._addrs is None:
+            eng = self._engine
+            if eng.e is not None:
+                raw = eng.getaddrs_raw(self._cid)
+                if raw is not None:
+                    self._addrs = raw
+
+    def _fill_extra(self):
+        self._take_addrs()
+        raw = self._addrs
+        if raw is None or raw is True:
+            return
+        local, remote = _raw_addr(raw, 0), _raw_addr(raw, 20)
+        self._addrs = True
+        extra = self._extra
+        extra["sockname"] = local
+        extra["peername"] = remote
+        family = socket.AF_INET6 if len(local) == 4 else socket.AF_INET
+        extra["socket"] = PseudoSocket(self._loop, self._engine, self._cid, family, local, remote)
 
     # -- protocol ---------------------------------------------------------------------------
     def set_protocol(self, protocol):
@@ -262,10 +343,19 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
         return self._protocol
 
     def _connection_made(self):
-        if self._protocol is None:
-            return
-        self._protocol_connected = True
-        self._protocol.connection_made(self)
+        # asyncio: call_soon(connection_made), call_soon(add_reader), call_soon(waiter): one
+        # callback here, same order; reading starts (and the waiter is set) even if it raised
+        try:
+            if self._protocol is not None:
+                self._protocol_connected = True
+                self._protocol.connection_made(self)
+        finally:
+            self._start_reading()
+            waiter = self._waiter
+            if waiter is not None:
+                self._waiter = None
+                if not waiter.cancelled():
+                    waiter.set_result(None)
 
     # -- reading -----------------------------------------------------------------------------
     def is_reading(self):
@@ -284,7 +374,14 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
 
     def _start_reading(self):
         self._reading = True
-        self._schedule_read()
+        if self._read_scheduled or self._conn_lost or self._closing or self._released:
+            return
+        # a READABLE/PEER_CLOSED event after this calls _read_ready in the dispatch pass; only
+        # what is already there needs the next-iteration read (as asyncio's first select)
+        e = self._engine.e
+        if self._peer_eof or e is None or _readable(e, self._cid) != 0:
+            self._read_scheduled = True
+            self._loop.call_soon(self._read_ready)
 
     def _schedule_read(self):
         if not self._read_scheduled and self._reading:
@@ -310,16 +407,22 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
         cid = self._cid
         chunk = self.recv_chunk
         while not self._paused and not self._closing:
-            data = eng.recv_bytes(cid, chunk)
-            if data is None:                    # nothing readable now
-                if self._peer_eof and not self._eof_delivered:
-                    self._eof_delivered = True
-                    self._read_ready__on_eof()
+            e = eng.e
+            if e is None:
                 return
-            if data.__class__ is int:
-                if data != -_errno.EBADF:
-                    self._fatal_error(os_error(-data), "Fatal read error on mtcp transport")
+            r = _recv(e, cid, eng._rxbuf, chunk)
+            if r <= 0:
+                if r == 0:                      # nothing readable now
+                    if self._peer_eof and not self._eof_delivered:
+                        self._eof_delivered = True
+                        self._read_ready__on_eof()
+                elif r != -_errno.EBADF:
+                    self._fatal_error(os_error(-r), "Fatal read error on mtcp transport")
                 return
+            data = eng._rxview[:r]
+            if not eng._scheduled:              # the window may reopen: let the engine announce it
+                eng._scheduled = True
+                self._loop.call_soon(eng._run)
             try:
                 self._protocol.data_received(data)
             except (SystemExit, KeyboardInterrupt):
@@ -327,7 +430,7 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
             except BaseException as exc:
                 self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
                 return
-            if len(data) < chunk and not self._peer_eof:
+            if r < chunk and not self._peer_eof:
                 return                          # drained (the engine only adds data in poll)
 
     def _read_ready__buffered(self):
@@ -381,7 +484,8 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
 
     # -- writing -----------------------------------------------------------------------------
     def write(self, data):
-        if not isinstance(data, (bytes, bytearray, memoryview)):
+        cls = data.__class__
+        if cls is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
         if self._eof:
             raise RuntimeError("Cannot call write() after write_eof()")
@@ -395,18 +499,31 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
             self._conn_lost += 1
             return
         if not self._buffer:
-            n = self._engine.send(self._cid, data)
+            # engine.send(cid, data), inlined: one mtcp_send (bytes go to cffi as they are)
+            eng = self._engine
+            e = eng.e
+            if e is None:
+                n = -_errno.EBADF
+            else:
+                ln = len(data)
+                n = _send(e, self._cid, data if cls is bytes else _from_buffer(data),
+                          ln if ln <= _MAX_IO else _MAX_IO)
+                if not eng._scheduled:
+                    eng._scheduled = True
+                    self._loop.call_soon(eng._run)
             if n < 0:
                 self._fatal_error(os_error(-n), "Fatal write error on mtcp transport")
                 return
             if n == len(data):
                 return
-            if n and data.__class__ is bytes:
+            if n and cls is bytes:
                 data = memoryview(data)[n:]     # immutable: keep a view, no copy
             else:
                 data = bytes(memoryview(data)[n:]) if n else bytes(data)
-        elif data.__class__ is not bytes:
+        elif cls is not bytes:
             data = bytes(data)                  # the caller may reuse a mutable buffer
+        if self._buffer is None:
+            self._buffer = collections.deque()
         self._buffer.append(data)
         self._buffer_size += len(data)
         self._maybe_pause_protocol()
@@ -514,6 +631,8 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
         if self._released:
             return
         self._released = True
+        if self._addrs is None:
+            self._take_addrs()          # get_extra_info keeps working after close, as asyncio's
         self._engine.release(self._cid, abort=abort)
 
     def _call_connection_lost(self, exc):
