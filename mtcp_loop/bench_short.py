@@ -67,11 +67,13 @@ class _Client(asyncio.Protocol):
             self.done.set_result(None)
 
 
-async def _clients(port, clients, stop_at, counter):
+async def _clients(port, clients, stop_at, counter, limit=None):
     loop = asyncio.get_running_loop()
+    if limit is not None:
+        limit += counter[0]
 
     async def one():
-        while time.perf_counter() < stop_at[0]:
+        while (time.perf_counter() < stop_at[0]) if limit is None else (counter[0] < limit):
             done = loop.create_future()
             await loop.create_connection(lambda: _Client(done), "127.0.0.1", port)
             await done
@@ -144,7 +146,7 @@ def run_threads(kind, base, duration, clients, profile=None):
     return {"conn_per_s": n / (t1 - t0), "server_cpu_us_per_conn": (marks["end"] - marks["start"]) / n * 1e6}
 
 
-def run_one(kind, base, duration, clients):
+def run_one(kind, base, duration, clients, conns=None):
     loop = _factory(kind, base, client=True)()
 
     async def main():
@@ -155,7 +157,7 @@ def run_one(kind, base, duration, clients):
         await _clients(port, clients, stop_at, counter)
         c0, t0, p0 = counter[0], time.perf_counter(), time.process_time()
         stop_at[0] = t0 + duration
-        await _clients(port, clients, stop_at, counter)
+        await _clients(port, clients, stop_at, counter, conns)
         c1, t1, p1 = counter[0], time.perf_counter(), time.process_time()
         srv.close()
         n = max(c1 - c0, 1)
@@ -175,6 +177,9 @@ def main(argv=None):
     ap.add_argument("--duration", type=float, default=2.0)
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--conns", type=int, default=None,
+                    help="one mode: a fixed number of connections instead of --duration (for "
+                         "instruction counts: perf stat -e instructions:u, difference of two --conns)")
     ap.add_argument("--profile", default=None, help="cProfile output of the server thread (threads mode)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
@@ -186,7 +191,7 @@ def main(argv=None):
                 r = run_threads(kind, a.base, a.duration, a.clients,
                                 a.profile if (kind == "mtcp" and i == a.repeat - 1) else None)
             else:
-                r = run_one(kind, a.base, a.duration, a.clients)
+                r = run_one(kind, a.base, a.duration, a.clients, a.conns)
             runs.append(r)
         key = "server_cpu_us_per_conn" if a.mode == "threads" else "process_cpu_us_per_conn"
         vals = [r[key] for r in runs]

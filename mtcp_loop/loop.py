@@ -50,6 +50,8 @@ _EV_FMT = "=QQIi8x"        # struct mtcp_event: cid, parent, type, err, (len, pa
 _EV_SIZE = 32
 _iter_unpack = struct.iter_unpack
 _events = lib.mtcp_engine_events
+_close = lib.mtcp_close
+_getaddrs = lib.mtcp_getaddrs
 
 
 def _monotonic_us():
@@ -156,6 +158,7 @@ class _Engine:
         self._a1 = ffi.new("struct mtcp_addr *")
         self._a2 = ffi.new("struct mtcp_addr *")
         self._ab = ffi.new("struct mtcp_addr[2]")     # getaddrs_raw: both addresses, one bytes copy
+        self._ab1 = self._ab + 1
         self._abuf = ffi.buffer(self._ab)
         assert ffi.sizeof("struct mtcp_addr") == 20 and ffi.sizeof("struct mtcp_event") == _EV_SIZE
         self._conns = {}            # cid -> transport
@@ -226,8 +229,10 @@ class _Engine:
             for cid, parent, t, err in _iter_unpack(_EV_FMT, evbuf[0:k * _EV_SIZE]):
                 if t == 4:      # MTCP_EV_READABLE
                     tr = conns.get(cid)
-                    if tr is not None and tr._reading and not tr._read_scheduled:
-                        tr._read_ready()
+                    if tr is not None:
+                        tr._rx_empty = False
+                        if tr._reading and not tr._read_scheduled:
+                            tr._read_ready()
                 elif t == 5:    # MTCP_EV_WRITABLE
                     tr = conns.get(cid)
                     if tr is not None:
@@ -244,8 +249,10 @@ class _Engine:
                     srv = self._listeners.get(parent)
                     if srv is None:
                         lib.mtcp_abort(self.e, cid)
+                    elif srv._serving:
+                        srv._accept(cid, True)  # the transport sees every later event of cid
                     else:
-                        srv._on_accept(cid)     # registers the transport, or keeps cid in _unowned
+                        srv._on_accept(cid)     # keeps cid pending (and in _unowned)
                 elif t == 8:    # MTCP_EV_CLOSED
                     tr = conns.get(cid)
                     if tr is not None:
@@ -283,14 +290,18 @@ class _Engine:
 
     def release(self, cid, abort=False):
         self._conns.pop(cid, None)
-        self._unowned.pop(cid, None)
-        if self.e is None:
+        if self._unowned:
+            self._unowned.pop(cid, None)
+        e = self.e
+        if e is None:
             return
         if abort:
-            lib.mtcp_abort(self.e, cid)
+            lib.mtcp_abort(e, cid)
         else:
-            lib.mtcp_close(self.e, cid)
-        self.kick()
+            _close(e, cid)
+        if not self._scheduled:     # kick()
+            self._scheduled = True
+            self.loop.call_soon(self._run)
 
     def send(self, cid, data):
         e = self.e
@@ -345,7 +356,7 @@ class _Engine:
 
     def getaddrs_raw(self, cid):
         """Both struct mtcp_addr of cid as 40 raw bytes (local, remote), or None if cid is gone."""
-        if lib.mtcp_getaddrs(self.e, cid, self._ab, self._ab + 1) < 0:
+        if _getaddrs(self.e, cid, self._ab, self._ab1) < 0:
             return None
         return self._abuf[:]
 
@@ -497,7 +508,7 @@ class MTCPServer(events.AbstractServer):
             return
         self._accept(cid)
 
-    def _accept(self, cid):
+    def _accept(self, cid, fresh=False):
         loop = self._loop
         eng = self._engine
         loop._mtcp_n_user_accepted += 1
@@ -509,10 +520,10 @@ class MTCPServer(events.AbstractServer):
                     loop, protocol, self._ssl_context, waiter, server_side=True,
                     ssl_handshake_timeout=self._ssl_handshake_timeout,
                     ssl_shutdown_timeout=self._ssl_shutdown_timeout)
-                MTCPTransport(loop, eng, cid, ssl_protocol, server=self)
+                MTCPTransport(loop, eng, cid, ssl_protocol, server=self, fresh=fresh)
                 waiter.add_done_callback(_consume_exception)
             else:
-                MTCPTransport(loop, eng, cid, protocol, server=self)
+                MTCPTransport(loop, eng, cid, protocol, server=self, fresh=fresh)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:

@@ -239,7 +239,7 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
                  "_protocol_is_buffered", "_server", "_buffer", "_buffer_size", "_conn_lost",
                  "_closing", "_eof", "_paused", "_reading", "_peer_eof", "_eof_delivered",
                  "_read_scheduled", "_released", "_empty_waiter", "_engine_closed", "_waiter",
-                 "__weakref__")
+                 "_rx_empty", "__weakref__")
 
     max_size = 256 * 1024                   # asyncio's per-read cap (kept for compatibility)
     # bytes per data_received call at most: below glibc's 128 KiB mmap threshold, so the bytes
@@ -249,7 +249,7 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
     _sendfile_compatible = constants._SendfileMode.FALLBACK
 
     def __init__(self, loop, engine, cid, protocol, waiter=None, extra=None, server=None,
-                 kernel_sock=None):
+                 kernel_sock=None, fresh=False):
         if _recv is None:
             _native()
         # _FlowControlMixin.__init__ + BaseTransport.__init__, inlined (asyncio's default limits)
@@ -280,8 +280,11 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
         self._empty_waiter = None
         self._engine_closed = False
         self._waiter = waiter
+        # True: the engine's receive buffer is known to be empty (no READABLE since we drained it
+        # or since the ACCEPT event that created this transport in the dispatch pass: fresh)
+        self._rx_empty = fresh
         if server is not None:
-            server._attach()
+            server._active_count += 1         # server._attach()
         # engine.register(cid, self), inlined
         engine._conns[cid] = self
         if engine._unowned:
@@ -378,10 +381,15 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
             return
         # a READABLE/PEER_CLOSED event after this calls _read_ready in the dispatch pass; only
         # what is already there needs the next-iteration read (as asyncio's first select)
-        e = self._engine.e
-        if self._peer_eof or e is None or _readable(e, self._cid) != 0:
-            self._read_scheduled = True
-            self._loop.call_soon(self._read_ready)
+        if not self._peer_eof:
+            if self._rx_empty:
+                return
+            e = self._engine.e
+            if e is not None and _readable(e, self._cid) == 0:
+                self._rx_empty = True
+                return
+        self._read_scheduled = True
+        self._loop.call_soon(self._read_ready)
 
     def _schedule_read(self):
         if not self._read_scheduled and self._reading:
@@ -389,6 +397,7 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
             self._loop.call_soon(self._read_ready)
 
     def _on_readable(self):          # engine event
+        self._rx_empty = False
         if self._reading and not self._read_scheduled:
             self._read_ready()
 
@@ -407,18 +416,24 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
         cid = self._cid
         chunk = self.recv_chunk
         while not self._paused and not self._closing:
-            e = eng.e
-            if e is None:
-                return
-            r = _recv(e, cid, eng._rxbuf, chunk)
+            if self._rx_empty:
+                r = 0
+            else:
+                e = eng.e
+                if e is None:
+                    return
+                r = _recv(e, cid, eng._rxbuf, chunk)
             if r <= 0:
                 if r == 0:                      # nothing readable now
+                    self._rx_empty = True
                     if self._peer_eof and not self._eof_delivered:
                         self._eof_delivered = True
                         self._read_ready__on_eof()
                 elif r != -_errno.EBADF:
                     self._fatal_error(os_error(-r), "Fatal read error on mtcp transport")
                 return
+            if r < chunk:
+                self._rx_empty = True           # drained (the engine only adds data in poll)
             data = eng._rxview[:r]
             if not eng._scheduled:              # the window may reopen: let the engine announce it
                 eng._scheduled = True
@@ -431,11 +446,12 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
                 self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
                 return
             if r < chunk and not self._peer_eof:
-                return                          # drained (the engine only adds data in poll)
+                return
 
     def _read_ready__buffered(self):
         eng = self._engine
         cid = self._cid
+        self._rx_empty = False                  # this path asks the engine (mtcp_readable)
         while not self._paused and not self._closing:
             avail = eng.readable(cid)
             if avail <= 0:
@@ -631,9 +647,11 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
         if self._released:
             return
         self._released = True
-        if self._addrs is None:
-            self._take_addrs()          # get_extra_info keeps working after close, as asyncio's
-        self._engine.release(self._cid, abort=abort)
+        eng = self._engine
+        if self._addrs is None and eng.e is not None:
+            # get_extra_info keeps working after close, as asyncio's: copy the raw addresses
+            self._addrs = eng.getaddrs_raw(self._cid)
+        eng.release(self._cid, abort=abort)
 
     def _call_connection_lost(self, exc):
         try:
@@ -650,8 +668,8 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
             self._protocol = None
             server = self._server
             if server is not None:
-                server._detach()
                 self._server = None
+                server._detach()
             if self._empty_waiter is not None:
                 if not self._empty_waiter.done():
                     self._empty_waiter.set_exception(ConnectionError("Connection is closed by peer"))
