@@ -20,6 +20,11 @@
  * TX (zero copy): TX slot i is TX ring frame i; txsync marks every released slot
  *   TP_STATUS_SEND_REQUEST and issues one sendto() for the batch; slots come back as the
  *   kernel hands frames back (TP_STATUS_AVAILABLE; WRONG_FORMAT counted as an error).
+ *   A kick that fails (ENOBUFS: the device refused a frame, e.g. a full TAP/veth queue with
+ *   PACKET_QDISC_BYPASS; EAGAIN) leaves that frame and every later one SEND_REQUEST, and the
+ *   kernel looks at them only when kicked again: txsync then owes a kick, repeats it at every
+ *   call (also when it queued nothing new) until one succeeds, and next_deadline reports
+ *   PKT_KICK_RETRY_US after the last attempt so the engine comes back for it.
  *   With the vnet header TX takes partial checksums (LINK_FEAT_CSUM_TX: NEEDS_CSUM with the
  *   slot's csum_start/offset); no TSO (a TX ring frame holds one MTU-sized frame).
  */
@@ -44,6 +49,7 @@
 #define PKT_RX_SLOTS 4096u               /* > frames one block can hold (~900) */
 #define PKT_TX_FRAMES 1024u
 #define PKT_BLOCK_TOV_MS 1u
+#define PKT_KICK_RETRY_US 100u           /* a refused TX kick is retried this much later */
 #define PKT_TX_HDR TPACKET_ALIGN(sizeof(struct tpacket3_hdr))
 
 struct pkt_link {
@@ -63,6 +69,8 @@ struct pkt_link {
     /* TX */
     uint32_t tx_hwcur;                  /* first slot not yet submitted */
     uint32_t tx_done;                   /* first slot not yet completed */
+    int kick_owed;                      /* the last sendto() did not take every frame */
+    uint64_t tx_now;                    /* now_us of the last txsync */
     uint64_t tx_errors, rx_frames, tx_frames_sent, kernel_drops;
     int vnet;                           /* PACKET_VNET_HDR on: a virtio_net_hdr precedes frames */
     char ifname[IFNAMSIZ];
@@ -176,6 +184,32 @@ static int pkt_rxsync(struct mtcp_link *l, uint64_t now)
     return n;
 }
 
+/* reclaim completed frames, in order */
+static void pkt_tx_reclaim(struct pkt_link *p)
+{
+    struct link_ring *t = &p->l.tx;
+    while (p->tx_done != p->tx_hwcur) {
+        struct tpacket3_hdr *h = tx_frame(p, p->tx_done);
+        uint32_t st = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
+        if (st & (TP_STATUS_SEND_REQUEST | TP_STATUS_SENDING))
+            break;
+        if (st & TP_STATUS_WRONG_FORMAT) {
+            p->tx_errors++;
+            __atomic_store_n(&h->tp_status, TP_STATUS_AVAILABLE, __ATOMIC_RELEASE);
+        }
+        p->tx_done = link_ring_next(t, p->tx_done);
+    }
+}
+
+/* The oldest outstanding frame still waits for the kernel to take it (not yet SENDING). */
+static int pkt_tx_oldest_waiting(struct pkt_link *p)
+{
+    if (p->tx_done == p->tx_hwcur)
+        return 0;
+    uint32_t st = __atomic_load_n(&tx_frame(p, p->tx_done)->tp_status, __ATOMIC_ACQUIRE);
+    return (st & TP_STATUS_SEND_REQUEST) != 0;
+}
+
 static int pkt_txsync(struct mtcp_link *l, uint64_t now)
 {
     struct pkt_link *p = (struct pkt_link *)l;
@@ -205,24 +239,24 @@ static int pkt_txsync(struct mtcp_link *l, uint64_t now)
         n++;
     }
     p->tx_hwcur = t->head;
-    if (n) {
-        if (sendto(p->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0 && errno != EAGAIN &&
-            errno != ENOBUFS && errno != EINTR)
-            p->tx_errors++;
-        p->tx_frames_sent += (uint64_t)n;
-    }
-    /* reclaim completed frames, in order */
-    while (p->tx_done != p->tx_hwcur) {
-        struct tpacket3_hdr *h = tx_frame(p, p->tx_done);
-        uint32_t st = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
-        if (st & (TP_STATUS_SEND_REQUEST | TP_STATUS_SENDING))
-            break;
-        if (st & TP_STATUS_WRONG_FORMAT) {
-            p->tx_errors++;
-            __atomic_store_n(&h->tp_status, TP_STATUS_AVAILABLE, __ATOMIC_RELEASE);
+    p->tx_now = now;
+    p->tx_frames_sent += (uint64_t)n;
+    pkt_tx_reclaim(p);
+    /* Kick for new frames, and again while frames the kernel refused wait: after ENOBUFS the
+     * kernel leaves the refused frame and the rest SEND_REQUEST and will not look at them until
+     * the next sendto(), which the engine would never issue once the ring is full. */
+    if (n || p->kick_owed || pkt_tx_oldest_waiting(p)) {
+        if (sendto(p->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0) {
+            if (errno != EAGAIN && errno != ENOBUFS && errno != EINTR)
+                p->tx_errors++;
+            p->kick_owed = 1;
+        } else {
+            p->kick_owed = 0;
         }
-        p->tx_done = link_ring_next(t, p->tx_done);
+        pkt_tx_reclaim(p);
     }
+    if (p->tx_done == p->tx_hwcur)
+        p->kick_owed = 0;               /* nothing left: a later failure is for later frames */
     t->tail = (p->tx_done + t->mask) & t->mask;
     return n;
 }
@@ -230,9 +264,12 @@ static int pkt_txsync(struct mtcp_link *l, uint64_t now)
 static int pkt_fd(struct mtcp_link *l) { return ((struct pkt_link *)l)->fd; }
 static int64_t pkt_next_deadline(struct mtcp_link *l)
 {
-    /* TX frames still in flight complete without a wakeup on the fd: look again soon */
+    /* TX frames still in flight complete without a wakeup on the fd: look again soon; frames
+     * the kernel refused (a kick is owed) are retried PKT_KICK_RETRY_US after the last try */
     struct pkt_link *p = (struct pkt_link *)l;
-    return p->tx_done != p->tx_hwcur ? 0 : -1;
+    if (p->tx_done == p->tx_hwcur)
+        return -1;
+    return p->kick_owed ? (int64_t)(p->tx_now + PKT_KICK_RETRY_US) : 0;
 }
 
 static void pkt_destroy(struct mtcp_link *l)

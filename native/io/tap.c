@@ -13,7 +13,10 @@
  *   TX: writev(vnet hdr, frame). LINK_SLOT_F_CSUM_PARTIAL -> NEEDS_CSUM; LINK_SLOT_F_GSO ->
  *       gso_type TCPV4/TCPV6 by ethertype, gso_size, hdr_len (must come with CSUM_PARTIAL).
  * A tun fd has no batch read/write: this backend costs one syscall per frame (TSO keeps the
- * frame count low); rxsync reads until the ring is full or EAGAIN.
+ * frame count low); rxsync reads until the ring is full or EAGAIN. A write refused with
+ * EAGAIN/ENOBUFS keeps that frame and the rest for the next txsync; while they wait,
+ * next_deadline reports TAP_TX_RETRY_US after the last attempt (the fd does not signal
+ * writability to the engine, so without it they would wait for unrelated traffic).
  * The fd (mtcp_link_fd) is the tap queue fd itself: readable when frames wait.
  */
 #include <errno.h>
@@ -32,12 +35,14 @@
 #include "io_util.h"
 
 #define TAP_BUF_SIZE (65536u + 64u)   /* a 64 KiB super-frame + Ethernet/VLAN header */
+#define TAP_TX_RETRY_US 100u          /* frames refused by a write are retried this much later */
 
 struct tap_link {
     struct mtcp_link l;
     int fd;
     uint32_t queue, offload;
     uint32_t tx_hwcur;
+    uint64_t tx_now;                  /* now_us of the last txsync */
     uint64_t rx_frames, tx_frames, rx_errors, tx_errors;
     char ifname[IFNAMSIZ];
 };
@@ -146,12 +151,17 @@ static int tap_txsync(struct mtcp_link *l, uint64_t now)
         n++;
     }
     t->tx_hwcur = i;
+    t->tx_now = now;
     r->tail = (i + r->mask) & r->mask;
     return n;
 }
 
 static int tap_fd(struct mtcp_link *l) { return ((struct tap_link *)l)->fd; }
-static int64_t tap_next_deadline(struct mtcp_link *l) { (void)l; return -1; }
+static int64_t tap_next_deadline(struct mtcp_link *l)
+{
+    struct tap_link *t = (struct tap_link *)l;
+    return t->tx_hwcur != l->tx.head ? (int64_t)(t->tx_now + TAP_TX_RETRY_US) : -1;
+}
 
 static void tap_destroy(struct mtcp_link *l)
 {

@@ -16,7 +16,8 @@
  * TX: TX slot i is UMEM TX frame i; txsync posts descriptors for released slots and kicks
  *   the kernel with sendto() (copy mode sends at most 32 frames per call, so one call per 32
  *   frames there; zero copy: one call when the ring asks for a wakeup); completions give
- *   slots back (in order).
+ *   slots back (in order). Every txsync kicks again while frames are outstanding; after a
+ *   refused kick (EBUSY/ENOBUFS) next_deadline is XDP_KICK_RETRY_US later instead of "now".
  * XDP frames carry no checksum metadata: flags are 0 (the engine checks checksums). A kernel
  *   peer on a veth must therefore send complete checksums (the testbed turns tx checksum
  *   offload and TSO off on the peer side).
@@ -76,6 +77,7 @@ int mtcp_xdp_share(const char *ifname, uint32_t flags, char *err, size_t errlen)
 #define XDP_RX_FRAMES 2048u
 #define XDP_TX_FRAMES 2048u
 #define XDP_RING 2048u
+#define XDP_KICK_RETRY_US 100u
 
 struct xring {
     uint32_t *producer, *consumer, *flags;
@@ -97,6 +99,8 @@ struct xdp_link {
     struct xring rx, tx, fill, comp;
     uint32_t last_head;       /* RX slots released up to here were returned to the fill ring */
     uint32_t tx_hwcur, tx_done;
+    int kick_owed;            /* the last TX kick was refused (EBUSY/ENOBUFS): retry later */
+    uint64_t tx_now;          /* now_us of the last txsync */
     uint64_t rx_frames, tx_frames, tx_errors;
     int zerocopy;
 };
@@ -347,6 +351,8 @@ static int xdp_txsync(struct mtcp_link *l, uint64_t now)
     x->tx_hwcur = i;
     if (n)
         __atomic_store_n(tx->producer, tx->cached_prod, __ATOMIC_RELEASE);
+    x->tx_now = now;
+    x->kick_owed = 0;
     if (x->tx_done != x->tx_hwcur &&
         (!x->zerocopy || (__atomic_load_n(tx->flags, __ATOMIC_RELAXED) & XDP_RING_NEED_WAKEUP))) {
         /* Copy mode transmits at most 32 descriptors per sendto (the kernel's TX batch):
@@ -356,6 +362,7 @@ static int xdp_txsync(struct mtcp_link *l, uint64_t now)
             if (sendto(x->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0 && errno != EAGAIN) {
                 if (errno != EBUSY && errno != ENOBUFS && errno != ENETDOWN)
                     x->tx_errors++;
+                x->kick_owed = 1;          /* refused: retried at the next txsync (deadline) */
                 break;
             }
             if (x->zerocopy || __atomic_load_n(tx->consumer, __ATOMIC_ACQUIRE) == tx->cached_prod)
@@ -372,7 +379,10 @@ static int xdp_fd(struct mtcp_link *l) { return ((struct xdp_link *)l)->fd; }
 static int64_t xdp_next_deadline(struct mtcp_link *l)
 {
     struct xdp_link *x = (struct xdp_link *)l;
-    return x->tx_done != x->tx_hwcur ? 0 : -1;    /* completions come without a wakeup */
+    if (x->tx_done == x->tx_hwcur)
+        return -1;
+    /* completions come without a wakeup: look again now; after a refused kick, a little later */
+    return x->kick_owed ? (int64_t)(x->tx_now + XDP_KICK_RETRY_US) : 0;
 }
 
 static void xdp_free(struct xdp_link *x)
