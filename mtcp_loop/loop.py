@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
+import functools
 import ipaddress
 import logging
 import socket
@@ -65,8 +66,10 @@ def _strip_scope(host):
     return host.split("%", 1)[0] if isinstance(host, str) else host
 
 
+@functools.lru_cache(maxsize=1024)
 def stack_owns(family, host, listen=False):
-    """True when the in-process loopback stack owns this address (127.0.0.0/8, ::1; for a
+    """(Cached: a pure function of its arguments, asked twice per address on every connect.)
+    True when the in-process loopback stack owns this address (127.0.0.0/8, ::1; for a
     listener also the wildcard addresses)."""
     try:
         ip = ipaddress.ip_address(_strip_scope(host))

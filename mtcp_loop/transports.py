@@ -428,7 +428,18 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
                     self._rx_empty = True
                     if self._peer_eof and not self._eof_delivered:
                         self._eof_delivered = True
-                        self._read_ready__on_eof()
+                        # _read_ready__on_eof(), inlined
+                        if self._loop.get_debug():
+                            logger.debug("%r received EOF", self)
+                        try:
+                            keep_open = self._protocol.eof_received()
+                        except (SystemExit, KeyboardInterrupt):
+                            raise
+                        except BaseException as exc:
+                            self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
+                            return
+                        if not keep_open:
+                            self.close()
                 elif r != -_errno.EBADF:
                     self._fatal_error(os_error(-r), "Fatal read error on mtcp transport")
                 return
@@ -658,7 +669,12 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
             if self._protocol_connected:
                 self._protocol.connection_lost(exc)
         finally:
-            self._release(abort=False)
+            if not self._released:          # _release(abort=False), inlined
+                self._released = True
+                eng = self._engine
+                if self._addrs is None and eng.e is not None:
+                    self._addrs = eng.getaddrs_raw(self._cid)
+                eng.release(self._cid)
             if self._kernel_sock is not None:
                 try:
                     self._kernel_sock.close()
@@ -669,7 +685,10 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
             server = self._server
             if server is not None:
                 self._server = None
-                server._detach()
+                server._active_count -= 1   # server._detach(), inlined
+                if server._active_count <= 0:
+                    server._active_count += 1
+                    server._detach()
             if self._empty_waiter is not None:
                 if not self._empty_waiter.done():
                     self._empty_waiter.set_exception(ConnectionError("Connection is closed by peer"))
