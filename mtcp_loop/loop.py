@@ -759,6 +759,10 @@ class _MTCPLoopMixin:
         return transport, protocol
 
     async def _resolve_stream(self, host, port, family, proto, flags):
+        # an IP literal needs no getaddrinfo (asyncio's _ensure_resolved skips it the same way)
+        info = base_events._ipaddr_info(host, port, family, socket.SOCK_STREAM, proto)
+        if info is not None:
+            return [info]
         infos = await self.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM,
                                        proto=proto, flags=flags)
         if not infos:
