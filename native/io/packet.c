@@ -1,22 +1,25 @@
 /*
- * packet.c — AF_PACKET backend: TPACKET_V3 RX ring + TX ring in one mmap (mtcp_packet_open).
+ * packet.c — AF_PACKET backend: TPACKET_V2 RX ring + TX ring in one mmap (mtcp_packet_open).
  *
  * Bound to an existing interface by name (a veth end, a NIC), ETH_P_ALL, PACKET_QDISC_BYPASS
  * for TX, PACKET_IGNORE_OUTGOING so frames the kernel itself sends on the interface are not
  * seen. With nqueues > 1 the socket joins a PACKET_FANOUT_HASH group keyed by the ifindex
  * (one socket per queue/worker).
  *
- * RX (zero copy): the kernel fills blocks of frames; a retired block (TP_STATUS_USER) is
- *   mapped into link RX slots (slot.buf points into the block) when the ring has room for all
- *   its frames; the block goes back to the kernel once the user has released every frame of it.
+ * RX (zero copy): TPACKET_V2, per-frame status: a frame is the user's (TP_STATUS_USER) as soon
+ *   as the kernel has written it and the socket is woken for every frame, so a lone frame is
+ *   handed over at once (TPACKET_V3 hands over whole blocks, and a block that does not fill
+ *   waits for its retire timer: 1 ms per message in a ping-pong). Each RX frame slot holds a
+ *   64 KiB GSO frame (PKT_RX_FRAME_SIZE; PKT_RX_FRAMES of them, in 1 MiB blocks); rxsync maps
+ *   ready frames into link RX slots (slot.buf points into the ring) and gives a frame back to
+ *   the kernel (TP_STATUS_KERNEL) once the user releases its slot.
  *   With PACKET_VNET_HDR (the default; MTCP_LINK_NO_OFFLOAD turns it off) every frame is
  *   preceded by a struct virtio_net_hdr: NEEDS_CSUM -> LINK_SLOT_F_CSUM_PARTIAL with the
  *   kernel's csum_start/csum_offset, DATA_VALID -> LINK_SLOT_F_CSUM_VALID, a GSO skb (from a
  *   local veth peer) -> LINK_SLOT_F_GSO with its gso_size. Without it: TP_STATUS_CSUMNOTREADY
  *   -> CSUM_PARTIAL with csum_start = transport header (IPv4/IPv6 parsed), csum_offset 16 (TCP)
  *   / 6 (UDP); TP_STATUS_CSUM_VALID -> CSUM_VALID; frames longer than the MTU -> GSO, size 0.
- *   Latency: V3 hands over whole blocks; a block that does not fill is retired after
- *   PKT_BLOCK_TOV_MS, so sparse traffic sees up to that much extra delay.
+ *   A frame the kernel truncated (longer than a frame slot) is dropped and counted (rx_errors).
  * TX (zero copy): TX slot i is TX ring frame i; txsync marks every released slot
  *   TP_STATUS_SEND_REQUEST and issues one sendto() for the batch; slots come back as the
  *   kernel hands frames back (TP_STATUS_AVAILABLE; WRONG_FORMAT counted as an error).
@@ -44,13 +47,14 @@
 #include "link.h"
 #include "io_util.h"
 
-#define PKT_RX_BLOCK_SIZE (1u << 17)     /* 128 KiB: holds a 64 KiB GSO frame */
-#define PKT_RX_BLOCK_NR 64u
-#define PKT_RX_SLOTS 4096u               /* > frames one block can hold (~900) */
+#define PKT_RX_FRAME_SIZE (17u * 4096u) /* tpacket2_hdr + sockaddr_ll + vnet hdr + a 64 KiB GSO frame */
+#define PKT_RX_BLOCK_SIZE (1u << 20)      /* 15 frames per block */
+#define PKT_RX_BLOCK_NR 40u
+#define PKT_RX_FRAMES (PKT_RX_BLOCK_SIZE / PKT_RX_FRAME_SIZE * PKT_RX_BLOCK_NR)   /* 600 */
+#define PKT_RX_SLOTS 1024u                /* > PKT_RX_FRAMES: the link ring never limits */
 #define PKT_TX_FRAMES 1024u
-#define PKT_BLOCK_TOV_MS 1u
 #define PKT_KICK_RETRY_US 100u           /* a refused TX kick is retried this much later */
-#define PKT_TX_HDR TPACKET_ALIGN(sizeof(struct tpacket3_hdr))
+#define PKT_TX_HDR TPACKET_ALIGN(sizeof(struct tpacket2_hdr))
 
 struct pkt_link {
     struct mtcp_link l;
@@ -59,13 +63,11 @@ struct pkt_link {
     size_t map_len;
     uint8_t *rx_base, *tx_base;
     uint32_t tx_frame_size, tx_frames;
-    /* RX block bookkeeping */
-    uint32_t next_blk;                  /* next block to look at */
-    uint32_t q_first, q_len;            /* handed-out blocks, in order */
-    uint32_t q_blk[PKT_RX_BLOCK_NR];
-    uint64_t q_end[PKT_RX_BLOCK_NR];    /* produced-frame count at the end of each */
-    uint64_t produced, consumed;
-    uint32_t last_head;
+    /* RX frame bookkeeping */
+    uint32_t rx_next;                   /* next RX ring frame the kernel fills */
+    uint32_t last_head;                 /* link RX slots before this were given back */
+    uint32_t rx_frame_of[PKT_RX_SLOTS]; /* RX ring frame behind each link RX slot */
+    uint64_t rx_errors;
     /* TX */
     uint32_t tx_hwcur;                  /* first slot not yet submitted */
     uint32_t tx_done;                   /* first slot not yet completed */
@@ -76,13 +78,15 @@ struct pkt_link {
     char ifname[IFNAMSIZ];
 };
 
-static inline struct tpacket_block_desc *rx_block(struct pkt_link *p, uint32_t i)
+static inline struct tpacket2_hdr *rx_frame(struct pkt_link *p, uint32_t i)
 {
-    return (struct tpacket_block_desc *)(p->rx_base + (size_t)i * PKT_RX_BLOCK_SIZE);
+    const uint32_t per_block = PKT_RX_BLOCK_SIZE / PKT_RX_FRAME_SIZE;
+    return (struct tpacket2_hdr *)(p->rx_base + (size_t)(i / per_block) * PKT_RX_BLOCK_SIZE +
+                                   (size_t)(i % per_block) * PKT_RX_FRAME_SIZE);
 }
-static inline struct tpacket3_hdr *tx_frame(struct pkt_link *p, uint32_t i)
+static inline struct tpacket2_hdr *tx_frame(struct pkt_link *p, uint32_t i)
 {
-    return (struct tpacket3_hdr *)(p->tx_base + (size_t)i * p->tx_frame_size);
+    return (struct tpacket2_hdr *)(p->tx_base + (size_t)i * p->tx_frame_size);
 }
 
 static void csum_partial_from_headers(struct link_slot *s)
@@ -116,71 +120,60 @@ static int pkt_rxsync(struct mtcp_link *l, uint64_t now)
 {
     struct pkt_link *p = (struct pkt_link *)l;
     struct link_ring *r = &l->rx;
-    /* 1. give back blocks whose frames were all released */
-    p->consumed += (r->head - p->last_head) & r->mask;
+    /* 1. frames of released slots back to the kernel */
+    for (uint32_t i = p->last_head; i != r->head; i = link_ring_next(r, i))
+        __atomic_store_n(&rx_frame(p, p->rx_frame_of[i])->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
     p->last_head = r->head;
-    while (p->q_len && p->q_end[p->q_first] <= p->consumed) {
-        struct tpacket_block_desc *b = rx_block(p, p->q_blk[p->q_first]);
-        __atomic_store_n(&b->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
-        p->q_first = (p->q_first + 1) % PKT_RX_BLOCK_NR;
-        p->q_len--;
-    }
-    /* 2. map retired blocks into slots */
+    /* 2. ready frames into slots, in ring order */
     int n = 0;
-    for (;;) {
-        struct tpacket_block_desc *b = rx_block(p, p->next_blk);
-        uint32_t st = __atomic_load_n(&b->hdr.bh1.block_status, __ATOMIC_ACQUIRE);
+    while (link_ring_next(r, r->tail) != r->head) {
+        struct tpacket2_hdr *h = rx_frame(p, p->rx_next);
+        uint32_t st = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
         if (!(st & TP_STATUS_USER))
             break;
-        uint32_t np = b->hdr.bh1.num_pkts;
-        uint32_t used = (r->tail - r->head) & r->mask;
-        if (np > r->mask - used)
-            break;                                  /* wait until the user releases slots */
-        uint8_t *fp = (uint8_t *)b + b->hdr.bh1.offset_to_first_pkt;
-        for (uint32_t k = 0; k < np; k++) {
-            struct tpacket3_hdr *h = (struct tpacket3_hdr *)fp;
-            struct link_slot *s = &r->slot[r->tail];
-            s->buf = fp + h->tp_mac;
-            s->len = h->tp_snaplen;
-            s->flags = 0;
-            s->gso_size = 0;
-            s->csum_start = s->csum_offset = 0;
-            if (p->vnet && h->tp_mac >= sizeof(struct virtio_net_hdr)) {
-                struct virtio_net_hdr vh;
-                memcpy(&vh, fp + h->tp_mac - sizeof(vh), sizeof(vh));
-                if (vh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
-                    s->flags |= LINK_SLOT_F_CSUM_PARTIAL;
-                    s->csum_start = vh.csum_start;
-                    s->csum_offset = vh.csum_offset;
-                }
-                if (vh.flags & VIRTIO_NET_HDR_F_DATA_VALID)
-                    s->flags |= LINK_SLOT_F_CSUM_VALID;
-                if ((vh.gso_type & ~VIRTIO_NET_HDR_GSO_ECN) != VIRTIO_NET_HDR_GSO_NONE) {
-                    s->flags |= LINK_SLOT_F_GSO;
-                    s->gso_size = vh.gso_size;
-                }
-            } else {
-                if (h->tp_status & TP_STATUS_CSUMNOTREADY)
-                    csum_partial_from_headers(s);
-                if (h->tp_status & TP_STATUS_CSUM_VALID)
-                    s->flags |= LINK_SLOT_F_CSUM_VALID;
-                if (s->len > l->mtu + 18)
-                    s->flags |= LINK_SLOT_F_GSO;
-            }
-            if (l->pcap)
-                link_pcap_slot(l, s, now);
-            r->tail = link_ring_next(r, r->tail);
-            fp += h->tp_next_offset;
+        uint32_t fi = p->rx_next;
+        p->rx_next = p->rx_next + 1 == PKT_RX_FRAMES ? 0 : p->rx_next + 1;
+        if (h->tp_snaplen < h->tp_len || (st & TP_STATUS_COPY)) {
+            p->rx_errors++;                         /* truncated: longer than a frame slot */
+            __atomic_store_n(&h->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+            continue;
         }
-        p->produced += np;
-        p->rx_frames += np;
-        n += (int)np;
-        uint32_t qi = (p->q_first + p->q_len) % PKT_RX_BLOCK_NR;
-        p->q_blk[qi] = p->next_blk;
-        p->q_end[qi] = p->produced;
-        p->q_len++;
-        p->next_blk = (p->next_blk + 1) % PKT_RX_BLOCK_NR;
+        uint8_t *fp = (uint8_t *)h;
+        struct link_slot *s = &r->slot[r->tail];
+        s->buf = fp + h->tp_mac;
+        s->len = h->tp_snaplen;
+        s->flags = 0;
+        s->gso_size = 0;
+        s->csum_start = s->csum_offset = 0;
+        if (p->vnet && h->tp_mac >= sizeof(struct virtio_net_hdr)) {
+            struct virtio_net_hdr vh;
+            memcpy(&vh, fp + h->tp_mac - sizeof(vh), sizeof(vh));
+            if (vh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
+                s->flags |= LINK_SLOT_F_CSUM_PARTIAL;
+                s->csum_start = vh.csum_start;
+                s->csum_offset = vh.csum_offset;
+            }
+            if (vh.flags & VIRTIO_NET_HDR_F_DATA_VALID)
+                s->flags |= LINK_SLOT_F_CSUM_VALID;
+            if ((vh.gso_type & ~VIRTIO_NET_HDR_GSO_ECN) != VIRTIO_NET_HDR_GSO_NONE) {
+                s->flags |= LINK_SLOT_F_GSO;
+                s->gso_size = vh.gso_size;
+            }
+        } else {
+            if (st & TP_STATUS_CSUMNOTREADY)
+                csum_partial_from_headers(s);
+            if (st & TP_STATUS_CSUM_VALID)
+                s->flags |= LINK_SLOT_F_CSUM_VALID;
+            if (s->len > l->mtu + 18)
+                s->flags |= LINK_SLOT_F_GSO;
+        }
+        if (l->pcap)
+            link_pcap_slot(l, s, now);
+        p->rx_frame_of[r->tail] = fi;
+        r->tail = link_ring_next(r, r->tail);
+        n++;
     }
+    p->rx_frames += (uint64_t)n;
     return n;
 }
 
@@ -189,7 +182,7 @@ static void pkt_tx_reclaim(struct pkt_link *p)
 {
     struct link_ring *t = &p->l.tx;
     while (p->tx_done != p->tx_hwcur) {
-        struct tpacket3_hdr *h = tx_frame(p, p->tx_done);
+        struct tpacket2_hdr *h = tx_frame(p, p->tx_done);
         uint32_t st = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
         if (st & (TP_STATUS_SEND_REQUEST | TP_STATUS_SENDING))
             break;
@@ -216,7 +209,7 @@ static int pkt_txsync(struct mtcp_link *l, uint64_t now)
     struct link_ring *t = &l->tx;
     int n = 0;
     for (uint32_t i = p->tx_hwcur; i != t->head; i = link_ring_next(t, i)) {
-        struct tpacket3_hdr *h = tx_frame(p, i);
+        struct tpacket2_hdr *h = tx_frame(p, i);
         struct link_slot *s = &t->slot[i];
         if (l->pcap)
             link_pcap_slot(l, s, now);
@@ -234,7 +227,6 @@ static int pkt_txsync(struct mtcp_link *l, uint64_t now)
         }
         h->tp_len = len;
         h->tp_snaplen = len;
-        h->tp_next_offset = 0;
         __atomic_store_n(&h->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
         n++;
     }
@@ -286,7 +278,7 @@ static void pkt_destroy(struct mtcp_link *l)
 static void pkt_stats(struct mtcp_link *l, struct link_stats *o)
 {
     struct pkt_link *p = (struct pkt_link *)l;
-    struct tpacket_stats_v3 st;
+    struct tpacket_stats st;
     socklen_t sl = sizeof(st);
     /* PACKET_STATISTICS resets the kernel's counters on read: accumulate */
     if (getsockopt(p->fd, SOL_PACKET, PACKET_STATISTICS, &st, &sl) == 0)
@@ -294,6 +286,7 @@ static void pkt_stats(struct mtcp_link *l, struct link_stats *o)
     o->rx_frames = p->rx_frames;
     o->tx_frames = p->tx_frames_sent;
     o->rx_dropped = p->kernel_drops;
+    o->rx_errors = p->rx_errors;
     o->tx_errors = p->tx_errors;
 }
 
@@ -353,7 +346,7 @@ mtcp_link *mtcp_packet_open(const char *ifname, uint32_t queue, uint32_t nqueues
         goto fail;
     p->fd = fd;
     uint32_t mtu = sock_if_mtu(fd, ifname);
-    int v = TPACKET_V3, one = 1;
+    int v = TPACKET_V2, one = 1;
     step = "PACKET_VERSION";
     if (setsockopt(fd, SOL_PACKET, PACKET_VERSION, &v, sizeof(v)) < 0)
         goto fail;
@@ -363,10 +356,9 @@ mtcp_link *mtcp_packet_open(const char *ifname, uint32_t queue, uint32_t nqueues
     if (setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof(one)) < 0)
         goto fail;
     (void)setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one));
-    struct tpacket_req3 rx = {
+    struct tpacket_req rx = {
         .tp_block_size = PKT_RX_BLOCK_SIZE, .tp_block_nr = PKT_RX_BLOCK_NR,
-        .tp_frame_size = 2048, .tp_frame_nr = PKT_RX_BLOCK_SIZE / 2048 * PKT_RX_BLOCK_NR,
-        .tp_retire_blk_tov = PKT_BLOCK_TOV_MS, .tp_sizeof_priv = 0, .tp_feature_req_word = 0,
+        .tp_frame_size = PKT_RX_FRAME_SIZE, .tp_frame_nr = PKT_RX_FRAMES,
     };
     step = "PACKET_RX_RING";
     if (setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &rx, sizeof(rx)) < 0)
@@ -374,7 +366,7 @@ mtcp_link *mtcp_packet_open(const char *ifname, uint32_t queue, uint32_t nqueues
     uint32_t fs = io_pow2_roundup(mtu + 18 + (uint32_t)PKT_TX_HDR + (uint32_t)sizeof(struct virtio_net_hdr));
     if (fs < 2048) fs = 2048;
     uint32_t bs = fs > 65536 ? fs : 65536;
-    struct tpacket_req3 tx = {
+    struct tpacket_req tx = {
         .tp_block_size = bs, .tp_block_nr = PKT_TX_FRAMES * fs / bs,
         .tp_frame_size = fs, .tp_frame_nr = PKT_TX_FRAMES,
     };
@@ -412,7 +404,7 @@ mtcp_link *mtcp_packet_open(const char *ifname, uint32_t queue, uint32_t nqueues
     for (uint32_t i = 0; i < p->l.tx.num_slots; i++)
         p->l.tx.slot[i].buf = (uint8_t *)tx_frame(p, i) + PKT_TX_HDR + (p->vnet ? sizeof(struct virtio_net_hdr) : 0);
     p->l.tx.buf_size = fs - (uint32_t)PKT_TX_HDR - (p->vnet ? (uint32_t)sizeof(struct virtio_net_hdr) : 0);
-    p->l.rx.buf_size = PKT_RX_BLOCK_SIZE;
+    p->l.rx.buf_size = PKT_RX_FRAME_SIZE;
     p->l.ops = &pkt_ops;
     p->l.link_type = MTCP_LINK_ETHERNET;
     p->l.mtu = mtu;
