@@ -7,7 +7,7 @@ first, simultaneous, half-close by either or both with shutdown-then-read, abort
 random release styles (close at once, or shutdown and wait for MTCP_EV_CLOSED), slow readers that
 stop reading for a while (the window must close, then reopen, with nothing lost), random send and
 read sizes, staggered connection starts, SYN cookies (on a small SYN queue's overflow, or always;
-loss-free links only).
+on links without loss or reordering).
 
 Checked for every example:
   * every byte arrives intact, in order, exactly once (compared with the generated stream);
@@ -177,7 +177,8 @@ def scenarios(draw):
             c.s_bytes = c.s_bytes * TOTAL_CAP // total
     v6 = draw(st.booleans())
     impair = draw(impairments())
-    lossy = bool(impair and (impair[1] > 0 or impair[4] > 0 or impair[7] > 0))
+    # SYN cookies only where handshake segments are neither lost nor reordered (see below)
+    cookie_ok = not impair or not (impair[1] or impair[3] or impair[4] or impair[7])
     return Scenario(
         seed=draw(st.integers(1, 2**32 - 1)),
         v6=v6,
@@ -188,9 +189,11 @@ def scenarios(draw):
         nodelay=int(draw(st.booleans())),
         mtu=draw(st.sampled_from((1500, 1500, 9000) if v6 else (576, 1500, 1500, 9000))),
         conns=conns,
-        # a cookie connection whose third ACK is lost lives only in the client until the client
-        # sends: with an idle client that is a (legitimate) hang, so cookies only on loss-free links
-        cookies=0 if lossy else draw(st.sampled_from((0, 1, 2))),
+        # stateless cookies are fragile by design: a lost third ACK leaves the connection only in
+        # the client (an idle client hangs), and a later segment reordered ahead of the third ACK
+        # fails the cookie check and draws a RST (as on Linux); so cookies only on links that
+        # neither lose nor reorder
+        cookies=draw(st.sampled_from((0, 1, 2))) if cookie_ok else 0,
         pool=draw(st.sampled_from((0, 1))) if TIGHT_POOL else 0,
     )
 
@@ -1029,6 +1032,28 @@ def test_known_bug_no_writable_after_pool_exhaustion():
         lib.mtcp_engine_free(B)
         lib.mtcp_link_close(pa[0])
         lib.mtcp_link_close(pb[0])
+
+
+ACK_STORM = ('{"seed":7860,"v6":false,"impair":["reorder 10%",0,0,0.1,0,200,100,0],"bufs":[[1024,1024,256],'
+             '[1024,1024,256]],"sack":0,"ts":0,"wscale":0,"cc":0,"nodelay":0,"mtu":576,"conns":[{"c_bytes":0,'
+             '"s_bytes":0,"order":"client_first","c_style":"close","s_style":"close","abort_frac":0.0,"slow":"",'
+             '"pause_frac":0.0,"pause_us":300000,"start_us":451},{"c_bytes":0,"s_bytes":0,"order":"client_first",'
+             '"c_style":"close","s_style":"close","abort_frac":0.0,"slow":"","pause_frac":0.0,"pause_us":300000,'
+             '"start_us":0},{"c_bytes":0,"s_bytes":0,"order":"client_first","c_style":"close","s_style":"close",'
+             '"abort_frac":0.0,"slow":"","pause_frac":0.0,"pause_us":300000,"start_us":0}],"cookies":1}')
+
+
+@pytest.mark.xfail(strict=False, reason="C bug: ACK storm between a TIME-WAIT and a desynchronized peer: "
+                   "a segment with SEQ = RCV.NXT-1 is taken as a probe and ACKed at once, unlimited "
+                   "(native/tcp/tcp_in.c probe branch); the peer's RFC 5961 challenge ACKs are limited "
+                   "only by the engine-wide budget (1000/s)")
+def test_known_bug_ack_storm_timewait_vs_cookie_ghost():
+    """Three empty connections, 10% reorder, SYN cookies: a handshake ACK reordered behind the
+    client's FIN re-creates the (closed) connection from its cookie. The ghost (rcv_nxt = client ISS+1)
+    and the client's TIME-WAIT (snd_nxt = ISS+2) answer each other's ACK with an ACK: ~1000 frames/s
+    each way until the TIME-WAIT ends (about 2200 segments; a handful is expected)."""
+    sim = run_scenario(Scenario.from_json(ACK_STORM))
+    assert sim.ctr_a["segs_out"] < 200, summary(sim)
 
 
 def test_sim_detects_corruption():
