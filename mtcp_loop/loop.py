@@ -86,7 +86,7 @@ def _fill_addr(a, family, host, port):
     if family == socket.AF_INET:
         a.family = lib.MTCP_AF_INET
         raw = socket.inet_pton(socket.AF_INET, host or "0.0.0.0")
-        ffi.memmove(a.ip, raw, 4)
+        ffi.memmove(a.ip, raw + bytes(12), 16)     # whole field: structs are reused
     else:
         a.family = lib.MTCP_AF_INET6
         raw = socket.inet_pton(socket.AF_INET6, _strip_scope(host) or "::")
@@ -253,7 +253,7 @@ class _Engine:
                     if srv is None:
                         lib.mtcp_abort(self.e, cid)
                     elif srv._serving:
-                        srv._accept(cid, True)  # the transport sees every later event of cid
+                        srv._accept(cid, True)  # fresh: the transport sees every later event of cid
                     else:
                         srv._on_accept(cid)     # keeps cid pending (and in _unowned)
                 elif t == 8:    # MTCP_EV_CLOSED
@@ -392,10 +392,11 @@ class _Engine:
         return lid
 
     def connect(self, family, host, port, local=None):
-        r = _fill_addr(ffi.new("struct mtcp_addr *"), family, host, port)
+        # mtcp_connect copies both addresses: the engine's two scratch structs serve every call
+        r = _fill_addr(self._a1, family, host, port)
         la = ffi.NULL
         if local is not None:
-            la = _fill_addr(ffi.new("struct mtcp_addr *"), family, local[0], local[1])
+            la = _fill_addr(self._a2, family, local[0], local[1])
         cid = lib.mtcp_connect(self.e, _monotonic_us(), r, la)
         if cid < 0:
             raise os_error(-cid, f"Connect call failed {(host, port)!r}")
@@ -818,8 +819,9 @@ class _MTCPLoopMixin:
         if host is None and port is None:
             raise ValueError("host and port was not specified and no sock specified")
         infos = await self._resolve_stream(host, port, family, proto, flags)
-        stack = [(fam, sa) for fam, _t, _p, _c, sa in infos if self._route_to_stack(fam, sa[0], sa[1])]
-        others = [(fam, sa) for fam, _t, _p, _c, sa in infos if not self._route_to_stack(fam, sa[0], sa[1])]
+        stack, others = [], []
+        for fam, _t, _p, _c, sa in infos:
+            (stack if self._route_to_stack(fam, sa[0], sa[1]) else others).append((fam, sa))
         if self._mtcp_config.fallback == "error":
             bad = [sa for fam, sa in others if not self._stack_owns(fam, sa[0])]
             if bad and not stack:
