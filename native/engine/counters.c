@@ -70,6 +70,8 @@ static const char *const names[CTR_COUNT] = {
     [CTR_NEIGH_FAILED] = "neigh_failed",
     [CTR_EVENTS_OVERFLOW] = "events_overflow",
     [CTR_TW_RECYCLED] = "tw_recycled",
+    [CTR_TLP_PROBES] = "tlp_probes",
+    [CTR_RACK_LOST] = "rack_lost",
 };
 
 _Static_assert(CTR_DROP_UNSUPPORTED - CTR_DROP_TRUNCATED + 2 == WIRE_E_COUNT_, "one drop counter per WIRE_E_* reason");

@@ -91,6 +91,8 @@ enum mtcp_counter {
     CTR_EVENTS_OVERFLOW,
     /* additions */
     CTR_TW_RECYCLED,          /* TIME-WAIT blocks recycled because the connection pool was empty */
+    CTR_TLP_PROBES,           /* tail loss probes sent (RFC 8985 7) */
+    CTR_RACK_LOST,            /* sent ranges RACK marked lost (RFC 8985 6.2) */
     CTR_COUNT
 };
 

@@ -77,6 +77,8 @@ uint64_t tcp_next_deadline(const struct tcp_conn *c)
     d = min_nz(d, c->t_delack);
     d = min_nz(d, c->t_keepalive);
     d = min_nz(d, c->t_timewait);
+    d = min_nz(d, c->t_rack);
+    d = min_nz(d, c->t_tlp);
     return d;
 }
 
@@ -122,6 +124,8 @@ void tcpi_conn_closed(const struct tcp_env *env, struct tcp_conn *c)
     if (c->closed_done) return;
     c->state = MTCP_ST_CLOSED;
     c->t_rexmit = c->t_delack = c->t_keepalive = c->t_timewait = 0;
+    c->t_rack = c->t_tlp = 0;
+    c->rec_n = 0;
     c->persist = 0;
     tcpi_ooo_release(env, c);
     buf_stream_clear(env->pool, &c->snd);
@@ -160,6 +164,8 @@ void tcpi_enter_time_wait(const struct tcp_env *env, struct tcp_conn *c, uint64_
     c->state = MTCP_ST_TIME_WAIT;
     c->t_rexmit = 0;
     c->t_keepalive = 0;
+    c->t_rack = c->t_tlp = 0;
+    c->rec_n = 0;
     c->persist = 0;
     c->t_timewait = now + 2ull * env->cfg->msl_us;
     tcpi_ooo_release(env, c);

@@ -130,6 +130,37 @@ struct tcp_conn {
     /* read cursor into snd, numbered by sequence (base data_seq(c)): O(1) payload reads in
      * tcpi_emit; all-zero = no position; zeroed whenever snd is cleared */
     struct buf_cursor snd_cur;
+
+    /* RACK-TLP (RFC 8985), connections with SACK only (tcp_sack.c). rec[0..rec_n): what was sent
+     * in [rec_base, snd_max), contiguous and sorted: rec[i] covers [end of rec[i-1] (rec_base for
+     * i = 0), rec[i].end), last (re)transmitted at rec[i].ts (low 32 bits of the us clock), flags
+     * rec_fl[i] (TCP_RECF_*). New data sent in one output pass at the same time extends the last
+     * record; a retransmission splits records. Bounded: when full, neighbours with the same flags
+     * are merged (later time kept: loss is then detected later, never earlier). */
+#define TCP_REC_MAX 48
+#define TCP_RECF_RETRANS 0x01    /* retransmitted (its RTT is ambiguous) */
+#define TCP_RECF_LOST 0x02       /* marked lost, not yet retransmitted */
+    struct tcp_xmit_rec { uint32_t end, ts; } rec[TCP_REC_MAX];
+    uint8_t rec_fl[TCP_REC_MAX];
+    uint32_t rec_base;
+    uint8_t rec_n;
+    uint8_t rack_valid;           /* rack_ts/rack_end hold a delivered segment */
+    uint8_t rack_reord;           /* RACK.reordering_seen */
+    uint8_t rack_mult;            /* RACK.reo_wnd_mult (0 = 1) */
+    uint8_t rack_persist;         /* RACK.reo_wnd_persist */
+    uint8_t rack_dsack_valid;     /* rack_dsack_round is set */
+    uint8_t tlp_active;           /* a TLP episode is open (TLP.end_seq) */
+    uint8_t tlp_rxt;              /* the probe was a retransmission */
+    uint8_t rto_rec;              /* in recovery after an RTO (slow start goes on meanwhile) */
+    uint8_t pad5[3];
+    uint32_t rack_ts, rack_end;   /* RACK.xmit_ts / RACK.end_seq */
+    uint32_t rack_rtt;            /* RACK.rtt, us */
+    uint32_t rack_min_rtt;        /* min RTT, us (0 = none yet) */
+    uint32_t rack_fack;           /* highest sequence delivered (reordering detection) */
+    uint32_t rack_dsack_round;
+    uint32_t tlp_end;             /* TLP.end_seq */
+    uint64_t t_rack;              /* RACK reordering timer, absolute us, 0 = off */
+    uint64_t t_tlp;               /* tail loss probe timeout (PTO), absolute us, 0 = off */
 };
 
 /* What the engine gives TCP. */

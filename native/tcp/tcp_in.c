@@ -67,11 +67,14 @@ static void exit_recovery(const struct tcp_env *env, struct tcp_conn *c, uint64_
     c->flags &= (uint16_t)~TCPF_IN_RECOVERY;
     c->rec_inflate = 0;
     c->dupacks = 0;
-    cc_on_recovery_exit(&c->cc, now);
+    /* after an RTO, slow start went on during the recovery: cwnd stays where it got */
+    if (!c->rto_rec) cc_on_recovery_exit(&c->cc, now);
+    c->rto_rec = 0;
+    tcpi_rack_recovery_exit(c);
     (void)env;
 }
 
-static void enter_recovery(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
+void tcpi_enter_recovery(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
 {
     /* RFC 6582 3.2 step 2 / RFC 6675 5 step 4: RecoveryPoint = HighData, ssthresh/cwnd through
      * cc, retransmit the first unacked segment. */
@@ -81,7 +84,9 @@ static void enter_recovery(const struct tcp_env *env, struct tcp_conn *c, uint64
     cc_on_congestion(&c->cc, now, flight);
     c->rec_inflate = (c->flags & TCPF_SACK_OK) ? 0 : DUPTHRESH * eff_mss(c);
     c->high_rxt = c->snd_una;
-    c->rexmit_now = 1;
+    c->tlp_active = 0;
+    c->t_tlp = 0;
+    c->rexmit_now = 1;      /* with RACK: the first range it marked lost, else snd_una's segment */
     CNT(env, CTR_FAST_RETRANS);
     if (c->flags & TCPF_SACK_OK) CNT(env, CTR_SACK_RECOVERY);
     tcpi_want_output(env, c);
@@ -120,6 +125,8 @@ static int ack_advance(const struct tcp_env *env, struct tcp_conn *c, uint64_t n
         if (seq_ge(ack, c->recover)) {
             /* RFC 6582 3.2 step 3 (full ACK) / RFC 6675 5 step 4: leave recovery */
             exit_recovery(env, c, now);
+        } else if (c->rto_rec) {
+            cc_on_ack(&c->cc, now, data_acked, rtt ? rtt - 1 : 0, flight);   /* slow start after RTO */
         } else if (!(c->flags & TCPF_SACK_OK)) {
             /* RFC 6582 3.2 step 3 (partial ACK): retransmit the next unacked segment, deflate
              * by the amount acked, add back one SMSS, reset the RTO timer */
@@ -139,6 +146,15 @@ static int ack_advance(const struct tcp_env *env, struct tcp_conn *c, uint64_t n
     c->t_rexmit = (c->snd_una == c->snd_max) ? 0 : now + c->rto_us;
 
     if (c->sb_n) tcpi_sb_prune(c);
+    if (c->rec_n) tcpi_rack_prune(c);
+    /* RFC 8985 7.4: the TLP episode ends when its probe is acknowledged; a retransmitted probe
+     * acknowledged without a DSACK repaired a real loss: congestion response */
+    if (c->tlp_active && seq_ge(ack, c->tlp_end)) {
+        c->tlp_active = 0;
+        if (c->tlp_rxt && !tcpi_seg_dsack(seg) && !(c->flags & TCPF_IN_RECOVERY))
+            cc_on_congestion(&c->cc, now, flight);
+    }
+    tcpi_tlp_arm(env, c, now);
 
     if ((c->flags & TCPF_WANT_WRITABLE) && c->snd.len < c->sndbuf && data_acked) {
         c->flags &= (uint16_t)~TCPF_WANT_WRITABLE;
@@ -490,6 +506,7 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
     uint32_t old_wnd = c->snd_wnd;
     uint32_t new_wnd = (uint32_t)seg->win << c->snd_wscale;
     int sack_new = 0;
+    if (c->flags & TCPF_SACK_OK) tcpi_rack_on_ack(c, now, seg);     /* before the scoreboard changes */
     if ((c->flags & TCPF_SACK_OK) && seg->nsack) sack_new = tcpi_sb_update(c, seg);
     if (seq_gt(ack, c->snd_una)) {
         fin_acked = ack_advance(env, c, now, seg);
@@ -501,14 +518,23 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
         if (c->flags & TCPF_IN_RECOVERY) {
             if (!(c->flags & TCPF_SACK_OK)) c->rec_inflate += eff_mss(c);   /* RFC 6582 3.2 step 4 */
             tcpi_want_output(env, c);
-        } else if (seq_ge(c->snd_una, c->recover)) {
+        } else if (seq_ge(c->snd_una, c->recover) && !tcpi_rack_on(c)) {
             /* RFC 6582 3.2 step 2 (not for dupACKs below recover, e.g. after an RTO); RFC 6675
              * 5 step 4: DupThresh dupACKs or IsLost(HighACK + 1) */
             int lost = (c->flags & TCPF_SACK_OK) && c->sb_n && tcpi_sb_hole_lost(c, 0);
-            if (c->dupacks >= DUPTHRESH || lost) enter_recovery(env, c, now);
+            if (c->dupacks >= DUPTHRESH || lost) tcpi_enter_recovery(env, c, now);
         }
     }
     (void)sack_new;
+    /* RFC 8985: RACK marks losses (also of retransmissions) and starts recovery */
+    if (tcpi_rack_on(c) && can_send_data_state(c->state)) {
+        int lost = tcpi_rack_detect(c, now);
+        if (lost) {
+            if (env->counters) env->counters[CTR_RACK_LOST] += (uint64_t)lost;
+            if (!(c->flags & TCPF_IN_RECOVERY)) tcpi_enter_recovery(env, c, now);
+            tcpi_want_output(env, c);
+        }
+    }
 
     /* window update (RFC 9293 3.10.7.4: SND.WL1 < SEG.SEQ or (SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK)) */
     uint32_t wseq = probe ? c->rcv_nxt : seg->seq;     /* a probe's window is current */

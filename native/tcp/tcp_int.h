@@ -76,6 +76,18 @@ int tcpi_emit(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, uint3
 int tcpi_send_seg(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, uint32_t seq, uint32_t len,
                     uint8_t flags);
 void tcpi_sb_prune(struct tcp_conn *c);
+/* RACK-TLP (tcp_sack.c) */
+void tcpi_rack_sent(struct tcp_conn *c, uint64_t now, uint32_t seq, uint32_t end);
+void tcpi_rack_on_ack(struct tcp_conn *c, uint64_t now, const struct wire_tcp *seg);
+void tcpi_rack_prune(struct tcp_conn *c);
+int tcpi_rack_detect(struct tcp_conn *c, uint64_t now);
+void tcpi_rack_mark_all_lost(struct tcp_conn *c);
+void tcpi_rack_recovery_exit(struct tcp_conn *c);
+int tcpi_rack_on(const struct tcp_conn *c);
+int tcpi_seg_dsack(const struct wire_tcp *seg);
+void tcpi_tlp_arm(const struct tcp_env *env, struct tcp_conn *c, uint64_t now);
+void tcpi_enter_recovery(const struct tcp_env *env, struct tcp_conn *c, uint64_t now);
+void tcpi_tlp_fire(const struct tcp_env *env, struct tcp_conn *c, uint64_t now);
 int tcpi_sb_update(struct tcp_conn *c, const struct wire_tcp *seg);
 int tcpi_sb_hole_lost(const struct tcp_conn *c, uint32_t i);
 uint32_t tcpi_sb_pipe(const struct tcp_conn *c);

@@ -171,10 +171,13 @@ int tcpi_send_seg(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, u
             c->rtt_start_us = now;
         }
     }
+    int new_data = seq_gt(end, c->snd_max);
+    if (!(flags & WIRE_TCP_SYN)) tcpi_rack_sent(c, now, seq, end);     /* RACK: per-range send times */
     if (seq_gt(end, c->snd_nxt) && seq_le(seq, c->snd_nxt)) c->snd_nxt = end;
     if (seq_gt(end, c->snd_max)) c->snd_max = end;
     if (flags & WIRE_TCP_FIN) c->flags |= TCPF_FIN_SENT;
     if (!c->t_rexmit || c->persist) { c->persist = 0; c->t_rexmit = now + c->rto_us; }  /* RFC 6298 5.1 */
+    if (new_data && !(flags & WIRE_TCP_SYN)) tcpi_tlp_arm(env, c, now);      /* RFC 8985 7.2 */
     return n;
 }
 
@@ -194,10 +197,40 @@ uint32_t tcpi_persist_interval(const struct tcp_env *env, const struct tcp_conn 
     return (uint32_t)iv;
 }
 
+/* Retransmit [s, s+l) (a range from the scoreboard/RACK may end on our FIN's sequence number:
+ * the FIN goes with the data before it). Returns payload bytes sent, -1 without TX room, -2 when
+ * nothing (not even a FIN) could be sent. */
+static int send_rxt(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, uint32_t s, uint32_t l)
+{
+    uint32_t de = data_end(c);
+    uint8_t f = WIRE_TCP_ACK;
+    if (seq_gt(s + l, de)) {
+        l = seq_lt(s, de) ? de - s : 0;
+        if (c->flags & TCPF_FIN_SENT) f |= WIRE_TCP_FIN;
+    }
+    if (!l && !(f & WIRE_TCP_FIN)) return -2;
+    int n = tcpi_send_seg(env, c, now, s, l, f);
+    if (n == 0 && !(f & WIRE_TCP_FIN)) return -2;
+    if (n >= 0 && seq_lt(c->high_rxt, s + (uint32_t)n)) c->high_rxt = s + (uint32_t)n;
+    return n;
+}
+
 static void output_data(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
 {
     int sent = 0;
     int sack_rec = (c->flags & TCPF_IN_RECOVERY) && (c->flags & TCPF_SACK_OK);
+
+    /* RACK (RFC 8985): the first retransmission of a recovery is the first range marked lost
+     * (after an RTO: snd_una's), sent regardless of cwnd like RFC 6675's */
+    if (c->rexmit_now && tcpi_rack_on(c) && (c->flags & TCPF_IN_RECOVERY)) {
+        uint32_t s, l;
+        if (tcpi_sb_next_lost(c, &s, &l)) {
+            int n = send_rxt(env, c, now, s, l);
+            if (n == -1) return;
+            if (n >= 0) sent = 1;
+        }
+        c->rexmit_now = 0;
+    }
 
     /* Fast retransmit (RFC 5681 3.2 step 2 / RFC 6582 3.2 / RFC 6675 5 step 4.3): the segment at
      * snd_una goes out now, regardless of the window. */
@@ -229,12 +262,13 @@ static void output_data(const struct tcp_env *env, struct tcp_conn *c, uint64_t 
                 /* rule 2 (new data) possible? else rule 3 */
                 uint32_t wend = c->snd_una + c->snd_wnd;
                 int can_new = seq_lt(c->snd_nxt, de) && seq_lt(c->snd_nxt, wend);
-                if (!can_new && tcpi_sb_next_hole(c, &s, &l)) rule = 3;
+                /* (with RACK no rule 3: holes not marked lost are not retransmitted; the
+                 * reordering timer and TLP take care of them) */
+                if (!can_new && !tcpi_rack_on(c) && tcpi_sb_next_hole(c, &s, &l)) rule = 3;
             }
             if (rule) {
-                int n = tcpi_send_seg(env, c, now, s, l, WIRE_TCP_ACK);
-                if (n <= 0) break;
-                c->high_rxt = s + (uint32_t)n;
+                int n = send_rxt(env, c, now, s, l);
+                if (n < 0) break;
                 sent = 1;
                 continue;
             }

@@ -61,7 +61,23 @@ static void on_rto(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
     uint64_t rto = (uint64_t)c->rto_us * 2;
     c->rto_us = (uint32_t)(rto > cfg->max_rto_us ? cfg->max_rto_us : rto);
     c->rtt_active = 0;                                   /* Karn */
-    if (synchronized_state(c->state)) {
+    c->t_tlp = 0;
+    c->tlp_active = 0;
+    if (synchronized_state(c->state) && tcpi_rack_on(c) && c->retries == 1) {
+        /* RFC 8985 6.3: the first RTO marks everything outstanding lost; the SACK scoreboard is
+         * kept, so only unSACKed bytes go again (by NextSeg, from cwnd = 1 SMSS in slow start:
+         * rto_rec), not go-back-N over what the peer holds. A second RTO in a row falls back to
+         * the RFC 6675 5.1 behaviour below (in case the receiver reneged). */
+        cc_on_rto(&c->cc, now, c->snd_max - c->snd_una);
+        tcpi_rack_mark_all_lost(c);
+        c->flags |= TCPF_IN_RECOVERY;
+        c->rto_rec = 1;
+        c->rec_inflate = 0;
+        c->dupacks = 0;
+        c->recover = c->snd_max;
+        c->high_rxt = c->snd_una;
+        c->rexmit_now = 1;
+    } else if (synchronized_state(c->state)) {
         /* RFC 5681 3.1 eq. 4 via cc; RFC 6582 / RFC 6675 5.1: leave recovery, forget SACK info */
         cc_on_rto(&c->cc, now, c->snd_max - c->snd_una);
         c->flags &= (uint16_t)~TCPF_IN_RECOVERY;
@@ -70,6 +86,7 @@ static void on_rto(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
         c->recover = c->snd_max;
         c->sb_n = 0;
         c->sacked_bytes = 0;
+        c->rto_rec = 0;
         c->high_rxt = c->snd_una;
         c->snd_nxt = c->snd_una;                         /* go-back-N */
         /* the first segment goes out even if the peer's window shrank to zero meanwhile (it then
@@ -129,6 +146,20 @@ void tcp_timer(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
     }
     if (c->t_keepalive && c->t_keepalive <= now) {
         on_keepalive(env, c, now);
+        if (c->closed_done) return;
+    }
+    if (c->t_rack && c->t_rack <= now) {
+        /* RFC 8985 6.3: the reordering window of a segment passed */
+        int lost = tcpi_rack_detect(c, now);
+        if (lost) {
+            if (env->counters) env->counters[CTR_RACK_LOST] += (uint64_t)lost;
+            if (!(c->flags & TCPF_IN_RECOVERY)) tcpi_enter_recovery(env, c, now);
+            tcp_output(env, c, now);
+            if (c->closed_done) return;
+        }
+    }
+    if (c->t_tlp && c->t_tlp <= now) {
+        tcpi_tlp_fire(env, c, now);
         if (c->closed_done) return;
     }
     tcpi_sync_timer(env, c);

@@ -570,14 +570,18 @@ static void test_send_segments_and_ack(void)
     CHECK_MEM(t.payload, payload + 2920, 80);
     CHECK_EQ(f->c.snd_nxt, ISS + 3001);
     CHECK_EQ(f->c.rto_us, 200000);                   /* handshake RTT 10 ms -> min RTO */
-    CHECK_EQ(f->timer, 20 * MS + 200 * MS);          /* RTO armed at send time */
+    CHECK_EQ(f->c.t_rexmit, 20 * MS + 200 * MS);     /* RTO armed at send time */
+    CHECK_EQ(f->c.t_tlp, 20 * MS + 2 * 10 * MS);     /* and the TLP: PTO = 2*SRTT (RFC 8985 7.2) */
+    CHECK_EQ(f->timer, f->c.t_tlp);
     /* ACK of the first two segments frees them from the send buffer */
     in(f, 60 * MS, tmpl(A, PISS + 1, ISS + 2921, 65535));
     CHECK_EQ(f->c.snd.len, 80);
     CHECK_EQ(f->c.snd_una, ISS + 2921);
     CHECK_EQ(f->c.srtt_us, 13750);                   /* 7/8 * 10 ms + 1/8 * 40 ms */
     CHECK_EQ(f->c.rttvar_us, 11250);                 /* 3/4 * 5 ms + 1/4 * 30 ms */
-    CHECK_EQ(f->timer, 60 * MS + f->c.rto_us);       /* restarted (RFC 6298 5.3) */
+    CHECK_EQ(f->c.t_rexmit, 60 * MS + f->c.rto_us);  /* restarted (RFC 6298 5.3) */
+    /* one segment (80 B) left in flight: PTO = 2*SRTT + the peer's delayed ACK */
+    CHECK_EQ(f->c.t_tlp, 60 * MS + 2 * 13750 + 40 * MS);
     in(f, 70 * MS, tmpl(A, PISS + 1, ISS + 3001, 65535));
     CHECK_EQ(f->c.snd.len, 0);
     CHECK_EQ(f->timer, 0);                           /* all acked: stopped (5.2) */
@@ -970,7 +974,7 @@ static void test_rst_for(void)
 
 static void test_rto_backoff_and_timeout(void)
 {
-    struct fake *f = conn_established();
+    struct fake *f = conn_established_nosack();      /* without SACK: no TLP before the RTO */
     f->cfg.max_retries = 3;
     tcp_send(&f->env, &f->c, 100 * MS, payload, 100);
     out(f, 100 * MS);
@@ -1002,7 +1006,7 @@ static void test_rto_backoff_and_timeout(void)
 
 static void test_rto_min_and_max(void)
 {
-    struct fake *f = conn_established();
+    struct fake *f = conn_established_nosack();
     /* RTT 1 ms -> RTO clamps at min_rto */
     tcp_send(&f->env, &f->c, 100 * MS, payload, 100);
     out(f, 100 * MS);
@@ -1066,7 +1070,7 @@ static void test_rtt_stale_echo_after_rto(void)
     /* RFC 7323 4 / RFC 6298 with timestamps: after an RTO retransmission, an ACK that advances
      * snd_una but echoes a TSval older than the retransmission (the peer's TS.Recent from the
      * original flight) must not be sampled — it would count the whole backoff as RTT. */
-    struct fake *f = conn_established_cfg(1, 1, 1);
+    struct fake *f = conn_established_cfg(1, 0, 1);  /* no SACK: no TLP, two RTOs in a row */
     f->c.flags |= TCPF_NODELAY;
     tcp_send(&f->env, &f->c, 100 * MS, payload, 100);
     out(f, 100 * MS);
@@ -1167,8 +1171,8 @@ static void test_tso_output(void)
         seq += t.payload_len;
     }
     CHECK_EQ(f->c.snd_max, ISS + 1 + (uint32_t)sizeof big);
-    /* RTO: go-back-N retransmissions are one MSS each, never super-segments */
-    tcp_timer(&f->env, &f->c, f->timer);
+    /* RTO: retransmissions are one MSS each, never super-segments */
+    tcp_timer(&f->env, &f->c, f->c.t_rexmit);
     CHECK(pending(f) >= 1);
     while (pending(f)) {
         uint16_t gso = f->txgso[f->rd];
@@ -1388,6 +1392,137 @@ static void test_snd_cursor_bytes(void)
     }
     CHECK_EQ(f->c.snd_una, b + 150000);
     CHECK_EQ(f->c.snd.len, 0);
+    fake_free(f);
+}
+
+/* ---- RACK-TLP (RFC 8985) ---- */
+static struct wire_tcp sack_ack2(uint32_t ack, uint32_t l, uint32_t r) { return sack_ack(ack, l, r); }
+
+/* RACK marks a segment lost once RACK.rtt + reo_wnd passed since it was sent (not by counting
+ * duplicate ACKs), through the reordering timer; then a lost retransmission is detected from a
+ * later-sent segment being SACKed, without an RTO. */
+static void test_rack_reo_wnd_and_lost_retransmit(void)
+{
+    struct fake *f = conn_established();             /* SACK, srtt 10 ms from the handshake */
+    fill_flight(f, 100 * MS, 10);                    /* one transmission time: 100 ms */
+    uint32_t b = ISS + 1;
+    /* 130 ms: segment 2 SACKed. RACK.rtt = min RTT = 30 ms; reo_wnd = min_RTT/4 = 7.5 ms (no
+     * reordering seen, fewer than DupThresh segments SACKed): segment 1 is not lost before
+     * 100 + 30 + 7.5 ms */
+    in(f, 130 * MS, sack_ack(b, b + 1460, b + 2920));
+    out(f, 130 * MS);
+    CHECK_EQ(pending(f), 0);
+    CHECK(!(f->c.flags & TCPF_IN_RECOVERY));
+    CHECK_EQ(f->c.rack_rtt, 30000);
+    CHECK_EQ(f->c.rack_min_rtt, 30000);
+    CHECK_EQ(f->c.t_rack, 137500);
+    tcp_timer(&f->env, &f->c, 137499);
+    CHECK_EQ(pending(f), 0);
+    tcp_timer(&f->env, &f->c, 137500);               /* the reordering timer: lost now */
+    CHECK(f->c.flags & TCPF_IN_RECOVERY);
+    CHECK_EQ(f->counters[CTR_RACK_LOST], 1);
+    CHECK_EQ(f->counters[CTR_TIMEOUTS], 0);
+    CHECK_EQ(pending(f), 1);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.seq, b);
+    CHECK_EQ(t.payload_len, 1460);
+    /* 150 ms: segments 4..10 SACKed: segment 3 (sent at 100 ms, below RACK.end_seq, reo_wnd 0
+     * in recovery) is lost at once; segment 1's retransmission (137.5 ms) is not judged yet */
+    in(f, 150 * MS, sack_ack2(b, b + 3 * 1460, b + 10 * 1460));
+    out(f, 150 * MS);
+    CHECK_EQ(pending(f), 1);
+    t = next_seg(f);
+    CHECK_EQ(t.seq, b + 2 * 1460);
+    /* 185 ms: segment 3's retransmission (sent at 150 ms, after segment 1's) is SACKed: segment
+     * 1's retransmission is lost — detected by RACK, retransmitted again, no RTO */
+    in(f, 185 * MS, sack_ack2(b, b + 1460, b + 10 * 1460));
+    out(f, 185 * MS);
+    CHECK_EQ(pending(f), 1);
+    t = next_seg(f);
+    CHECK_EQ(t.seq, b);
+    CHECK_EQ(t.payload_len, 1460);
+    CHECK_EQ(f->counters[CTR_TIMEOUTS], 0);
+    CHECK_EQ(f->c.retransmits, 3);
+    /* the cumulative ACK ends recovery */
+    in(f, 200 * MS, tmpl(A, PISS + 1, b + 10 * 1460, 65535));
+    CHECK(!(f->c.flags & TCPF_IN_RECOVERY));
+    CHECK_EQ(f->c.rec_n, 0);
+    fake_free(f);
+}
+
+/* With reordering seen, a SACK above a hole does not trigger recovery before reo_wnd. */
+static void test_rack_reordering_no_spurious(void)
+{
+    struct fake *f = conn_established();
+    fill_flight(f, 100 * MS, 10);
+    uint32_t b = ISS + 1;
+    f->c.rack_reord = 1;
+    /* segments 2..5 SACKed at 130 ms: RFC 6675 would start recovery (3 SACKed segments);
+     * RACK waits for RACK.rtt + reo_wnd (30 + 7.5 ms) */
+    in(f, 130 * MS, sack_ack(b, b + 1460, b + 5 * 1460));
+    out(f, 130 * MS);
+    CHECK(!(f->c.flags & TCPF_IN_RECOVERY));
+    CHECK_EQ(pending(f), 0);
+    /* the late segment 1 arrives: cumulative ACK, nothing was retransmitted */
+    in(f, 133 * MS, sack_ack(b + 1460, b + 1460, b + 5 * 1460));
+    out(f, 133 * MS);
+    CHECK(!(f->c.flags & TCPF_IN_RECOVERY));
+    CHECK_EQ(f->c.retransmits, 0);
+    CHECK_EQ(f->c.t_rack, 0);
+    fake_free(f);
+}
+
+/* TLP (RFC 8985 7): PTO = 2*SRTT after the last transmission; the probe is new data when there is
+ * some, else the highest segment; an ACK of a retransmitted probe without DSACK reduces cwnd. */
+static void test_tlp(void)
+{
+    struct fake *f = conn_established();             /* srtt 10 ms */
+    f->c.flags |= TCPF_NODELAY;
+    uint32_t b = ISS + 1;
+    tcp_send(&f->env, &f->c, 100 * MS, payload, 12 * 1460);
+    out(f, 100 * MS);
+    CHECK_EQ(pending(f), 10);                        /* IW10 */
+    drain(f);
+    CHECK_EQ(f->c.t_tlp, 120 * MS);
+    CHECK_EQ(f->timer, 120 * MS);
+    tcp_timer(&f->env, &f->c, 120 * MS);
+    CHECK_EQ(pending(f), 1);                         /* new data, beyond cwnd */
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.seq, b + 10 * 1460);
+    CHECK_EQ(t.payload_len, 1460);
+    CHECK_EQ(f->counters[CTR_TLP_PROBES], 1);
+    CHECK_EQ(f->c.t_rexmit, 120 * MS + 200 * MS);    /* RTO restarted after the probe */
+    CHECK(f->c.tlp_active);
+    CHECK_EQ(f->c.t_tlp, 0);                         /* one probe per episode */
+    fake_free(f);
+
+    f = conn_established();
+    f->c.flags |= TCPF_NODELAY;
+    tcp_send(&f->env, &f->c, 100 * MS, payload, 3 * 1460);
+    out(f, 100 * MS);
+    drain(f);
+    CHECK_EQ(f->c.t_tlp, 120 * MS);
+    tcp_timer(&f->env, &f->c, 120 * MS);
+    CHECK_EQ(pending(f), 1);                         /* no new data: the last segment again */
+    t = next_seg(f);
+    CHECK_EQ(t.seq, b + 2 * 1460);
+    CHECK_EQ(t.payload_len, 1460);
+    CHECK_EQ(f->c.tlp_end, b + 3 * 1460);
+    CHECK(f->c.tlp_rxt);
+    CHECK_EQ(f->counters[CTR_TIMEOUTS], 0);
+    /* everything ACKed, no DSACK: the probe repaired a loss -> congestion response */
+    in(f, 130 * MS, tmpl(A, PISS + 1, b + 3 * 1460, 65535));
+    CHECK(!f->c.tlp_active);
+    CHECK_EQ(f->c.cc.ssthresh, 2920);                /* Reno: max(flight/2, 2*SMSS) */
+    CHECK_EQ(f->c.cc.cwnd, 2920);
+    fake_free(f);
+
+    /* one segment in flight: PTO also covers the peer's delayed ACK */
+    f = conn_established();
+    f->c.flags |= TCPF_NODELAY;
+    tcp_send(&f->env, &f->c, 100 * MS, payload, 500);
+    out(f, 100 * MS);
+    CHECK_EQ(f->c.t_tlp, 100 * MS + 20 * MS + 40 * MS);
     fake_free(f);
 }
 
@@ -1980,7 +2115,7 @@ static void test_rto_with_closed_window(void)
     drain(f);
     in(f, 110 * MS, tmpl(A, PISS + 1, ISS + 1, 0));
     CHECK_EQ(f->c.snd_wnd, 0);
-    CHECK_EQ(f->timer, 300 * MS);
+    CHECK_EQ(f->c.t_rexmit, 300 * MS);
     tcp_timer(&f->env, &f->c, 300 * MS);
     struct wire_tcp t = next_seg(f);
     CHECK_EQ(t.seq, ISS + 1);
@@ -2452,6 +2587,9 @@ int main(void)
     RUN(test_fast_retransmit_newreno);
     RUN(test_fast_retransmit_sack);
     RUN(test_snd_cursor_bytes);
+    RUN(test_rack_reo_wnd_and_lost_retransmit);
+    RUN(test_rack_reordering_no_spurious);
+    RUN(test_tlp);
     RUN(test_sack_blocks_sent_for_ooo);
     RUN(test_ooo_fin);
     RUN(test_zero_window_persist);
