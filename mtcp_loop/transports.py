@@ -218,13 +218,14 @@ def _raw_addr(raw, off):
 
 
 def _native():
-    global _lib, _ffi, _recv, _send, _readable, _from_buffer
+    global _lib, _ffi, _recv, _send, _readable, _from_buffer, _getaddrs, _close
     from ._native import ffi, lib
     _ffi, _lib = ffi, lib
     _recv, _send, _readable, _from_buffer = lib.mtcp_recv, lib.mtcp_send, lib.mtcp_readable, ffi.from_buffer
+    _getaddrs, _close = lib.mtcp_getaddrs, lib.mtcp_close
 
 
-_lib = _ffi = _recv = _send = _readable = _from_buffer = None
+_lib = _ffi = _recv = _send = _readable = _from_buffer = _getaddrs = _close = None
 
 
 class MTCPTransport(transports._FlowControlMixin, transports.Transport):
@@ -672,9 +673,18 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
             if not self._released:          # _release(abort=False), inlined
                 self._released = True
                 eng = self._engine
-                if self._addrs is None and eng.e is not None:
-                    self._addrs = eng.getaddrs_raw(self._cid)
-                eng.release(self._cid)
+                cid = self._cid
+                eng._conns.pop(cid, None)   # eng.release(cid), inlined
+                if eng._unowned:
+                    eng._unowned.pop(cid, None)
+                e = eng.e
+                if e is not None:
+                    if self._addrs is None and _getaddrs(e, cid, eng._ab, eng._ab1) >= 0:
+                        self._addrs = eng._abuf[:]     # raw addresses for a later get_extra_info
+                    _close(e, cid)
+                    if not eng._scheduled:
+                        eng._scheduled = True
+                        self._loop.call_soon(eng._run)
             if self._kernel_sock is not None:
                 try:
                     self._kernel_sock.close()
