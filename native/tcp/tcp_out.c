@@ -163,6 +163,11 @@ int tcpi_send_seg(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, u
          * SYN, before timestamps are agreed) */
         c->rxt_tsval = ts_now(c, now);
         c->rxt_ts_valid = 1;
+        /* RACK recovery retransmitting the first unacknowledged segment (again): the RTO restarts
+         * from it, as Linux does (tcp_xmit_retransmit_queue); otherwise an RTO measured from the
+         * last cumulative ACK fires while RACK is still repairing a lost retransmission */
+        if (seq == c->snd_una && (c->flags & TCPF_IN_RECOVERY) && tcpi_rack_on(c) && c->t_rexmit && !c->persist)
+            c->t_rexmit = now + c->rto_us;
     } else {
         c->bytes_sent += (uint32_t)n;
         if (!c->rtt_active && !(c->flags & TCPF_TS_OK)) {
