@@ -9,17 +9,21 @@
  * RX (zero copy): TPACKET_V2, per-frame status: a frame is the user's (TP_STATUS_USER) as soon
  *   as the kernel has written it and the socket is woken for every frame, so a lone frame is
  *   handed over at once (TPACKET_V3 hands over whole blocks, and a block that does not fill
- *   waits for its retire timer: 1 ms per message in a ping-pong). Each RX frame slot holds a
- *   64 KiB GSO frame (PKT_RX_FRAME_SIZE; PKT_RX_FRAMES of them, in 1 MiB blocks); rxsync maps
- *   ready frames into link RX slots (slot.buf points into the ring) and gives a frame back to
- *   the kernel (TP_STATUS_KERNEL) once the user releases its slot.
+ *   waits for its retire timer: 1 ms per message in a ping-pong). PKT_RX_MEM of ring frames
+ *   of an MTU-sized frame each (2 KiB at MTU 1500: bursts of thousands of small frames fit);
+ *   rxsync maps ready frames into link RX slots (slot.buf points into the ring) and gives a
+ *   frame back to the kernel (TP_STATUS_KERNEL) once the user releases its slot.
+ *   Frames longer than a ring frame (GSO super-frames from a local veth peer, up to 64 KiB):
+ *   PACKET_COPY_THRESH makes the kernel queue the whole skb on the socket and mark the
+ *   (truncated) ring frame TP_STATUS_COPY; rxsync then recv()s it, in order, into one of
+ *   PKT_RX_BIG_NR preallocated 64 KiB buffers (released with the slot, in order). A frame
+ *   truncated without a copy (receive buffer full) is dropped and counted (rx_errors).
  *   With PACKET_VNET_HDR (the default; MTCP_LINK_NO_OFFLOAD turns it off) every frame is
  *   preceded by a struct virtio_net_hdr: NEEDS_CSUM -> LINK_SLOT_F_CSUM_PARTIAL with the
  *   kernel's csum_start/csum_offset, DATA_VALID -> LINK_SLOT_F_CSUM_VALID, a GSO skb (from a
  *   local veth peer) -> LINK_SLOT_F_GSO with its gso_size. Without it: TP_STATUS_CSUMNOTREADY
  *   -> CSUM_PARTIAL with csum_start = transport header (IPv4/IPv6 parsed), csum_offset 16 (TCP)
  *   / 6 (UDP); TP_STATUS_CSUM_VALID -> CSUM_VALID; frames longer than the MTU -> GSO, size 0.
- *   A frame the kernel truncated (longer than a frame slot) is dropped and counted (rx_errors).
  * TX (zero copy): TX slot i is TX ring frame i; txsync marks every released slot
  *   TP_STATUS_SEND_REQUEST and issues one sendto() for the batch; slots come back as the
  *   kernel hands frames back (TP_STATUS_AVAILABLE; WRONG_FORMAT counted as an error).
@@ -47,11 +51,12 @@
 #include "link.h"
 #include "io_util.h"
 
-#define PKT_RX_FRAME_SIZE (17u * 4096u) /* tpacket2_hdr + sockaddr_ll + vnet hdr + a 64 KiB GSO frame */
-#define PKT_RX_BLOCK_SIZE (1u << 20)      /* 15 frames per block */
-#define PKT_RX_BLOCK_NR 40u
-#define PKT_RX_FRAMES (PKT_RX_BLOCK_SIZE / PKT_RX_FRAME_SIZE * PKT_RX_BLOCK_NR)   /* 600 */
-#define PKT_RX_SLOTS 1024u                /* > PKT_RX_FRAMES: the link ring never limits */
+#define PKT_RX_BLOCK_SIZE (1u << 17)      /* 128 KiB blocks of whole frames */
+#define PKT_RX_MEM (8u << 20)             /* RX ring: 8 MiB (4096 frames of 2 KiB at MTU 1500) */
+#define PKT_RX_BIG_NR 64u                 /* buffers for frames longer than a ring frame */
+#define PKT_RX_BIG_SIZE (65536u + 256u)   /* vnet header + a 64 KiB GSO frame */
+#define PKT_RX_BIG 0xffffffffu            /* rx_frame_of[]: the slot holds a big buffer */
+#define PKT_RX_SLOTS 8192u                /* > ring frames + big buffers: the link ring never limits */
 #define PKT_TX_FRAMES 1024u
 #define PKT_KICK_RETRY_US 100u           /* a refused TX kick is retried this much later */
 #define PKT_TX_HDR TPACKET_ALIGN(sizeof(struct tpacket2_hdr))
@@ -66,7 +71,10 @@ struct pkt_link {
     /* RX frame bookkeeping */
     uint32_t rx_next;                   /* next RX ring frame the kernel fills */
     uint32_t last_head;                 /* link RX slots before this were given back */
-    uint32_t rx_frame_of[PKT_RX_SLOTS]; /* RX ring frame behind each link RX slot */
+    uint32_t rx_frame_of[PKT_RX_SLOTS]; /* RX ring frame behind each link RX slot, or PKT_RX_BIG */
+    uint32_t rx_frame_size, rx_ring_frames;
+    uint8_t *big;                       /* PKT_RX_BIG_NR buffers of PKT_RX_BIG_SIZE */
+    uint32_t big_next, bigs_out;        /* next big buffer to fill; in use (oldest first) */
     uint64_t rx_errors;
     /* TX */
     uint32_t tx_hwcur;                  /* first slot not yet submitted */
@@ -80,9 +88,8 @@ struct pkt_link {
 
 static inline struct tpacket2_hdr *rx_frame(struct pkt_link *p, uint32_t i)
 {
-    const uint32_t per_block = PKT_RX_BLOCK_SIZE / PKT_RX_FRAME_SIZE;
-    return (struct tpacket2_hdr *)(p->rx_base + (size_t)(i / per_block) * PKT_RX_BLOCK_SIZE +
-                                   (size_t)(i % per_block) * PKT_RX_FRAME_SIZE);
+    /* frame size divides the block size (powers of two): frames are contiguous */
+    return (struct tpacket2_hdr *)(p->rx_base + (size_t)i * p->rx_frame_size);
 }
 static inline struct tpacket2_hdr *tx_frame(struct pkt_link *p, uint32_t i)
 {
@@ -116,14 +123,27 @@ static void csum_partial_from_headers(struct link_slot *s)
     }
 }
 
+/* Frames of released RX slots back to the kernel. Also done by txsync (the engine releases its RX
+ * slots before it transmits): a frame still held at the kernel's head - 1 keeps the socket
+ * readable (packet_poll), which would wake the loop once more for nothing. */
+static void pkt_rx_release(struct pkt_link *p)
+{
+    struct link_ring *r = &p->l.rx;
+    for (uint32_t i = p->last_head; i != r->head; i = link_ring_next(r, i)) {
+        if (p->rx_frame_of[i] == PKT_RX_BIG)
+            p->bigs_out--;                          /* big buffers come back in order */
+        else
+            __atomic_store_n(&rx_frame(p, p->rx_frame_of[i])->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+    }
+    p->last_head = r->head;
+}
+
 static int pkt_rxsync(struct mtcp_link *l, uint64_t now)
 {
     struct pkt_link *p = (struct pkt_link *)l;
     struct link_ring *r = &l->rx;
     /* 1. frames of released slots back to the kernel */
-    for (uint32_t i = p->last_head; i != r->head; i = link_ring_next(r, i))
-        __atomic_store_n(&rx_frame(p, p->rx_frame_of[i])->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
-    p->last_head = r->head;
+    pkt_rx_release(p);
     /* 2. ready frames into slots, in ring order */
     int n = 0;
     while (link_ring_next(r, r->tail) != r->head) {
@@ -131,23 +151,45 @@ static int pkt_rxsync(struct mtcp_link *l, uint64_t now)
         uint32_t st = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
         if (!(st & TP_STATUS_USER))
             break;
+        if ((st & TP_STATUS_COPY) && p->bigs_out == PKT_RX_BIG_NR)
+            break;                                  /* wait until the user releases a big buffer */
         uint32_t fi = p->rx_next;
-        p->rx_next = p->rx_next + 1 == PKT_RX_FRAMES ? 0 : p->rx_next + 1;
-        if (h->tp_snaplen < h->tp_len || (st & TP_STATUS_COPY)) {
-            p->rx_errors++;                         /* truncated: longer than a frame slot */
+        p->rx_next = p->rx_next + 1 == p->rx_ring_frames ? 0 : p->rx_next + 1;
+        struct link_slot *s = &r->slot[r->tail];
+        const uint8_t *vnet_at = NULL;
+        if (st & TP_STATUS_COPY) {
+            /* longer than a ring frame: the whole frame waits on the socket, in ring order */
+            uint8_t *b = p->big + (size_t)p->big_next * PKT_RX_BIG_SIZE;
+            ssize_t got = recv(p->fd, b, PKT_RX_BIG_SIZE, MSG_DONTWAIT | MSG_TRUNC);
+            __atomic_store_n(&h->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+            uint32_t vsz = p->vnet ? (uint32_t)sizeof(struct virtio_net_hdr) : 0;
+            if (got <= (ssize_t)vsz || got > (ssize_t)PKT_RX_BIG_SIZE) {
+                p->rx_errors++;
+                continue;
+            }
+            s->buf = b + vsz;
+            s->len = (uint32_t)got - vsz;
+            vnet_at = p->vnet ? b : NULL;
+            fi = PKT_RX_BIG;
+            p->big_next = p->big_next + 1 == PKT_RX_BIG_NR ? 0 : p->big_next + 1;
+            p->bigs_out++;
+        } else if (h->tp_snaplen < h->tp_len) {
+            p->rx_errors++;                         /* truncated and no copy (receive buffer full) */
             __atomic_store_n(&h->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
             continue;
+        } else {
+            uint8_t *fp = (uint8_t *)h;
+            s->buf = fp + h->tp_mac;
+            s->len = h->tp_snaplen;
+            if (p->vnet && h->tp_mac >= sizeof(struct virtio_net_hdr))
+                vnet_at = fp + h->tp_mac - sizeof(struct virtio_net_hdr);
         }
-        uint8_t *fp = (uint8_t *)h;
-        struct link_slot *s = &r->slot[r->tail];
-        s->buf = fp + h->tp_mac;
-        s->len = h->tp_snaplen;
         s->flags = 0;
         s->gso_size = 0;
         s->csum_start = s->csum_offset = 0;
-        if (p->vnet && h->tp_mac >= sizeof(struct virtio_net_hdr)) {
+        if (vnet_at) {
             struct virtio_net_hdr vh;
-            memcpy(&vh, fp + h->tp_mac - sizeof(vh), sizeof(vh));
+            memcpy(&vh, vnet_at, sizeof(vh));
             if (vh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
                 s->flags |= LINK_SLOT_F_CSUM_PARTIAL;
                 s->csum_start = vh.csum_start;
@@ -208,6 +250,7 @@ static int pkt_txsync(struct mtcp_link *l, uint64_t now)
     struct pkt_link *p = (struct pkt_link *)l;
     struct link_ring *t = &l->tx;
     int n = 0;
+    pkt_rx_release(p);
     for (uint32_t i = p->tx_hwcur; i != t->head; i = link_ring_next(t, i)) {
         struct tpacket2_hdr *h = tx_frame(p, i);
         struct link_slot *s = &t->slot[i];
@@ -272,6 +315,7 @@ static void pkt_destroy(struct mtcp_link *l)
     if (p->fd >= 0)
         close(p->fd);
     link_rings_free(l);
+    free(p->big);
     free(p);
 }
 
@@ -356,10 +400,28 @@ mtcp_link *mtcp_packet_open(const char *ifname, uint32_t queue, uint32_t nqueues
     if (setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof(one)) < 0)
         goto fail;
     (void)setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one));
+    /* RX ring frames hold an MTU-sized frame; longer ones come through the socket (COPY_THRESH)
+     * into big buffers, so the receive buffer must hold PKT_RX_BIG_NR of them */
+    uint32_t rfs = io_pow2_roundup(mtu + 18 + 128);
+    if (rfs < 2048) rfs = 2048;
+    if (rfs > PKT_RX_BLOCK_SIZE) rfs = PKT_RX_BLOCK_SIZE;
     struct tpacket_req rx = {
-        .tp_block_size = PKT_RX_BLOCK_SIZE, .tp_block_nr = PKT_RX_BLOCK_NR,
-        .tp_frame_size = PKT_RX_FRAME_SIZE, .tp_frame_nr = PKT_RX_FRAMES,
+        .tp_block_size = PKT_RX_BLOCK_SIZE, .tp_block_nr = PKT_RX_MEM / PKT_RX_BLOCK_SIZE,
+        .tp_frame_size = rfs, .tp_frame_nr = PKT_RX_MEM / rfs,
     };
+    step = "PACKET_COPY_THRESH";
+    if (setsockopt(fd, SOL_PACKET, PACKET_COPY_THRESH, &one, sizeof(one)) < 0)
+        goto fail;
+    int rcvbuf = (int)(PKT_RX_BIG_NR * 2 * PKT_RX_BIG_SIZE);
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) < 0)
+        (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    step = "big RX buffers";
+    errno = ENOMEM;
+    p->big = malloc((size_t)PKT_RX_BIG_NR * PKT_RX_BIG_SIZE);
+    if (!p->big)
+        goto fail;
+    p->rx_frame_size = rfs;
+    p->rx_ring_frames = rx.tp_frame_nr;
     step = "PACKET_RX_RING";
     if (setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &rx, sizeof(rx)) < 0)
         goto fail;
@@ -404,7 +466,7 @@ mtcp_link *mtcp_packet_open(const char *ifname, uint32_t queue, uint32_t nqueues
     for (uint32_t i = 0; i < p->l.tx.num_slots; i++)
         p->l.tx.slot[i].buf = (uint8_t *)tx_frame(p, i) + PKT_TX_HDR + (p->vnet ? sizeof(struct virtio_net_hdr) : 0);
     p->l.tx.buf_size = fs - (uint32_t)PKT_TX_HDR - (p->vnet ? (uint32_t)sizeof(struct virtio_net_hdr) : 0);
-    p->l.rx.buf_size = PKT_RX_FRAME_SIZE;
+    p->l.rx.buf_size = PKT_RX_BIG_SIZE;
     p->l.ops = &pkt_ops;
     p->l.link_type = MTCP_LINK_ETHERNET;
     p->l.mtu = mtu;
@@ -417,6 +479,7 @@ fail:
     io_errf(err, errlen, msg);
     if (p->map) munmap(p->map, p->map_len);
     if (p->fd >= 0) close(p->fd);
+    free(p->big);
     free(p);
     return NULL;
 }
