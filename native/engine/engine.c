@@ -51,6 +51,7 @@ void mtcp_config_default(struct mtcp_config *c) {
     c->syn_retries = 6;
     c->synack_retries = 5;
     c->msl_us = 30000000;
+    c->fin_timeout_us = 60000000;             /* Linux tcp_fin_timeout */
     c->delack_us = 40000;
     c->syn_backlog = 1024;
     c->initial_cwnd = 10;
@@ -102,6 +103,7 @@ static int validate(const struct mtcp_config *c, const struct mtcp_link *l, char
     if (c->syn_retries < 1 || c->syn_retries > 255) return bad(err, el, "syn_retries", "must be in [1, 255]");
     if (c->synack_retries < 1 || c->synack_retries > 255) return bad(err, el, "synack_retries", "must be in [1, 255]");
     if (c->msl_us > 600000000u) return bad(err, el, "msl_us", "must be <= 600 s");
+    if (c->fin_timeout_us > 600000000u) return bad(err, el, "fin_timeout_us", "must be <= 600 s");
     if (c->delack_us > 40000) return bad(err, el, "delack_us", "must be <= 40000 (40 ms)");
     if (c->syn_backlog < 1) return bad(err, el, "syn_backlog", "must be >= 1");
     if (c->initial_cwnd < 1 || c->initial_cwnd > 1000) return bad(err, el, "initial_cwnd", "must be in [1, 1000]");

@@ -101,6 +101,8 @@ struct mtcp_config {
     uint16_t eph_port_lo;      /* ephemeral range, default 32768 */
     uint16_t eph_port_hi;      /* default 60999 */
     uint32_t neigh_timeout_us; /* ARP/NDP cache entry lifetime; default 60 s */
+    uint32_t fin_timeout_us;   /* an orphaned (closed by the app) FIN-WAIT-2 gives up after this, like
+                                  Linux tcp_fin_timeout; default 60 s; <= 600 s; 0 = 2*msl_us */
 };
 
 /* Events handed to the layer above, in order. */

@@ -413,7 +413,7 @@ int tcp_close(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
     }
     buf_stream_clear(env->pool, &c->rcv);
     int r = close_write(env, c);
-    if (c->state == MTCP_ST_FIN_WAIT_2 && !c->t_timewait) c->t_timewait = now + 2ull * env->cfg->msl_us;
+    if (c->state == MTCP_ST_FIN_WAIT_2 && !c->t_timewait) c->t_timewait = now + fin_timeout_us(env->cfg);
     tcpi_sync_timer(env, c);
     return r < 0 ? 0 : r;
 }

@@ -560,7 +560,7 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
         if (fin_acked) {
             c->state = MTCP_ST_FIN_WAIT_2;
             c->t_rexmit = 0;
-            if (c->flags & TCPF_DETACHED) c->t_timewait = now + 2ull * env->cfg->msl_us;  /* orphan timeout */
+            if (c->flags & TCPF_DETACHED) c->t_timewait = now + fin_timeout_us(env->cfg);  /* orphan timeout */
         }
         break;
     case MTCP_ST_CLOSING:

@@ -41,6 +41,11 @@ static inline uint32_t eff_rcv_mss(const struct tcp_conn *c)
     if (c->flags & TCPF_TS_OK) m = m > TS_OPT_LEN + 64 ? m - TS_OPT_LEN : 64;
     return m;
 }
+/* Lifetime of an orphaned FIN-WAIT-2 (Linux tcp_fin_timeout), separate from TIME-WAIT's 2*MSL */
+static inline uint64_t fin_timeout_us(const struct mtcp_config *cfg)
+{
+    return cfg->fin_timeout_us ? cfg->fin_timeout_us : 2ull * cfg->msl_us;
+}
 static inline uint32_t ts_now(const struct tcp_conn *c, uint64_t now) { return (uint32_t)(now / 1000) + c->ts_offset; }
 static inline int can_send_data_state(int st)
 {

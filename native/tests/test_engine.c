@@ -236,7 +236,7 @@ static void test_config(void) {
     struct { const char *field; void (*mod)(struct mtcp_config *); } cases[] = {
         {"max_conns", NULL}, {"chunk_size", NULL}, {"delack_us", NULL}, {"mtu", NULL},
         {"eph_port_lo", NULL}, {"cc", NULL}, {"mac", NULL}, {"ipv4_prefix", NULL},
-        {"keepalive_idle_us", NULL},
+        {"keepalive_idle_us", NULL}, {"fin_timeout_us", NULL},
     };
     for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         cfg_eth(&c);
@@ -250,6 +250,7 @@ static void test_config(void) {
         case 6: c.mac[0] = 1; break;
         case 7: c.ipv4_prefix = 33; break;
         case 8: c.keepalive_idle_us = 32768ull * 1000000; break;
+        case 9: c.fin_timeout_us = 600000001u; break;
         }
         err[0] = 0;
         e = mtcp_engine_new(&c, NULL, err, sizeof err);
@@ -260,6 +261,7 @@ static void test_config(void) {
     /* keepalive defaults as Linux: 7200 s idle (representable: 64-bit), 75 s interval, 9 probes;
      * an engine's connections get them */
     mtcp_config_default(&c);
+    CHECK_EQ(c.fin_timeout_us, 60000000u);          /* Linux tcp_fin_timeout, separate from 2*MSL */
     CHECK_EQ(c.keepalive_idle_us, 7200000000ull);
     CHECK_EQ(c.keepalive_intvl_us, 75000000ull);
     CHECK_EQ(c.keepalive_cnt, 9);

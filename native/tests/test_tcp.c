@@ -2054,12 +2054,37 @@ static void test_rst_in_last_ack(void)
 static void test_fin_wait_2_orphan_timeout(void)
 {
     struct fake *f = conn_fin_wait_2();
+    f->cfg.fin_timeout_us = 10 * SEC;                /* Linux tcp_fin_timeout; MSL stays 30 s */
     CHECK_EQ(f->timer, 0);                           /* shut down, not closed: waits for the peer */
     CHECK_EQ(tcp_close(&f->env, &f->c, 50 * MS), 0);
-    CHECK_EQ(f->timer, 50 * MS + 60 * SEC);          /* orphaned: gives up after 2 MSL */
-    tcp_timer(&f->env, &f->c, 50 * MS + 60 * SEC);
+    CHECK_EQ(f->timer, 50 * MS + 10 * SEC);          /* orphaned: gives up after fin_timeout, not 2 MSL */
+    tcp_timer(&f->env, &f->c, 50 * MS + 10 * SEC - 1);
+    CHECK_EQ(f->c.state, MTCP_ST_FIN_WAIT_2);
+    tcp_timer(&f->env, &f->c, 50 * MS + 10 * SEC);
     CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
     CHECK_EQ(f->closed, 1);
+    fake_free(f);
+
+    /* closed in FIN-WAIT-1, then the FIN is ACKed: the orphan timer starts on entering FIN-WAIT-2 */
+    f = conn_established();
+    f->cfg.fin_timeout_us = 5 * SEC;
+    CHECK_EQ(tcp_close(&f->env, &f->c, 20 * MS), 0);
+    out(f, 20 * MS);
+    CHECK_EQ(f->c.state, MTCP_ST_FIN_WAIT_1);
+    in(f, 30 * MS, tmpl(A, PISS + 1, ISS + 2, 65535));
+    CHECK_EQ(f->c.state, MTCP_ST_FIN_WAIT_2);
+    CHECK_EQ(f->c.t_timewait, 30 * MS + 5 * SEC);
+    /* the peer's FIN in time: TIME-WAIT for 2 MSL as usual */
+    in(f, 1 * SEC, tmpl(A | F, PISS + 1, ISS + 2, 65535));
+    CHECK_EQ(f->c.state, MTCP_ST_TIME_WAIT);
+    CHECK_EQ(f->c.t_timewait, 1 * SEC + 60 * SEC);
+    fake_free(f);
+
+    /* 0 keeps the old rule (2 MSL) */
+    f = conn_fin_wait_2();
+    f->cfg.fin_timeout_us = 0;
+    CHECK_EQ(tcp_close(&f->env, &f->c, 50 * MS), 0);
+    CHECK_EQ(f->timer, 50 * MS + 60 * SEC);
     fake_free(f);
 }
 
