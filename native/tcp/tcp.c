@@ -58,8 +58,13 @@
  * RFC 6191 TIME-WAIT reuse: tcp_timewait_reuse, which the engine calls for a SYN to a listener's
  * port hitting a TIME-WAIT connection; any other SYN reaching tcp_input in TIME-WAIT gets a
  * challenge ACK.
- * Not done: urgent data (URG is ignored), RFC 6675 rescue retransmission
- * (rule 4), tail loss probe / RACK (RFC 8985), F-RTO / Eifel spurious-RTO undo, ECN, TCP-AO/MD5.
+ * RACK-TLP (RFC 8985, tcp_sack.c) for SACK connections: per-range transmit records, losses (also
+ * of retransmissions) marked by time with a reordering window adapted by DSACK, the reordering
+ * timer t_rack, tail loss probes (t_tlp); the first RTO keeps the scoreboard and resends only
+ * unSACKed bytes. NewReno (dupACKs) without SACK. An orphaned FIN-WAIT-2 ends after
+ * cfg->fin_timeout_us (Linux tcp_fin_timeout). The send buffer is read through a cursor (snd_cur).
+ * Not done: urgent data (URG is ignored), RFC 6675 rescue retransmission (rule 4), PRR (RFC 6937),
+ * spurious-recovery undo (F-RTO / Eifel / DSACK undo), ECN, TCP-AO/MD5.
  */
 #include "tcp_int.h"
 

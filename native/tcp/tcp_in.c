@@ -527,7 +527,9 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
     }
     (void)sack_new;
     /* RFC 8985: RACK marks losses (also of retransmissions) and starts recovery */
-    if (tcpi_rack_on(c) && can_send_data_state(c->state)) {
+    /* (without SACK blocks outside recovery nothing above snd_una was sent before what was just
+     * delivered: new data goes out in sequence order; skip the scan on the common path) */
+    if (tcpi_rack_on(c) && can_send_data_state(c->state) && (c->sb_n || (c->flags & TCPF_IN_RECOVERY))) {
         int lost = tcpi_rack_detect(c, now);
         if (lost) {
             if (env->counters) env->counters[CTR_RACK_LOST] += (uint64_t)lost;

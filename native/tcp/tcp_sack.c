@@ -1,5 +1,6 @@
 /*
- * tcp_sack.c — the peer's SACK blocks as a scoreboard for loss recovery (RFC 2018, RFC 6675).
+ * tcp_sack.c — the peer's SACK blocks as a scoreboard for loss recovery (RFC 2018, RFC 6675),
+ * and RACK-TLP (RFC 8985) deciding what is lost (second half of the file).
  *
  * Call chain:
  *   tcp_in.c input_synchronized -> tcpi_sb_update (merge SEG's blocks) ; ack_advance -> tcpi_sb_prune

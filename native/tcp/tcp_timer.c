@@ -10,6 +10,11 @@
  *     -> on_rto: persist probe (RFC 9293 3.8.6.1) | SYN/SYN-ACK/data retransmission with
  *        backoff (RFC 6298 5.5-5.7), cc_on_rto, go-back-N, give up -> ETIMEDOUT
  *     -> on_keepalive (RFC 1122 4.2.3.6) -> probe | give up -> RST + ETIMEDOUT
+ *     -> t_rack: RACK reordering timer -> tcpi_rack_detect (tcp_sack.c) -> recovery + output
+ *     -> t_tlp: tail loss probe -> tcpi_tlp_fire (tcp_sack.c)
+ * With RACK (SACK connections) the first RTO keeps the scoreboard, marks everything lost and
+ * resends by NextSeg from cwnd = 1 SMSS (rto_rec: slow start during that recovery); a second
+ * RTO in a row falls back to go-back-N with the scoreboard cleared.
  */
 #include "tcp_int.h"
 
