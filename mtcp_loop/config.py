@@ -183,6 +183,8 @@ class MTCPConfig:
     min_rto_us: Optional[int] = None
     delack_us: Optional[int] = None
     msl_us: Optional[int] = None
+    #: Orphaned FIN-WAIT-2 timeout (Linux tcp_fin_timeout; C default 60 s; 0 = 2*MSL).
+    fin_timeout_us: Optional[int] = None
     #: Initial RTO (C default 1 s), SYN retransmissions before ETIMEDOUT (6), data RTO expiries
     #: before ETIMEDOUT (15).
     initial_rto_us: Optional[int] = None
@@ -208,7 +210,7 @@ class MTCPConfig:
     xdp_mode: str = "native"
 
     _INT_FIELDS = ("max_conns", "sndbuf", "rcvbuf", "max_chunks", "chunk_size", "max_events",
-                   "seed", "min_rto_us", "delack_us", "msl_us", "initial_rto_us", "syn_retries",
+                   "seed", "min_rto_us", "delack_us", "msl_us", "fin_timeout_us", "initial_rto_us", "syn_retries",
                    "max_retries", "loopback_slots", "event_batch")
     _BOOL_FIELDS = ("kernel_mirror", "sack", "timestamps", "window_scaling", "nodelay")
 
@@ -239,7 +241,7 @@ class MTCPConfig:
             "max_conns": (4, 1 << 24), "sndbuf": (2048, 1 << 30), "rcvbuf": (2048, 1 << 30),
             "max_chunks": (16, 1 << 26), "chunk_size": (256, 65536), "max_events": (16, 1 << 24),
             "seed": (0, (1 << 64) - 1), "min_rto_us": (1000, 60000000),
-            "delack_us": (0, 40000), "msl_us": (0, 600000000),
+            "delack_us": (0, 40000), "msl_us": (0, 600000000), "fin_timeout_us": (0, 600000000),
             "initial_rto_us": (1000, 60000000), "syn_retries": (0, 255), "max_retries": (1, 255),
             "loopback_slots": (64, 1 << 20), "event_batch": (1, 1 << 20),
         }
@@ -334,8 +336,8 @@ class MTCPConfig:
     def fill_c_config(self, ffi, lib, c) -> None:
         """Fill an already mtcp_config_default()-initialised struct mtcp_config."""
         for name in ("max_conns", "sndbuf", "rcvbuf", "max_chunks", "chunk_size", "max_events",
-                     "min_rto_us", "delack_us", "msl_us", "initial_rto_us", "syn_retries",
-                     "max_retries"):
+                     "min_rto_us", "delack_us", "msl_us", "fin_timeout_us", "initial_rto_us",
+                     "syn_retries", "max_retries"):
             v = getattr(self, name)
             if v is not None:
                 setattr(c, name, v)

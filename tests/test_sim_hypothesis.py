@@ -380,6 +380,7 @@ class Sim:
                 cfg.max_chunks = max(8, (n + 2) * (snd + rcv) // chunk // 4)
             cfg.max_events = 4096
             cfg.msl_us = MSL_US
+            cfg.fin_timeout_us = 0          # orphaned FIN-WAIT-2 ends after 2*MSL, as the checks assume
             cfg.min_rto_us = 200_000
             cfg.max_retries = 40
             cfg.syn_retries = 20
