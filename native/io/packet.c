@@ -33,7 +33,9 @@
  *   call (also when it queued nothing new) until one succeeds, and next_deadline reports
  *   PKT_KICK_RETRY_US after the last attempt so the engine comes back for it.
  *   With the vnet header TX takes partial checksums (LINK_FEAT_CSUM_TX: NEEDS_CSUM with the
- *   slot's csum_start/offset); no TSO (a TX ring frame holds one MTU-sized frame).
+ *   slot's csum_start/offset) and TSO super-frames (LINK_FEAT_TSO: a LINK_SLOT_F_GSO slot gets
+ *   gso_type TCPV4/TCPV6, gso_size, hdr_len; the kernel segments in software where the device
+ *   cannot): PKT_TX_FRAMES_TSO frames of 128 KiB then, instead of PKT_TX_FRAMES MTU-sized ones.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -57,7 +59,9 @@
 #define PKT_RX_BIG_SIZE (65536u + 256u)   /* vnet header + a 64 KiB GSO frame */
 #define PKT_RX_BIG 0xffffffffu            /* rx_frame_of[]: the slot holds a big buffer */
 #define PKT_RX_SLOTS 8192u                /* > ring frames + big buffers: the link ring never limits */
-#define PKT_TX_FRAMES 1024u
+#define PKT_TX_FRAMES 1024u               /* MTU-sized TX frames (no vnet header: no TSO) */
+#define PKT_TX_FRAMES_TSO 256u            /* TSO: 128 KiB frames (a 64 KiB super-frame + headers) */
+#define PKT_TX_FRAME_TSO (1u << 17)
 #define PKT_KICK_RETRY_US 100u           /* a refused TX kick is retried this much later */
 #define PKT_TX_HDR TPACKET_ALIGN(sizeof(struct tpacket2_hdr))
 
@@ -264,6 +268,21 @@ static int pkt_txsync(struct mtcp_link *l, uint64_t now)
                 vh.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
                 vh.csum_start = s->csum_start;
                 vh.csum_offset = s->csum_offset;
+                if ((s->flags & LINK_SLOT_F_GSO) && s->gso_size) {
+                    /* TSO super-frame (the engine marks it only with CSUM_PARTIAL) */
+                    uint32_t off = 12;
+                    uint16_t et = 0;
+                    while (off + 2 <= s->len) {
+                        et = (uint16_t)(s->buf[off] << 8 | s->buf[off + 1]);
+                        if (et != 0x8100 && et != 0x88a8) break;
+                        off += 4;
+                    }
+                    uint32_t th = s->csum_start;
+                    uint32_t doff = th + 12 < s->len ? (uint32_t)(s->buf[th + 12] >> 4) * 4 : 20;
+                    vh.gso_type = et == 0x86dd ? VIRTIO_NET_HDR_GSO_TCPV6 : VIRTIO_NET_HDR_GSO_TCPV4;
+                    vh.gso_size = s->gso_size;
+                    vh.hdr_len = (uint16_t)(th + doff);
+                }
             }
             memcpy(s->buf - sizeof(vh), &vh, sizeof(vh));
             len += (uint32_t)sizeof(vh);
@@ -425,12 +444,19 @@ mtcp_link *mtcp_packet_open(const char *ifname, uint32_t queue, uint32_t nqueues
     step = "PACKET_RX_RING";
     if (setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &rx, sizeof(rx)) < 0)
         goto fail;
+    /* With the vnet header, TX takes TSO super-frames (gso_type/gso_size; the kernel segments
+     * them in software if the device cannot): frames hold 64 KiB, fewer of them */
     uint32_t fs = io_pow2_roundup(mtu + 18 + (uint32_t)PKT_TX_HDR + (uint32_t)sizeof(struct virtio_net_hdr));
     if (fs < 2048) fs = 2048;
+    uint32_t txn = PKT_TX_FRAMES;
+    if (p->vnet && fs < PKT_TX_FRAME_TSO) {
+        fs = PKT_TX_FRAME_TSO;
+        txn = PKT_TX_FRAMES_TSO;
+    }
     uint32_t bs = fs > 65536 ? fs : 65536;
     struct tpacket_req tx = {
-        .tp_block_size = bs, .tp_block_nr = PKT_TX_FRAMES * fs / bs,
-        .tp_frame_size = fs, .tp_frame_nr = PKT_TX_FRAMES,
+        .tp_block_size = bs, .tp_block_nr = txn * fs / bs,
+        .tp_frame_size = fs, .tp_frame_nr = txn,
     };
     step = "PACKET_TX_RING";
     if (setsockopt(fd, SOL_PACKET, PACKET_TX_RING, &tx, sizeof(tx)) < 0)
@@ -446,7 +472,7 @@ mtcp_link *mtcp_packet_open(const char *ifname, uint32_t queue, uint32_t nqueues
     p->rx_base = p->map;
     p->tx_base = p->map + (size_t)rx.tp_block_size * rx.tp_block_nr;
     p->tx_frame_size = fs;
-    p->tx_frames = PKT_TX_FRAMES;
+    p->tx_frames = txn;
     struct sockaddr_ll sll = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL),
                                .sll_ifindex = (int)ifindex };
     step = "bind";
@@ -461,7 +487,7 @@ mtcp_link *mtcp_packet_open(const char *ifname, uint32_t queue, uint32_t nqueues
     }
     step = "ring allocation";
     errno = ENOMEM;
-    if (link_rings_alloc(&p->l, PKT_RX_SLOTS, PKT_TX_FRAMES, 0) != 0)
+    if (link_rings_alloc(&p->l, PKT_RX_SLOTS, txn, 0) != 0)
         goto fail;
     for (uint32_t i = 0; i < p->l.tx.num_slots; i++)
         p->l.tx.slot[i].buf = (uint8_t *)tx_frame(p, i) + PKT_TX_HDR + (p->vnet ? sizeof(struct virtio_net_hdr) : 0);
@@ -470,7 +496,7 @@ mtcp_link *mtcp_packet_open(const char *ifname, uint32_t queue, uint32_t nqueues
     p->l.ops = &pkt_ops;
     p->l.link_type = MTCP_LINK_ETHERNET;
     p->l.mtu = mtu;
-    p->l.features = LINK_FEAT_RX_GRO | (p->vnet ? LINK_FEAT_CSUM_TX : 0);
+    p->l.features = LINK_FEAT_RX_GRO | (p->vnet ? LINK_FEAT_CSUM_TX | LINK_FEAT_TSO : 0);
     snprintf(p->ifname, IFNAMSIZ, "%s", ifname);
     return &p->l;
 fail:
