@@ -976,10 +976,9 @@ def test_harsh_link_tiny_buffers_timestamps_rtt_sane():
     assert sim.finished_at - T0 < 600 * 1_000_000, summary(sim)
 
 
-@pytest.mark.xfail(strict=False, reason="C bug: mtcp_send refused for lack of pool chunks (native/tcp/tcp.c "
-                   "tcp_send sets TCPF_WANT_WRITABLE) gets no WRITABLE when chunks free up: it is only emitted "
-                   "on ACKed data (native/tcp/tcp_in.c ack_advance), and nothing may be in flight")
 def test_known_bug_no_writable_after_pool_exhaustion():
+    """Regression (fixed in the engine: wake_starved): a send cut short by an empty chunk pool,
+    with nothing in flight, still gets WRITABLE once chunks are free again."""
     """mtcp.h: send 'returns bytes accepted (may be < len; then a WRITABLE event follows when space
     frees)'. A's 16-chunk pool is filled by an unread receive buffer; a send on a second, idle
     connection returns 0; once the application reads, the pool is empty again but no WRITABLE comes."""

@@ -976,12 +976,46 @@ static uint32_t output_pass(struct mtcp_engine *e) {
     return moved;
 }
 
+/* A starved connection that can still take data (tcp_send's accepting states, no FIN queued). */
+static int starved_can_send(const struct conn *k) {
+    const struct tcp_conn *c = &k->tcp;
+    if (k->kind != CK_CONN || (k->eflags & (CF_DETACHED | CF_HIDDEN | CF_ZOMBIE))) return 0;
+    if (!(c->flags & TCPF_WANT_WRITABLE) || (c->flags & TCPF_FIN_QUEUED) || c->snd.len >= c->sndbuf) return 0;
+    return c->state == MTCP_ST_SYN_SENT || c->state == MTCP_ST_SYN_RECEIVED ||
+           c->state == MTCP_ST_ESTABLISHED || c->state == MTCP_ST_CLOSE_WAIT;
+}
+
+/* Give WRITABLE to connections starved by the chunk pool once chunks are free again. */
+static void wake_starved(struct mtcp_engine *e) {
+    if ((!e->starved_n && !e->starved_overflow) || e->pool.nfree == 0) return;
+    if (e->starved_overflow) {
+        for (uint32_t i = 0; i < e->nconns; i++) {
+            struct conn *k = &e->conns[i];
+            if (starved_can_send(k)) {
+                k->tcp.flags &= (uint16_t)~TCPF_WANT_WRITABLE;
+                env_event(e, &k->tcp, MTCP_EV_WRITABLE, 0, 0);
+            }
+        }
+    } else {
+        for (uint32_t i = 0; i < e->starved_n; i++) {
+            struct conn *k = conn_get(e, e->starved[i]);
+            if (k && starved_can_send(k)) {
+                k->tcp.flags &= (uint16_t)~TCPF_WANT_WRITABLE;
+                env_event(e, &k->tcp, MTCP_EV_WRITABLE, 0, 0);
+            }
+        }
+    }
+    e->starved_n = 0;
+    e->starved_overflow = 0;
+}
+
 int mtcp_engine_poll(mtcp_engine *e, uint64_t now_us) {
     set_now(e, now_us);
     struct mtcp_link *l = e->link;
     if (!l) {
         run_timers(e);
         output_pass(e);
+        wake_starved(e);
         return (int)e->ev_n;
     }
     for (int round = 0; round < LOOP_ROUNDS; round++) {
@@ -1002,6 +1036,7 @@ int mtcp_engine_poll(mtcp_engine *e, uint64_t now_us) {
         link_txsync(l, e->now);
         if (l->link_type != MTCP_LINK_IP || (n == 0 && sent == 0)) break;
     }
+    wake_starved(e);
     return (int)e->ev_n;
 }
 
@@ -1055,6 +1090,7 @@ uint32_t mtcp_engine_output(mtcp_engine *e, uint64_t now_us, uint8_t *buf, uint3
         if (e->outq.n || n >= maxframes) break;
         if (e->out_head == NONE32 && e->ctrlq.n == 0) break;
     }
+    wake_starved(e);
     return n;
 }
 
@@ -1120,6 +1156,13 @@ int64_t mtcp_send(mtcp_engine *e, mtcp_cid cid, const uint8_t *data, uint32_t le
     struct conn *k = get_conn(e, cid, &err);
     if (!k) return err;
     int64_t rc = tcp_send(&e->env, &k->tcp, e->now, data, len);
+    /* short for lack of pool chunks while the connection's own sndbuf has room: remember it, so
+     * WRITABLE follows when chunks free up (tcp only reports WRITABLE on ACKs of its own data) */
+    if (rc >= 0 && (uint64_t)rc < len && (k->tcp.flags & TCPF_WANT_WRITABLE) &&
+        k->tcp.snd.len < k->tcp.sndbuf) {
+        if (e->starved_n < STARVED_MAX) e->starved[e->starved_n++] = cid;
+        else e->starved_overflow = 1;
+    }
     api_done(e);
     return rc;
 }

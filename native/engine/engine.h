@@ -182,6 +182,13 @@ struct mtcp_engine {
     uint32_t reap_head;
     uint32_t abort_head;           /* conns to reset at the next safe point */
     uint32_t tw_head, tw_tail, tw_n; /* detached TIME-WAIT blocks, oldest first (recycled when the pool is empty) */
+    /* connections whose mtcp_send was cut short by an empty chunk pool (not by their sndbuf):
+     * they get WRITABLE as soon as chunks are free again (else, with nothing in flight, no ACK
+     * would ever wake them). Bounded; on overflow every connection is checked once. */
+#define STARVED_MAX 256
+    mtcp_cid starved[STARVED_MAX];
+    uint32_t starved_n;
+    uint8_t starved_overflow;
 
     struct wheel wheel;
 
