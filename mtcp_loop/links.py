@@ -6,7 +6,7 @@
 * ``tap``:    a (multi-queue) TAP device with virtio-net headers (``mtcp_tap_open``). The stack is
   the "far" end of the device: the kernel's side of the TAP (in whatever namespace it lives) is the
   peer. ``ifname`` empty = a new tapN.
-* ``packet``: AF_PACKET TPACKET_V3 rings bound to an existing interface (a veth end, a NIC).
+* ``packet``: AF_PACKET rings (TPACKET_V2 RX, TX ring with TSO) bound to an existing interface (a veth end, a NIC).
 * ``xdp``:    an AF_XDP socket bound to (ifname, queue), copy mode on veth (``mtcp_xdp_open``).
 
 With a real backend the engine's interface is ``link_type`` ETHERNET (ARP/NDP, ping, RST for closed

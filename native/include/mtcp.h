@@ -306,7 +306,7 @@ int mtcp_bench_engine(int mode, double seconds, uint32_t param, struct mtcp_benc
 mtcp_link *mtcp_tap_open(const char *ifname, uint32_t queue, uint32_t nqueues, uint32_t flags,
                          char *err, size_t errlen);
 
-/* AF_PACKET TPACKET_V3 (RX + TX ring, one mmap) bound to an existing interface (a veth end, a
+/* AF_PACKET TPACKET_V2 (RX + TX ring, one mmap) bound to an existing interface (a veth end, a
  * NIC). nqueues > 1: the sockets of queues 0..nqueues-1 share a PACKET_FANOUT_HASH group. */
 mtcp_link *mtcp_packet_open(const char *ifname, uint32_t queue, uint32_t nqueues, uint32_t flags,
                             char *err, size_t errlen);
