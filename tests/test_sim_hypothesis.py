@@ -1043,15 +1043,13 @@ ACK_STORM = ('{"seed":7860,"v6":false,"impair":["reorder 10%",0,0,0.1,0,200,100,
              '"abort_frac":0.0,"slow":"","pause_frac":0.0,"pause_us":300000,"start_us":0}],"cookies":1}')
 
 
-@pytest.mark.xfail(strict=False, reason="C bug: ACK storm between a TIME-WAIT and a desynchronized peer: "
-                   "a segment with SEQ = RCV.NXT-1 is taken as a probe and ACKed at once, unlimited "
-                   "(native/tcp/tcp_in.c probe branch); the peer's RFC 5961 challenge ACKs are limited "
-                   "only by the engine-wide budget (1000/s)")
 def test_known_bug_ack_storm_timewait_vs_cookie_ghost():
     """Three empty connections, 10% reorder, SYN cookies: a handshake ACK reordered behind the
     client's FIN re-creates the (closed) connection from its cookie. The ghost (rcv_nxt = client ISS+1)
     and the client's TIME-WAIT (snd_nxt = ISS+2) answer each other's ACK with an ACK: ~1000 frames/s
-    each way until the TIME-WAIT ends (about 2200 segments; a handful is expected)."""
+    each way until the TIME-WAIT ends (about 2200 segments; a handful is expected). Fixed: ACKs answering
+    invalid segments are limited per connection to one per 500 ms (TCP_OOW_ACK_INTERVAL_MS, as Linux's
+    tcp_invalid_ratelimit); now 15 segments out."""
     sim = run_scenario(Scenario.from_json(ACK_STORM))
     assert sim.ctr_a["segs_out"] < 200, summary(sim)
 

@@ -72,6 +72,7 @@ static const char *const names[CTR_COUNT] = {
     [CTR_TW_RECYCLED] = "tw_recycled",
     [CTR_TLP_PROBES] = "tlp_probes",
     [CTR_RACK_LOST] = "rack_lost",
+    [CTR_OOW_ACKS_LIMITED] = "oow_acks_limited",
 };
 
 _Static_assert(CTR_DROP_UNSUPPORTED - CTR_DROP_TRUNCATED + 2 == WIRE_E_COUNT_, "one drop counter per WIRE_E_* reason");

@@ -93,6 +93,8 @@ enum mtcp_counter {
     CTR_TW_RECYCLED,          /* TIME-WAIT blocks recycled because the connection pool was empty */
     CTR_TLP_PROBES,           /* tail loss probes sent (RFC 8985 7) */
     CTR_RACK_LOST,            /* sent ranges RACK marked lost (RFC 8985 6.2) */
+    CTR_OOW_ACKS_LIMITED,     /* challenge / out-of-window / PAWS / probe ACKs not sent: per-connection
+                               * limit (one per TCP_OOW_ACK_INTERVAL_MS, as Linux tcp_invalid_ratelimit) */
     CTR_COUNT
 };
 

@@ -75,6 +75,9 @@ struct tcp_conn {
     uint32_t ts_recent;
     uint32_t ts_recent_age_ms;
     uint32_t ts_offset;           /* per-connection random offset added to our tsval */
+    uint32_t last_oow_ack_ms;     /* when the last rate-limited ACK (challenge / out-of-window /
+                                   * PAWS / probe answer) was sent, ms clock; 0 = never (see
+                                   * TCP_OOW_ACK_INTERVAL_MS in tcp_int.h) */
 
     /* RTT (RFC 6298) */
     uint32_t srtt_us, rttvar_us, rto_us;

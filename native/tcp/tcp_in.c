@@ -17,9 +17,33 @@
  */
 #include "tcp_int.h"
 
+/* TCP_OOW_ACK_INTERVAL_MS: 1 = an invalid-segment ACK may not be sent now (counted), 0 = it may
+ * (and the connection's interval starts now) */
+static int oow_ack_limited(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
+{
+    uint32_t ms = (uint32_t)(now / 1000);
+    if (ms == 0) ms = 1;                          /* 0 means "never" */
+    if (c->last_oow_ack_ms && (uint32_t)(ms - c->last_oow_ack_ms) < TCP_OOW_ACK_INTERVAL_MS) {
+        CNT(env, CTR_OOW_ACKS_LIMITED);
+        return 1;
+    }
+    c->last_oow_ack_ms = ms;
+    return 0;
+}
+
+/* answer an invalid segment with an immediate ACK, subject to the per-connection limit unless the
+ * segment occupies sequence space without SYN (seqlen_nosyn) */
+static void oow_ack(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, int seqlen_nosyn)
+{
+    if (!seqlen_nosyn && oow_ack_limited(env, c, now)) return;
+    c->flags |= TCPF_ACK_NOW;
+    tcpi_want_output(env, c);
+}
+
 static void challenge_ack(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
 {
-    /* RFC 5961 7: rate limited by the engine's budget */
+    /* RFC 5961 7: rate limited per connection (as Linux) and by the engine's budget */
+    if (oow_ack_limited(env, c, now)) return;
     if (env->challenge_ok && !env->challenge_ok(env->ctx, now)) {
         CNT(env, CTR_CHALLENGE_ACKS_LIMITED);
         return;
@@ -311,8 +335,7 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
             c->ts_recent = seg->tsval;    /* 5.5: ts_recent too old to be trusted */
         } else {
             CNT(env, CTR_PAWS_DROPS);
-            c->flags |= TCPF_ACK_NOW;
-            tcpi_want_output(env, c);
+            oow_ack(env, c, now, (len || fin) && !syn);
             return;
         }
     }
@@ -386,7 +409,7 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
         ok = 1;
         probe = 1;
         seq = c->rcv_nxt;
-        c->flags |= TCPF_ACK_NOW;
+        if (!oow_ack_limited(env, c, now)) c->flags |= TCPF_ACK_NOW;
     }
     if (!ok && wnd == 0 && seq == c->rcv_nxt) {
         /* "special allowance should be made to accept valid ACKs, URGs, and RSTs" on a zero window
@@ -411,8 +434,7 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
             c->dsack_right = seq + len;
         }
         if (syn && synchronized_state(c->state)) { challenge_ack(env, c, now); return; }
-        c->flags |= TCPF_ACK_NOW;
-        tcpi_want_output(env, c);
+        oow_ack(env, c, now, seglen && !syn);
         return;
     }
 

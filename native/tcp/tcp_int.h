@@ -15,6 +15,13 @@
 #define TS_OPT_LEN 12
 #define QUICKACKS 8                 /* segments ACKed immediately after establishment */
 #define PAWS_24DAYS_MS (24u * 24u * 3600u * 1000u)
+/* Per-connection limit on ACKs answering invalid segments (RFC 5961 challenge ACKs, ACKs for
+ * unacceptable / PAWS-rejected segments and SEQ = RCV.NXT-1 probes, TIME-WAIT included): at most one
+ * per interval, as Linux's tcp_invalid_ratelimit (default 500 ms; a constant here). Segments that
+ * occupy sequence space (data or FIN) without SYN are exempt, as in Linux's tcp_oow_rate_limited:
+ * they are not part of an ACK loop (a retransmitted FIN in TIME-WAIT is always ACKed). Challenge
+ * ACKs also draw on the engine-wide budget (env->challenge_ok). */
+#define TCP_OOW_ACK_INTERVAL_MS 500u
 #define RTO_G_US 1000               /* clock granularity G (RFC 6298 2.2) */
 #define DEFAULT_MSS4 536            /* RFC 9293 3.7.1 when the peer sends no MSS option */
 #define DEFAULT_MSS6 1220

@@ -880,12 +880,80 @@ static void test_syn_in_established_challenge(void)
     CHECK_EQ(t.flags, A);
     CHECK_EQ(t.ack, PISS + 1);
     CHECK_EQ(f->counters[CTR_CHALLENGE_ACKS], 1);
-    /* rate limit: engine budget exhausted -> no ACK */
+    /* rate limit: engine budget exhausted -> no ACK (after the per-connection interval) */
     f->challenge_budget = 0;
-    in(f, 21 * MS, tmpl(S, PISS + 50, 0, 1000));
-    out(f, 21 * MS);
+    in(f, 600 * MS, tmpl(S, PISS + 50, 0, 1000));
+    out(f, 600 * MS);
     CHECK_EQ(pending(f), 0);
     CHECK_EQ(f->counters[CTR_CHALLENGE_ACKS_LIMITED], 1);
+    CHECK_EQ(f->counters[CTR_OOW_ACKS_LIMITED], 0);
+    fake_free(f);
+}
+
+/* Per-connection limit (Linux tcp_invalid_ratelimit): one ACK answering an invalid segment per
+ * TCP_OOW_ACK_INTERVAL_MS (500 ms), for challenge ACKs, unacceptable segments, SEQ = RCV.NXT-1
+ * probes and TIME-WAIT; data segments are exempt; the engine budget is not touched when limited. */
+static void test_oow_ack_per_conn_limit(void)
+{
+    struct fake *f = conn_established();
+    /* unacceptable pure ACK (far out of window): ACKed */
+    in(f, 20 * MS, tmpl(A, PISS + 1 + 400000, ISS + 1, 65535));
+    out(f, 20 * MS);
+    CHECK_EQ(pending(f), 1);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.flags, A);
+    CHECK_EQ(t.ack, PISS + 1);
+    /* second invalid segment 499 ms later: no ACK (challenge: SYN, and out of window) */
+    in(f, 519 * MS, tmpl(A, PISS + 1 + 400000, ISS + 1, 65535));
+    in(f, 519 * MS, tmpl(S, PISS + 50, 0, 1000));
+    in(f, 519 * MS, tmpl(A, PISS, ISS + 1, 65535));          /* probe <SEQ=RCV.NXT-1> */
+    out(f, 519 * MS);
+    CHECK_EQ(pending(f), 0);
+    CHECK_EQ(f->counters[CTR_OOW_ACKS_LIMITED], 3);
+    CHECK_EQ(f->counters[CTR_CHALLENGE_ACKS], 0);
+    CHECK_EQ(f->counters[CTR_CHALLENGE_ACKS_LIMITED], 0);
+    /* out-of-window data is exempt (not part of an ACK loop) */
+    in(f, 519 * MS, with_data(tmpl(A, PISS + 1 + 400000, ISS + 1, 65535), 0, 100));
+    out(f, 519 * MS);
+    CHECK_EQ(pending(f), 1);
+    drain(f);
+    /* 500 ms after the first: ACKed again; a probe right after is not */
+    in(f, 520 * MS, tmpl(S, PISS + 50, 0, 1000));
+    out(f, 520 * MS);
+    CHECK_EQ(pending(f), 1);
+    t = next_seg(f);
+    CHECK_EQ(t.flags, A);
+    CHECK_EQ(t.ack, PISS + 1);
+    CHECK_EQ(f->counters[CTR_CHALLENGE_ACKS], 1);
+    in(f, 521 * MS, tmpl(A, PISS, ISS + 1, 65535));
+    out(f, 521 * MS);
+    CHECK_EQ(pending(f), 0);
+    in(f, 1020 * MS, tmpl(A, PISS, ISS + 1, 65535));
+    out(f, 1020 * MS);
+    CHECK_EQ(pending(f), 1);
+    CHECK_EQ(f->counters[CTR_OOW_ACKS_LIMITED], 4);
+    fake_free(f);
+
+    /* TIME-WAIT: an old ACK is answered at most once per 500 ms; a retransmitted FIN always */
+    f = conn_time_wait();
+    in(f, 100 * MS, tmpl(A, PISS + 1, ISS + 1, 65535));       /* SEQ = RCV.NXT-1 */
+    out(f, 100 * MS);
+    CHECK_EQ(pending(f), 1);
+    t = next_seg(f);
+    CHECK_EQ(t.flags, A);
+    CHECK_EQ(t.ack, PISS + 2);
+    in(f, 200 * MS, tmpl(A, PISS + 1, ISS + 1, 65535));
+    in(f, 300 * MS, tmpl(A, PISS + 1 + 400000, ISS + 2, 65535));
+    out(f, 300 * MS);
+    CHECK_EQ(pending(f), 0);
+    in(f, 350 * MS, tmpl(A | F, PISS + 1, ISS + 2, 65535));   /* retransmitted FIN */
+    out(f, 350 * MS);
+    CHECK_EQ(pending(f), 1);
+    drain(f);
+    in(f, 600 * MS, tmpl(A, PISS + 1, ISS + 1, 65535));
+    out(f, 600 * MS);
+    CHECK_EQ(pending(f), 1);
+    CHECK_EQ(f->c.state, MTCP_ST_TIME_WAIT);
     fake_free(f);
 }
 
@@ -2597,6 +2665,7 @@ int main(void)
     RUN(test_rst_exact_resets);
     RUN(test_rst_in_window_challenge);
     RUN(test_syn_in_established_challenge);
+    RUN(test_oow_ack_per_conn_limit);
     RUN(test_ack_beyond_snd_nxt_challenge);
     RUN(test_out_of_window_data_acked);
     RUN(test_abort_sends_rst);
