@@ -562,8 +562,11 @@ static void shm_take(struct steer_link *s, uint32_t *t)
         struct shm_slot *sl = &s->slots[s->rd % nslots];
         uint64_t sq = __atomic_load_n(&sl->seq, __ATOMIC_ACQUIRE);
         if (sq != s->rd + 1) {
-            if (sq == 0 && end - s->rd < nslots / 2)
-                break;                       /* being written: take it next time */
+            /* Being written: the writer took its sequence number (so `end` covers it) but has
+             * not published yet; the slot still shows 0 or the sequence of an older lap. Take it
+             * next time, unless so much has been written since that the writer must have died. */
+            if (sq < s->rd + 1 && end - s->rd < nslots / 2)
+                break;
             s->ctr[S_LOST]++;                /* overwritten, or a writer died mid-write */
             s->rd++;
             continue;
