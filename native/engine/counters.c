@@ -72,6 +72,7 @@ static const char *const names[CTR_COUNT] = {
     [CTR_TW_RECYCLED] = "tw_recycled",
     [CTR_TLP_PROBES] = "tlp_probes",
     [CTR_RACK_LOST] = "rack_lost",
+    [CTR_RACK_NO_REC] = "rack_no_rec",
     [CTR_OOW_ACKS_LIMITED] = "oow_acks_limited",
 };
 

@@ -95,6 +95,7 @@ enum mtcp_counter {
     CTR_RACK_LOST,            /* sent ranges RACK marked lost (RFC 8985 6.2) */
     CTR_OOW_ACKS_LIMITED,     /* challenge / out-of-window / PAWS / probe ACKs not sent: per-connection
                                * limit (one per TCP_OOW_ACK_INTERVAL_MS, as Linux tcp_invalid_ratelimit) */
+    CTR_RACK_NO_REC,          /* SACK segments sent without RACK records (pool empty: RFC 6675 DupThresh) */
     CTR_COUNT
 };
 

@@ -52,6 +52,7 @@ void mtcp_config_default(struct mtcp_config *c) {
     c->synack_retries = 5;
     c->msl_us = 30000000;
     c->fin_timeout_us = 60000000;             /* Linux tcp_fin_timeout */
+    c->max_rack = c->max_conns / 4 < 16 ? 16 : c->max_conns / 4 > 4096 ? 4096 : c->max_conns / 4;
     c->delack_us = 40000;
     c->syn_backlog = 1024;
     c->initial_cwnd = 10;
@@ -104,6 +105,7 @@ static int validate(const struct mtcp_config *c, const struct mtcp_link *l, char
     if (c->synack_retries < 1 || c->synack_retries > 255) return bad(err, el, "synack_retries", "must be in [1, 255]");
     if (c->msl_us > 600000000u) return bad(err, el, "msl_us", "must be <= 600 s");
     if (c->fin_timeout_us > 600000000u) return bad(err, el, "fin_timeout_us", "must be <= 600 s");
+    if (c->max_rack > (1u << 20)) return bad(err, el, "max_rack", "must be <= 2^20");
     if (c->delack_us > 40000) return bad(err, el, "delack_us", "must be <= 40000 (40 ms)");
     if (c->syn_backlog < 1) return bad(err, el, "syn_backlog", "must be >= 1");
     if (c->initial_cwnd < 1 || c->initial_cwnd > 1000) return bad(err, el, "initial_cwnd", "must be in [1, 1000]");
@@ -344,6 +346,25 @@ static struct buf_ooo *env_ooo_get(void *ctx, struct tcp_conn *c, int alloc) {
     c->ooo = (uint16_t)i;
     e->ooo_used++;
     return &e->ooo[i];
+}
+
+static struct tcp_recs *env_rec_get(void *ctx, struct tcp_conn *c) {
+    struct mtcp_engine *e = ctx;
+    (void)c;
+    if (e->rec_free == NONE32) return NULL;
+    uint32_t i = e->rec_free;
+    e->rec_free = e->rec_next[i];
+    e->rec_used++;
+    return &e->recs[i];
+}
+
+static void env_rec_put(void *ctx, struct tcp_conn *c, struct tcp_recs *r) {
+    struct mtcp_engine *e = ctx;
+    (void)c;
+    uint32_t i = (uint32_t)(r - e->recs);
+    e->rec_next[i] = e->rec_free;
+    e->rec_free = i;
+    e->rec_used--;
 }
 
 static void env_ooo_put(void *ctx, struct tcp_conn *c) {
@@ -618,6 +639,9 @@ static void conn_release(struct mtcp_engine *e, struct conn *k) {
     buf_stream_clear(&e->pool, &k->tcp.snd);
     buf_stream_clear(&e->pool, &k->tcp.rcv);
     env_ooo_put(e, &k->tcp);
+    if (k->tcp.recs) env_rec_put(e, &k->tcp, k->tcp.recs);
+    k->tcp.recs = NULL;
+    k->tcp.rec_n = 0;
     if (k->eflags & CF_PORTREF) port_unref(e, k->tcp.family, k->tcp.local_port);
     e->counters[CTR_CONN_CLOSED]++;
     conn_free(e, k);
@@ -733,6 +757,15 @@ mtcp_engine *mtcp_engine_new(const struct mtcp_config *cfg, mtcp_link *link, cha
     if (!e->ooo || !e->ooo_next) goto oom;
     for (uint32_t i = 0; i < nooo; i++) e->ooo_next[i] = i + 1 < nooo ? i + 1 : NONE32;
     e->ooo_free = 0;
+    e->nrec = cfg->max_rack;
+    e->rec_free = NONE32;
+    if (e->nrec) {
+        e->recs = malloc((size_t)e->nrec * sizeof *e->recs);
+        e->rec_next = malloc((size_t)e->nrec * sizeof *e->rec_next);
+        if (!e->recs || !e->rec_next) goto oom;
+        for (uint32_t i = 0; i < e->nrec; i++) e->rec_next[i] = i + 1 < e->nrec ? i + 1 : NONE32;
+        e->rec_free = 0;
+    }
     e->ev_cap = cfg->max_events;
     e->ev = calloc(e->ev_cap, sizeof *e->ev);
     if (!e->ev) goto oom;
@@ -757,6 +790,8 @@ mtcp_engine *mtcp_engine_new(const struct mtcp_config *cfg, mtcp_link *link, cha
     env->counters = e->counters;
     env->ooo_get = env_ooo_get;
     env->ooo_put = env_ooo_put;
+    env->rec_get = env_rec_get;
+    env->rec_put = env_rec_put;
     env->tx_begin = env_tx_begin;
     env->tx_commit = env_tx_commit;
     env->event = env_event;
@@ -799,6 +834,8 @@ void mtcp_engine_free(mtcp_engine *e) {
     if (e->pool.mem) buf_pool_fini(&e->pool);
     free(e->ooo);
     free(e->ooo_next);
+    free(e->recs);
+    free(e->rec_next);
     free(e->ev);
     free(e->frames);
     free(e->fmem);
@@ -1281,4 +1318,9 @@ void mtcp_engine_pool_usage(mtcp_engine *e, uint64_t out[4]) {
     out[1] = e->pool.nchunks - e->pool.nfree;
     out[2] = e->ooo_used;
     out[3] = e->ev_n;
+}
+
+void mtcp_engine_rack_usage(mtcp_engine *e, uint64_t out[2]) {
+    out[0] = e->rec_used;
+    out[1] = e->nrec;
 }

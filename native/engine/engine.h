@@ -170,6 +170,9 @@ struct mtcp_engine {
     struct buf_ooo *ooo;
     uint32_t *ooo_next;
     uint32_t nooo, ooo_free, ooo_used;
+    struct tcp_recs *recs;     /* RACK transmit records (cfg.max_rack), free list as the ooo pool */
+    uint32_t *rec_next;
+    uint32_t nrec, rec_free, rec_used;
 
     struct buf_pool pool;
 

@@ -103,6 +103,9 @@ struct mtcp_config {
     uint32_t neigh_timeout_us; /* ARP/NDP cache entry lifetime; default 60 s */
     uint32_t fin_timeout_us;   /* an orphaned (closed by the app) FIN-WAIT-2 gives up after this, like
                                   Linux tcp_fin_timeout; default 60 s; <= 600 s; 0 = 2*msl_us */
+    uint32_t max_rack;         /* RACK transmit-record sets (~440 B each), taken by SACK connections
+                                  while data is in flight; default max_conns/4 in [16, 4096]; <= 2^20;
+                                  0 = none (RFC 6675 DupThresh loss detection only) */
 };
 
 /* Events handed to the layer above, in order. */
@@ -231,6 +234,8 @@ void mtcp_engine_counters(mtcp_engine *e, uint64_t *out, uint32_t n);
 /* Debug / leak checks (engine engineer): out[0] connection blocks in use (incl. listeners and
  * TIME-WAIT), out[1] buffer chunks in use, out[2] out-of-order buffers in use, out[3] events queued. */
 void mtcp_engine_pool_usage(mtcp_engine *e, uint64_t out[4]);
+/* out[0] RACK transmit-record sets in use, out[1] pool size (mtcp_config.max_rack). */
+void mtcp_engine_rack_usage(mtcp_engine *e, uint64_t out[2]);
 
 /* --- links (ring pairs). Backends live in native/io; see native/io/link.h for the contract. --- */
 void mtcp_link_close(mtcp_link *l);

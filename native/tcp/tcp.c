@@ -114,6 +114,23 @@ struct buf_ooo *tcpi_ooo_of(const struct tcp_env *env, struct tcp_conn *c, int a
     return env->ooo_get(env->ctx, c, alloc);
 }
 
+/* RACK transmit records: take from the engine's pool (none -> counted, RFC 6675 DupThresh for
+ * this flight) / give back */
+void tcpi_rec_take(const struct tcp_env *env, struct tcp_conn *c)
+{
+    c->recs = env->rec_get ? env->rec_get(env->ctx, c) : NULL;
+    c->rec_n = 0;
+    if (!c->recs) CNT(env, CTR_RACK_NO_REC);
+}
+
+void tcpi_rec_release(const struct tcp_env *env, struct tcp_conn *c)
+{
+    struct tcp_recs *r = c->recs;
+    c->recs = NULL;
+    c->rec_n = 0;
+    if (r && env->rec_put) env->rec_put(env->ctx, c, r);
+}
+
 void tcpi_ooo_release(const struct tcp_env *env, struct tcp_conn *c)
 {
     struct buf_ooo *o = tcpi_ooo_of(env, c, 0);
@@ -131,6 +148,7 @@ void tcpi_conn_closed(const struct tcp_env *env, struct tcp_conn *c)
     c->t_rexmit = c->t_delack = c->t_keepalive = c->t_timewait = 0;
     c->t_rack = c->t_tlp = 0;
     c->rec_n = 0;
+    tcpi_rec_release(env, c);
     c->persist = 0;
     tcpi_ooo_release(env, c);
     buf_stream_clear(env->pool, &c->snd);
@@ -171,6 +189,7 @@ void tcpi_enter_time_wait(const struct tcp_env *env, struct tcp_conn *c, uint64_
     c->t_keepalive = 0;
     c->t_rack = c->t_tlp = 0;
     c->rec_n = 0;
+    tcpi_rec_release(env, c);
     c->persist = 0;
     c->t_timewait = now + 2ull * env->cfg->msl_us;
     tcpi_ooo_release(env, c);

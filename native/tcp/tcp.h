@@ -51,6 +51,11 @@
 #define TCP_SB_MAX 8
 struct tcp_sack_range { uint32_t left, right; };
 
+/* RACK transmit records (see tcp_conn.recs); out of line, from a per-engine pool */
+#define TCP_REC_MAX 48
+struct tcp_xmit_rec { uint32_t end, ts; };
+struct tcp_recs { struct tcp_xmit_rec rec[TCP_REC_MAX]; uint8_t fl[TCP_REC_MAX]; };
+
 struct tcp_conn {
     uint8_t state;                /* MTCP_ST_* */
     uint8_t snd_wscale, rcv_wscale;
@@ -140,11 +145,10 @@ struct tcp_conn {
      * rec_fl[i] (TCP_RECF_*). New data sent in one output pass at the same time extends the last
      * record; a retransmission splits records. Bounded: when full, neighbours with the same flags
      * are merged (later time kept: loss is then detected later, never earlier). */
-#define TCP_REC_MAX 48
 #define TCP_RECF_RETRANS 0x01    /* retransmitted (its RTT is ambiguous) */
 #define TCP_RECF_LOST 0x02       /* marked lost, not yet retransmitted */
-    struct tcp_xmit_rec { uint32_t end, ts; } rec[TCP_REC_MAX];
-    uint8_t rec_fl[TCP_REC_MAX];
+    struct tcp_recs *recs;        /* out of line, from the engine's pool (env->rec_get) while data
+                                   * is in flight; NULL = none (pool empty: RFC 6675 DupThresh only) */
     uint32_t rec_base;
     uint8_t rec_n;
     uint8_t rack_valid;           /* rack_ts/rack_end hold a delivered segment */
@@ -175,6 +179,12 @@ struct tcp_env {
     /* Per-connection out-of-order buffer: get (allocating if alloc) or release. NULL = none/full. */
     struct buf_ooo *(*ooo_get)(void *ctx, struct tcp_conn *c, int alloc);
     void (*ooo_put)(void *ctx, struct tcp_conn *c);
+    /* RACK transmit records (struct tcp_recs): taken when data goes in flight on a SACK connection,
+     * returned when everything is acknowledged or the connection closes. rec_get returns NULL when
+     * the pool is empty (or rec_get is NULL): that connection uses RFC 6675 DupThresh until its
+     * next flight. */
+    struct tcp_recs *(*rec_get)(void *ctx, struct tcp_conn *c);
+    void (*rec_put)(void *ctx, struct tcp_conn *c, struct tcp_recs *r);
     /* Reserve room for one segment to c's peer. Returns where the TCP header goes and its capacity
      * (header + payload, already limited by the path MTU) in *cap; NULL when the TX ring is full
      * (TCP leaves the connection "output pending" and tries again next poll). */

@@ -171,6 +171,7 @@ static int ack_advance(const struct tcp_env *env, struct tcp_conn *c, uint64_t n
 
     if (c->sb_n) tcpi_sb_prune(c);
     if (c->rec_n) tcpi_rack_prune(c);
+    if (c->recs && !c->rec_n) tcpi_rec_release(env, c);   /* all acked: records back to the pool */
     /* RFC 8985 7.4: the TLP episode ends when its probe is acknowledged; a retransmitted probe
      * acknowledged without a DSACK repaired a real loss: congestion response */
     if (c->tlp_active && seq_ge(ack, c->tlp_end)) {

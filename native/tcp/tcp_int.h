@@ -22,6 +22,10 @@
  * they are not part of an ACK loop (a retransmitted FIN in TIME-WAIT is always ACKed). Challenge
  * ACKs also draw on the engine-wide budget (env->challenge_ok). */
 #define TCP_OOW_ACK_INTERVAL_MS 500u
+struct tcp_conn;
+struct tcp_env;
+void tcpi_rec_take(const struct tcp_env *env, struct tcp_conn *c);
+void tcpi_rec_release(const struct tcp_env *env, struct tcp_conn *c);
 #define RTO_G_US 1000               /* clock granularity G (RFC 6298 2.2) */
 #define DEFAULT_MSS4 536            /* RFC 9293 3.7.1 when the peer sends no MSS option */
 #define DEFAULT_MSS6 1220

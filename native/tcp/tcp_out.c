@@ -177,6 +177,8 @@ int tcpi_send_seg(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, u
         }
     }
     int new_data = seq_gt(end, c->snd_max);
+    if (!(flags & WIRE_TCP_SYN) && (c->flags & TCPF_SACK_OK) && !c->recs && seq_lt(seq, end))
+        tcpi_rec_take(env, c);                                          /* RACK records, lazily */
     if (!(flags & WIRE_TCP_SYN)) tcpi_rack_sent(c, now, seq, end);     /* RACK: per-range send times */
     if (seq_gt(end, c->snd_nxt) && seq_le(seq, c->snd_nxt)) c->snd_nxt = end;
     if (seq_gt(end, c->snd_max)) c->snd_max = end;

@@ -150,7 +150,7 @@ static inline int sent_after(uint32_t t1, uint32_t e1, uint32_t t2, uint32_t e2)
 {
     return ts_after(t1, t2) || (t1 == t2 && seq_gt(e1, e2));
 }
-static inline uint32_t rec_start(const struct tcp_conn *c, uint32_t i) { return i ? c->rec[i - 1].end : c->rec_base; }
+static inline uint32_t rec_start(const struct tcp_conn *c, uint32_t i) { return i ? c->recs->rec[i - 1].end : c->rec_base; }
 
 /* SACKed bytes of [a, b) by the scoreboard. */
 static uint32_t sacked_in(const struct tcp_conn *c, uint32_t a, uint32_t b)
@@ -184,16 +184,16 @@ static int rec_compact(struct tcp_conn *c)
     int best = -1;
     uint32_t bestd = UINT32_MAX;
     for (uint32_t i = 0; i + 1 < c->rec_n; i++) {
-        if (c->rec_fl[i] != c->rec_fl[i + 1]) continue;
-        uint32_t d = c->rec[i + 1].ts - c->rec[i].ts;
+        if (c->recs->fl[i] != c->recs->fl[i + 1]) continue;
+        uint32_t d = c->recs->rec[i + 1].ts - c->recs->rec[i].ts;
         if ((int32_t)d < 0) d = (uint32_t)-(int32_t)d;
         if (d < bestd) { bestd = d; best = (int)i; }
     }
     if (best < 0) return 0;
     uint32_t i = (uint32_t)best;
-    if (ts_after(c->rec[i].ts, c->rec[i + 1].ts)) c->rec[i + 1].ts = c->rec[i].ts;
-    memmove(&c->rec[i], &c->rec[i + 1], (c->rec_n - i - 1) * sizeof c->rec[0]);
-    memmove(&c->rec_fl[i], &c->rec_fl[i + 1], (c->rec_n - i - 1) * sizeof c->rec_fl[0]);
+    if (ts_after(c->recs->rec[i].ts, c->recs->rec[i + 1].ts)) c->recs->rec[i + 1].ts = c->recs->rec[i].ts;
+    memmove(&c->recs->rec[i], &c->recs->rec[i + 1], (c->rec_n - i - 1) * sizeof c->recs->rec[0]);
+    memmove(&c->recs->fl[i], &c->recs->fl[i + 1], (c->rec_n - i - 1) * sizeof c->recs->fl[0]);
     c->rec_n--;
     return 1;
 }
@@ -204,28 +204,28 @@ static void rec_reserve(struct tcp_conn *c, uint32_t room)
 /* Split record i at sequence at (strictly inside): i = [start, at), i+1 = [at, end). */
 static int rec_split(struct tcp_conn *c, uint32_t i, uint32_t at)
 {
-    if (!seq_gt(at, rec_start(c, i)) || !seq_lt(at, c->rec[i].end)) return 0;
+    if (!seq_gt(at, rec_start(c, i)) || !seq_lt(at, c->recs->rec[i].end)) return 0;
     if (c->rec_n >= TCP_REC_MAX) return -1;
-    memmove(&c->rec[i + 1], &c->rec[i], (c->rec_n - i) * sizeof c->rec[0]);
-    memmove(&c->rec_fl[i + 1], &c->rec_fl[i], (c->rec_n - i) * sizeof c->rec_fl[0]);
+    memmove(&c->recs->rec[i + 1], &c->recs->rec[i], (c->rec_n - i) * sizeof c->recs->rec[0]);
+    memmove(&c->recs->fl[i + 1], &c->recs->fl[i], (c->rec_n - i) * sizeof c->recs->fl[0]);
     c->rec_n++;
-    c->rec[i].end = at;
+    c->recs->rec[i].end = at;
     return 0;
 }
 static uint32_t rec_find(const struct tcp_conn *c, uint32_t seq)
 {
     for (uint32_t i = 0; i < c->rec_n; i++)
-        if (seq_lt(seq, c->rec[i].end)) return i;
+        if (seq_lt(seq, c->recs->rec[i].end)) return i;
     return c->rec_n;
 }
 
 /* [seq, end) just went out at now (new data or a retransmission). */
 void tcpi_rack_sent(struct tcp_conn *c, uint64_t now, uint32_t seq, uint32_t end)
 {
-    if (!(c->flags & TCPF_SACK_OK) || !seq_lt(seq, end)) return;
+    if (!(c->flags & TCPF_SACK_OK) || !c->recs || !seq_lt(seq, end)) return;
     uint32_t t = (uint32_t)now;
     if (!c->rec_n) c->rec_base = seq;
-    uint32_t top = c->rec_n ? c->rec[c->rec_n - 1].end : c->rec_base;
+    uint32_t top = c->rec_n ? c->recs->rec[c->rec_n - 1].end : c->rec_base;
     if (seq_lt(seq, c->rec_base)) seq = c->rec_base;
     /* retransmitted part: [a, b) below top */
     uint32_t a = seq, b = seq_lt(end, top) ? end : top;
@@ -235,33 +235,33 @@ void tcpi_rack_sent(struct tcp_conn *c, uint64_t now, uint32_t seq, uint32_t end
         if (i < c->rec_n && rec_split(c, i, a) == 0 && seq_gt(a, rec_start(c, i))) i++;
         uint32_t j = rec_find(c, b - 1);
         if (j < c->rec_n) (void)rec_split(c, j, b);
-        for (; i < c->rec_n && seq_le(c->rec[i].end, b) ; i++) {
-            c->rec[i].ts = t;
-            c->rec_fl[i] = TCP_RECF_RETRANS;
+        for (; i < c->rec_n && seq_le(c->recs->rec[i].end, b) ; i++) {
+            c->recs->rec[i].ts = t;
+            c->recs->fl[i] = TCP_RECF_RETRANS;
         }
         /* a split that found no room: the record straddling b is updated whole */
         if (i < c->rec_n && seq_lt(rec_start(c, i), b)) {
-            c->rec[i].ts = t;
-            c->rec_fl[i] = TCP_RECF_RETRANS;
+            c->recs->rec[i].ts = t;
+            c->recs->fl[i] = TCP_RECF_RETRANS;
         }
     }
     /* new part: [max(seq, top), end) */
     if (seq_gt(end, top)) {
         uint32_t n = c->rec_n;
-        if (n && c->rec[n - 1].ts == t && c->rec_fl[n - 1] == 0) {
-            c->rec[n - 1].end = end;
+        if (n && c->recs->rec[n - 1].ts == t && c->recs->fl[n - 1] == 0) {
+            c->recs->rec[n - 1].end = end;
             return;
         }
         rec_reserve(c, 1);
         n = c->rec_n;
         if (n >= TCP_REC_MAX) {           /* no room even after merging: extend the last one */
-            c->rec[n - 1].end = end;
-            c->rec[n - 1].ts = t;
+            c->recs->rec[n - 1].end = end;
+            c->recs->rec[n - 1].ts = t;
             return;
         }
-        c->rec[n].end = end;
-        c->rec[n].ts = t;
-        c->rec_fl[n] = 0;
+        c->recs->rec[n].end = end;
+        c->recs->rec[n].ts = t;
+        c->recs->fl[n] = 0;
         c->rec_n++;
     }
 }
@@ -269,10 +269,10 @@ void tcpi_rack_sent(struct tcp_conn *c, uint64_t now, uint32_t seq, uint32_t end
 void tcpi_rack_prune(struct tcp_conn *c)
 {
     uint32_t k = 0;
-    while (k < c->rec_n && seq_le(c->rec[k].end, c->snd_una)) k++;
+    while (k < c->rec_n && seq_le(c->recs->rec[k].end, c->snd_una)) k++;
     if (k) {
-        memmove(&c->rec[0], &c->rec[k], (c->rec_n - k) * sizeof c->rec[0]);
-        memmove(&c->rec_fl[0], &c->rec_fl[k], (c->rec_n - k) * sizeof c->rec_fl[0]);
+        memmove(&c->recs->rec[0], &c->recs->rec[k], (c->rec_n - k) * sizeof c->recs->rec[0]);
+        memmove(&c->recs->fl[0], &c->recs->fl[k], (c->rec_n - k) * sizeof c->recs->fl[0]);
         c->rec_n = (uint8_t)(c->rec_n - k);
     }
     if (c->rec_n && seq_lt(c->rec_base, c->snd_una)) c->rec_base = c->snd_una;
@@ -290,13 +290,13 @@ int tcpi_seg_dsack(const struct wire_tcp *seg)
 /* RFC 8985 6.2 step 2 (RACK_update) for one newly delivered piece of record i ending at dend */
 static void rack_deliver(struct tcp_conn *c, uint32_t i, uint32_t dend, uint32_t t, uint32_t fack0)
 {
-    uint32_t rtt = t - c->rec[i].ts;
-    int rx = (c->rec_fl[i] & TCP_RECF_RETRANS) != 0;
+    uint32_t rtt = t - c->recs->rec[i].ts;
+    int rx = (c->recs->fl[i] & TCP_RECF_RETRANS) != 0;
     if (rx && (!c->rack_min_rtt || rtt < c->rack_min_rtt)) return;     /* may be the original's ACK */
     if (!rx && (!c->rack_min_rtt || rtt < c->rack_min_rtt)) c->rack_min_rtt = rtt ? rtt : 1;
     c->rack_rtt = rtt;
-    if (!c->rack_valid || sent_after(c->rec[i].ts, dend, c->rack_ts, c->rack_end)) {
-        c->rack_ts = c->rec[i].ts;
+    if (!c->rack_valid || sent_after(c->recs->rec[i].ts, dend, c->rack_ts, c->rack_end)) {
+        c->rack_ts = c->recs->rec[i].ts;
         c->rack_end = dend;
         c->rack_valid = 1;
     }
@@ -309,7 +309,7 @@ static void rack_deliver(struct tcp_conn *c, uint32_t i, uint32_t dend, uint32_t
 static void rack_deliver_range(struct tcp_conn *c, uint32_t a, uint32_t b, uint32_t t, uint32_t fack0)
 {
     for (uint32_t i = rec_find(c, a); i < c->rec_n; i++) {
-        uint32_t s = rec_start(c, i), e = c->rec[i].end;
+        uint32_t s = rec_start(c, i), e = c->recs->rec[i].end;
         if (seq_ge(s, b)) break;
         uint32_t l = seq_gt(s, a) ? s : a, r = seq_lt(e, b) ? e : b;
         if (seq_lt(l, r) && sacked_in(c, l, r) < r - l) rack_deliver(c, i, r, t, fack0);
@@ -375,11 +375,11 @@ int tcpi_rack_detect(struct tcp_conn *c, uint64_t now)
     int marked = 0;
     rec_reserve(c, 8);
     for (uint32_t i = 0; i < c->rec_n; i++) {
-        if (c->rec_fl[i] & TCP_RECF_LOST) continue;
-        uint32_t s = rec_start(c, i), e = c->rec[i].end;
+        if (c->recs->fl[i] & TCP_RECF_LOST) continue;
+        uint32_t s = rec_start(c, i), e = c->recs->rec[i].end;
         if (seq_lt(s, c->snd_una)) s = c->snd_una;
         if (!seq_lt(s, e)) continue;
-        uint32_t ts = c->rec[i].ts;
+        uint32_t ts = c->recs->rec[i].ts;
         uint32_t l, r;
         if (!first_unsacked(c, s, e, &l, &r)) continue;
         if (!sent_after(c->rack_ts, c->rack_end, ts, r)) continue;
@@ -389,7 +389,7 @@ int tcpi_rack_detect(struct tcp_conn *c, uint64_t now)
             if (ts == c->rack_ts && seq_gt(e, c->rack_end) && seq_gt(c->rack_end, s)) {
                 if (rec_split(c, i, c->rack_end) < 0) continue;
             }
-            c->rec_fl[i] |= TCP_RECF_LOST;
+            c->recs->fl[i] |= TCP_RECF_LOST;
             marked++;
         } else if (remaining > timeout) {
             timeout = remaining;
@@ -404,7 +404,7 @@ int tcpi_rack_detect(struct tcp_conn *c, uint64_t now)
 
 void tcpi_rack_mark_all_lost(struct tcp_conn *c)
 {
-    for (uint32_t i = 0; i < c->rec_n; i++) c->rec_fl[i] |= TCP_RECF_LOST;
+    for (uint32_t i = 0; i < c->rec_n; i++) c->recs->fl[i] |= TCP_RECF_LOST;
     c->t_rack = 0;
 }
 
@@ -413,13 +413,13 @@ static uint32_t rack_pipe(const struct tcp_conn *c)
 {
     uint32_t pipe = 0;
     for (uint32_t i = 0; i < c->rec_n; i++) {
-        if (c->rec_fl[i] & TCP_RECF_LOST) continue;
-        uint32_t s = rec_start(c, i), e = c->rec[i].end;
+        if (c->recs->fl[i] & TCP_RECF_LOST) continue;
+        uint32_t s = rec_start(c, i), e = c->recs->rec[i].end;
         if (seq_lt(s, c->snd_una)) s = c->snd_una;
         if (!seq_lt(s, e)) continue;
         pipe += (e - s) - sacked_in(c, s, e);
     }
-    uint32_t top = c->rec_n ? c->rec[c->rec_n - 1].end : c->snd_una;
+    uint32_t top = c->rec_n ? c->recs->rec[c->rec_n - 1].end : c->snd_una;
     if (seq_lt(top, c->snd_max)) pipe += c->snd_max - top;
     return pipe;
 }
@@ -427,8 +427,8 @@ static uint32_t rack_pipe(const struct tcp_conn *c)
 static int rack_next_lost(const struct tcp_conn *c, uint32_t *seq, uint32_t *len)
 {
     for (uint32_t i = 0; i < c->rec_n; i++) {
-        if (!(c->rec_fl[i] & TCP_RECF_LOST)) continue;
-        uint32_t s = rec_start(c, i), e = c->rec[i].end, l, r;
+        if (!(c->recs->fl[i] & TCP_RECF_LOST)) continue;
+        uint32_t s = rec_start(c, i), e = c->recs->rec[i].end, l, r;
         if (seq_lt(s, c->snd_una)) s = c->snd_una;
         if (!seq_lt(s, e)) continue;
         if (!first_unsacked(c, s, e, &l, &r)) continue;

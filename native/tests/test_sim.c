@@ -285,6 +285,11 @@ static int run_case(const struct simcfg *sc, uint64_t seed) {
     CHECK_EQ(pb[0], 1);          /* the listener */
     CHECK_EQ(pa[1] + pb[1], 0);
     CHECK_EQ(pa[2] + pb[2], 0);
+    uint64_t ra[2], rb[2];       /* RACK transmit records all back in the pools */
+    mtcp_engine_rack_usage(A, ra);
+    mtcp_engine_rack_usage(B, rb);
+    CHECK_EQ(ra[0] + rb[0], 0);
+    CHECK(ra[1] > 0 && rb[1] > 0);
     CHECK_EQ(mtcp_close(B, (mtcp_cid)lid), 0);
     mtcp_engine_pool_usage(B, pb);
     CHECK_EQ(pb[0], 0);
@@ -549,6 +554,8 @@ static void test_keepalive_idle(void) {
     mtcp_engine_pool_usage(A, pu);
     CHECK_EQ(pu[0], 0);
     CHECK_EQ(pu[1], 0);
+    mtcp_engine_rack_usage(A, pu);
+    CHECK_EQ(pu[0], 0);
     mtcp_engine_free(A);
     mtcp_engine_free(B);
     mtcp_link_close(la);

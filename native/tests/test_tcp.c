@@ -40,6 +40,8 @@ struct fake {
     int timer_calls;
     int want;
     int closed;
+    struct tcp_recs recs_store;  /* the fake's one RACK record set */
+    int recs_used, recs_deny;
     int challenge_budget;        /* < 0: unlimited */
     struct tcp_env env;
     struct tcp_conn c;
@@ -56,6 +58,22 @@ static struct buf_ooo *f_ooo_get(void *ctx, struct tcp_conn *c, int alloc)
     return &f->ooo;
 }
 static void f_ooo_put(void *ctx, struct tcp_conn *c) { struct fake *f = ctx; f->ooo_used = 0; c->ooo = 0xffff; }
+static struct tcp_recs *f_rec_get(void *ctx, struct tcp_conn *c)
+{
+    struct fake *f = ctx;
+    (void)c;
+    if (f->recs_used || f->recs_deny) return NULL;
+    f->recs_used = 1;
+    memset(&f->recs_store, 0xa5, sizeof f->recs_store);
+    return &f->recs_store;
+}
+static void f_rec_put(void *ctx, struct tcp_conn *c, struct tcp_recs *r)
+{
+    struct fake *f = ctx;
+    (void)c;
+    CHECK(r == &f->recs_store && f->recs_used);
+    f->recs_used = 0;
+}
 static uint8_t *f_tx_begin(void *ctx, struct tcp_conn *c, uint32_t *cap)
 {
     struct fake *f = ctx;
@@ -134,6 +152,8 @@ static struct fake *fake_new(void)
     f->env.counters = f->counters;
     f->env.ooo_get = f_ooo_get;
     f->env.ooo_put = f_ooo_put;
+    f->env.rec_get = f_rec_get;
+    f->env.rec_put = f_rec_put;
     f->env.tx_begin = f_tx_begin;
     f->env.tx_commit = f_tx_commit;
     f->env.event = f_event;
@@ -1469,6 +1489,56 @@ static struct wire_tcp sack_ack2(uint32_t ack, uint32_t l, uint32_t r) { return 
 /* RACK marks a segment lost once RACK.rtt + reo_wnd passed since it was sent (not by counting
  * duplicate ACKs), through the reordering timer; then a lost retransmission is detected from a
  * later-sent segment being SACKed, without an RTO. */
+/* RACK records out of line: taken when data goes in flight, returned when all is ACKed or on
+ * close; without a record set (pool empty) the connection falls back to RFC 6675 DupThresh */
+static void test_rack_records_pool(void)
+{
+    fprintf(stderr, "    sizeof(struct tcp_conn) = %zu, sizeof(struct tcp_recs) = %zu\n",
+            sizeof(struct tcp_conn), sizeof(struct tcp_recs));
+    struct fake *f = conn_established();
+    CHECK(f->c.recs == NULL);
+    CHECK_EQ(f->recs_used, 0);
+    fill_flight(f, 100 * MS, 4);
+    CHECK(f->c.recs == &f->recs_store);
+    CHECK(f->c.rec_n > 0);
+    uint32_t b = ISS + 1;
+    in(f, 130 * MS, tmpl(A, PISS + 1, b + 2 * 1460, 65535));
+    CHECK(f->c.recs != NULL);                        /* half acked: kept */
+    in(f, 140 * MS, tmpl(A, PISS + 1, b + 4 * 1460, 65535));
+    CHECK(f->c.recs == NULL);                        /* all acked: returned */
+    CHECK_EQ(f->recs_used, 0);
+    CHECK_EQ(f->c.rec_n, 0);
+    /* close with data in flight: returned */
+    fill_flight(f, 200 * MS, 2);
+    CHECK_EQ(f->recs_used, 1);
+    tcp_abort(&f->env, &f->c, 210 * MS);
+    CHECK_EQ(f->recs_used, 0);
+    CHECK(f->c.recs == NULL);
+    CHECK_EQ(f->counters[CTR_RACK_NO_REC], 0);
+    fake_free(f);
+
+    /* pool empty: counted, no records, loss found by DupThresh (3 segments SACKed above a hole) */
+    f = conn_established();
+    f->recs_deny = 1;
+    fill_flight(f, 100 * MS, 10);
+    CHECK(f->c.recs == NULL);
+    CHECK_EQ(f->c.rec_n, 0);
+    CHECK_EQ(f->counters[CTR_RACK_NO_REC], 10);    /* per segment sent without records */
+    in(f, 130 * MS, sack_ack(b, b + 1460, b + 2 * 1460));
+    in(f, 131 * MS, sack_ack(b, b + 1460, b + 3 * 1460));
+    out(f, 131 * MS);
+    CHECK_EQ(pending(f), 0);                         /* RACK would wait for its timer; nothing */
+    CHECK_EQ(f->c.t_rack, 0);
+    in(f, 132 * MS, sack_ack(b, b + 1460, b + 4 * 1460));
+    out(f, 132 * MS);
+    CHECK(f->c.flags & TCPF_IN_RECOVERY);
+    CHECK(pending(f) >= 1);
+    struct wire_tcp t = next_seg(f);
+    CHECK_EQ(t.seq, b);
+    CHECK_EQ(f->counters[CTR_RACK_LOST], 0);
+    fake_free(f);
+}
+
 static void test_rack_reo_wnd_and_lost_retransmit(void)
 {
     struct fake *f = conn_established();             /* SACK, srtt 10 ms from the handshake */
@@ -2681,6 +2751,7 @@ int main(void)
     RUN(test_fast_retransmit_newreno);
     RUN(test_fast_retransmit_sack);
     RUN(test_snd_cursor_bytes);
+    RUN(test_rack_records_pool);
     RUN(test_rack_reo_wnd_and_lost_retransmit);
     RUN(test_rack_reordering_no_spurious);
     RUN(test_tlp);
