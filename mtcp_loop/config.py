@@ -185,6 +185,9 @@ class MTCPConfig:
     msl_us: Optional[int] = None
     #: Orphaned FIN-WAIT-2 timeout (Linux tcp_fin_timeout; C default 60 s; 0 = 2*MSL).
     fin_timeout_us: Optional[int] = None
+    #: RACK-TLP transmit-record sets (one per connection with data in flight; C default
+    #: max_conns/4 within 16..4096; 0 = no RACK, RFC 6675 DupThresh only).
+    max_rack: Optional[int] = None
     #: Initial RTO (C default 1 s), SYN retransmissions before ETIMEDOUT (6), data RTO expiries
     #: before ETIMEDOUT (15).
     initial_rto_us: Optional[int] = None
@@ -210,7 +213,7 @@ class MTCPConfig:
     xdp_mode: str = "native"
 
     _INT_FIELDS = ("max_conns", "sndbuf", "rcvbuf", "max_chunks", "chunk_size", "max_events",
-                   "seed", "min_rto_us", "delack_us", "msl_us", "fin_timeout_us", "initial_rto_us", "syn_retries",
+                   "seed", "min_rto_us", "delack_us", "msl_us", "fin_timeout_us", "max_rack", "initial_rto_us", "syn_retries",
                    "max_retries", "loopback_slots", "event_batch")
     _BOOL_FIELDS = ("kernel_mirror", "sack", "timestamps", "window_scaling", "nodelay")
 
@@ -241,7 +244,7 @@ class MTCPConfig:
             "max_conns": (4, 1 << 24), "sndbuf": (2048, 1 << 30), "rcvbuf": (2048, 1 << 30),
             "max_chunks": (16, 1 << 26), "chunk_size": (256, 65536), "max_events": (16, 1 << 24),
             "seed": (0, (1 << 64) - 1), "min_rto_us": (1000, 60000000),
-            "delack_us": (0, 40000), "msl_us": (0, 600000000), "fin_timeout_us": (0, 600000000),
+            "delack_us": (0, 40000), "msl_us": (0, 600000000), "fin_timeout_us": (0, 600000000), "max_rack": (0, 1 << 20),
             "initial_rto_us": (1000, 60000000), "syn_retries": (0, 255), "max_retries": (1, 255),
             "loopback_slots": (64, 1 << 20), "event_batch": (1, 1 << 20),
         }
@@ -336,8 +339,8 @@ class MTCPConfig:
     def fill_c_config(self, ffi, lib, c) -> None:
         """Fill an already mtcp_config_default()-initialised struct mtcp_config."""
         for name in ("max_conns", "sndbuf", "rcvbuf", "max_chunks", "chunk_size", "max_events",
-                     "min_rto_us", "delack_us", "msl_us", "fin_timeout_us", "initial_rto_us",
-                     "syn_retries", "max_retries"):
+                     "min_rto_us", "delack_us", "msl_us", "fin_timeout_us", "max_rack",
+                     "initial_rto_us", "syn_retries", "max_retries"):
             v = getattr(self, name)
             if v is not None:
                 setattr(c, name, v)
