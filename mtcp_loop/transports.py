@@ -429,18 +429,7 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
                     self._rx_empty = True
                     if self._peer_eof and not self._eof_delivered:
                         self._eof_delivered = True
-                        # _read_ready__on_eof(), inlined
-                        if self._loop.get_debug():
-                            logger.debug("%r received EOF", self)
-                        try:
-                            keep_open = self._protocol.eof_received()
-                        except (SystemExit, KeyboardInterrupt):
-                            raise
-                        except BaseException as exc:
-                            self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
-                            return
-                        if not keep_open:
-                            self.close()
+                        self._read_ready__on_eof()
                 elif r != -_errno.EBADF:
                     self._fatal_error(os_error(-r), "Fatal read error on mtcp transport")
                 return
