@@ -206,3 +206,18 @@ def ssl_contexts(directory):
     client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     client.load_verify_locations(p["ca"])
     return server, client
+
+
+def raw_engine_config(ffi, lib, info):
+    """struct mtcp_config for a raw engine on the stack's side of a testbed (testbed info dict)."""
+    import ipaddress
+    cfg = ffi.new("struct mtcp_config *")
+    lib.mtcp_config_default(cfg)
+    cfg.link_type = lib.MTCP_LINK_ETHERNET
+    cfg.mtu = info["mtu"]
+    cfg.mac = list(bytes.fromhex(info["stack_mac"].replace(":", "")))
+    cfg.ipv4 = list(ipaddress.IPv4Address(info["stack_v4"]).packed)
+    cfg.ipv4_prefix = info["v4_prefix"]
+    cfg.ipv6 = list(ipaddress.IPv6Address(info["stack_v6"]).packed)
+    cfg.ipv6_prefix = info["v6_prefix"]
+    return cfg

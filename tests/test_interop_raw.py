@@ -9,7 +9,6 @@ Needs root; skips cleanly otherwise unless MTCP_REQUIRE_NETNS=1 (then it fails).
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import os
 import select
 import subprocess
@@ -18,6 +17,8 @@ import threading
 import time
 
 import pytest
+
+from conftest import raw_engine_config
 
 from mtcp_loop import testbed as tbmod
 
@@ -110,15 +111,7 @@ class EchoEngine:
 
     def __init__(self, ffi, lib, link, info):
         self.ffi, self.lib = ffi, lib
-        cfg = ffi.new("struct mtcp_config *")
-        lib.mtcp_config_default(cfg)
-        cfg.link_type = lib.MTCP_LINK_ETHERNET
-        cfg.mtu = info["mtu"]
-        cfg.mac = list(bytes.fromhex(info["stack_mac"].replace(":", "")))
-        cfg.ipv4 = list(ipaddress.IPv4Address(info["stack_v4"]).packed)
-        cfg.ipv4_prefix = info["v4_prefix"]
-        cfg.ipv6 = list(ipaddress.IPv6Address(info["stack_v6"]).packed)
-        cfg.ipv6_prefix = info["v6_prefix"]
+        cfg = raw_engine_config(ffi, lib, info)
         err = ffi.new("char[256]")
         self.e = lib.mtcp_engine_new(cfg, link, err, 256)
         assert self.e != ffi.NULL, ffi.string(err).decode()

@@ -7,13 +7,14 @@ namespaces the testbed creates; every test tears its testbed down.
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 import select
 import threading
 import time
 
 import pytest
+
+from conftest import raw_engine_config
 
 from mtcp_loop import testbed as tbmod
 
@@ -56,15 +57,7 @@ class RawEngine:
 
     def __init__(self, ffi, lib, link, info):
         self.ffi, self.lib, self.link = ffi, lib, link
-        cfg = ffi.new("struct mtcp_config *")
-        lib.mtcp_config_default(cfg)
-        cfg.link_type = lib.MTCP_LINK_ETHERNET
-        cfg.mtu = info["mtu"]
-        cfg.mac = list(bytes.fromhex(info["stack_mac"].replace(":", "")))
-        cfg.ipv4 = list(ipaddress.IPv4Address(info["stack_v4"]).packed)
-        cfg.ipv4_prefix = info["v4_prefix"]
-        cfg.ipv6 = list(ipaddress.IPv6Address(info["stack_v6"]).packed)
-        cfg.ipv6_prefix = info["v6_prefix"]
+        cfg = raw_engine_config(ffi, lib, info)
         err = ffi.new("char[256]")
         self.engine = lib.mtcp_engine_new(cfg, link, err, 256)
         if self.engine == ffi.NULL:
