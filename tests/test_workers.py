@@ -45,6 +45,7 @@ def _capable():
 
 _why = _capable()
 needs_netns = pytest.mark.skipif(_why is not None and not REQUIRE, reason=_why or "")
+pytestmark = pytest.mark.netns
 
 
 def test_netns_capability():
