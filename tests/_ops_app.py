@@ -25,7 +25,7 @@ async def _echo(r, w):
 async def main():
     from mtcp_loop import workers
     port = int(os.environ["MTCP_TEST_PORT"])
-    srv = await asyncio.start_server(_echo, "127.0.0.1", port)
+    srv = await asyncio.start_server(_echo, os.environ.get("MTCP_TEST_HOST", "127.0.0.1"), port)
     q = workers._CTX["queue"] if workers._CTX else 0
     conns = {}
 
