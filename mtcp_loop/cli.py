@@ -445,7 +445,7 @@ def cmd_ss(args) -> int:
             print(f"mtcp-loop ss: worker {label}: {ans['error']}", file=sys.stderr)
             bad += 1
             continue
-        for r in ans["records"]:
+        for r in ops.ss_records(ans):
             r["worker"] = label
             recs.append(r)
     if args.json:

@@ -7,14 +7,14 @@ workers and of in-process loops that opted in (``MTCPConfig(control="NAME")``):
 
 * ``records(loop)`` / ``loop.connections()``: one record (a dict) per connection and listener,
   with the columns of ``ss -tni``;
-* ``control(loop, cmd)``: the control-socket commands ``ss``, ``capture``, ``top``, ``metrics``
-  (``workers.py`` hands every command it does not know to it);
+* ``serve_command(loop, cmd, writer)``: the control-socket commands ``ss``, ``capture``, ``top``,
+  ``metrics`` (``workers.py`` hands every command it does not know to it);
 * client side for the CLI: ``instance_sockets()``, ``query()``, ``format_ss()``, ``parse_filter()``.
 
 Engine state is read on the loop's own thread, between two polls (at a poll boundary), in
-chunks of at most ``SCAN_CHUNK`` connection blocks: the copy of one chunk is one C call
-(fixed-size records into a preallocated array), and the control command yields to the event
-loop between chunks, so a walk over 100k connections never stalls the data path for longer
+chunks of connection blocks (``SS_STEP`` for the control socket): the copy of one chunk is one
+C call (fixed-size records into a preallocated array), and the control command yields to the
+event loop between chunks, so a walk over 100k connections never stalls the data path for longer
 than one chunk (see docs/operations.md for the measured cost).
 """
 from __future__ import annotations
@@ -88,20 +88,33 @@ def _check_layout(ffi):
         _checked = True
 
 
+_LIP, _RIP = 22, 26          # positions of the raw addresses in a record tuple
+
+
+def _wire_row(t) -> list:
+    """A record tuple as a JSON-able row (addresses as text): what the control socket sends."""
+    row = list(t)
+    row[_LIP] = _ip(t[19], t[_LIP])
+    row[_RIP] = _ip(t[23], t[_RIP]) if t[23] else "*"
+    return row
+
+
 def _to_dict(t) -> dict:
     (cid, flags, cc, state, mss, srtt, rttvar, rto, cwnd, ssthresh, snd_wnd, rcv_wnd, unacked, sndbuf_used,
      rcvbuf_used, bytes_sent, bytes_received, retrans, iflags, lfam, _p1, lport, lip, rfam, _p2, rport, rip,
      rcv_mss, snd_ws, rcv_ws, retries, dupacks, lastrcv, min_rtt, sacked, bytes_acked, timer_ms, backlog,
      acceptq, synq, _p3) = t
     listener = bool(flags & 1)
+    if not isinstance(lip, str):
+        lip, rip = _ip(lfam, lip), _ip(rfam, rip)
     d = {
         "cid": cid,
         "state": STATE_NAMES[state] if state < len(STATE_NAMES) else str(state),
         "listener": listener,
         "orphan": bool(flags & 2),
         "family": "inet6" if lfam == 6 else "inet",
-        "local": [_ip(lfam, lip), lport],
-        "peer": [_ip(rfam, rip) if not listener else "*", rport],
+        "local": [lip, lport],
+        "peer": [rip if not listener else "*", rport],
         # ss: Recv-Q/Send-Q = unread / unacknowledged+unsent bytes; listeners: accept queue / backlog
         "recv_q": acceptq if listener else rcvbuf_used,
         "send_q": backlog if listener else sndbuf_used,
@@ -178,21 +191,6 @@ def records(loop, state=None, sport=0, dport=0, family=0) -> list:
     out = []
     while not w.done:
         out.extend(_to_dict(t) for t in w.step())
-    return out
-
-
-async def records_async(loop, states=0, sport=0, dport=0, family=0, fields=None) -> list:
-    """Like records(), yielding to the event loop after each chunk (the control channel)."""
-    eng = _engine(loop)
-    if eng is None:
-        return []
-    w = _Walker(eng, states, sport, dport, family)
-    out = []
-    while True:
-        out.extend(_to_dict(t) for t in w.step())
-        if w.done:
-            break
-        await asyncio.sleep(0)
     return out
 
 
@@ -484,6 +482,64 @@ def top_snapshot(loop) -> dict:
     }
 
 
+SS_STEP = 256                # blocks per step of a control-socket `ss` (one step = one loop hold)
+
+
+async def _ss_stream(loop, args, writer) -> None:
+    """The `ss` answer, written step by step: {"rows": [record rows...], "seconds": s}. Each
+    step copies SS_STEP blocks out of the engine, encodes their rows and yields to the loop, so
+    the data path runs between steps however many connections there are."""
+    try:
+        states = parse_states(args.get("states"))
+    except ValueError as exc:
+        writer.write(json.dumps({"error": str(exc)}).encode() + b"\n")
+        return
+    t0 = time.perf_counter()
+    writer.write(b'{"rows": [')
+    eng = _engine(loop)
+    n = 0
+    hold = 0.0                   # longest step (CPU time): how long the loop was held at once
+    if eng is not None:
+        w = _Walker(eng, states, int(args.get("sport") or 0), int(args.get("dport") or 0),
+                    int(args.get("family") or 0), chunk=SS_STEP)
+        while not w.done:
+            t1 = time.thread_time()
+            rows = [_wire_row(t) for t in w.step()]
+            if rows:
+                writer.write((b"," if n else b"") + json.dumps(rows)[1:-1].encode())
+                n += len(rows)
+            hold = max(hold, time.thread_time() - t1)
+            if rows:
+                await writer.drain()
+            await asyncio.sleep(0)
+    writer.write(f'], "count": {n}, "seconds": {time.perf_counter() - t0:.6f}, '
+                 f'"max_step_seconds": {hold:.6f}}}\n'.encode())
+
+
+async def serve_command(loop, cmd: str, writer, extra: Optional[dict] = None) -> None:
+    """Answer one control command on writer (one JSON line)."""
+    name, _, arg = cmd.partition(" ")
+    if name == "ss":
+        try:
+            args = json.loads(arg) if arg.strip() else {}
+        except ValueError as exc:
+            args = None
+            writer.write(json.dumps({"error": f"bad arguments for 'ss': {exc}"}).encode() + b"\n")
+        if isinstance(args, dict):
+            await _ss_stream(loop, args, writer)
+        elif args is not None:
+            writer.write(b'{"error": "arguments for \'ss\' must be a JSON object"}\n')
+    else:
+        out = await control(loop, cmd, extra)
+        writer.write(json.dumps(out).encode() + b"\n")
+    await writer.drain()
+
+
+def ss_records(answer: dict) -> list:
+    """The records (dicts) of an `ss` answer."""
+    return [_to_dict(tuple(r)) for r in answer["rows"]]
+
+
 async def control(loop, cmd: str, extra: Optional[dict] = None) -> dict:
     """One control-socket command (a line: NAME [JSON]); returns a JSON-able dict."""
     name, _, arg = cmd.partition(" ")
@@ -493,15 +549,6 @@ async def control(loop, cmd: str, extra: Optional[dict] = None) -> dict:
         return {"error": f"bad arguments for {name!r}: {exc}"}
     if not isinstance(args, dict):
         return {"error": f"arguments for {name!r} must be a JSON object"}
-    if name == "ss":
-        try:
-            states = parse_states(args.get("states"))
-        except ValueError as exc:
-            return {"error": str(exc)}
-        t0 = time.perf_counter()
-        recs = await records_async(loop, states, int(args.get("sport") or 0), int(args.get("dport") or 0),
-                                   int(args.get("family") or 0))
-        return {"records": recs, "seconds": time.perf_counter() - t0}
     if name == "capture":
         return capture(loop, args)
     if name == "top":
@@ -620,11 +667,10 @@ async def _serve_conn(loop, reader, writer):
                 break
             cmd = line.strip().decode(errors="replace")
             if cmd == "stats":
-                out = {"pid": os.getpid(), "engine": loop.stats()}
+                writer.write(json.dumps({"pid": os.getpid(), "engine": loop.stats()}).encode() + b"\n")
+                await writer.drain()
             else:
-                out = await control(loop, cmd)
-            writer.write(json.dumps(out).encode() + b"\n")
-            await writer.drain()
+                await serve_command(loop, cmd, writer)
     except (ConnectionError, asyncio.CancelledError):
         pass
     finally:

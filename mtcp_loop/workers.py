@@ -230,7 +230,8 @@ class _Worker:
                     out = {"ok": True}
                 else:                           # ss, capture, top, metrics (mtcp_loop/ops.py)
                     from . import ops as _ops
-                    out = await _ops.control(self.loop, cmd, {"queue": self.queue, "cpu": self.cpu})
+                    await _ops.serve_command(self.loop, cmd, writer, {"queue": self.queue, "cpu": self.cpu})
+                    continue
                 writer.write(json.dumps(out).encode() + b"\n")
                 await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
