@@ -448,10 +448,14 @@ def cmd_ss(args) -> int:
         for r in ops.ss_records(ans):
             r["worker"] = label
             recs.append(r)
-    if args.json:
-        print(json.dumps(recs, indent=1))
-    else:
-        print(ops.format_ss(recs, info=args.info))
+    try:
+        if args.json:                              # a JSON array, one record per line
+            print("[" + ",\n ".join(json.dumps(r) for r in recs) + "]")
+        else:
+            print(ops.format_ss(recs, info=args.info))
+        sys.stdout.flush()
+    except BrokenPipeError:                        # `mtcp-loop ss | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 1 if bad else 0
 
 
