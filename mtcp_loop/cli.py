@@ -568,6 +568,15 @@ def cmd_capture(args) -> int:
     socks = _instance(args, args.worker)
     if not socks:
         return 1
+    if args.stop:                                  # a capture left running (its client died)
+        rc = 0
+        for label, ans in _ask_all(socks, "capture", {"op": "stop"}):
+            if "error" in ans:
+                print(f"mtcp-loop capture: worker {label}: {ans['error']}", file=sys.stderr)
+                rc = 1
+            else:
+                print(f"worker {label}: stopped; {ans.get('frames', 0)} frames in {ans['path']}")
+        return rc
     out = os.path.abspath(args.write or "mtcp-capture.pcap")
     targets = []
     for label, path in socks:
@@ -658,6 +667,7 @@ def _add_ops_parsers(sub):
     c.add_argument("-c", "--count", type=int, default=0, help="stop after N frames")
     c.add_argument("-C", "--max-bytes", type=_parse_size, default=None, help="stop at this file size (e.g. 10m)")
     c.add_argument("-G", "--seconds", type=float, default=None, help="stop after this many seconds")
+    c.add_argument("--stop", action="store_true", help="stop a capture left running on the worker(s)")
     c.add_argument("--started-file", default=None, help=argparse.SUPPRESS)
     c.add_argument("filter", nargs="*", help="host ADDR / port N, joined by 'and'")
     c.set_defaults(func=cmd_capture)

@@ -176,7 +176,7 @@ def serve_loop(loop, addr: str) -> _Server:
     """Endpoint for one in-process loop (MTCPConfig(metrics=...)): each scrape runs
     ops.metrics_snapshot on the loop's thread (call_soon_threadsafe) and waits for it."""
     from . import ops
-    label = f"{os.getpid()}/{id(loop) & 0xffff:x}"
+    label = getattr(loop, "_mtcp_ops_label", f"{os.getpid()}/0")
 
     def source():
         if loop.is_closed():

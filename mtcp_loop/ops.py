@@ -615,8 +615,9 @@ def attach_loop(loop) -> None:
     from . import workers as _workers
     if _workers.in_worker():
         return                     # the worker's own control socket and the supervisor's endpoint
+    _seq += 1
+    loop._mtcp_ops_label = f"{os.getpid()}/{_seq}"     # the `Worker` column / worker="..." label
     if cfg.control:
-        _seq += 1
         rundir = _workers.default_rundir(cfg.control)
         os.makedirs(rundir, exist_ok=True)
         path = os.path.join(rundir, f"loop-{os.getpid()}-{_seq}.sock")

@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ECHO_PORT = 7001
 
-prometheus_client = pytest.importorskip("prometheus_client")
+import prometheus_client  # noqa: F401  (test extra: the metrics tests must not be skipped)
 
 
 def _free_port():
@@ -197,6 +197,23 @@ def test_capture_bounds_and_errors(run, tmp_path):
     with open(pcap, "rb") as f:
         data = f.read()
     assert data[:4] == bytes.fromhex("d4c3b2a1") and len(data) > 24
+    # a capture whose client went away keeps its worker busy until `capture --stop`
+    started = str(tmp_path / "started")
+    p = subprocess.Popen([sys.executable, "-m", "mtcp_loop.cli", "capture", "--rundir", run.rundir, "--worker", "0",
+                          "-w", pcap, "--started-file", started], cwd=ROOT, env=_env(),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not os.path.exists(started):
+        assert p.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    p.kill()
+    p.wait()
+    r = cli("capture", "--rundir", run.rundir, "--worker", "0", "-w", pcap, check=False)
+    assert r.returncode == 1 and "already runs" in r.stderr
+    r = cli("capture", "--rundir", run.rundir, "--worker", "0", "--stop")
+    assert "worker 0: stopped" in r.stdout
+    r = cli("capture", "--rundir", run.rundir, "--worker", "0", "--stop", check=False)
+    assert r.returncode == 1 and "no live capture" in r.stderr
     r = cli("capture", "--rundir", run.rundir, "--worker", "0", "-w", pcap, "bogus", check=False)
     assert r.returncode == 2 and "unsupported" in r.stderr
     r = cli("capture", "--rundir", run.rundir, "--worker", "7", "-w", pcap, check=False)
