@@ -37,7 +37,7 @@ __all__ = ["records", "STATE_NAMES", "parse_states", "format_ss", "parse_filter"
 # ---------------------------------------------------------------------------------------------
 # struct mtcp_sock_record (native/include/mtcp.h), little-endian x86-64/aarch64 layout;
 # checked against cffi's layout at first use.
-_REC = struct.Struct("<QII12IQQIIBBH16sBBH16sIBBBBIII4xQQIIII")
+_REC = struct.Struct("<QII12IQQIIBBH16sBBH16sIBBBBIII4xQQIIIIII")
 SCAN_CHUNK = 8192            # connection blocks looked at per C call / per loop iteration
 
 # ss(8) state names, indexed by MTCP_ST_*
@@ -103,7 +103,7 @@ def _to_dict(t) -> dict:
     (cid, flags, cc, state, mss, srtt, rttvar, rto, cwnd, ssthresh, snd_wnd, rcv_wnd, unacked, sndbuf_used,
      rcvbuf_used, bytes_sent, bytes_received, retrans, iflags, lfam, _p1, lport, lip, rfam, _p2, rport, rip,
      rcv_mss, snd_ws, rcv_ws, retries, dupacks, lastrcv, min_rtt, sacked, bytes_acked, timer_ms, backlog,
-     acceptq, synq, _p3) = t
+     acceptq, synq, cookies_sent, cookies_ok, overflows) = t
     listener = bool(flags & 1)
     if not isinstance(lip, str):
         lip, rip = _ip(lfam, lip), _ip(rfam, rip)
@@ -120,7 +120,8 @@ def _to_dict(t) -> dict:
         "send_q": backlog if listener else sndbuf_used,
     }
     if listener:
-        d.update(backlog=backlog, accept_queue=acceptq, syn_queue=synq, mss=mss)
+        d.update(backlog=backlog, accept_queue=acceptq, syn_queue=synq, syncookies_sent=cookies_sent,
+                 syncookies_accepted=cookies_ok, overflows=overflows, mss=mss)
         return d
     d.update(
         pending=bool(flags & 4), accept_queued=bool(flags & 8),
@@ -216,7 +217,8 @@ def info_line(r: dict) -> str:
     """The second line of ``ss -i`` for one record."""
     if r["listener"]:
         return (f"\t accept_queue:{r['accept_queue']} backlog:{r['backlog']} syn_queue:{r['syn_queue']} "
-                f"mss:{r['mss']}")
+                f"syncookies_sent:{r['syncookies_sent']} syncookies_accepted:{r['syncookies_accepted']} "
+                f"overflows:{r['overflows']} mss:{r['mss']}")
     parts = []
     opts = []
     if r["ts"]:

@@ -99,7 +99,8 @@ struct conn {
     uint32_t tw_next, tw_prev; /* TIME-WAIT FIFO (CF_TWLIST), oldest at e->tw_head */
     union {
         struct { uint32_t parent, parent_gen, cnext, cprev; } ch;        /* passive child */
-        struct { uint32_t backlog, synq, acceptq, head; } ls;           /* listener */
+        struct { uint32_t backlog, synq, acceptq, head;                 /* listener */
+                 uint32_t cookies_sent, cookies_ok, overflows, pad; } ls; /* (introspect.c) */
     } u;
     uint8_t lip[16], rip[16]; /* IPv4 in [0..3] */
     uint64_t t_open_us;       /* engine clock at allocation (introspect.c: duration histogram) */

@@ -33,6 +33,9 @@ static void fill_record(const struct mtcp_engine *e, const struct conn *k, struc
         r->backlog = k->u.ls.backlog;
         r->acceptq = k->u.ls.acceptq;
         r->synq = k->u.ls.synq;
+        r->cookies_sent = k->u.ls.cookies_sent;
+        r->cookies_ok = k->u.ls.cookies_ok;
+        r->overflows = k->u.ls.overflows;
         rec_addr(&r->info.local, c->family, k->lip, c->local_port);
         rec_addr(&r->info.remote, c->family, k->rip, 0);
         r->lastrcv_ms = 0xffffffffu;

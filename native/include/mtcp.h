@@ -407,7 +407,9 @@ struct mtcp_sock_record {
     uint32_t backlog;          /* listeners: accept-queue limit */
     uint32_t acceptq;          /* listeners: established connections not yet accepted */
     uint32_t synq;             /* listeners: SYN-RECEIVED children (SYN queue) */
-    uint32_t pad;
+    uint32_t cookies_sent;     /* listeners: SYN cookies sent (SYN queue full or cookies always) */
+    uint32_t cookies_ok;       /* listeners: connections opened from a valid cookie */
+    uint32_t overflows;        /* listeners: SYNs/ACKs dropped, accept or SYN queue full */
 };
 
 /* Which records mtcp_engine_sockets returns: states is a bit mask of (1 << MTCP_ST_*), 0 = all;

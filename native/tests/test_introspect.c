@@ -14,7 +14,7 @@ static mtcp_engine *A, *B;
 static mtcp_link *LA, *LB;
 static uint64_t now = 1000000;
 
-static void setup(void) {
+static void setup_cookies(int syncookies) {
     CHECK_EQ(mtcp_simlink_pair(1024, 1500, &LA, &LB), 0);
     struct mtcp_config ca, cb;
     mtcp_config_default(&ca);
@@ -22,6 +22,7 @@ static void setup(void) {
     ca.max_chunks = 1024;
     ca.msl_us = 1000000;
     cb = ca;
+    cb.syncookies = (uint8_t)syncookies;
     memcpy(ca.mac, MAC_A, 6);
     memcpy(cb.mac, MAC_B, 6);
     memcpy(ca.ipv4, IP_A, 4);
@@ -33,6 +34,8 @@ static void setup(void) {
     CHECK(A && B);
 }
 
+static void setup(void) { setup_cookies(MTCP_SYNCOOKIES_ON_OVERFLOW); }
+
 static void teardown(void) {
     mtcp_engine_free(A);
     mtcp_engine_free(B);
@@ -42,13 +45,14 @@ static void teardown(void) {
 
 /* run both engines for `us` microseconds of virtual time; take (and ack) events */
 static mtcp_cid accepted;
+static int take_b = 1;                    /* 0: leave B's events queued (its accept queue fills) */
 static void step(uint64_t us) {
     struct mtcp_event ev[64];
     for (uint64_t t = 0; t < us; t += 1000) {
         now += 1000;
         mtcp_engine_poll(A, now);
         mtcp_engine_poll(B, now);
-        uint32_t n = mtcp_engine_events(B, ev, 64);
+        uint32_t n = take_b ? mtcp_engine_events(B, ev, 64) : 0;
         for (uint32_t i = 0; i < n; i++) {
             if (ev[i].type == MTCP_EV_ACCEPT) accepted = ev[i].cid;
             if (ev[i].type == MTCP_EV_READABLE) { uint8_t b[64]; (void)mtcp_recv(B, ev[i].cid, b, sizeof b); }
@@ -94,6 +98,8 @@ static void test_records(void) {
     CHECK_EQ(r[li].backlog, 7);
     CHECK_EQ(r[li].acceptq, 0);
     CHECK_EQ(r[li].synq, 0);
+    CHECK_EQ(r[li].cookies_sent, 0);
+    CHECK_EQ(r[li].overflows, 0);
     CHECK_EQ(r[li].info.local.port, 8080);
     CHECK_EQ(r[ci].info.state, MTCP_ST_ESTABLISHED);
     CHECK_EQ(r[ci].cid, accepted);
@@ -225,8 +231,39 @@ static void test_capture_filter(void) {
     teardown();
 }
 
+/* per-listener SYN-cookie use and overflow drops */
+static void test_listener_cookies(void) {
+    setup_cookies(MTCP_SYNCOOKIES_ALWAYS);
+    struct mtcp_addr la = {.family = MTCP_AF_INET, .port = 8080};
+    int64_t lid = mtcp_listen(B, &la, 1);
+    CHECK(lid > 0);
+    struct mtcp_addr ra = {.family = MTCP_AF_INET, .port = 8080};
+    memcpy(ra.ip, IP_B, 4);
+    take_b = 0;
+    CHECK(mtcp_connect(A, now, &ra, NULL) > 0);
+    step(20000);
+    struct mtcp_sock_record r[8];
+    struct mtcp_sock_filter f = {.states = 1u << MTCP_ST_LISTEN};
+    CHECK_EQ(all(B, &f, r, 8, 0), 1);
+    CHECK_EQ(r[0].cookies_sent, 1);
+    CHECK_EQ(r[0].cookies_ok, 1);
+    CHECK_EQ(r[0].acceptq, 1);            /* established, ACCEPT not taken: the queue is full */
+    CHECK_EQ(r[0].overflows, 0);
+    CHECK(mtcp_connect(A, now, &ra, NULL) > 0);
+    step(5000);
+    CHECK_EQ(all(B, &f, r, 8, 0), 1);
+    CHECK(r[0].overflows >= 1);           /* the second SYN was dropped */
+    CHECK_EQ(r[0].cookies_sent, 1);
+    struct mtcp_engine_gauges g;
+    mtcp_engine_gauges(B, &g);
+    CHECK_EQ(g.acceptq, 1);
+    take_b = 1;
+    teardown();
+}
+
 int main(void) {
     RUN(test_records);
+    RUN(test_listener_cookies);
     RUN(test_capture_filter);
     CTEST_END();
 }
