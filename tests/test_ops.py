@@ -419,6 +419,8 @@ def test_ss_capture_metrics_on_rings(kind, tmp_path):
             with tb.netns(ns):                    # the endpoint is on the stack namespace's kernel stack
                 m = _scrape(f"http://127.0.0.1:{mport}/metrics")
             assert m[("mtcp_connections", (("state", "estab"), ("worker", "0")))] == 1.0
+            r = cli("top", "--rundir", run.rundir, "-n", "1", "--interval", "0.3")
+            assert " worker=0 " in r.stdout and "active=1 " in r.stdout, r.stdout
             s.close()
             deadline = time.monotonic() + 10
             while [r for r in run.ss() if r["peer"] == [PEER, cport]] and time.monotonic() < deadline:
