@@ -37,7 +37,7 @@ __all__ = ["records", "STATE_NAMES", "parse_states", "format_ss", "parse_filter"
 # ---------------------------------------------------------------------------------------------
 # struct mtcp_sock_record (native/include/mtcp.h), little-endian x86-64/aarch64 layout;
 # checked against cffi's layout at first use.
-_REC = struct.Struct("<QII12IQQIIBBH16sBBH16sIBBBBIII4xQQIIIIII")
+_REC = struct.Struct("<QII12IQQIIBBH16sBBH16sIBBBBIII4xQQIIIIIIQ")
 SCAN_CHUNK = 8192            # connection blocks looked at per C call / per loop iteration
 
 # ss(8) state names, indexed by MTCP_ST_*
@@ -103,7 +103,7 @@ def _to_dict(t) -> dict:
     (cid, flags, cc, state, mss, srtt, rttvar, rto, cwnd, ssthresh, snd_wnd, rcv_wnd, unacked, sndbuf_used,
      rcvbuf_used, bytes_sent, bytes_received, retrans, iflags, lfam, _p1, lport, lip, rfam, _p2, rport, rip,
      rcv_mss, snd_ws, rcv_ws, retries, dupacks, lastrcv, min_rtt, sacked, bytes_acked, timer_ms, backlog,
-     acceptq, synq, cookies_sent, cookies_ok, overflows) = t
+     acceptq, synq, cookies_sent, cookies_ok, overflows, age_us) = t
     listener = bool(flags & 1)
     if not isinstance(lip, str):
         lip, rip = _ip(lfam, lip), _ip(rfam, rip)
@@ -118,6 +118,7 @@ def _to_dict(t) -> dict:
         # ss: Recv-Q/Send-Q = unread / unacknowledged+unsent bytes; listeners: accept queue / backlog
         "recv_q": acceptq if listener else rcvbuf_used,
         "send_q": backlog if listener else sndbuf_used,
+        "age_ms": age_us // 1000,
     }
     if listener:
         d.update(backlog=backlog, accept_queue=acceptq, syn_queue=synq, syncookies_sent=cookies_sent,
@@ -137,6 +138,9 @@ def _to_dict(t) -> dict:
         lastrcv_ms=None if lastrcv == 0xffffffff else lastrcv, timer_ms=timer_ms or None,
         # ss's "send" rate: cwnd / srtt (an estimate from the window, not a measured delivery rate)
         send_bps=(cwnd * 8 * 1000000 // srtt) if srtt else None,
+        # bytes acknowledged over the connection's age: an average, not Linux's per-flight
+        # delivery_rate sample
+        avg_delivery_bps=(bytes_acked * 8 * 1000000 // age_us) if age_us else None,
     )
     return d
 
@@ -146,6 +150,10 @@ def _engine(loop):
     if eng is None or getattr(eng, "e", None) is None:
         return None
     return eng
+
+
+def _now_us() -> int:
+    return time.monotonic_ns() // 1000          # the clock the loop passes to mtcp_engine_poll
 
 
 class _Walker:
@@ -169,7 +177,7 @@ class _Walker:
         if e is None:
             self.done = True
             return []
-        n = self.lib.mtcp_engine_sockets(e, self.cursor, self.flt, self.buf, self.chunk, self.chunk)
+        n = self.lib.mtcp_engine_sockets(e, _now_us(), self.cursor, self.flt, self.buf, self.chunk, self.chunk)
         if self.cursor[0] >= self.lib.mtcp_engine_nblocks(e):
             self.done = True
         if not n:
@@ -241,6 +249,9 @@ def info_line(r: dict) -> str:
         parts.append(f"retrans:{r['retries']}/{r['retrans']}")
     if r["send_bps"]:
         parts.append(f"send {_rate(r['send_bps'])}")
+    if r["avg_delivery_bps"] is not None:
+        parts.append(f"avg_delivery {_rate(r['avg_delivery_bps'])}")
+    parts.append(f"age:{r['age_ms']}ms")
     if r["lastrcv_ms"] is not None:
         parts.append(f"lastrcv:{r['lastrcv_ms']}")
     if r["unacked"]:

@@ -124,6 +124,7 @@ def test_ss_connection_appears_and_goes(run):
     assert c[0]["bytes_acked"] == 5 and c[0]["bytes_received"] == 5    # "ping\n" each way
     assert c[0]["srtt_us"] > 0 and c[0]["cwnd"] > 0 and c[0]["cc"] == "cubic"
     assert c[0]["sack"] and c[0]["ts"] and c[0]["wscale"] is not None
+    assert c[0]["age_ms"] >= 0 and c[0]["avg_delivery_bps"] > 0
     assert not any(r["listener"] for r in recs)                  # ss default: no listeners
     # filters: state, ports, listeners
     assert _mine(run.ss("--sport", str(port)), port)[0] and not _mine(run.ss("--sport", str(port)), port)[1]

@@ -140,7 +140,7 @@ def main():
             t1 = time.thread_time()
             while cur[0] < lib.mtcp_engine_nblocks(eng.e):
                 t2 = time.thread_time()
-                lib.mtcp_engine_sockets(eng.e, cur, ffi.NULL, buf, ops.SCAN_CHUNK, ops.SCAN_CHUNK)
+                lib.mtcp_engine_sockets(eng.e, time.monotonic_ns() // 1000, cur, ffi.NULL, buf, ops.SCAN_CHUNK, ops.SCAN_CHUNK)
                 w_steps.append(time.thread_time() - t2)
             w_total.append(time.thread_time() - t1)
             await asyncio.sleep(0)

@@ -20,12 +20,13 @@ static void rec_addr(struct mtcp_addr *a, int family, const uint8_t *ip, uint16_
     memcpy(a->ip, ip, (size_t)addr_len(family));
 }
 
-static void fill_record(const struct mtcp_engine *e, const struct conn *k, struct mtcp_sock_record *r)
+static void fill_record(const struct mtcp_engine *e, uint64_t now, const struct conn *k, struct mtcp_sock_record *r)
 {
     const struct tcp_conn *c = &k->tcp;
     memset(r, 0, sizeof *r);
     r->cid = conn_cid(e, k);
     r->cc = c->cc.algo;
+    r->age_us = now > k->t_open_us ? now - k->t_open_us : 0;
     if (k->kind == CK_LISTEN) {
         r->flags = MTCP_SOCK_LISTENER;
         r->info.state = MTCP_ST_LISTEN;
@@ -53,8 +54,8 @@ static void fill_record(const struct mtcp_engine *e, const struct conn *k, struc
     r->rcv_wscale = c->rcv_wscale;
     r->retries = c->retries;
     r->dupacks = c->dupacks;
-    if (c->last_rx_us && e->now >= c->last_rx_us) {
-        uint64_t ms = (e->now - c->last_rx_us) / 1000;
+    if (c->last_rx_us && now >= c->last_rx_us) {
+        uint64_t ms = (now - c->last_rx_us) / 1000;
         r->lastrcv_ms = ms >= 0xffffffffu ? 0xfffffffeu : (uint32_t)ms;
     } else {
         r->lastrcv_ms = 0xffffffffu;
@@ -63,7 +64,7 @@ static void fill_record(const struct mtcp_engine *e, const struct conn *k, struc
     r->sacked = c->sacked_bytes;
     uint64_t inflight = r->info.unacked;
     r->bytes_acked = c->bytes_sent > inflight ? c->bytes_sent - inflight : 0;
-    if (c->armed_us) r->timer_ms = c->armed_us > e->now ? (c->armed_us - e->now + 999) / 1000 : 0;
+    if (c->armed_us && c->armed_us != UINT64_MAX) r->timer_ms = c->armed_us > now ? (c->armed_us - now + 999) / 1000 : 0;
 }
 
 static int passes(const struct conn *k, const struct mtcp_sock_record *r, const struct mtcp_sock_filter *f)
@@ -77,10 +78,11 @@ static int passes(const struct conn *k, const struct mtcp_sock_record *r, const 
     return 1;
 }
 
-uint32_t mtcp_engine_sockets(mtcp_engine *e, uint32_t *cursor, const struct mtcp_sock_filter *f,
+uint32_t mtcp_engine_sockets(mtcp_engine *e, uint64_t now_us, uint32_t *cursor, const struct mtcp_sock_filter *f,
                              struct mtcp_sock_record *out, uint32_t max, uint32_t max_scan)
 {
     if (!e || !cursor || !out) return 0;
+    uint64_t now = now_us > e->now ? now_us : e->now;
     uint32_t i = *cursor, n = 0, scanned = 0;
     while (i < e->nconns && n < max && (max_scan == 0 || scanned < max_scan)) {
         const struct conn *k = &e->conns[i++];
@@ -89,7 +91,7 @@ uint32_t mtcp_engine_sockets(mtcp_engine *e, uint32_t *cursor, const struct mtcp
         /* cheap pre-filter on ports before the full copy (ss --sport on 100k blocks) */
         if (f && f->sport && k->tcp.local_port != f->sport) continue;
         if (f && f->dport && (k->kind == CK_LISTEN || k->tcp.remote_port != f->dport)) continue;
-        fill_record(e, k, &out[n]);
+        fill_record(e, now, k, &out[n]);
         if (passes(k, &out[n], f)) n++;
     }
     *cursor = i;

@@ -481,7 +481,7 @@ static void teardown(struct fz *z) {
         mtcp_engine *e = k ? z->b : z->a;
         uint32_t cursor = 0, nb = mtcp_engine_nblocks(e);
         while (cursor < nb) {
-            uint32_t before = cursor, nr = mtcp_engine_sockets(e, &cursor, NULL, rec, 16, 7);
+            uint32_t before = cursor, nr = mtcp_engine_sockets(e, z->now, &cursor, NULL, rec, 16, 7);
             REQUIRE(nr <= 16 && cursor > before);
             for (uint32_t i = 0; i < nr; i++)
                 REQUIRE(rec[i].info.state <= MTCP_ST_TIME_WAIT && (rec[i].info.local.family == MTCP_AF_INET ||

@@ -399,7 +399,7 @@ struct mtcp_sock_record {
     uint8_t snd_wscale, rcv_wscale;
     uint8_t retries;           /* consecutive RTO expiries now */
     uint8_t dupacks;
-    uint32_t lastrcv_ms;       /* since the last segment received (0xffffffff = never) */
+    uint32_t lastrcv_ms;       /* since the last segment received, ms (0xffffffff = never) */
     uint32_t min_rtt_us;       /* lowest RTT sample (0 = none yet) */
     uint32_t sacked;           /* bytes above snd_una covered by SACK blocks */
     uint64_t bytes_acked;      /* data bytes the peer acknowledged */
@@ -410,6 +410,7 @@ struct mtcp_sock_record {
     uint32_t cookies_sent;     /* listeners: SYN cookies sent (SYN queue full or cookies always) */
     uint32_t cookies_ok;       /* listeners: connections opened from a valid cookie */
     uint32_t overflows;        /* listeners: SYNs/ACKs dropped, accept or SYN queue full */
+    uint64_t age_us;           /* since the block was allocated (SYN sent / received, listen) */
 };
 
 /* Which records mtcp_engine_sockets returns: states is a bit mask of (1 << MTCP_ST_*), 0 = all;
@@ -422,10 +423,11 @@ struct mtcp_sock_filter {
 };
 
 /* Copies up to max records of the connection blocks with index >= *cursor that pass f (NULL =
- * all), in block order, and advances *cursor past the last block looked at (to the block count
+ * all), in block order (ages and timers relative to now_us, the clock passed to the poll;
+ * earlier values than the engine's last poll are taken as that), and advances *cursor past the last block looked at (to the block count
  * when the walk is complete). Looks at no more than max_scan blocks per call (0 = no limit), so
  * one call's cost is bounded; returns the number of records written. */
-uint32_t mtcp_engine_sockets(mtcp_engine *e, uint32_t *cursor, const struct mtcp_sock_filter *f,
+uint32_t mtcp_engine_sockets(mtcp_engine *e, uint64_t now_us, uint32_t *cursor, const struct mtcp_sock_filter *f,
                              struct mtcp_sock_record *out, uint32_t max, uint32_t max_scan);
 /* Gauges for metrics, computed in one pass over the connection blocks (cost ~ block count). */
 #define MTCP_SRTT_BUCKETS 12     /* upper bounds: mtcp_srtt_bound_us(i); the last is +Inf */

@@ -65,7 +65,7 @@ static uint32_t all(mtcp_engine *e, const struct mtcp_sock_filter *f, struct mtc
                     uint32_t chunk) {
     uint32_t cursor = 0, n = 0, calls = 0;
     while (cursor < mtcp_engine_nblocks(e)) {
-        n += mtcp_engine_sockets(e, &cursor, f, out + n, max - n, chunk);
+        n += mtcp_engine_sockets(e, now, &cursor, f, out + n, max - n, chunk);
         calls++;
     }
     CHECK(chunk == 0 || calls >= mtcp_engine_nblocks(e) / chunk);    /* bounded per call */
@@ -112,6 +112,15 @@ static void test_records(void) {
     n = all(A, NULL, r, 64, 0);
     CHECK_EQ(n, 1);
     CHECK_EQ(r[0].bytes_acked, 5);
+    CHECK(r[0].age_us >= 40000 && r[0].age_us <= 45000);   /* two 20 ms steps since the connect */
+    /* an idle engine (no poll for 5 s): ages count from the caller's clock, not the last poll */
+    uint32_t cur5 = 0;
+    CHECK_EQ(mtcp_engine_sockets(A, now + 5000000, &cur5, NULL, r, 64, 0), 1);
+    CHECK(r[0].lastrcv_ms >= 5000 && r[0].lastrcv_ms < 5100);
+    CHECK(r[0].age_us >= 5040000);
+    cur5 = 0;                             /* an older clock than the last poll counts as the poll's */
+    CHECK_EQ(mtcp_engine_sockets(A, 1, &cur5, NULL, r, 64, 0), 1);
+    CHECK(r[0].age_us >= 40000 && r[0].age_us <= 45000);
     CHECK(r[0].info.srtt_us > 0);
     CHECK_EQ(r[0].info.remote.port, 8080);
 
@@ -128,7 +137,7 @@ static void test_records(void) {
     CHECK_EQ(all(B, &f, r, 64, 0), 0);
     /* max = 1 stops early and resumes from the cursor */
     uint32_t cur = 0, got = 0;
-    while (cur < mtcp_engine_nblocks(B)) got += mtcp_engine_sockets(B, &cur, NULL, r, 1, 0);
+    while (cur < mtcp_engine_nblocks(B)) got += mtcp_engine_sockets(B, now, &cur, NULL, r, 1, 0);
     CHECK_EQ(got, 2);
 
     struct mtcp_engine_gauges g;
