@@ -168,7 +168,10 @@ def _start(addr: str, collector: Collector) -> _Server:
     host, port = parse_addr(addr)
     reg = CollectorRegistry(auto_describe=False)
     reg.register(collector)
-    httpd, thread = start_http_server(port, addr=host, registry=reg)   # kernel socket, own thread
+    try:
+        httpd, thread = start_http_server(port, addr=host, registry=reg)   # kernel socket, own thread
+    except OSError as exc:
+        raise OSError(exc.errno, f"metrics endpoint {addr!r}: {exc.strerror}") from None
     return _Server(httpd, thread, reg)
 
 

@@ -352,6 +352,16 @@ def test_inprocess_control_and_metrics(tmp_path, monkeypatch):
         urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=2)
 
 
+def test_metrics_port_in_use():
+    from mtcp_loop import metrics
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(OSError, match=f"metrics endpoint '127.0.0.1:{port}'"):
+            metrics.serve_supervisor("/nonexistent", f"127.0.0.1:{port}")
+
+
 def test_config_validation():
     from mtcp_loop import MTCPConfig
     with pytest.raises(ValueError, match="metrics"):
