@@ -221,6 +221,30 @@ def test_capture_bounds_and_errors(run, tmp_path):
     assert r.returncode == 1 and "no worker 7" in r.stderr
 
 
+def test_capture_every_worker(run, tmp_path):
+    """Without --worker each worker captures into its own file (FILE.wN.pcap) until -G."""
+    out = str(tmp_path / "all.pcap")
+    p = subprocess.Popen([sys.executable, "-m", "mtcp_loop.cli", "capture", "--rundir", run.rundir, "-w", out, "-G", "2"],
+                         cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.8)
+    run.ask(0, "load 2")
+    run.ask(1, "load 3")
+    o, e = p.communicate(timeout=30)
+    assert p.returncode == 0, e
+    for q, n in (("0", 2), ("1", 3)):
+        path = str(tmp_path / f"all.w{q}.pcap")
+        assert f"worker {q}: " in o and path in o
+        with open(path, "rb") as f:
+            data = f.read()
+        assert data[:4] == bytes.fromhex("d4c3b2a1")
+        frames, off = 0, 24
+        while off + 16 <= len(data):
+            incl = int.from_bytes(data[off + 8:off + 12], "little")
+            off += 16 + incl
+            frames += 1
+        assert off == len(data) and frames >= n * 7      # SYN, SYN-ACK, ACK, data, echo, FINs...
+
+
 # ---- top -----------------------------------------------------------------------------------
 def test_top_plain_lines(run):
     run.ask(0, "load 5")
