@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -196,6 +197,7 @@ def main():
         loop.run_until_complete(run())
     finally:
         loop.close()
+        shutil.rmtree(rundir, ignore_errors=True)
     res["conns"] = a.conns
     res["load"] = os.getloadavg()
     print(json.dumps(res, indent=1))
