@@ -7,6 +7,9 @@
     mtcp-loop testbed up|down|status  the netns testbed (--kind tap|packet|xdp)
     mtcp-loop bench engine         the C engine benchmark (lib.mtcp_bench_engine, no Python in the loop)
     mtcp-loop bench compare [--json] [--quick]  asyncio/uvloop+kernel vs mtcp_loop tap/packet/xdp, cores=1/2
+    mtcp-loop ss [-t STATE] [-l|-a] [-i] [--json]   connections of a running instance (docs/operations.md)
+    mtcp-loop top                  live per-worker view
+    mtcp-loop capture [-w FILE] [-c N] [-G SEC] [filter]  live pcap of a running worker
 
 Every subcommand whose backend is not built exits non-zero with a "not built yet" message.
 """
@@ -391,6 +394,285 @@ def cmd_bench_engine(args) -> int:
     return 1 if bad else 0
 
 
+
+# ---------------------------------------------------------------------------------------------
+# ss / top / capture: a running instance (`mtcp-loop run` workers, in-process loops that opted
+# in with MTCPConfig(control=NAME)), through the control sockets (mtcp_loop/ops.py)
+# ---------------------------------------------------------------------------------------------
+def _instance(args, worker=None):
+    from . import ops
+    from .workers import default_rundir
+    rundir = args.rundir or default_rundir(args.name)
+    socks = ops.instance_sockets(rundir, worker)
+    if not socks:
+        what = f"worker {worker} of " if worker is not None else ""
+        print(f"mtcp-loop: no {what}running instance under {rundir} (start one with `mtcp-loop run "
+              f"--name {args.name}` or MTCPConfig(control={args.name!r}))", file=sys.stderr)
+    return socks
+
+
+def _ask_all(socks, cmd, qargs=None, timeout=30.0):
+    from . import ops
+    out = []
+    for label, path in socks:
+        try:
+            out.append((label, ops.query(path, cmd, qargs, timeout=timeout)))
+        except (OSError, ValueError) as exc:
+            out.append((label, {"error": str(exc)}))
+    return out
+
+
+def cmd_ss(args) -> int:
+    from . import ops
+    try:
+        ops.parse_states(args.state)
+    except ValueError as exc:
+        print(f"mtcp-loop ss: {exc}", file=sys.stderr)
+        return 2
+    socks = _instance(args)
+    if not socks:
+        return 1
+    states = args.state
+    if not states and not args.all:
+        # ss's default: connected sockets except TIME-WAIT and SYN-RECV; -l: listeners
+        states = ["listening"] if args.listening else ["syn-sent", "established", "fin-wait-1", "fin-wait-2",
+                                                       "close-wait", "closing", "last-ack"]
+    qargs = {"states": states, "sport": args.sport or 0, "dport": args.dport or 0,
+             "family": 4 if args.ipv4 else 6 if args.ipv6 else 0}
+    recs, bad = [], 0
+    for label, ans in _ask_all(socks, "ss", qargs):
+        if "error" in ans:
+            print(f"mtcp-loop ss: worker {label}: {ans['error']}", file=sys.stderr)
+            bad += 1
+            continue
+        for r in ops.ss_records(ans):
+            r["worker"] = label
+            recs.append(r)
+    try:
+        if args.json:                              # a JSON array, one record per line
+            print("[" + ",\n ".join(json.dumps(r) for r in recs) + "]")
+        else:
+            print(ops.format_ss(recs, info=args.info))
+        sys.stdout.flush()
+    except BrokenPipeError:                        # `mtcp-loop ss | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 1 if bad else 0
+
+
+def _top_rows(prev, cur):
+    rows = []
+    for label, s in cur:
+        if "error" in s or not s.get("engine"):
+            rows.append((label, s.get("error", "no engine yet"), None))
+            continue
+        p = prev.get(label)
+        dt = (s["t"] - p["t"]) if p else 0.0
+
+        def rate(k):
+            return (s[k] - p[k]) / dt if p and dt > 0 else 0.0
+        drops = {k: v - (p["drops"].get(k, 0) if p else v) for k, v in s["drops"].items()}
+        rows.append((label, None, {
+            "pid": s["pid"], "conn/s": rate("new_conns"), "active": s["active"],
+            "segs in/s": rate("segs_in"), "segs out/s": rate("segs_out"), "retrans/s": rate("retransmits"),
+            "drops/s": ", ".join(f"{k} {v / dt:.0f}" for k, v in drops.items() if v and dt > 0) or "-",
+            "conns pool": f"{s['pool']['conns_used']}/{s['pool']['conns_max']}",
+            "chunks pool": f"{s['pool']['chunks_used']}/{s['pool']['chunks_max']}",
+            "acceptq": s["accept_queue"], "cpu %": 100.0 * rate("cpu_seconds"),
+        }))
+    return rows
+
+
+_TOP_COLS = ("pid", "conn/s", "active", "segs in/s", "segs out/s", "retrans/s", "drops/s", "conns pool",
+             "chunks pool", "acceptq", "cpu %")
+
+
+def _fmt(v):
+    return f"{v:.1f}" if isinstance(v, float) else str(v)
+
+
+def cmd_top(args) -> int:
+    socks = _instance(args)
+    if not socks:
+        return 1
+    plain = args.plain or not sys.stdout.isatty()
+    prev = {}
+    n = 0
+
+    def sample():
+        cur = _ask_all(_instance(args) or socks, "top", timeout=5.0)
+        rows = _top_rows(prev, cur)
+        for label, s in cur:
+            if "error" not in s and s.get("engine"):
+                prev[label] = s
+        return rows
+    sample()
+    try:
+        if plain:
+            while args.count == 0 or n < args.count:
+                time.sleep(args.interval)
+                n += 1
+                ts = time.strftime("%H:%M:%S")
+                for label, err, row in sample():
+                    if err:
+                        print(f"{ts} worker={label} error={err}", flush=True)
+                    else:
+                        print(f"{ts} worker={label} " + " ".join(f"{k.replace(' ', '_').replace('/', '_per_')}="
+                                                               f"{_fmt(row[k]).replace(' ', '')}" for k in _TOP_COLS),
+                              flush=True)
+            return 0
+        from rich.live import Live
+        from rich.table import Table
+
+        def table(rows):
+            t = Table(title=f"mtcp-loop top --name {args.name}  {time.strftime('%H:%M:%S')}")
+            t.add_column("worker")
+            for c in _TOP_COLS:
+                t.add_column(c, justify="right")
+            for label, err, row in rows:
+                t.add_row(label, *([err] + [""] * (len(_TOP_COLS) - 1) if err else [_fmt(row[c]) for c in _TOP_COLS]))
+            return t
+        with Live(table([]), refresh_per_second=4, screen=False) as live:
+            while args.count == 0 or n < args.count:
+                time.sleep(args.interval)
+                n += 1
+                live.update(table(sample()))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _parse_size(text):
+    t = text.strip().lower()
+    mult = 1
+    for suf, m in (("kb", 1000), ("mb", 1000 ** 2), ("gb", 1000 ** 3), ("k", 1024), ("m", 1024 ** 2),
+                   ("g", 1024 ** 3)):
+        if t.endswith(suf):
+            t, mult = t[:-len(suf)], m
+            break
+    try:
+        v = int(float(t) * mult)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad size {text!r} (e.g. 10m, 500k, 1000000)") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"size must be > 0, got {text!r}")
+    return v
+
+
+def cmd_capture(args) -> int:
+    from . import ops
+    try:
+        flt = ops.parse_filter(args.filter)
+    except ValueError as exc:
+        print(f"mtcp-loop capture: {exc}", file=sys.stderr)
+        return 2
+    socks = _instance(args, args.worker)
+    if not socks:
+        return 1
+    if args.stop:                                  # a capture left running (its client died)
+        rc = 0
+        for label, ans in _ask_all(socks, "capture", {"op": "stop"}):
+            if "error" in ans:
+                print(f"mtcp-loop capture: worker {label}: {ans['error']}", file=sys.stderr)
+                rc = 1
+            else:
+                print(f"worker {label}: stopped; {ans.get('frames', 0)} frames in {ans['path']}")
+        return rc
+    out = os.path.abspath(args.write or "mtcp-capture.pcap")
+    targets = []
+    for label, path in socks:
+        if len(socks) == 1:
+            fpath = out
+        else:
+            stem, ext = os.path.splitext(out)
+            fpath = f"{stem}.w{label.replace('/', '-')}{ext or '.pcap'}"
+        targets.append((label, path, fpath))
+    started = []
+    rc = 0
+    for label, path, fpath in targets:
+        ans = ops.query(path, "capture", {"op": "start", "path": fpath, "host": flt["host"], "port": flt["port"],
+                                          "count": args.count, "max_bytes": args.max_bytes,
+                                          "seconds": args.seconds})
+        if "error" in ans:
+            print(f"mtcp-loop capture: worker {label}: {ans['error']}", file=sys.stderr)
+            rc = 1
+            continue
+        started.append((label, path, fpath))
+        print(f"mtcp-loop capture: worker {label} -> {fpath}", file=sys.stderr, flush=True)
+    if not started:
+        return 1
+    if args.started_file:
+        with open(args.started_file, "w") as f:
+            f.write("started\n")
+    deadline = time.monotonic() + (args.seconds + 1.0 if args.seconds else float("inf"))
+    running = {label for label, _, _ in started}
+    try:
+        while running and time.monotonic() < deadline:
+            time.sleep(0.1)
+            for label, path, _ in started:
+                if label not in running:
+                    continue
+                try:
+                    st = ops.query(path, "capture", {"op": "status"})
+                except OSError:
+                    running.discard(label)
+                    continue
+                if "error" in st or not st.get("running") or st.get("done"):
+                    running.discard(label)
+    except KeyboardInterrupt:
+        pass
+    for label, path, fpath in started:
+        try:
+            st = ops.query(path, "capture", {"op": "stop"})
+        except OSError as exc:
+            st = {"error": str(exc)}
+        if "error" in st:
+            print(f"mtcp-loop capture: worker {label}: {st['error']}", file=sys.stderr)
+            rc = 1
+            continue
+        if st.get("failed"):
+            print(f"mtcp-loop capture: worker {label}: writing {fpath} failed", file=sys.stderr)
+            rc = 1
+        print(f"worker {label}: {st.get('frames', 0)} frames ({st.get('bytes', 0)} bytes) of "
+              f"{st.get('seen', 0)} seen written to {fpath} in {st['seconds']:.1f}s")
+    return rc
+
+
+def _add_ops_parsers(sub):
+    def inst(p):
+        p.add_argument("--name", default="default", help="instance (`mtcp-loop run --name`, MTCPConfig(control=))")
+        p.add_argument("--rundir", default=None)
+    s = sub.add_parser("ss", help="connections of a running instance, like ss -tn[i] (every worker)")
+    inst(s)
+    s.add_argument("-t", "--state", action="append", default=None,
+                   help="ss state filter (established, syn-sent, time-wait, listening, connected, all, ...)")
+    s.add_argument("--sport", type=int, default=None, help="local port")
+    s.add_argument("--dport", type=int, default=None, help="peer port")
+    s.add_argument("-l", "--listening", action="store_true", help="listeners only (with accept/SYN queues)")
+    s.add_argument("-a", "--all", action="store_true", help="connections and listeners")
+    s.add_argument("-i", "--info", action="store_true", help="TCP internals: cwnd, rtt, rto, retransmits ...")
+    s.add_argument("-4", dest="ipv4", action="store_true")
+    s.add_argument("-6", dest="ipv6", action="store_true")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_ss)
+    t = sub.add_parser("top", help="live per-worker view (conn/s, segments, retransmits, drops, pools, CPU)")
+    inst(t)
+    t.add_argument("--interval", type=float, default=1.0)
+    t.add_argument("-n", "--count", type=int, default=0, help="stop after N refreshes (0 = until Ctrl-C)")
+    t.add_argument("--plain", action="store_true", help="plain lines (the default when stdout is not a terminal)")
+    t.set_defaults(func=cmd_top)
+    c = sub.add_parser("capture", help="live pcap of a running worker's frames (both directions)")
+    inst(c)
+    c.add_argument("--worker", default=None, help="worker label (default: every worker, one file each)")
+    c.add_argument("-w", "--write", default=None, metavar="FILE.pcap", help="default ./mtcp-capture.pcap")
+    c.add_argument("-c", "--count", type=int, default=0, help="stop after N frames")
+    c.add_argument("-C", "--max-bytes", type=_parse_size, default=None, help="stop at this file size (e.g. 10m)")
+    c.add_argument("-G", "--seconds", type=float, default=None, help="stop after this many seconds")
+    c.add_argument("--stop", action="store_true", help="stop a capture left running on the worker(s)")
+    c.add_argument("--started-file", default=None, help=argparse.SUPPRESS)
+    c.add_argument("filter", nargs="*", help="host ADDR / port N, joined by 'and'")
+    c.set_defaults(func=cmd_capture)
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="mtcp-loop", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -424,6 +706,7 @@ def build_parser():
     add_cli_parsers(sub, bsub)
     from .workers import add_cli_parsers as _workers_cli   # `run`, live `stats`, `bench cores`
     _workers_cli(sub, bsub)
+    _add_ops_parsers(sub)    # `ss`, `top`, `capture` (mtcp_loop/ops.py)
     from .bench_compare import add_cli_parser as _compare_cli   # `bench compare` (mtcp_loop/bench_compare.py)
     _compare_cli(bsub)
     return p

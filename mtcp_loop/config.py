@@ -211,6 +211,13 @@ class MTCPConfig:
     mtu: Optional[int] = None
     offload: bool = True
     xdp_mode: str = "native"
+    #: Prometheus endpoint "ADDR:PORT" (":9100" = every address) served on the kernel stack with
+    #: prometheus_client for this loop (``mtcp-loop run --metrics``: one endpoint in the
+    #: supervisor for all workers). See docs/operations.md.
+    metrics: Optional[str] = None
+    #: Instance name under which this in-process loop serves a control socket
+    #: ($MTCP_RUNDIR/NAME/loop-PID-K.sock) so that `mtcp-loop ss/top/capture --name NAME` see it.
+    control: Optional[str] = None
 
     _INT_FIELDS = ("max_conns", "sndbuf", "rcvbuf", "max_chunks", "chunk_size", "max_events",
                    "seed", "min_rto_us", "delack_us", "msl_us", "fin_timeout_us", "max_rack", "initial_rto_us", "syn_retries",
@@ -263,6 +270,17 @@ class MTCPConfig:
             raise TypeError(f"pcap must be a path, got {type(self.pcap).__name__}")
         if self.pcap is not None:
             self.pcap = os.fspath(self.pcap) or None
+        for name in ("metrics", "control"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, str):
+                raise TypeError(f"{name} must be a str, got {type(v).__name__}")
+            if v is not None:
+                setattr(self, name, v.strip() or None)
+        if self.metrics is not None:
+            from .metrics import parse_addr
+            parse_addr(self.metrics)
+        if self.control is not None and ("/" in self.control or self.control in (".", "..")):
+            raise ValueError(f"control must be an instance name (no '/'), got {self.control!r}")
         imp = self.impair
         if isinstance(imp, str):
             imp = parse_impair(imp)

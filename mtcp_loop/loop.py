@@ -660,7 +660,16 @@ class _MTCPLoopMixin:
             if self.is_closed():
                 raise RuntimeError("Event loop is closed")
             eng = self._mtcp_engine = _Engine(self, self._mtcp_config)
+            if self._mtcp_config.metrics or self._mtcp_config.control:
+                from . import ops as _ops       # opted in: control socket / metrics endpoint
+                _ops.attach_loop(self)
         return eng
+
+    def connections(self, state=None, sport=0, dport=0, family=0):
+        """The stack's connections and listeners of this loop, one ss-like dict each (the
+        records of `mtcp-loop ss --json`). state: an ss state name or a list of them."""
+        from . import ops as _ops
+        return _ops.records(self, state=state, sport=sport, dport=dport, family=family)
 
     def stats(self):
         """Engine counters (netstat -s like) plus how many connections took each path."""
@@ -687,6 +696,9 @@ class _MTCPLoopMixin:
             raise RuntimeError("Cannot close a running event loop")
         eng = self._mtcp_engine
         if eng is not None:
+            if self._mtcp_config.metrics or self._mtcp_config.control:
+                from . import ops as _ops
+                _ops.detach_loop(self)
             eng.close()
         for sock, (cid, fin) in list(self._mtcp_adopted.items()):
             fin.detach()

@@ -228,8 +228,10 @@ class _Worker:
                 elif cmd == "drain":
                     self.stopping.set()
                     out = {"ok": True}
-                else:
-                    out = {"error": f"unknown command {cmd!r}"}
+                else:                           # ss, capture, top, metrics (mtcp_loop/ops.py)
+                    from . import ops as _ops
+                    await _ops.serve_command(self.loop, cmd, writer, {"queue": self.queue, "cpu": self.cpu})
+                    continue
                 writer.write(json.dumps(out).encode() + b"\n")
                 await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
@@ -553,8 +555,18 @@ class Supervisor:
 
 def serve(target, cores=None, **kw) -> int:
     """Serve target (MODULE:APP string, aiohttp Application, async def main() or protocol
-    factory) with one worker process per core. Blocks until the workers exit; returns 0/1."""
-    return Supervisor(target, cores, **kw).run()
+    factory) with one worker process per core. Blocks until the workers exit; returns 0/1.
+    config.metrics: one Prometheus endpoint in the supervisor for every worker (metrics.py)."""
+    sup = Supervisor(target, cores, **kw)
+    metrics_srv = None
+    if sup.config.metrics:
+        from . import metrics as _metrics
+        metrics_srv = _metrics.serve_supervisor(sup.rundir, sup.config.metrics)
+    try:
+        return sup.run()
+    finally:
+        if metrics_srv is not None:
+            metrics_srv.shutdown()
 
 
 def run(main, cores=None, config=None, **overrides):
@@ -658,7 +670,7 @@ def _resolve_app(obj):
 
 def _overrides(args) -> dict:
     o = {}
-    for k in ("backend", "ifname", "ipv4", "ipv6", "ipv4_gw", "ipv6_gw", "mac", "mtu"):
+    for k in ("backend", "ifname", "ipv4", "ipv6", "ipv4_gw", "ipv6_gw", "mac", "mtu", "metrics"):
         v = getattr(args, k, None)
         if v is not None:
             o[k] = v
@@ -884,6 +896,8 @@ def add_cli_parsers(sub, bsub) -> None:
     r.add_argument("--rundir", default=None)
     r.add_argument("--drain-timeout", type=float, default=10.0)
     r.add_argument("--netns", default=None, help="enter this network namespace first (e.g. the testbed's)")
+    r.add_argument("--metrics", default=None, metavar="ADDR:PORT",
+                   help="serve Prometheus metrics of every worker here (kernel stack; docs/operations.md)")
     r.set_defaults(func=cmd_run)
     s = sub.choices.get("stats")
     if s is not None:

@@ -99,9 +99,11 @@ struct conn {
     uint32_t tw_next, tw_prev; /* TIME-WAIT FIFO (CF_TWLIST), oldest at e->tw_head */
     union {
         struct { uint32_t parent, parent_gen, cnext, cprev; } ch;        /* passive child */
-        struct { uint32_t backlog, synq, acceptq, head; } ls;           /* listener */
+        struct { uint32_t backlog, synq, acceptq, head;                 /* listener */
+                 uint32_t cookies_sent, cookies_ok, overflows, pad; } ls; /* (introspect.c) */
     } u;
     uint8_t lip[16], rip[16]; /* IPv4 in [0..3] */
+    uint64_t t_open_us;       /* engine clock at allocation (introspect.c: duration histogram) */
 };
 
 /* ---------------- neighbour cache (neigh.c) ---------------- */
@@ -225,6 +227,10 @@ struct mtcp_engine {
     /* RX context */
     const uint8_t *rx_smac;    /* source MAC of the frame being processed (NULL on IP links) */
     uint16_t rx_flags;         /* LINK_SLOT_F_* of the frame being processed */
+
+    /* introspect.c: durations of released connections (MTCP_DUR_BUCKETS buckets) */
+    uint64_t dur_hist[MTCP_DUR_BUCKETS];
+    uint64_t dur_sum_us;
 };
 
 static inline struct conn *conn_of(struct tcp_conn *c) { return (struct conn *)c; }
@@ -233,6 +239,9 @@ static inline mtcp_cid conn_cid(const struct mtcp_engine *e, const struct conn *
     return ((uint64_t)k->gen << 32) | conn_idx(e, k);
 }
 static inline int addr_len(int family) { return family == MTCP_AF_INET ? 4 : 16; }
+
+/* introspect.c: a connection block is being released (duration histogram) */
+void introspect_conn_freed(struct mtcp_engine *e, const struct conn *k);
 
 /* table.c */
 int table_init(struct mtcp_engine *e);

@@ -195,6 +195,7 @@ static void send_cookie(struct mtcp_engine *e, struct conn *l, int family, const
     }
     ctrl_tcp(e, family, lip, rip, &t, e->rx_smac);
     e->counters[CTR_SYNCOOKIES_SENT]++;
+    l->u.ls.cookies_sent++;
 }
 
 /* 1 and the options if ack->ack - 1 is a cookie we issued for this 4-tuple recently. */
@@ -232,11 +233,11 @@ void listen_input(struct mtcp_engine *e, struct conn *l, int family, const uint8
         return;
     }
     if ((seg->flags & (WIRE_TCP_SYN | WIRE_TCP_ACK)) == WIRE_TCP_SYN) {
-        if (l->u.ls.acceptq >= l->u.ls.backlog) { e->counters[CTR_DROP_LISTEN_OVERFLOW]++; return; }
+        if (l->u.ls.acceptq >= l->u.ls.backlog) { e->counters[CTR_DROP_LISTEN_OVERFLOW]++; l->u.ls.overflows++; return; }
         int mode = e->cfg.syncookies;
         int cookie = mode == MTCP_SYNCOOKIES_ALWAYS ||
                      (mode == MTCP_SYNCOOKIES_ON_OVERFLOW && l->u.ls.synq >= e->cfg.syn_backlog);
-        if (!cookie && l->u.ls.synq >= e->cfg.syn_backlog) { e->counters[CTR_DROP_LISTEN_OVERFLOW]++; return; }
+        if (!cookie && l->u.ls.synq >= e->cfg.syn_backlog) { e->counters[CTR_DROP_LISTEN_OVERFLOW]++; l->u.ls.overflows++; return; }
         uint32_t f = 0;
         struct conn *k = cookie ? NULL : child_new(e, l, family, lip, rip, seg, &f);
         if (!k) {
@@ -259,13 +260,14 @@ void listen_input(struct mtcp_engine *e, struct conn *l, int family, const uint8
             rst_reply(e, family, lip, rip, seg);
             return;
         }
-        if (l->u.ls.acceptq >= l->u.ls.backlog) { e->counters[CTR_DROP_LISTEN_OVERFLOW]++; return; }
+        if (l->u.ls.acceptq >= l->u.ls.backlog) { e->counters[CTR_DROP_LISTEN_OVERFLOW]++; l->u.ls.overflows++; return; }
         uint16_t our = engine_path_mss(e, family);
         if (mss > our) mss = our;
         uint32_t f;
         struct conn *k = child_new(e, l, family, lip, rip, seg, &f);
         if (!k) { e->counters[CTR_DROP_NO_MEM]++; return; }
         e->counters[CTR_SYNCOOKIES_ACCEPTED]++;
+        l->u.ls.cookies_ok++;
         e->counters[CTR_PASSIVE_OPENS]++;
         tcp_open_cookie(&e->env, &k->tcp, e->now, seg->ack - 1, seg, mss, ws, sack);
         return;

@@ -61,12 +61,14 @@ struct conn *conn_alloc(struct mtcp_engine *e) {
     k->wn.next = k->wn.prev = NONE32;
     k->onext = k->oprev = NONE32;
     k->kind = CK_CONN;
+    k->t_open_us = e->now;
     e->conns_used++;
     return k;
 }
 
 void conn_free(struct mtcp_engine *e, struct conn *k) {
     if (k->kind == CK_FREE) return;
+    introspect_conn_freed(e, k);
     k->kind = CK_FREE;
     k->eflags = 0;
     k->gen++;

@@ -475,6 +475,23 @@ static void teardown(struct fz *z) {
         struct mtcp_conn_info info;
         (void)mtcp_conn_info(z->a, list[i], &info);
     }
+    /* introspection (ss / metrics) over whatever state the input left: every record in range */
+    struct mtcp_sock_record rec[16];
+    for (int k = 0; k < 2; k++) {
+        mtcp_engine *e = k ? z->b : z->a;
+        uint32_t cursor = 0, nb = mtcp_engine_nblocks(e);
+        while (cursor < nb) {
+            uint32_t before = cursor, nr = mtcp_engine_sockets(e, z->now, &cursor, NULL, rec, 16, 7);
+            REQUIRE(nr <= 16 && cursor > before);
+            for (uint32_t i = 0; i < nr; i++)
+                REQUIRE(rec[i].info.state <= MTCP_ST_TIME_WAIT && (rec[i].info.local.family == MTCP_AF_INET ||
+                                                                   rec[i].info.local.family == MTCP_AF_INET6));
+        }
+        struct mtcp_engine_gauges g;
+        mtcp_engine_gauges(e, &g);
+        uint64_t dur[MTCP_DUR_BUCKETS], dsum;
+        mtcp_engine_conn_durations(e, dur, MTCP_DUR_BUCKETS, &dsum);
+    }
     (void)mtcp_engine_next_deadline(z->a);
     mtcp_engine_free(z->a);
     mtcp_engine_free(z->b);
