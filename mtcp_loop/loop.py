@@ -531,7 +531,7 @@ class MTCPServer(events.AbstractServer):
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            eng.release(cid, abort=True)
+            eng.release(cid)     # closed like asyncio's dropped socket: FIN (RST if data unread)
             if loop.get_debug():
                 loop.call_exception_handler({
                     "message": "Error on transport creation for incoming connection",
@@ -737,7 +737,7 @@ class _MTCPLoopMixin:
         try:
             protocol = protocol_factory()
         except BaseException:
-            eng.release(cid, abort=True)
+            eng.release(cid)
             raise
         waiter = self.create_future()
         if ssl:
