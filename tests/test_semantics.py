@@ -302,3 +302,180 @@ class _TestCloseAndErrorPaths:
 
 
 bind(globals(), _TestWriteBufferTypes, _TestCloseAndErrorPaths)
+
+
+# ------------------------------------------------------------------------------------------
+class EchoProto(asyncio.Protocol):
+    def connection_made(self, tr):
+        self.tr = tr
+
+    def data_received(self, data):
+        self.tr.write(data)
+
+    def eof_received(self):
+        self.tr.close()
+
+
+class _TestOwnSockets:
+    """Sockets the application creates and drives itself through loop.sock_* (aiohttp's client,
+    anyio's listeners, plain socket code)."""
+
+    def test_sock_connect_then_sock_io(self, tmp_path):
+        async def main():
+            srv = await self.loop.create_server(EchoProto, HOST, 0)
+            port = srv.sockets[0].getsockname()[1]
+            s = socket.socket()
+            s.setblocking(False)
+            await self.loop.sock_connect(s, (HOST, port))
+            await self.loop.sock_sendall(s, b"ping")
+            assert await self.loop.sock_recv(s, 4) == b"ping"
+            await self.loop.sock_sendall(s, array.array("i", [7, 8]).tobytes())
+            buf = bytearray(8)
+            n = 0
+            while n < 8:
+                n += await self.loop.sock_recv_into(s, memoryview(buf)[n:])
+            assert bytes(buf) == array.array("i", [7, 8]).tobytes()
+            f = tmp_path / "f.bin"
+            f.write_bytes(bytes(range(256)) * 100)
+            with open(f, "rb") as fh:
+                sent = await self.loop.sock_sendfile(s, fh)
+            assert sent == 25600
+            got = bytearray()
+            while len(got) < 25600:
+                got += await self.loop.sock_recv(s, 65536)
+            assert bytes(got) == bytes(range(256)) * 100
+            await self.loop.sock_connect(s, (HOST, port))     # already connected: no-op, as connect()
+            s.close()
+            srv.close()
+            await srv.wait_closed()
+            self.assert_userspace(2)
+        self.run(main())
+
+    def test_sock_connect_then_create_connection(self):
+        async def main():
+            srv = await self.loop.create_server(EchoProto, HOST, 0)
+            port = srv.sockets[0].getsockname()[1]
+            s = socket.socket()
+            s.setblocking(False)
+            await self.loop.sock_connect(s, (HOST, port))
+            r, w = await asyncio.open_connection(sock=s)
+            w.write(b"adopted")
+            assert await r.readexactly(7) == b"adopted"
+            assert w.get_extra_info("peername")[:2] == (HOST, port)
+            w.close()
+            await w.wait_closed()
+            srv.close()
+            await srv.wait_closed()
+            self.assert_userspace(2)
+        self.run(main())
+
+    def _own_listener(self, family=socket.AF_INET, host=HOST):
+        ls = socket.socket(family, socket.SOCK_STREAM)
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind((host, 0))
+        ls.listen(128)
+        ls.setblocking(False)
+        return ls
+
+    def test_sock_accept_connect_accepted_socket(self):
+        """anyio's listener: its own kernel socket, sock_accept, connect_accepted_socket."""
+        async def main():
+            ls = self._own_listener()
+            port = ls.getsockname()[1]
+
+            async def serve_one():
+                conn, addr = await self.loop.sock_accept(ls)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                assert conn.getsockname()[:2] == (HOST, port)
+                assert conn.getpeername()[:2] == addr[:2]
+                tr, _ = await self.loop.connect_accepted_socket(EchoProto, conn)
+                assert tr.get_extra_info("peername")[:2] == addr[:2]
+                return addr
+
+            task = self.loop.create_task(serve_one())
+            await asyncio.sleep(0)      # accepting (the stack listener opens at the first sock_accept)
+            r, w = await asyncio.open_connection(HOST, port)
+            addr = await task
+            assert w.get_extra_info("sockname")[:2] == addr[:2]
+            for i in range(10):
+                w.write(b"line %d\n" % i)
+                assert await r.readline() == b"line %d\n" % i
+            w.write_eof()
+            assert await r.read() == b""
+            w.close()
+            ls.close()
+            self.assert_userspace(2)
+        self.run(main())
+
+    def test_sock_accept_then_sock_io(self):
+        async def main():
+            ls = self._own_listener(socket.AF_INET6, "::1")
+            port = ls.getsockname()[1]
+
+            async def serve_one():
+                conn, addr = await self.loop.sock_accept(ls)
+                data = await self.loop.sock_recv(conn, 100)
+                await self.loop.sock_sendall(conn, data.upper())
+                assert await self.loop.sock_recv(conn, 100) == b""      # peer's EOF
+                conn.close()
+
+            task = self.loop.create_task(serve_one())
+            await asyncio.sleep(0)      # accepting (the stack listener opens at the first sock_accept)
+            r, w = await asyncio.open_connection("::1", port)
+            w.write(b"hello")
+            assert await r.readexactly(5) == b"HELLO"
+            w.write_eof()
+            await task
+            assert await r.read() == b""
+            w.close()
+            ls.close()
+            self.assert_userspace(2)
+        self.run(main())
+
+    def test_sock_accept_kernel_client(self):
+        """A blocking client in a thread (kernel TCP) reaches the same listener."""
+        async def main():
+            ls = self._own_listener()
+            port = ls.getsockname()[1]
+
+            def client():
+                with socket.create_connection((HOST, port), timeout=10) as c:
+                    c.sendall(b"from a thread")
+                    c.shutdown(socket.SHUT_WR)
+                    return c.recv(100)
+
+            fut = self.loop.run_in_executor(None, client)
+            conn, _ = await self.loop.sock_accept(ls)
+            data = b""
+            while len(data) < 13:
+                data += await self.loop.sock_recv(conn, 100)
+            await self.loop.sock_sendall(conn, b"ok")
+            conn.close()
+            assert await fut == b"ok"
+            assert data == b"from a thread"
+            ls.close()
+        self.run(main())
+
+    def test_sock_accept_cancelled_then_listener_closed(self):
+        async def main():
+            ls = self._own_listener()
+            port = ls.getsockname()[1]
+            task = self.loop.create_task(self.loop.sock_accept(ls))
+            await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            try:
+                self.loop.remove_reader(ls)
+            except (ValueError, NotImplementedError):
+                pass
+            await asyncio.sleep(0)
+            ls.close()
+            await asyncio.sleep(0.01)
+            with pytest.raises(ConnectionRefusedError):
+                await asyncio.open_connection(HOST, port)
+        self.run(main())
+
+
+bind(globals(), _TestOwnSockets)
