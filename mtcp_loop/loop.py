@@ -921,11 +921,9 @@ class _MTCPLoopMixin:
         if key in self._mtcp_warned:
             return
         self._mtcp_warned.add(key)
-        import warnings
-        warnings.warn(f"mtcp_loop: {call} on {addr!r} uses kernel TCP, not the user-space stack "
-                      "(see docs/compatibility.md, 'libraries that hold their own sockets')",
-                      RuntimeWarning, stacklevel=3)
-        logger.warning("%s on %r uses kernel TCP, not the user-space stack", call, addr)
+        # logged, not warnings.warn: a program run with -W error must not break over it
+        logger.warning("%s on %r uses kernel TCP, not the user-space stack (see "
+                       "docs/compatibility.md, 'libraries that hold their own sockets')", call, addr)
 
     def _warn_kernel_sock(self, call, sock, peer=False):
         if not self._warn_on() or not isinstance(sock, socket.socket):
