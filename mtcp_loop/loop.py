@@ -25,6 +25,7 @@ import errno
 import functools
 import ipaddress
 import logging
+import operator
 import os
 import socket
 import struct
@@ -732,6 +733,8 @@ class _MTCPLoopMixin:
 
     def _route_to_stack(self, family, host, port):
         """Should an outgoing connection to (host, port) take the user-space stack?"""
+        if not isinstance(port, int) or not 0 <= port <= 65535:
+            return False            # the base loop raises what the kernel path raises (OverflowError...)
         if self._mtcp_config.backend != "loopback":
             return _links.routes(self._mtcp_config, family, host)
         if not stack_owns(family, host):
@@ -769,8 +772,10 @@ class _MTCPLoopMixin:
         eng = self._engine()
         try:
             protocol = protocol_factory()
-            if protocol is None or not isinstance(protocol, asyncio.BaseProtocol):
-                raise TypeError(f"protocol_factory must return a protocol, got {protocol!r}")
+            if protocol is None:    # what the base loop raises
+                if self._mtcp_base_name == "uvloop":
+                    raise TypeError("protocol is required")
+                raise AttributeError("'NoneType' object has no attribute 'connection_made'")
         except BaseException:
             if internal is not None:
                 internal.close()
@@ -870,6 +875,8 @@ class _MTCPLoopMixin:
         if host is None and port is None:
             raise ValueError("host and port was not specified and no sock specified")
         infos = await self._resolve_stream(host, port, family, proto, flags)
+        if isinstance(port, int) and not 0 <= port <= 65535:
+            raise OverflowError("connect(): port must be 0-65535.")   # socket.connect's error
         stack, others = [], []
         for fam, _t, _p, _c, sa in infos:
             (stack if self._route_to_stack(fam, sa[0], sa[1]) else others).append((fam, sa))
@@ -886,11 +893,18 @@ class _MTCPLoopMixin:
             return res
 
         exceptions = []
+        laddr_infos = None
+        if local_addr is not None:
+            # as asyncio: resolved once with the requested family, then matched per remote family
+            laddr_infos = await self._resolve_stream(local_addr[0], local_addr[1], family, proto, flags)
         for fam, sa in stack:
             local = None
-            if local_addr is not None:
-                linfos = await self._resolve_stream(local_addr[0], local_addr[1], fam, proto, flags)
-                local = linfos[0][4][:2]
+            if laddr_infos is not None:
+                match = [li for li in laddr_infos if li[0] == fam]
+                if not match:
+                    exceptions.append(OSError(f"no matching local address with family={fam!r} found"))
+                    continue
+                local = match[0][4][:2]
             try:
                 cid = await self._stack_connect(fam, sa[0], sa[1], local)
             except OSError as exc:
@@ -1142,6 +1156,7 @@ class _MTCPLoopMixin:
                             start_serving=True, **kwargs):
         if isinstance(ssl, bool):
             raise TypeError("ssl argument must be an SSLContext or None")
+        backlog = operator.index(backlog)   # TypeError for 'x' or 1.5, as socket.listen()
         if ssl_handshake_timeout is not None and ssl is None:
             raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
         if ssl_shutdown_timeout is not None and ssl is None:

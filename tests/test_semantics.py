@@ -479,3 +479,47 @@ class _TestOwnSockets:
 
 
 bind(globals(), _TestOwnSockets)
+
+
+# ------------------------------------------------------------------------------------------
+class _TestArgumentErrors:
+    """Bad arguments: the exception type (and message) stock asyncio gives."""
+
+    def test_port_out_of_range(self):
+        async def main():
+            for port in (-1, 70000):
+                with pytest.raises(OverflowError, match="port must be 0-65535"):
+                    await self.loop.create_connection(asyncio.Protocol, HOST, port)
+        self.run(main())
+
+    def test_backlog_not_an_int(self):
+        async def main():
+            for backlog in ("x", 1.5):
+                with pytest.raises(TypeError):
+                    await self.loop.create_server(asyncio.Protocol, HOST, 0, backlog=backlog)
+        self.run(main())
+
+    def test_local_addr_family_mismatch(self):
+        async def main():
+            srv = await self.loop.create_server(asyncio.Protocol, HOST, 0)
+            port = srv.sockets[0].getsockname()[1]
+            with pytest.raises(OSError, match="no matching local address") as ei:
+                await self.loop.create_connection(asyncio.Protocol, HOST, port, local_addr=("::1", 0))
+            assert type(ei.value) is OSError
+            srv.close()
+        self.run(main())
+
+    def test_protocol_factory_returns_none(self):
+        async def main():
+            srv = await self.loop.create_server(asyncio.Protocol, HOST, 0)
+            port = srv.sockets[0].getsockname()[1]
+            # asyncio: AttributeError (None.connection_made); uvloop: TypeError("protocol is required");
+            # MTCPLoop raises what its base raises
+            expect = TypeError if self.kind == "mtcp_uvloop" else AttributeError
+            with pytest.raises(expect):
+                await self.loop.create_connection(lambda: None, HOST, port)
+            srv.close()
+        self.run(main())
+
+
+bind(globals(), _TestArgumentErrors)
