@@ -481,6 +481,7 @@ class MTCPServer(events.AbstractServer):
         self._serving_forever_fut = None
         self._pending = collections.deque()
         self._closed = False
+        self._sock_form = False    # create_server(sock=...)
 
     def __repr__(self):
         return f"<{self.__class__.__name__} sockets={self.sockets!r}>"
@@ -502,9 +503,16 @@ class MTCPServer(events.AbstractServer):
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _add_listener(self, lid, family):
+    def _add_listener(self, lid, family, serve=True):
         local, _ = self._engine.getaddrs(lid)
         ps = PseudoSocket(self._loop, self._engine, lid, family, local, None, listener=True)
+        if not serve:
+            # start_serving=False: the address and port are checked and chosen, but nothing listens
+            # (connections are refused, as asyncio's socket is not listening) until start_serving()
+            self._engine.release(lid)
+            ps._cid = None
+            self._listeners.append((None, ps))
+            return
         self._listeners.append((lid, ps))
         self._engine._listeners[lid] = self
 
@@ -550,6 +558,9 @@ class MTCPServer(events.AbstractServer):
     def sockets(self):
         if self._closed:
             return ()
+        if self._sock_form:
+            # create_server(sock=s): s itself (as the base loop reports it: fileno() is s's)
+            return tuple(so for ks in self._kernel_servers for so in (ks.sockets or ()))
         socks = [ps for _, ps in self._listeners]
         if not socks:
             for ks in self._kernel_servers:
@@ -562,8 +573,9 @@ class MTCPServer(events.AbstractServer):
         self._closed = True
         eng = self._engine
         for lid, _ in self._listeners:
-            eng._listeners.pop(lid, None)
-            eng.release(lid)
+            if lid is not None:
+                eng._listeners.pop(lid, None)
+                eng.release(lid)
         self._listeners = []
         while self._pending:
             eng.release(self._pending.popleft(), abort=True)
@@ -579,6 +591,13 @@ class MTCPServer(events.AbstractServer):
     def _start_serving(self):
         if self._serving:
             return
+        eng = self._engine
+        for i, (lid, ps) in enumerate(self._listeners):
+            if lid is None:
+                lid = eng.listen(ps.family, ps._sockname[0], ps._sockname[1], self._backlog)
+                ps._cid = lid
+                self._listeners[i] = (lid, ps)
+                eng._listeners[lid] = self
         self._serving = True
         while self._pending:
             self._accept(self._pending.popleft())
@@ -665,6 +684,7 @@ class _MTCPLoopMixin:
         self._mtcp_adopted = {}          # kernel socket -> StackSocket after sock_connect
         self._mtcp_shadows = weakref.WeakKeyDictionary()   # listening kernel socket -> ShadowListener
         self._mtcp_warned = set()
+        self._mtcp_sock_servers = weakref.WeakKeyDictionary()   # create_server(sock=s): s -> server
         self._mtcp_n_user_connected = 0
         self._mtcp_n_user_accepted = 0
         self._mtcp_n_kernel_connected = 0
@@ -1178,6 +1198,15 @@ class _MTCPLoopMixin:
                 sa = sock.getsockname()
             except OSError:
                 sa = None
+            if sa is not None and sock.family in (socket.AF_INET, socket.AF_INET6) and sa[1] == 0:
+                # unbound: listen() would pick the port; bind now so stack and kernel share it
+                sock.bind((sa[0], 0))
+                sa = sock.getsockname()
+            prev = self._mtcp_sock_servers.get(sock)
+            if prev is not None and not prev._closed:
+                # the same socket twice: the stack listener is the first server's; this one serves
+                # the socket as the base loop does (asyncio: both listen; uvloop: RuntimeError)
+                return await super().create_server(counted_factory, sock=sock, **kernel_kw)
             if (sock.family not in (socket.AF_INET, socket.AF_INET6) or sa is None
                     or not self._stack_owns(sock.family, sa[0], listen=True)):
                 if self._mtcp_config.fallback == "error" and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -1187,14 +1216,16 @@ class _MTCPLoopMixin:
             eng = self._engine()
             server = MTCPServer(self, eng, protocol_factory, ssl, backlog,
                                 ssl_handshake_timeout, ssl_shutdown_timeout)
+            server._sock_form = True
             lid = eng.listen(sock.family, sa[0], sa[1], backlog)
             try:
-                server._add_listener(lid, sock.family)
+                server._add_listener(lid, sock.family, serve=start_serving)
                 ks = await super().create_server(counted_factory, sock=sock, **kernel_kw)
                 server._kernel_servers.append(ks)
             except BaseException:
                 server.close()
                 raise
+            self._mtcp_sock_servers[sock] = server
             if start_serving:
                 server._start_serving()
                 await asyncio.sleep(0)
@@ -1257,7 +1288,7 @@ class _MTCPLoopMixin:
                                 chosen = ks.getsockname()[1]
                     if on_stack:
                         lid = eng.listen(fam, ip, chosen, backlog)
-                        server._add_listener(lid, fam)
+                        server._add_listener(lid, fam, serve=start_serving)
                         if not chosen:
                             chosen = server._listeners[-1][1].getsockname()[1]
             except OSError as exc:

@@ -523,3 +523,92 @@ class _TestArgumentErrors:
 
 
 bind(globals(), _TestArgumentErrors)
+
+
+# ------------------------------------------------------------------------------------------
+class _TestServerVariants:
+    def test_start_serving_false_refuses_until_started(self):
+        async def main():
+            srv = await self.loop.create_server(EchoProto, HOST, 0, start_serving=False)
+            port = srv.sockets[0].getsockname()[1]
+            for _ in range(3):
+                with pytest.raises(ConnectionRefusedError):
+                    await asyncio.open_connection(HOST, port)
+            await srv.start_serving()
+            r, w = await asyncio.open_connection(HOST, port)
+            w.write(b"now")
+            assert await r.readexactly(3) == b"now"
+            w.close()
+            srv.close()
+            await srv.wait_closed()
+        self.run(main())
+
+    def test_start_serving_false_wildcard_v6(self):
+        async def main():
+            srv = await self.loop.create_server(EchoProto, "::1", 0, start_serving=False)
+            port = srv.sockets[0].getsockname()[1]
+            with pytest.raises(ConnectionRefusedError):
+                await asyncio.open_connection("::1", port)
+            task = self.loop.create_task(srv.serve_forever())
+            await asyncio.sleep(0.01)
+            r, w = await asyncio.open_connection("::1", port)
+            w.write(b"v6")
+            assert await r.readexactly(2) == b"v6"
+            w.close()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        self.run(main())
+
+    def test_create_server_sock_reports_the_socket(self):
+        async def main():
+            s = socket.socket()
+            s.bind((HOST, 0))
+            srv = await self.loop.create_server(EchoProto, sock=s)
+            assert srv.sockets[0].fileno() == s.fileno()
+            assert srv.sockets[0].getsockname() == s.getsockname()
+            r, w = await asyncio.open_connection(*s.getsockname())
+            w.write(b"s")
+            assert await r.readexactly(1) == b"s"
+            w.close()
+            srv.close()
+            await srv.wait_closed()
+            self.assert_userspace(2)
+        self.run(main())
+
+    def test_create_server_unbound_sock(self):
+        async def main():
+            s = socket.socket()
+            srv = await self.loop.create_server(EchoProto, sock=s)
+            name = s.getsockname()
+            assert name[1] != 0
+            assert srv.sockets[0].getsockname() == name
+            r, w = await asyncio.open_connection(HOST, name[1])
+            w.write(b"u")
+            assert await r.readexactly(1) == b"u"
+            w.close()
+            srv.close()
+            await srv.wait_closed()
+        self.run(main())
+
+    def test_create_server_same_sock_twice(self):
+        async def main():
+            s = socket.socket()
+            s.bind((HOST, 0))
+            srv = await self.loop.create_server(EchoProto, sock=s)
+            if self.kind == "mtcp_uvloop":
+                with pytest.raises(RuntimeError):          # what uvloop itself raises
+                    await self.loop.create_server(EchoProto, sock=s)
+                srv.close()
+                return
+            srv2 = await self.loop.create_server(EchoProto, sock=s)     # asyncio: both listen
+            assert srv2.sockets[0].getsockname() == s.getsockname()
+            r, w = await asyncio.open_connection(*s.getsockname())
+            w.write(b"2")
+            assert await r.readexactly(1) == b"2"
+            w.close()
+            srv2.close()
+        self.run(main())
+
+
+bind(globals(), _TestServerVariants)
