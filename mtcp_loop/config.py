@@ -357,3 +357,20 @@ class MTCPConfig:
         c.syncookies = {"off": lib.MTCP_SYNCOOKIES_OFF, "on_overflow": lib.MTCP_SYNCOOKIES_ON_OVERFLOW,
                         "always": lib.MTCP_SYNCOOKIES_ALWAYS}[self.syncookies]
         c.seed = self.seed
+
+
+def _unknown_field_check(init):
+    """MTCPConfig(bogus=1) names the known fields, as new_event_loop(bogus=1) does."""
+    import functools
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        names = MTCPConfig.field_names()
+        for k in kwargs:
+            if k not in names:
+                raise TypeError(f"unknown mtcp_loop config field {k!r} (known: {', '.join(names)})")
+        init(self, *args, **kwargs)
+    return __init__
+
+
+MTCPConfig.__init__ = _unknown_field_check(MTCPConfig.__init__)

@@ -689,6 +689,14 @@ class _MTCPLoopMixin:
         self._mtcp_n_user_accepted = 0
         self._mtcp_n_kernel_connected = 0
         self._mtcp_n_kernel_accepted = 0
+        if self._mtcp_config.backend != "loopback":
+            # a real ring that cannot open (no such interface, no permission) fails here, when the
+            # loop is created, not at the first connection
+            try:
+                self._engine()
+            except BaseException:
+                super().close()
+                raise
 
     # base add_reader without any override (engines use it for their fd)
     def _add_reader_base(self, fd, cb):
