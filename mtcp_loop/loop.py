@@ -482,6 +482,7 @@ class MTCPServer(events.AbstractServer):
         self._pending = collections.deque()
         self._closed = False
         self._sock_form = False    # create_server(sock=...)
+        self._groups = {}          # lid -> _ReusePortGroup (reuse_port listeners shared in this loop)
 
     def __repr__(self):
         return f"<{self.__class__.__name__} sockets={self.sockets!r}>"
@@ -514,7 +515,8 @@ class MTCPServer(events.AbstractServer):
             self._listeners.append((None, ps))
             return
         self._listeners.append((lid, ps))
-        self._engine._listeners[lid] = self
+        if lid not in self._groups:
+            self._engine._listeners[lid] = self
 
     def _on_accept(self, cid):
         if not self._serving:
@@ -573,6 +575,9 @@ class MTCPServer(events.AbstractServer):
         self._closed = True
         eng = self._engine
         for lid, _ in self._listeners:
+            group = self._groups.pop(lid, None)
+            if group is not None and group.leave(self):
+                continue                    # other reuse_port servers still listen on it
             if lid is not None:
                 eng._listeners.pop(lid, None)
                 eng.release(lid)
@@ -661,6 +666,53 @@ def _hand_over(transport, protocol, kernel_sock):
             transport.close()
 
 
+class _ReusePortGroup:
+    """Servers of one loop listening with reuse_port=True on the same address: one stack listener,
+    new connections handed to the serving members in turn (SO_REUSEPORT spreads them over the
+    sockets). Stands in the engine's listener table for the lid (MTCPServer's accept interface)."""
+
+    def __init__(self, loop, engine, lid, key, first):
+        self._loop = loop
+        self._engine = engine
+        self.lid = lid
+        self.key = key
+        self.members = []
+        self._next = 0
+        loop._mtcp_reuseport[key] = self
+        engine._listeners[lid] = self
+        first._groups[lid] = self
+        self.members.append(first)
+
+    def join(self, server):
+        lid = self.lid
+        server._groups[lid] = self
+        ps = next(ps for l, ps in self.members[0]._listeners if l == lid)
+        server._listeners.append((lid, ps))
+        self.members.append(server)
+
+    def leave(self, server):
+        """True while other members keep the listener."""
+        if server in self.members:
+            self.members.remove(server)
+        if self.members:
+            return True
+        self._loop._mtcp_reuseport.pop(self.key, None)
+        return False
+
+    @property
+    def _serving(self):
+        return any(m._serving for m in self.members)
+
+    def _accept(self, cid, fresh=False):
+        serving = [m for m in self.members if m._serving]
+        m = serving[self._next % len(serving)]
+        self._next += 1
+        m._accept(cid, fresh)
+
+    def _on_accept(self, cid):
+        self.members[0]._on_accept(cid)
+
+
 def _consume_exception(fut):
     if not fut.cancelled():
         fut.exception()
@@ -685,6 +737,7 @@ class _MTCPLoopMixin:
         self._mtcp_shadows = weakref.WeakKeyDictionary()   # listening kernel socket -> ShadowListener
         self._mtcp_warned = set()
         self._mtcp_sock_servers = weakref.WeakKeyDictionary()   # create_server(sock=s): s -> server
+        self._mtcp_reuseport = {}        # (family, ip, port) -> _ReusePortGroup
         self._mtcp_n_user_connected = 0
         self._mtcp_n_user_accepted = 0
         self._mtcp_n_kernel_connected = 0
@@ -1295,7 +1348,25 @@ class _MTCPLoopMixin:
                             if not chosen:
                                 chosen = ks.getsockname()[1]
                     if on_stack:
-                        lid = eng.listen(fam, ip, chosen, backlog)
+                        group = None
+                        if reuse_port and chosen and start_serving:
+                            group = self._mtcp_reuseport.get((fam, ip, chosen))
+                        if group is not None:
+                            group.join(server)          # SO_REUSEPORT within this loop
+                            continue
+                        try:
+                            lid = eng.listen(fam, ip, chosen, backlog)
+                        except OSError as exc:
+                            if not (reuse_port and exc.errno == errno.EADDRINUSE and mirror):
+                                raise
+                            # the port is another loop's stack listener (another thread): this
+                            # server takes the kernel arrivals (the kernel spreads them over the
+                            # SO_REUSEPORT mirror sockets); stack connections go to that loop
+                            self._warn_kernel("create_server(reuse_port=True) (the stack "
+                                              "listener belongs to another loop)", (ip, chosen))
+                            continue
+                        if reuse_port and start_serving:
+                            _ReusePortGroup(self, eng, lid, (fam, ip, chosen), server)
                         server._add_listener(lid, fam, serve=start_serving)
                         if not chosen:
                             chosen = server._listeners[-1][1].getsockname()[1]

@@ -4,6 +4,7 @@ stock asyncio (the oracle) and to MTCPLoop on uvloop and on asyncio's selector l
 from __future__ import annotations
 
 import array
+import errno
 import asyncio
 import socket
 import struct
@@ -612,3 +613,94 @@ class _TestServerVariants:
 
 
 bind(globals(), _TestServerVariants)
+
+
+# ------------------------------------------------------------------------------------------
+class _TestReusePort:
+    def test_reuse_port_same_loop_spreads(self):
+        async def main():
+            hits = [0, 0]
+
+            def factory(i):
+                class P(EchoProto):
+                    def connection_made(self, tr):
+                        hits[i] += 1
+                        super().connection_made(tr)
+                return P()
+            s1 = await self.loop.create_server(lambda: factory(0), HOST, 0, reuse_port=True)
+            port = s1.sockets[0].getsockname()[1]
+            s2 = await self.loop.create_server(lambda: factory(1), HOST, port, reuse_port=True)
+            assert s2.sockets[0].getsockname()[1] == port
+            for i in range(24):
+                r, w = await asyncio.open_connection(HOST, port)
+                w.write(b"x")
+                assert await r.readexactly(1) == b"x"
+                w.close()
+                await w.wait_closed()
+            assert hits[0] + hits[1] == 24 and hits[0] > 0 and hits[1] > 0, hits
+            s1.close()
+            # the other server keeps listening
+            r, w = await asyncio.open_connection(HOST, port)
+            w.write(b"y")
+            assert await r.readexactly(1) == b"y"
+            w.close()
+            s2.close()
+            await s2.wait_closed()
+            with pytest.raises(OSError):
+                await asyncio.open_connection(HOST, port)
+            self.assert_userspace(2)
+        self.run(main())
+
+    def test_reuse_port_without_flag_is_in_use(self):
+        async def main():
+            s1 = await self.loop.create_server(EchoProto, HOST, 0, reuse_port=True)
+            port = s1.sockets[0].getsockname()[1]
+            with pytest.raises(OSError) as ei:
+                await self.loop.create_server(EchoProto, HOST, port)
+            assert ei.value.errno == errno.EADDRINUSE
+            s1.close()
+        self.run(main())
+
+    def test_reuse_port_loops_in_two_threads(self):
+        import threading
+
+        async def main():
+            s1 = await self.loop.create_server(EchoProto, HOST, 0, reuse_port=True)
+            port = s1.sockets[0].getsockname()[1]
+            ready, stop = threading.Event(), threading.Event()
+            errors = []
+
+            def other():
+                from conftest import make_loop
+                loop = make_loop(self.kind)
+                try:
+                    async def serve():
+                        srv = await loop.create_server(EchoProto, HOST, port, reuse_port=True)
+                        ready.set()
+                        while not stop.is_set():
+                            await asyncio.sleep(0.01)
+                        srv.close()
+                    loop.run_until_complete(serve())
+                except BaseException as exc:
+                    errors.append(exc)
+                    ready.set()
+                finally:
+                    loop.close()
+            t = threading.Thread(target=other)
+            t.start()
+            await self.loop.run_in_executor(None, ready.wait, 10)
+            try:
+                assert not errors, errors
+                for _ in range(6):
+                    r, w = await asyncio.open_connection(HOST, port)
+                    w.write(b"t")
+                    assert await r.readexactly(1) == b"t"
+                    w.close()
+            finally:
+                stop.set()
+                await self.loop.run_in_executor(None, t.join, 10)
+            s1.close()
+        self.run(main())
+
+
+bind(globals(), _TestReusePort)
