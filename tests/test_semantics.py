@@ -482,6 +482,70 @@ class _TestOwnSockets:
 bind(globals(), _TestOwnSockets)
 
 
+class _TestConnectedSocket:
+    """With connected_socket=True (MTCP_CONNECTED_SOCKET=1) the socket sock_connect attached to
+    the stack is itself a connected kernel socket (mtcp_loop/socks.py)."""
+
+    def test_sock_connect_socket_is_connected(self):
+        """The socket the application holds is a connected socket: getpeername/getsockname, and
+        its own send/recv reach the server (which then serves it like any connection)."""
+        async def main():
+            srv = await self.loop.create_server(EchoProto, HOST, 0)
+            port = srv.sockets[0].getsockname()[1]
+            s = socket.socket()
+            s.setblocking(False)
+            await self.loop.sock_connect(s, (HOST, port))
+            assert s.getpeername() == (HOST, port)
+            assert s.getsockname()[1] != 0
+            s.send(b"direct")                  # the socket's own methods
+            got = b""
+            while len(got) < 6:
+                try:
+                    got += s.recv(100)
+                except BlockingIOError:
+                    await asyncio.sleep(0.005)
+            assert got == b"direct"
+            await self.loop.sock_sendall(s, b"then loop")     # and the loop's, on the same path
+            got = b""
+            while len(got) < 9:
+                got += await self.loop.sock_recv(s, 100)
+            assert got == b"then loop"
+            s.close()
+            srv.close()
+            await srv.wait_closed()
+        self.run(main())
+
+    def test_sock_connect_close_socket_closes_connection(self):
+        async def main():
+            lost = self.loop.create_future()
+
+            class P(EchoProto):
+                def connection_lost(self, exc):
+                    lost.set_result(exc)
+            srv = await self.loop.create_server(P, HOST, 0)
+            port = srv.sockets[0].getsockname()[1]
+            s = socket.socket()
+            s.setblocking(False)
+            await self.loop.sock_connect(s, (HOST, port))
+            await self.loop.sock_sendall(s, b"x")
+            assert await self.loop.sock_recv(s, 1) == b"x"
+            peer = s.getsockname()
+            s.close()                          # the server sees the connection end
+            assert await asyncio.wait_for(lost, 10) is None
+            srv.close()
+            self.assert_userspace(2)
+            assert peer[1] != 0
+        self.run(main())
+
+
+class _TestOwnSocketsConnectedSocket(_TestOwnSockets):
+    """The same sock_* behaviours with connected_socket=True."""
+
+
+bind(globals(), _TestConnectedSocket, _TestOwnSocketsConnectedSocket,
+     loop_config={"connected_socket": True})
+
+
 # ------------------------------------------------------------------------------------------
 class _TestArgumentErrors:
     """Bad arguments: the exception type (and message) stock asyncio gives."""
