@@ -1321,9 +1321,9 @@ class _MTCPLoopMixin:
             self._mtcp_n_kernel_accepted += 1
             return protocol_factory()
 
-        # kernel listeners next to a stack listener (mirrors, create_server(sock=)) accept through
-        # KernelGate, which holds back connections of sockets sock_connect attached to the stack
-        # (mtcp_loop/socks.py) and layers TLS itself
+        # with connected_socket, kernel listeners next to a stack listener (mirrors,
+        # create_server(sock=)) accept through KernelGate, which holds back connections of sockets
+        # sock_connect attached to the stack (mtcp_loop/socks.py) and layers TLS itself
         gated_kw = dict(kernel_kw, ssl=None, ssl_handshake_timeout=None, ssl_shutdown_timeout=None)
 
         def gate_factory():
@@ -1360,9 +1360,12 @@ class _MTCPLoopMixin:
             lid = eng.listen(sock.family, sa[0], sa[1], backlog)
             try:
                 server._add_listener(lid, sock.family, serve=start_serving)
-                ks = await super().create_server(gate_factory, sock=sock, **gated_kw)
+                if self._mtcp_config.connected_socket:
+                    ks = await super().create_server(gate_factory, sock=sock, **gated_kw)
+                    server._gate(sock.family, sa[1])
+                else:
+                    ks = await super().create_server(counted_factory, sock=sock, **kernel_kw)
                 server._kernel_servers.append(ks)
-                server._gate(sock.family, sa[1])
             except BaseException:
                 server.close()
                 raise
@@ -1468,7 +1471,7 @@ class _MTCPLoopMixin:
             raise last_exc
         try:
             for s in ksocks:
-                gated = bool(server._listeners)
+                gated = bool(server._listeners) and self._mtcp_config.connected_socket
                 if gated:
                     ks = await super().create_server(gate_factory, sock=s, **gated_kw)
                     server._gate(s.family, s.getsockname()[1])

@@ -768,3 +768,52 @@ class _TestReusePort:
 
 
 bind(globals(), _TestReusePort)
+
+
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("base", ["uvloop", "asyncio"])
+def test_warn_kernel_names_the_call_once(base, caplog):
+    """warn_kernel=True: TCP on a stack-owned address that ends up on kernel TCP is logged once
+    per destination/listener, naming the call."""
+    import logging
+
+    from conftest import HAVE_UVLOOP, make_loop
+    if base == "uvloop" and not HAVE_UVLOOP:
+        pytest.skip("uvloop not installed")
+    loop = make_loop("mtcp_" + base, warn_kernel=True)
+    ks = socket.socket()
+    ks.bind((HOST, 0))
+    ks.listen(8)
+    ks.setblocking(False)
+    port = ks.getsockname()[1]
+
+    async def main():
+        for _ in range(2):              # no stack listener there: kernel TCP, logged once
+            tr, _ = await loop.create_connection(asyncio.Protocol, HOST, port)
+            c, _ = ks.accept()
+            c.close()
+            tr.close()
+        # an own listener accepting a kernel client (a blocking socket in a thread)
+        ls = socket.socket()
+        ls.bind((HOST, 0))
+        ls.listen(8)
+        ls.setblocking(False)
+        acc = loop.create_task(loop.sock_accept(ls))
+        await asyncio.sleep(0)
+        c = await loop.run_in_executor(None, socket.create_connection, ls.getsockname())
+        conn, _ = await acc
+        conn.close()
+        c.close()
+        ls.close()
+        return loop.stats()
+
+    with caplog.at_level(logging.WARNING, logger="mtcp_loop"):
+        try:
+            st = loop.run_until_complete(asyncio.wait_for(main(), 20))
+        finally:
+            loop.close()
+            ks.close()
+    msgs = [r.getMessage() for r in caplog.records if r.name == "mtcp_loop"]
+    assert sum("create_connection()" in m for m in msgs) == 1, msgs
+    assert sum("sock_accept()" in m for m in msgs) == 1, msgs
+    assert st["loop.kernel_connected"] == 2 and st["loop.userspace_connections"] == 0, st
