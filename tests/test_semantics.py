@@ -352,6 +352,57 @@ class _TestOwnSockets:
             self.assert_userspace(2)
         self.run(main())
 
+    def test_sock_io_errors_after_reset(self):
+        class Rst(asyncio.Protocol):
+            def connection_made(self, tr):
+                self.tr = tr
+
+            def data_received(self, data):
+                self.tr.get_extra_info("socket").setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.tr.close()
+
+        async def main():
+            srv = await self.loop.create_server(Rst, HOST, 0)
+            port = srv.sockets[0].getsockname()[1]
+            s = socket.socket()
+            s.setblocking(False)
+            await self.loop.sock_connect(s, (HOST, port))
+            await self.loop.sock_sendall(s, b"reset me")
+            with pytest.raises(ConnectionResetError):
+                await asyncio.wait_for(self.loop.sock_recv(s, 100), 10)
+            with pytest.raises((ConnectionResetError, BrokenPipeError)):
+                for _ in range(100):
+                    await self.loop.sock_sendall(s, b"more")
+                    await asyncio.sleep(0.001)
+            s.close()
+            srv.close()
+        self.run(main())
+
+    def test_sock_recv_eof_after_server_close(self):
+        class Bye(asyncio.Protocol):
+            def connection_made(self, tr):
+                tr.write(b"bye")
+                tr.close()
+
+        async def main():
+            srv = await self.loop.create_server(Bye, HOST, 0)
+            port = srv.sockets[0].getsockname()[1]
+            s = socket.socket()
+            s.setblocking(False)
+            await self.loop.sock_connect(s, (HOST, port))
+            got = b""
+            while True:
+                chunk = await asyncio.wait_for(self.loop.sock_recv(s, 100), 10)
+                if not chunk:
+                    break
+                got += chunk
+            assert got == b"bye"
+            assert await self.loop.sock_recv(s, 100) == b""
+            s.close()
+            srv.close()
+        self.run(main())
+
     def test_sock_connect_then_create_connection(self):
         async def main():
             srv = await self.loop.create_server(EchoProto, HOST, 0)
