@@ -118,9 +118,13 @@ class _TestWriteBufferTypes:
         async def main():
             srv, port, sinks = await _sink_server(self.loop)
             _, w = await asyncio.open_connection(HOST, port)
-            for bad in ("str", 12, array.array("i", [1])):
+            import mmap
+            m = mmap.mmap(-1, 16)
+            for bad in ("str", 12, array.array("i", [1]), m):     # asyncio: bytes-like types only
                 with pytest.raises(TypeError):
                     w.transport.write(bad)
+            m.close()
+            w.write(memoryview(mmap.mmap(-1, 8)))       # a view of an mmap is a memoryview: fine
             w.close()
             srv.close()
         self.run(main())
