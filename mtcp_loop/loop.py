@@ -1105,7 +1105,16 @@ class _MTCPLoopMixin:
             return False
         pair = _socks.pair_register(sock.family, lsa[0], lsa[1], port)
         try:
-            await super().sock_connect(sock, (host, port))
+            # a loopback connect completes inside connect() (EINPROGRESS, yet established):
+            # no loop round-trip unless it really is in progress
+            err = sock.connect_ex((host, port))
+            if err and err != errno.EISCONN:
+                if err not in (errno.EINPROGRESS, errno.EAGAIN):
+                    raise OSError(err, os.strerror(err))
+                try:
+                    sock.getpeername()
+                except OSError:
+                    await super().sock_connect(sock, (host, port))
         except OSError:
             _socks.pair_forget(pair)
             return False
