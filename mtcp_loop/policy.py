@@ -32,7 +32,23 @@ def run(main, *, debug=None, config: MTCPConfig | None = None, cores=None, **ove
     if cores is not None and cores != 1:
         from . import workers
         return workers.run(main, cores, config=config, **overrides)
-    with asyncio.Runner(debug=debug, loop_factory=loop_factory(config, **overrides)) as runner:
+    try:
+        # configuration errors surface here, before any loop exists; the coroutine is closed so
+        # no "coroutine ... was never awaited" warning follows the error
+        factory = loop_factory(config, **overrides)
+    except BaseException:
+        if asyncio.iscoroutine(main):
+            main.close()
+        raise
+    runner = asyncio.Runner(debug=debug, loop_factory=factory)
+    try:
+        runner.get_loop()                # a real ring that cannot open fails here
+    except BaseException:
+        runner.close()
+        if asyncio.iscoroutine(main):
+            main.close()
+        raise
+    with runner:
         return runner.run(main)
 
 

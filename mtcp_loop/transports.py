@@ -13,7 +13,9 @@ which is the oracle of the conformance suite:
 * pause_reading() stops calling mtcp_recv, so the engine's receive buffer fills, the advertised
   window closes and the peer stops sending; resume_reading() drains what queued;
 * close() sends what is buffered, then mtcp_close (FIN); connection_lost(None) via call_soon;
-* abort() is mtcp_abort (RST; buffered data dropped), connection_lost(None) via call_soon.
+* abort() and fatal errors drop the unsent Python-side buffer and mtcp_close at once (what the
+  engine holds is delivered, then FIN; the engine sends RST only with unread received data or
+  SO_LINGER(1, 0), as the kernel's close()), connection_lost via call_soon.
 
 The transport never touches packets: it only calls mtcp_send/mtcp_recv/... on its cid.
 """
@@ -508,6 +510,11 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
             raise RuntimeError("Cannot call write() after write_eof()")
         if self._empty_waiter is not None:
             raise RuntimeError("unable to write; sendfile is in progress")
+        if cls is not bytes and cls is not bytearray:
+            # lengths are nbytes for any format/shape; a non-contiguous view raises TypeError
+            # ("casts are restricted to C-contiguous views", as uvloop) instead of a partial write
+            data = memoryview(data).cast("B")
+            cls = memoryview
         if not data:
             return
         if self._conn_lost:
@@ -613,6 +620,9 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
             self._loop.call_soon(self._call_connection_lost, None)
 
     def abort(self):
+        # as asyncio/uvloop: the socket is closed at once (what the engine holds still goes out,
+        # then FIN; RST only with unread received data or SO_LINGER(1, 0)); the unsent
+        # Python-side buffer is dropped
         self._force_close(None, abort=True)
 
     def _on_error(self, err):        # engine event: connection died (RST, timeout...)
@@ -641,7 +651,7 @@ class MTCPTransport(transports._FlowControlMixin, transports.Transport):
             self._closing = True
         self._conn_lost += 1
         if abort or exc is not None:
-            self._release(abort=True)
+            self._release()           # mtcp_close: the kernel's close(), not a forced RST
         self._loop.call_soon(self._call_connection_lost, exc)
 
     def _release(self, abort=False):
