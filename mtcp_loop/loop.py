@@ -117,12 +117,16 @@ class _Engine:
             link = lib.mtcp_loopback_open(config.loopback_slots, err, 256)
         if link == ffi.NULL:
             raise OSError(errno.EIO, f"mtcp_loopback_open failed: {errstr(err)}")
+        # clock hook: every engine call that takes now_us reads loop._mtcp_now_us (monotonic
+        # microseconds; the virtual clock in virtual-time mode, mtcp_loop/vtime.py)
+        self.now_us = loop._mtcp_now_us
         self._impaired = False
-        if config.impair is not None and config.impair.active:
-            imp = ffi.new("struct mtcp_impair *")
+        if (config.impair is not None and config.impair.active) or config.faults:
+            imp = ffi.new("struct mtcp_impair *")      # zeroed: a wrapper only for fault rules
             i = config.impair
-            imp.loss, imp.duplicate, imp.reorder, imp.corrupt = i.loss, i.duplicate, i.reorder, i.corrupt
-            imp.delay_us, imp.jitter_us, imp.rate_bps, imp.seed = i.delay_us, i.jitter_us, i.rate_bps, i.seed
+            if i is not None and i.active:
+                imp.loss, imp.duplicate, imp.reorder, imp.corrupt = i.loss, i.duplicate, i.reorder, i.corrupt
+                imp.delay_us, imp.jitter_us, imp.rate_bps, imp.seed = i.delay_us, i.jitter_us, i.rate_bps, i.seed
             wrapped = lib.mtcp_impair_wrap(link, imp, err, 256)
             if wrapped == ffi.NULL:
                 lib.mtcp_link_close(link)
@@ -134,6 +138,8 @@ class _Engine:
             if rc < 0:
                 lib.mtcp_link_close(link)
                 raise os_error(-rc, f"pcap {config.pcap!r}")
+            if loop._mtcp_pcap_offset_us is not None:    # virtual time: fixed capture clock
+                lib.mtcp_link_pcap_offset(link, loop._mtcp_pcap_offset_us)
         c = ffi.new("struct mtcp_config *")
         lib.mtcp_config_default(c)
         config.fill_c_config(ffi, lib, c)
@@ -201,7 +207,7 @@ class _Engine:
         e = self.e
         if e is None:
             return
-        now = time.monotonic_ns() // 1000
+        now = self.now_us()
         n = lib.mtcp_engine_poll(e, now)
         self.polls += 1
         if n:
@@ -397,7 +403,7 @@ class _Engine:
         la = ffi.NULL
         if local is not None:
             la = _fill_addr(self._a2, family, local[0], local[1])
-        cid = lib.mtcp_connect(self.e, _monotonic_us(), r, la)
+        cid = lib.mtcp_connect(self.e, self.now_us(), r, la)
         if cid < 0:
             raise os_error(-cid, f"Connect call failed {(host, port)!r}")
         self.kick()
@@ -632,6 +638,10 @@ class _MTCPLoopMixin:
     """Methods layered over the base loop (see make_loop_class)."""
 
     _mtcp_base_name = "?"
+    #: the engine's clock (hook: mtcp_loop/vtime.py gives a virtual one)
+    _mtcp_now_us = staticmethod(_monotonic_us)
+    #: pcap timestamp offset (None: realtime - monotonic; vtime.py: a fixed epoch)
+    _mtcp_pcap_offset_us = None
 
     def __init__(self, config=None, **overrides):
         super().__init__()
@@ -662,6 +672,15 @@ class _MTCPLoopMixin:
             eng = self._mtcp_engine = _Engine(self, self._mtcp_config)
         return eng
 
+    @property
+    def faults(self):
+        """The link's fault script (mtcp_loop/faults.py); needs faults=True or virtual time."""
+        fs = getattr(self, "_mtcp_faults", None)
+        if fs is None:
+            from .faults import FaultScript
+            fs = self._mtcp_faults = FaultScript(self)
+        return fs
+
     def stats(self):
         """Engine counters (netstat -s like) plus how many connections took each path."""
         eng = self._mtcp_engine
@@ -680,6 +699,9 @@ class _MTCPLoopMixin:
             if imp:
                 for k, v in imp.items():
                     d["impair." + k] = v
+            fs = getattr(self, "_mtcp_faults", None)
+            if fs is not None:
+                d.update(fs.stats())
         return d
 
     def close(self):

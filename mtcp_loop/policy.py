@@ -10,8 +10,11 @@ __all__ = ["MTCPPolicy", "new_event_loop", "loop_factory", "run", "install"]
 
 def new_event_loop(config: MTCPConfig | None = None, **overrides):
     """A new MTCPLoop configured by ``config``/keyword overrides/MTCP_* environment variables."""
-    from .loop import make_loop_class
     cfg = MTCPConfig.coerce(config, **overrides)
+    if cfg.virtual_time:
+        from .vtime import virtual_loop_class
+        return virtual_loop_class()(config=cfg)
+    from .loop import make_loop_class
     return make_loop_class(cfg.base)(config=cfg)
 
 
