@@ -24,7 +24,8 @@ plugin's ``--mtcp-virtual-time`` / ``@pytest.mark.mtcp_virtual_time``) builds a
   ``2000-01-01T00:00:00Z + (clock - START)``. So one seed gives the same frames (the pcap byte for
   byte) and the same callback order;
 * what cannot be virtual is refused with ``RuntimeError`` naming virtual time:
-  ``run_in_executor`` (threads run in real time), ``subprocess_exec``/``subprocess_shell``,
+  ``run_in_executor`` (threads run in real time; a local file's ``read``/``readinto``, as
+  ``sendfile``'s fallback does, runs inline instead), ``subprocess_exec``/``subprocess_shell``,
   ``getaddrinfo``/``getnameinfo`` for anything but IP literals and ``localhost`` (answered
   without a thread), the uvloop base and the real backends (``ValueError`` from the config).
   The kernel fallback is off: ``fallback`` is ``"error"`` and listeners get no kernel mirror.
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import math
 import os
 import socket
@@ -183,6 +185,18 @@ class _VirtualTimeMixin:
     # -- what cannot be virtual ------------------------------------------------------------------
     def run_in_executor(self, executor, func, *args):
         self._check_closed()
+        owner = getattr(func, "__self__", None)
+        if getattr(func, "__name__", None) in ("read", "readinto") and isinstance(owner, io.IOBase) \
+                and not isinstance(owner, socket.SocketIO):
+            # a local file read (sendfile's fallback) runs inline: no clock, no other thread
+            fut = self.create_future()
+            try:
+                fut.set_result(func(*args))
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                fut.set_exception(exc)
+            return fut
         raise _refuse(f"run_in_executor({getattr(func, '__qualname__', func)!r})",
                       "a thread runs in real time, so its result would arrive at a "
                       "nondeterministic point of the virtual timeline")
