@@ -85,10 +85,10 @@ class Rule:
 
     @property
     def active(self) -> bool:
-        return self._final is None
+        return self._final is None or (self._script._frozen and self.id in self._script._rules)
 
     def remove(self) -> None:
-        if self._final is None:
+        if self.id in self._script._rules and self._script._rules[self.id] is self:
             self._script._remove(self)
 
     def __repr__(self):
@@ -103,6 +103,7 @@ class FaultScript:
         self._loop = loop
         self._rules = {}            # id -> Rule
         self._removed_totals = dict.fromkeys(_TOTALS.values(), 0)
+        self._frozen = False
 
     # -- plumbing ---------------------------------------------------------------------------
     def _link(self):
@@ -201,12 +202,20 @@ class FaultScript:
 
     def _remove(self, rule):
         from ._native import lib
-        rule._final = self._rule_counts(rule.id)
+        if rule._final is None:
+            rule._final = self._rule_counts(rule.id)
         self._removed_totals[_TOTALS[rule.action]] += rule._final[1]
         self._rules.pop(rule.id, None)
         eng = self._loop._mtcp_engine
         if eng is not None and eng.e is not None:
             lib.mtcp_fault_remove(eng.link, rule.id)
+
+    def _freeze(self):
+        """The loop is closing: keep every rule's last counts."""
+        for r in self._rules.values():
+            if r._final is None:
+                r._final = self._rule_counts(r.id)
+        self._frozen = True
 
     # -- the API --------------------------------------------------------------------------------
     def partition(self, a=None, b=None, *, start=0.0, duration=None, side=None) -> Rule:

@@ -708,6 +708,9 @@ class _MTCPLoopMixin:
         if self.is_running():
             raise RuntimeError("Cannot close a running event loop")
         eng = self._mtcp_engine
+        fs = getattr(self, "_mtcp_faults", None)
+        if fs is not None:
+            fs._freeze()            # rule counters stay readable after the link is gone
         if eng is not None:
             eng.close()
         for sock, (cid, fin) in list(self._mtcp_adopted.items()):
