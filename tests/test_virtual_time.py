@@ -523,3 +523,16 @@ def test_plugin_marker(tmp_path):
         pytest.skip("pytest-asyncio without pytest_asyncio_loop_factories")
     p = _pytest(tmp_path, MARKER_SUITE)
     assert p.returncode == 0 and "2 passed" in p.stdout, p.stdout + p.stderr
+
+
+def test_docs_example(tmp_path):
+    """The aiohttp example of docs/testing.md, run as written under the pytest plugin."""
+    pytest.importorskip("aiohttp")
+    from mtcp_loop.pytest_plugin import HAS_FACTORIES_HOOK
+    if not HAS_FACTORIES_HOOK:
+        pytest.skip("pytest-asyncio without pytest_asyncio_loop_factories")
+    text = open(os.path.join(ROOT, "docs", "testing.md")).read()
+    section = text.split("## Example: an aiohttp client retrying through a partition", 1)[1]
+    code = section.split("```python", 1)[1].split("```", 1)[0]
+    p = _pytest(tmp_path, code)
+    assert p.returncode == 0 and "1 passed" in p.stdout, p.stdout + p.stderr
