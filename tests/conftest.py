@@ -8,7 +8,8 @@ _TestX)`` creates one concrete class per loop kind:
 * ``mtcp_asyncio`` - MTCPLoop on asyncio's selector loop;
 * ``mtcp_vtime``   - MTCPLoop on asyncio's selector loop in virtual time (mtcp_loop/vtime.py), seed
   from MTCP_SEED or a fixed default, so a run replays; a mixin sets ``vtime_skip`` (reason) when
-  its behaviour needs the real clock or real sockets.
+  its behaviour needs the real clock or real sockets. ``MTCP_VTIME_PCAP_DIR=dir`` writes one pcap
+  per such test into dir (compare two runs byte for byte).
 
 MTCP classes are never skipped: without the native extension they fail with the ImportError that
 says how to build it (python mtcp_loop/_build.py or pip install -e .).
@@ -77,7 +78,11 @@ class LoopTestBase:
         return self.kind.startswith("mtcp")
 
     def setup_method(self, method):
-        self.loop = make_loop(self.kind, **self.loop_config)
+        config = dict(self.loop_config)
+        cap_dir = os.environ.get("MTCP_VTIME_PCAP_DIR")
+        if cap_dir and self.kind == "mtcp_vtime":     # one capture per test (replay comparisons)
+            config.setdefault("pcap", os.path.join(cap_dir, f"{type(self).__name__}.{method.__name__}.pcap"))
+        self.loop = make_loop(self.kind, **config)
         asyncio.set_event_loop(self.loop)
         self._exc_contexts = []
         self.loop.set_exception_handler(self._exc_handler)

@@ -536,3 +536,20 @@ def test_docs_example(tmp_path):
     code = section.split("```python", 1)[1].split("```", 1)[0]
     p = _pytest(tmp_path, code)
     assert p.returncode == 0 and "1 passed" in p.stdout, p.stdout + p.stderr
+
+
+def test_plugin_suites_in_virtual_time(tmp_path):
+    """The project's pytest-asyncio suite (tests/test_asyncio_suite.py) and the plugin's streams +
+    aiohttp TestClient suite pass under --mtcp-virtual-time."""
+    from mtcp_loop.pytest_plugin import HAS_FACTORIES_HOOK
+    if not HAS_FACTORIES_HOOK:
+        pytest.skip("pytest-asyncio without pytest_asyncio_loop_factories")
+    import test_pytest_plugin
+    src = open(os.path.join(ROOT, "tests", "test_asyncio_suite.py")).read()
+    src = src.replace('type(loop).__name__ == "MTCPLoop"', 'type(loop).__name__ == "VirtualTimeMTCPLoop"')
+    p = _pytest(tmp_path, src, "--mtcp-virtual-time")
+    assert p.returncode == 0 and "3 passed" in p.stdout, p.stdout + p.stderr
+    suite = test_pytest_plugin.SUITE.replace('type(loop).__name__ == "MTCPLoop"',
+                                             'type(loop).__name__ == "VirtualTimeMTCPLoop"')
+    p = _pytest(tmp_path, suite, "--mtcp-virtual-time")
+    assert p.returncode == 0 and "3 passed" in p.stdout, p.stdout + p.stderr
