@@ -278,11 +278,18 @@ class FaultScript:
 
 
 class _CurrentLoopFaults:
-    """``loop.faults`` of whatever loop is running when a method is called (pytest fixture)."""
+    """``loop.faults`` of whatever loop is running when a method is called (pytest fixture); from
+    a synchronous fixture, the current event loop (pytest-asyncio sets the test's loop)."""
 
     def __getattr__(self, name):
         import asyncio
-        return getattr(asyncio.get_running_loop().faults, name)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = asyncio.get_event_loop_policy().get_event_loop()
+        if not hasattr(loop, "faults"):
+            raise RuntimeError(f"mtcp_faults: the current loop {loop!r} is not an MTCPLoop")
+        return getattr(loop.faults, name)
 
 
 def current():

@@ -262,6 +262,16 @@ def test_refused_in_virtual_time():
         MTCPConfig(virtual_time=True, base="uvloop")
     with pytest.raises(ValueError, match="loopback"):
         new_event_loop(virtual_time=True, backend="tap", ifname="x", ipv4="198.18.0.2/24")
+    import mtcp_loop
+
+    async def nap():
+        await asyncio.sleep(100)
+        return asyncio.get_running_loop().time()
+    assert mtcp_loop.run(nap(), virtual_time=True, seed=3) == 1100.0
+    coro = nap()
+    with pytest.raises(ValueError, match="cores"):
+        mtcp_loop.run(coro, virtual_time=True, cores=2)
+    coro.close()
 
 
 def test_seed_drawn_when_zero_and_env():

@@ -499,7 +499,10 @@ static void test_pcap(void)
     int fd = mkstemps(path, 5);
     CHECK(fd >= 0);
     close(fd);
+    CHECK_EQ(mtcp_link_pcap_offset(a, 0), -EINVAL);       /* no capture open yet */
     CHECK_EQ(mtcp_link_pcap(a, path), 0);
+    /* a fixed capture clock (virtual time): ts = now_us + offset */
+    CHECK_EQ(mtcp_link_pcap_offset(a, 946684800LL * 1000000 - 1000000), 0);
     uint8_t f[1514];
     for (uint32_t i = 0; i < 5; i++) {
         eth_frame(f, 100 + i, i);
@@ -526,6 +529,14 @@ static void test_pcap(void)
     CHECK_EQ(linktype, 1);
     CHECK_EQ(incl0, 100);
     CHECK_EQ(orig0, 100);
+    uint32_t ts_sec, ts_usec, last_sec, last_usec;
+    memcpy(&ts_sec, buf + 24, 4); memcpy(&ts_usec, buf + 28, 4);
+    CHECK_EQ(ts_sec, 946684800u);
+    CHECK_EQ(ts_usec, 0);
+    size_t last = got - (16 + 200);                  /* last record: received at 1000200 */
+    memcpy(&last_sec, buf + last, 4); memcpy(&last_usec, buf + last + 4, 4);
+    CHECK_EQ(last_sec, 946684800u);
+    CHECK_EQ(last_usec, 200);
     mtcp_link_close(a);       /* closes the capture */
     mtcp_link_close(b);
     /* tshark must read it without complaint (skipped when tshark is absent) */
