@@ -70,7 +70,7 @@ def pytest_configure(config):
 
 
 def _fixed_seed(config):
-    opt = config.getoption("--mtcp-seed", None)
+    opt = config.getoption("--mtcp-seed", None) if config is not None else None
     if opt is not None:
         return int(opt)
     env = os.environ.get("MTCP_SEED", "").strip()
@@ -122,13 +122,14 @@ def _mtcp_factory():
     return _record(new_event_loop())
 
 
-def _virtual_factory(seed_for):
-    def factory():
-        from .policy import new_event_loop
-        item = _state["item"]
-        seed = seed_for(item.nodeid if item is not None else "")
-        return _record(new_event_loop(virtual_time=True, seed=seed))
-    return factory
+def _virtual_factory():
+    """One function object for every item (pytest-asyncio parametrizes the loop fixture by
+    factory: a shared loop scope needs the same object); the seed is the test's being set up."""
+    from .policy import new_event_loop
+    item = _state["item"]
+    config = item.config if item is not None else None
+    seed = _test_seed(config, item.nodeid if item is not None else "")
+    return _record(new_event_loop(virtual_time=True, seed=seed))
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -144,14 +145,31 @@ def pytest_runtest_makereport(item, call):
     if not rep.failed:
         return
     seed = item.stash.get(_SEED_KEY, None)
+    shared = False
     if seed is None:
-        return
-    cmd = f"MTCP_SEED={seed} python -m pytest '{item.nodeid}'"
+        # a loop wider than the test (loop_scope="module"...) was made for an earlier test
+        loop = _current_loop()
+        if loop is None or not hasattr(loop, "virtual_clock"):
+            return
+        seed, shared = loop.mtcp_seed, True
+    target = item.nodeid.split("::", 1)[0] if shared else item.nodeid
+    cmd = f"MTCP_SEED={seed} python -m pytest '{target}'"
     if item.get_closest_marker("mtcp_virtual_time") is None and not _env_virtual():
         cmd += " --mtcp-virtual-time"
-    rep.sections.append(("mtcp_loop virtual time",
-                         f"this test ran in virtual time with seed {seed}; replay it with:\n"
-                         f"    {cmd}"))
+    text = f"this test ran in virtual time with seed {seed}; replay it with:\n    {cmd}"
+    if shared:
+        text += ("\n(its loop was shared with the earlier tests of its loop scope, so the "
+                 "replay runs them too)")
+    rep.sections.append(("mtcp_loop virtual time", text))
+
+
+def _current_loop():
+    """The event loop pytest-asyncio set for the test (not running between phases), or None."""
+    try:
+        policy = asyncio.get_event_loop_policy()
+        return getattr(getattr(policy, "_local", None), "_loop", None)
+    except Exception:
+        return None
 
 
 def _stock_factory():
@@ -164,7 +182,7 @@ if HAS_FACTORIES_HOOK:
         factories = {}
         if item.get_closest_marker("mtcp_skip") is None:
             if _wants_virtual(config, item):
-                factories["mtcp"] = _virtual_factory(lambda nodeid: _test_seed(config, nodeid))
+                factories["mtcp"] = _virtual_factory
             else:
                 factories["mtcp"] = _mtcp_factory
         if config.getoption("--mtcp-also-stock") or not factories:

@@ -563,3 +563,32 @@ def test_plugin_suites_in_virtual_time(tmp_path):
                                              'type(loop).__name__ == "VirtualTimeMTCPLoop"')
     p = _pytest(tmp_path, suite, "--mtcp-virtual-time")
     assert p.returncode == 0 and "3 passed" in p.stdout, p.stdout + p.stderr
+
+
+MODULE_SCOPE_SUITE = textwrap.dedent('''
+    import asyncio
+    import pytest
+
+    pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+    async def test_first():
+        await asyncio.sleep(10)
+
+    async def test_second_fails():
+        print("SEED-IS", asyncio.get_running_loop().mtcp_seed)
+        assert False
+''')
+
+
+def test_plugin_reports_seed_of_module_scoped_loop(tmp_path):
+    from mtcp_loop.pytest_plugin import HAS_FACTORIES_HOOK
+    if not HAS_FACTORIES_HOOK:
+        pytest.skip("pytest-asyncio without pytest_asyncio_loop_factories")
+    p = _pytest(tmp_path, MODULE_SCOPE_SUITE, "--mtcp-virtual-time")
+    out = p.stdout + p.stderr
+    assert "1 failed, 1 passed" in out, out
+    seed = int(out.split("SEED-IS ", 1)[1].split()[0])
+    assert f"with seed {seed}; replay it with" in out and "shared with the earlier tests" in out, out
+    assert f"MTCP_SEED={seed} python -m pytest 'test_suite.py' --mtcp-virtual-time" in out, out
+    p2 = _pytest(tmp_path, MODULE_SCOPE_SUITE, "--mtcp-virtual-time", env_extra={"MTCP_SEED": str(seed)})
+    assert f"SEED-IS {seed}" in p2.stdout, p2.stdout
