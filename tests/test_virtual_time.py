@@ -94,6 +94,34 @@ def test_hour_sleep_and_rto_backoffs_through_partition():
     assert wall < 10, wall                        # no real waiting (figure printed above)
 
 
+def test_keepalive_gives_up_after_two_hours_of_partition():
+    """SO_KEEPALIVE with the Linux defaults (idle 7200 s, 9 probes 75 s apart) through a permanent
+    partition: ETIMEDOUT at exactly 7875 s of virtual time."""
+    loop = vloop()
+
+    async def main():
+        async def handle(r, w):
+            try:
+                await r.read()
+            except OSError:
+                pass
+        srv = await asyncio.start_server(handle, HOST, 0)
+        port = srv.sockets[0].getsockname()[1]
+        r, w = await asyncio.open_connection(HOST, port)
+        w.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        loop.faults.partition(port)                   # for ever
+        t0 = loop.time()
+        with pytest.raises(TimeoutError):
+            await r.read()
+        took = loop.time() - t0
+        srv.close()
+        return took, loop.stats()
+
+    took, st = run(loop, main())
+    assert took == pytest.approx(7200 + 9 * 75, abs=0.01), took
+    assert st["keepalive_probes"] == 9 and st["conn_timedout"] == 1, st
+
+
 def test_autojump_wait_for_and_engine_timers():
     """Timeouts, call_later and the engine's own timers (RTO after a SYN to a dead peer is not
     possible on loopback: a SYN-ACK dropped by rule) all jump; order of timers is kept."""
