@@ -190,8 +190,12 @@ if HAS_FACTORIES_HOOK:
         return factories
 else:  # pragma: no cover - exercised with old pytest-asyncio only
     @pytest.fixture(scope="session")
-    def event_loop_policy():
+    def event_loop_policy(request):
+        # no per-test factories here: --mtcp-virtual-time applies to the whole session (markers
+        # need pytest-asyncio >= 1.4), seed from --mtcp-seed / MTCP_SEED or drawn per loop
         from .policy import MTCPPolicy
+        if request.config.getoption("--mtcp-virtual-time", False):
+            return MTCPPolicy(virtual_time=True, seed=_fixed_seed(request.config) or 0)
         return MTCPPolicy()
 
 

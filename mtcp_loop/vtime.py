@@ -23,9 +23,10 @@ plugin's ``--mtcp-virtual-time`` / ``@pytest.mark.mtcp_virtual_time``) builds a
   seeded from (seed, impair seed). The clock starts at :data:`START` and pcap timestamps are
   ``2000-01-01T00:00:00Z + (clock - START)``. So one seed gives the same frames (the pcap byte for
   byte) and the same callback order;
+* ``run_in_executor(None, func)`` runs ``func`` inline in the loop's thread (no virtual time
+  passes; file I/O such as aiohttp's FileResponse or sendfile's fallback, blocking library calls);
 * what cannot be virtual is refused with ``RuntimeError`` naming virtual time:
-  ``run_in_executor`` (threads run in real time; a local file's ``read``/``readinto``, as
-  ``sendfile``'s fallback does, runs inline instead), ``subprocess_exec``/``subprocess_shell``,
+  ``run_in_executor`` with an explicit executor (real threads/processes run in real time), ``subprocess_exec``/``subprocess_shell``,
   ``getaddrinfo``/``getnameinfo`` for anything but IP literals and ``localhost`` (answered
   without a thread), the uvloop base and the real backends (``ValueError`` from the config).
   The kernel fallback is off: ``fallback`` is ``"error"`` and listeners get no kernel mirror.
@@ -43,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import io
 import math
 import os
 import socket
@@ -184,22 +184,23 @@ class _VirtualTimeMixin:
 
     # -- what cannot be virtual ------------------------------------------------------------------
     def run_in_executor(self, executor, func, *args):
+        """The default executor runs ``func`` inline, in the loop's thread, taking no virtual
+        time (file I/O as aiohttp's FileResponse and sendfile's fallback do, a blocking library
+        call): its result is ready at a deterministic point. A function that waits for the loop
+        would deadlock. An explicit executor (a real thread or process pool) is refused."""
         self._check_closed()
-        owner = getattr(func, "__self__", None)
-        if getattr(func, "__name__", None) in ("read", "readinto") and isinstance(owner, io.IOBase) \
-                and not isinstance(owner, socket.SocketIO):
-            # a local file read (sendfile's fallback) runs inline: no clock, no other thread
-            fut = self.create_future()
-            try:
-                fut.set_result(func(*args))
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                fut.set_exception(exc)
-            return fut
-        raise _refuse(f"run_in_executor({getattr(func, '__qualname__', func)!r})",
-                      "a thread runs in real time, so its result would arrive at a "
-                      "nondeterministic point of the virtual timeline")
+        if executor is not None:
+            raise _refuse(f"run_in_executor({executor!r}, ...)", "a thread or process pool runs "
+                          "in real time, so its result would arrive at a nondeterministic point "
+                          "of the virtual timeline; the default executor (None) runs inline")
+        fut = self.create_future()
+        try:
+            fut.set_result(func(*args))
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            fut.set_exception(exc)
+        return fut
 
     def set_default_executor(self, executor):
         raise _refuse("set_default_executor", "threads run in real time")

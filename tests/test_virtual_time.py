@@ -267,8 +267,20 @@ def test_refused_in_virtual_time():
     loop = vloop()
 
     async def main():
-        with pytest.raises(VirtualTimeError, match="run_in_executor"):
-            await loop.run_in_executor(None, time.sleep, 0)
+        import concurrent.futures
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            with pytest.raises(VirtualTimeError, match="run_in_executor"):
+                await loop.run_in_executor(pool, time.sleep, 0)
+        with pytest.raises(VirtualTimeError, match="set_default_executor"):
+            loop.set_default_executor(None)
+        # the default executor runs inline, in the loop's thread, taking no virtual time
+        import threading
+        t0 = loop.time()
+        assert await loop.run_in_executor(None, threading.get_ident) == threading.get_ident()
+        assert await asyncio.to_thread(sum, [1, 2]) == 3
+        with pytest.raises(ZeroDivisionError):
+            await loop.run_in_executor(None, divmod, 1, 0)
+        assert loop.time() == t0
         with pytest.raises(VirtualTimeError, match="subprocess"):
             await asyncio.create_subprocess_exec("true")
         with pytest.raises(VirtualTimeError, match="getaddrinfo"):
