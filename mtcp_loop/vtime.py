@@ -42,7 +42,6 @@ engine opens its link.
 """
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import math
 import os

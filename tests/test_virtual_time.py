@@ -5,7 +5,6 @@ marker and seed report. The ordinary TCP behaviours in virtual time are the conf
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import socket
 import subprocess
