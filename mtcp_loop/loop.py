@@ -113,6 +113,8 @@ class _Engine:
         if self._real:
             from . import workers as _workers    # per-core workers: this queue + steering wrapper
             link, mac = _workers.open_link(config, ffi, lib)
+        elif loop._mtcp_loopback_isolated:      # virtual time: a switch of its own
+            link = lib.mtcp_loopback_open_isolated(config.loopback_slots, err, 256)
         else:
             link = lib.mtcp_loopback_open(config.loopback_slots, err, 256)
         if link == ffi.NULL:
@@ -642,6 +644,8 @@ class _MTCPLoopMixin:
     _mtcp_now_us = staticmethod(_monotonic_us)
     #: pcap timestamp offset (None: realtime - monotonic; vtime.py: a fixed epoch)
     _mtcp_pcap_offset_us = None
+    #: loopback attachment with a port table of its own (vtime.py: True)
+    _mtcp_loopback_isolated = False
 
     def __init__(self, config=None, **overrides):
         super().__init__()

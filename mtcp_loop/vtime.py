@@ -30,15 +30,18 @@ plugin's ``--mtcp-virtual-time`` / ``@pytest.mark.mtcp_virtual_time``) builds a
   ``getaddrinfo``/``getnameinfo`` for anything but IP literals and ``localhost`` (answered
   without a thread), the uvloop base and the real backends (``ValueError`` from the config).
   The kernel fallback is off: ``fallback`` is ``"error"`` and listeners get no kernel mirror.
+  The engine sits on an isolated loopback attachment (``mtcp_loopback_open_isolated``): its
+  ports are its own and no other loop of the process reaches it, so what other loops do (or
+  leave behind) changes nothing here.
   Still possible but outside the determinism guarantee (docs/testing.md): kernel sockets handed
   in (``create_server(sock=...)`` adopts their address, the kernel picked the port),
-  ``sock_*`` calls on kernel sockets, ``call_soon_threadsafe`` from other threads, and other
-  loops in other threads of the process talking to this loop's ports.
+  ``sock_*`` calls on kernel sockets and ``call_soon_threadsafe`` from other threads.
 
 Hooks this module uses in mtcp_loop/loop.py (kept small so a compiled driver can carry them):
-``_MTCPLoopMixin._mtcp_now_us()`` is the engine's clock (``_Engine.now_us``), and
+``_MTCPLoopMixin._mtcp_now_us()`` is the engine's clock (``_Engine.now_us``),
 ``_MTCPLoopMixin._mtcp_pcap_offset_us`` (None = realtime) is applied to a capture when the
-engine opens its link.
+engine opens its link, ``_MTCPLoopMixin._mtcp_loopback_isolated`` picks
+``mtcp_loopback_open_isolated``, and ``config.faults`` puts the rule wrapper on the link.
 """
 from __future__ import annotations
 
@@ -150,6 +153,7 @@ class _VirtualTimeMixin:
     """Layered over an MTCPLoop class on asyncio's selector loop."""
 
     _mtcp_pcap_offset_us = None          # set per instance below
+    _mtcp_loopback_isolated = True       # ports of our own; no other loop reaches this engine
 
     def __init__(self, config=None, **overrides):
         cfg = MTCPConfig.coerce(config, **overrides)

@@ -313,6 +313,34 @@ def test_refused_in_virtual_time():
     coro.close()
 
 
+def test_isolated_from_other_loops():
+    """A real-time MTCPLoop of the same process listens on a port: the virtual-time loop can
+    listen on the same port (its own table) and does not reach the other loop's listener."""
+    from mtcp_loop import new_event_loop
+    other = new_event_loop(base="asyncio", kernel_mirror=False)
+    try:
+        srv_other = other.run_until_complete(other.create_server(asyncio.Protocol, HOST, 0))
+        port = srv_other.sockets[0].getsockname()[1]
+        loop = vloop()
+
+        async def main():
+            with pytest.raises(ConnectionRefusedError):         # not the other loop's listener
+                await asyncio.open_connection(HOST, port)
+
+            async def handle(r, w):
+                w.write(b"mine")
+                w.close()
+            srv = await asyncio.start_server(handle, HOST, port)  # same port: no EADDRINUSE
+            r, w = await asyncio.open_connection(HOST, port)
+            assert await r.read() == b"mine"
+            w.close()
+            srv.close()
+        run(loop, main())
+        srv_other.close()
+    finally:
+        other.close()
+
+
 def test_seed_drawn_when_zero_and_env():
     from mtcp_loop import MTCPConfig
     loop = vloop(seed=0)

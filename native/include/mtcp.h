@@ -250,6 +250,11 @@ int mtcp_simlink_pair(uint32_t slots, uint32_t mtu, mtcp_link **a, mtcp_link **b
 mtcp_link *mtcp_loopback_open(uint32_t slots, char *err, size_t errlen);
 /* 1 if some engine in this process listens on port (family MTCP_AF_INET/6), else 0. */
 int mtcp_loopback_has_listener(int family, uint16_t port);
+/* An isolated loopback (virtual time): the same link, but its ports live in a table of its own
+ * and every frame goes back to this attachment; other attachments neither see its ports nor
+ * reach it (mtcp_loopback_has_listener does not report them). One engine, one thread: no
+ * eventfd wakeups are ever needed (the fd exists and stays quiet). */
+mtcp_link *mtcp_loopback_open_isolated(uint32_t slots, char *err, size_t errlen);
 
 /* Impairment wrapper around any link (applies to frames in both directions). Rates are
  * probabilities in [0,1]; delay and jitter in microseconds; rate_bps 0 = unlimited. */

@@ -236,6 +236,48 @@ static void test_sim_ring_full(void)
 }
 
 /* ---- loopback switch ---- */
+static void test_loopback_isolated(void)
+{
+    char err[128];
+    mtcp_link *g = mtcp_loopback_open(64, err, sizeof(err));          /* on the shared switch */
+    mtcp_link *i1 = mtcp_loopback_open_isolated(64, err, sizeof(err));
+    mtcp_link *i2 = mtcp_loopback_open_isolated(64, err, sizeof(err));
+    CHECK(g && i1 && i2);
+    CHECK_EQ(g->ops->claim_port(g, MTCP_AF_INET, 7100, 1), 0);
+    CHECK_EQ(i1->ops->claim_port(i1, MTCP_AF_INET, 7100, 1), 0);      /* own table: no conflict */
+    CHECK_EQ(i2->ops->claim_port(i2, MTCP_AF_INET, 7100, 1), 0);
+    CHECK_EQ(i1->ops->claim_port(i1, MTCP_AF_INET, 7200, 1), 0);
+    CHECK_EQ(mtcp_loopback_has_listener(MTCP_AF_INET, 7100), 1);       /* g's */
+    CHECK_EQ(mtcp_loopback_has_listener(MTCP_AF_INET, 7200), 0);       /* i1's is invisible */
+    uint8_t f[128];
+    uint32_t n;
+    /* i1 -> 7100 (also g's port) and -> 7200: both back to i1, nothing to g or i2 */
+    n = ip_tcp_frame(f, 0, 50000, 7100, 1); CHECK_EQ(tx_put(i1, f, n, 0), 0);
+    n = ip_tcp_frame(f, 0, 50000, 7200, 2); CHECK_EQ(tx_put(i1, f, n, 0), 0);
+    CHECK_EQ(link_txsync(i1, 0), 2);
+    CHECK_EQ(link_next_deadline(i1), 0);
+    CHECK_EQ(link_rxsync(i1, 0), 2);
+    CHECK_EQ(ip_seq(&i1->rx.slot[i1->rx.head]), 1);
+    rx_take(i1, NULL, NULL);
+    CHECK_EQ(link_rxsync(g, 0), 0);
+    CHECK_EQ(link_rxsync(i2, 0), 0);
+    /* g -> 7200 (claimed only inside i1): unowned on the switch, back to g */
+    n = ip_tcp_frame(f, 0, 50001, 7200, 3); CHECK_EQ(tx_put(g, f, n, 0), 0);
+    CHECK_EQ(link_txsync(g, 0), 1);
+    CHECK_EQ(link_rxsync(g, 0), 1);
+    rx_take(g, NULL, NULL);
+    CHECK_EQ(link_rxsync(i1, 0), 0);
+    struct pollfd p1 = { .fd = mtcp_link_fd(i1), .events = POLLIN };
+    CHECK_EQ(poll(&p1, 1, 0), 0);
+    i1->ops->release_port(i1, MTCP_AF_INET, 7100, 1);
+    i1->ops->release_port(i1, MTCP_AF_INET, 7200, 1);
+    mtcp_link_close(i1);
+    CHECK_EQ(mtcp_loopback_has_listener(MTCP_AF_INET, 7100), 1);       /* g's untouched */
+    mtcp_link_close(i2);
+    mtcp_link_close(g);
+    CHECK_EQ(mtcp_loopback_has_listener(MTCP_AF_INET, 7100), 0);
+}
+
 static void test_loopback_routing(void)
 {
     char err[128];
@@ -2086,6 +2128,7 @@ int main(void)
     RUN(test_sim_both_ways);
     RUN(test_sim_ring_full);
     RUN(test_loopback_routing);
+    RUN(test_loopback_isolated);
     RUN(test_loopback_threads);
     RUN(test_loopback_pingpong);
     RUN(test_pcap);
