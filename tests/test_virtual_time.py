@@ -662,10 +662,11 @@ def test_plugin_reports_seed_of_module_scoped_loop(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------
-def _replay_scenario(tmp_path, tag, seed, impair, part_start, part_len, nclients):
+def _replay_scenario(tmp_path, tag, seed, impair, part_start, part_len, nclients,
+                     syncookies="on_overflow"):
     """One randomized scenario; returns (event log, pcap bytes, counters)."""
     cap = str(tmp_path / f"{tag}.pcap")
-    loop = vloop(seed=seed, impair=impair, pcap=cap)
+    loop = vloop(seed=seed, impair=impair, pcap=cap, syncookies=syncookies)
     log = []
 
     async def main():
@@ -700,7 +701,8 @@ def _replay_scenario(tmp_path, tag, seed, impair, part_start, part_len, nclients
         srv.close()
         await asyncio.sleep(65)              # TIME-WAIT ends inside the capture
         st = loop.stats()
-        return {k: st[k] for k in ("retrans_segs", "timeouts", "impair.dropped", "fault.dropped")}
+        return {k: st[k] for k in ("retrans_segs", "timeouts", "impair.dropped", "fault.dropped",
+                                    "syncookies_sent")}
 
     counters = run(loop, main())
     with open(cap, "rb") as f:
@@ -708,8 +710,9 @@ def _replay_scenario(tmp_path, tag, seed, impair, part_start, part_len, nclients
 
 
 def test_replay_property(tmp_path):
-    """Hypothesis draws seeds, impairments, partitions and client counts; every scenario run
-    twice gives the same callback log, the same counters and a byte-identical pcap."""
+    """Hypothesis draws seeds, impairments, partitions, client counts and SYN-cookie mode (the
+    cookie secret and its clock); every scenario run twice gives the same callback log, the same
+    counters and a byte-identical pcap."""
     hypothesis = pytest.importorskip("hypothesis")
     from hypothesis import given, settings, HealthCheck, strategies as st
 
@@ -719,10 +722,11 @@ def test_replay_property(tmp_path):
            impair=st.sampled_from(["loss=0.05", "loss=0.02,reorder=0.1,delay=3ms,jitter=2ms",
                                    "duplicate=0.05,corrupt=0.02,delay=1ms", "rate=2mbit,delay=5ms"]),
            part_start=st.floats(0, 1.5), part_len=st.floats(0.1, 8),
-           nclients=st.integers(1, 4))
-    def check(seed, impair, part_start, part_len, nclients):
-        a = _replay_scenario(tmp_path, "a", seed, impair, part_start, part_len, nclients)
-        b = _replay_scenario(tmp_path, "b", seed, impair, part_start, part_len, nclients)
+           nclients=st.integers(1, 4), syncookies=st.sampled_from(["on_overflow", "always"]))
+    def check(seed, impair, part_start, part_len, nclients, syncookies):
+        args = (seed, impair, part_start, part_len, nclients, syncookies)
+        a = _replay_scenario(tmp_path, "a", *args)
+        b = _replay_scenario(tmp_path, "b", *args)
         assert a[0] == b[0], "callback logs differ"
         assert a[2] == b[2], (a[2], b[2])
         assert a[1] == b[1], "pcaps differ"
