@@ -48,7 +48,10 @@ except ImportError:
     HAVE_UVLOOP = False
 
 LOOP_KINDS = ["asyncio", "mtcp_uvloop", "mtcp_asyncio", "mtcp_vtime"]
-VTIME_SEED = int(os.environ.get("MTCP_SEED", "0") or 0, 0) or 20261204
+try:
+    VTIME_SEED = int(os.environ.get("MTCP_SEED", "0") or "0", 0) or 20261204
+except ValueError:
+    VTIME_SEED = 20261204
 
 
 def make_loop(kind: str, **config):
