@@ -200,9 +200,12 @@ else:  # pragma: no cover - exercised with old pytest-asyncio only
 
 
 @pytest.fixture(scope="session")
-def mtcp_loop_factory():
-    """Zero-argument callable returning a new MTCPLoop (config from MTCP_* variables)."""
+def mtcp_loop_factory(request):
+    """Zero-argument callable returning a new MTCPLoop (config from MTCP_* variables); under
+    --mtcp-virtual-time a virtual-time one seeded for the test being set up."""
     MTCPConfig.from_env()  # validate the environment once
+    if request.config.getoption("--mtcp-virtual-time", False) or _env_virtual():
+        return _virtual_factory
     return _mtcp_factory
 
 

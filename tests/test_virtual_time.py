@@ -541,6 +541,15 @@ PLUGIN_SUITE = textwrap.dedent('''
     @pytest.mark.mtcp_real_time
     async def test_real_clock():
         assert type(asyncio.get_running_loop()).__name__ == "MTCPLoop"
+
+    def test_hand_made_loop(mtcp_loop_factory):
+        loop = mtcp_loop_factory()
+        try:
+            assert type(loop).__name__ == "VirtualTimeMTCPLoop"
+            loop.run_until_complete(asyncio.sleep(600))
+            assert loop.time() == 1600.0
+        finally:
+            loop.close()
 ''')
 
 MARKER_SUITE = textwrap.dedent('''
@@ -579,7 +588,7 @@ def test_plugin_option_seed_report_and_replay(tmp_path):
         pytest.skip("pytest-asyncio without pytest_asyncio_loop_factories")
     p = _pytest(tmp_path, PLUGIN_SUITE, "--mtcp-virtual-time")
     out = p.stdout + p.stderr
-    assert p.returncode == 1 and "1 failed, 3 passed" in out, out
+    assert p.returncode == 1 and "1 failed, 4 passed" in out, out
     seed = int(out.split("SEED-IS ", 1)[1].split()[0])
     assert f"this test ran in virtual time with seed {seed}" in out, out
     replay = f"MTCP_SEED={seed} python -m pytest 'test_suite.py::test_fails_with_seed' --mtcp-virtual-time"
