@@ -33,7 +33,10 @@ def run(main, *, debug=None, config: MTCPConfig | None = None, cores=None, **ove
     """Like asyncio.run(main) but on a new MTCPLoop. cores=N (or 0/"auto"): one supervised
     worker process per core, each running main() on its own loop (mtcp_loop/workers.py)."""
     if cores is not None and cores != 1:
-        if MTCPConfig.coerce(config, **overrides).virtual_time:
+        vt = overrides.get("virtual_time")
+        if vt is None:         # the other overrides may be worker options (rundir...): not coerced
+            vt = config.virtual_time if config is not None else MTCPConfig.from_env().virtual_time
+        if vt:
             raise ValueError("virtual_time runs one loop in one process: cores must be None or 1 "
                              "(worker processes run in real time)")
         from . import workers
