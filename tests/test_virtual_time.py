@@ -204,6 +204,7 @@ def test_same_seed_same_pcap_and_callback_order(tmp_path):
     outs, caps = [], []
     for i, seed in enumerate((7, 7, 8)):
         cap = tmp_path / f"run{i}.pcap"
+        env["PYTHONHASHSEED"] = str(i + 1)       # str/bytes hashing differs between the runs
         p = subprocess.run([sys.executable, str(script), str(cap), str(seed)], env=env,
                            capture_output=True, text=True, timeout=100)
         assert p.returncode == 0, p.stdout + p.stderr
@@ -339,6 +340,22 @@ def test_isolated_from_other_loops():
         srv_other.close()
     finally:
         other.close()
+
+
+def test_clock_advance_by_hand():
+    from mtcp_loop.vtime import VirtualClock
+    c = VirtualClock()
+    assert c.time() == 1000.0 and c.now_us() == 1000 * 10 ** 6
+    c.advance(0.0000015)
+    assert c.now_us() == 1000 * 10 ** 6 + 1 and c.time() >= 1000.0000015
+    c.jump_to(999.0)                          # never backwards
+    assert c.time() >= 1000.0000015
+    with pytest.raises(ValueError):
+        c.advance(-1)
+    loop = vloop()
+    loop.virtual_clock.advance(50)            # while the loop is idle
+    assert loop.time() == pytest.approx(1050.0)
+    assert run(loop, asyncio.sleep(10, result="ok")) == "ok"
 
 
 def test_seed_drawn_when_zero_and_env():
