@@ -227,11 +227,19 @@ class MTCPConfig:
     #: Instance name under which this in-process loop serves a control socket
     #: ($MTCP_RUNDIR/NAME/loop-PID-K.sock) so that `mtcp-loop ss/top/capture --name NAME` see it.
     control: Optional[str] = None
+    #: Virtual time (mtcp_loop/vtime.py, docs/testing.md): loop.time(), the engine and the link
+    #: read one virtual clock that jumps to the next timer when nothing is ready; needs the
+    #: loopback backend and the asyncio base; implies fallback="error", no kernel mirror and a
+    #: concrete seed (drawn when 0).
+    virtual_time: bool = False
+    #: Put the fault-scripting wrapper on the link (loop.faults; virtual_time implies it).
+    faults: bool = False
 
     _INT_FIELDS = ("max_conns", "sndbuf", "rcvbuf", "max_chunks", "chunk_size", "max_events",
                    "seed", "min_rto_us", "delack_us", "msl_us", "fin_timeout_us", "max_rack", "initial_rto_us", "syn_retries",
                    "max_retries", "loopback_slots", "event_batch")
-    _BOOL_FIELDS = ("kernel_mirror", "warn_kernel", "connected_socket", "sack", "timestamps", "window_scaling", "nodelay")
+    _BOOL_FIELDS = ("kernel_mirror", "warn_kernel", "connected_socket", "sack", "timestamps",
+                    "window_scaling", "nodelay", "virtual_time", "faults")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -303,6 +311,13 @@ class MTCPConfig:
         if imp is not None:
             imp.validate()
         self.impair = imp
+        if self.virtual_time:
+            if self.backend != "loopback":
+                raise ValueError(f"virtual_time needs backend='loopback' (a real ring runs in real "
+                                 f"time), got backend={self.backend!r}")
+            if self.base == "uvloop":
+                raise ValueError("virtual_time needs base='asyncio' or 'auto' (libuv reads the OS "
+                                 "clock), got base='uvloop'")
         from .links import validate_link_config
         validate_link_config(self)
         return self

@@ -117,16 +117,22 @@ class _Engine:
         if self._real:
             from . import workers as _workers    # per-core workers: this queue + steering wrapper
             link, mac = _workers.open_link(config, ffi, lib)
+        elif loop._mtcp_loopback_isolated:      # virtual time: a switch of its own
+            link = lib.mtcp_loopback_open_isolated(config.loopback_slots, err, 256)
         else:
             link = lib.mtcp_loopback_open(config.loopback_slots, err, 256)
         if link == ffi.NULL:
             raise OSError(errno.EIO, f"mtcp_loopback_open failed: {errstr(err)}")
+        # clock hook: every engine call that takes now_us reads loop._mtcp_now_us (monotonic
+        # microseconds; the virtual clock in virtual-time mode, mtcp_loop/vtime.py)
+        self.now_us = loop._mtcp_now_us
         self._impaired = False
-        if config.impair is not None and config.impair.active:
-            imp = ffi.new("struct mtcp_impair *")
+        if (config.impair is not None and config.impair.active) or config.faults:
+            imp = ffi.new("struct mtcp_impair *")      # zeroed: a wrapper only for fault rules
             i = config.impair
-            imp.loss, imp.duplicate, imp.reorder, imp.corrupt = i.loss, i.duplicate, i.reorder, i.corrupt
-            imp.delay_us, imp.jitter_us, imp.rate_bps, imp.seed = i.delay_us, i.jitter_us, i.rate_bps, i.seed
+            if i is not None and i.active:
+                imp.loss, imp.duplicate, imp.reorder, imp.corrupt = i.loss, i.duplicate, i.reorder, i.corrupt
+                imp.delay_us, imp.jitter_us, imp.rate_bps, imp.seed = i.delay_us, i.jitter_us, i.rate_bps, i.seed
             wrapped = lib.mtcp_impair_wrap(link, imp, err, 256)
             if wrapped == ffi.NULL:
                 lib.mtcp_link_close(link)
@@ -138,6 +144,8 @@ class _Engine:
             if rc < 0:
                 lib.mtcp_link_close(link)
                 raise os_error(-rc, f"pcap {config.pcap!r}")
+            if loop._mtcp_pcap_offset_us is not None:    # virtual time: fixed capture clock
+                lib.mtcp_link_pcap_offset(link, loop._mtcp_pcap_offset_us)
         c = ffi.new("struct mtcp_config *")
         lib.mtcp_config_default(c)
         config.fill_c_config(ffi, lib, c)
@@ -205,7 +213,7 @@ class _Engine:
         e = self.e
         if e is None:
             return
-        now = time.monotonic_ns() // 1000
+        now = self.now_us()
         n = lib.mtcp_engine_poll(e, now)
         self.polls += 1
         if n:
@@ -401,7 +409,7 @@ class _Engine:
         la = ffi.NULL
         if local is not None:
             la = _fill_addr(self._a2, family, local[0], local[1])
-        cid = lib.mtcp_connect(self.e, _monotonic_us(), r, la)
+        cid = lib.mtcp_connect(self.e, self.now_us(), r, la)
         if cid < 0:
             raise os_error(-cid, f"Connect call failed {(host, port)!r}")
         self.kick()
@@ -737,6 +745,12 @@ class _MTCPLoopMixin:
     """Methods layered over the base loop (see make_loop_class)."""
 
     _mtcp_base_name = "?"
+    #: the engine's clock (hook: mtcp_loop/vtime.py gives a virtual one)
+    _mtcp_now_us = staticmethod(_monotonic_us)
+    #: pcap timestamp offset (None: realtime - monotonic; vtime.py: a fixed epoch)
+    _mtcp_pcap_offset_us = None
+    #: loopback attachment with a port table of its own (vtime.py: True)
+    _mtcp_loopback_isolated = False
 
     def __init__(self, config=None, **overrides):
         super().__init__()
@@ -788,6 +802,14 @@ class _MTCPLoopMixin:
         records of `mtcp-loop ss --json`). state: an ss state name or a list of them."""
         from . import ops as _ops
         return _ops.records(self, state=state, sport=sport, dport=dport, family=family)
+    @property
+    def faults(self):
+        """The link's fault script (mtcp_loop/faults.py); needs faults=True or virtual time."""
+        fs = getattr(self, "_mtcp_faults", None)
+        if fs is None:
+            from .faults import FaultScript
+            fs = self._mtcp_faults = FaultScript(self)
+        return fs
 
     def stats(self):
         """Engine counters (netstat -s like) plus how many connections took each path."""
@@ -807,6 +829,9 @@ class _MTCPLoopMixin:
             if imp:
                 for k, v in imp.items():
                     d["impair." + k] = v
+            fs = getattr(self, "_mtcp_faults", None)
+            if fs is not None:
+                d.update(fs.stats())
         return d
 
     def close(self):
@@ -816,6 +841,9 @@ class _MTCPLoopMixin:
         for sh in list(self._mtcp_shadows.values()):
             if sh:
                 sh.close()
+        fs = getattr(self, "_mtcp_faults", None)
+        if fs is not None:
+            fs._freeze()            # rule counters stay readable after the link is gone
         if eng is not None:
             if self._mtcp_config.metrics or self._mtcp_config.control:
                 from . import ops as _ops

@@ -10,8 +10,11 @@ __all__ = ["MTCPPolicy", "new_event_loop", "loop_factory", "run", "install"]
 
 def new_event_loop(config: MTCPConfig | None = None, **overrides):
     """A new MTCPLoop configured by ``config``/keyword overrides/MTCP_* environment variables."""
-    from .loop import make_loop_class
     cfg = MTCPConfig.coerce(config, **overrides)
+    if cfg.virtual_time:
+        from .vtime import virtual_loop_class
+        return virtual_loop_class()(config=cfg)
+    from .loop import make_loop_class
     return make_loop_class(cfg.base)(config=cfg)
 
 
@@ -30,6 +33,12 @@ def run(main, *, debug=None, config: MTCPConfig | None = None, cores=None, **ove
     """Like asyncio.run(main) but on a new MTCPLoop. cores=N (or 0/"auto"): one supervised
     worker process per core, each running main() on its own loop (mtcp_loop/workers.py)."""
     if cores is not None and cores != 1:
+        vt = overrides.get("virtual_time")
+        if vt is None:         # the other overrides may be worker options (rundir...): not coerced
+            vt = config.virtual_time if config is not None else MTCPConfig.from_env().virtual_time
+        if vt:
+            raise ValueError("virtual_time runs one loop in one process: cores must be None or 1 "
+                             "(worker processes run in real time)")
         from . import workers
         return workers.run(main, cores, config=config, **overrides)
     try:

@@ -5,7 +5,11 @@ _TestX)`` creates one concrete class per loop kind:
 
 * ``asyncio``      - stock asyncio SelectorEventLoop over kernel sockets: the oracle;
 * ``mtcp_uvloop``  - MTCPLoop on uvloop (when uvloop is installed);
-* ``mtcp_asyncio`` - MTCPLoop on asyncio's selector loop.
+* ``mtcp_asyncio`` - MTCPLoop on asyncio's selector loop;
+* ``mtcp_vtime``   - MTCPLoop on asyncio's selector loop in virtual time (mtcp_loop/vtime.py), seed
+  from MTCP_SEED or a fixed default, so a run replays; a mixin sets ``vtime_skip`` (reason) when
+  its behaviour needs the real clock or real sockets. ``MTCP_VTIME_PCAP_DIR=dir`` writes one pcap
+  per such test into dir (compare two runs byte for byte).
 
 MTCP classes are never skipped: without the native extension they fail with the ImportError that
 says how to build it (python mtcp_loop/_build.py or pip install -e .).
@@ -13,6 +17,7 @@ says how to build it (python mtcp_loop/_build.py or pip install -e .).
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import importlib.util
 import os
@@ -42,7 +47,11 @@ try:
 except ImportError:
     HAVE_UVLOOP = False
 
-LOOP_KINDS = ["asyncio", "mtcp_uvloop", "mtcp_asyncio"]
+LOOP_KINDS = ["asyncio", "mtcp_uvloop", "mtcp_asyncio", "mtcp_vtime"]
+try:
+    VTIME_SEED = int(os.environ.get("MTCP_SEED", "0") or "0", 0) or 20261204
+except ValueError:
+    VTIME_SEED = 20261204
 
 
 def make_loop(kind: str, **config):
@@ -52,6 +61,9 @@ def make_loop(kind: str, **config):
         import uvloop
         return uvloop.new_event_loop()
     from mtcp_loop.policy import new_event_loop
+    if kind == "mtcp_vtime":
+        config.setdefault("seed", VTIME_SEED)
+        return new_event_loop(virtual_time=True, **config)
     base = kind.split("_", 1)[1]
     return new_event_loop(base=base, **config)
 
@@ -69,7 +81,11 @@ class LoopTestBase:
         return self.kind.startswith("mtcp")
 
     def setup_method(self, method):
-        self.loop = make_loop(self.kind, **self.loop_config)
+        config = dict(self.loop_config)
+        cap_dir = os.environ.get("MTCP_VTIME_PCAP_DIR")
+        if cap_dir and self.kind == "mtcp_vtime":     # one capture per test (replay comparisons)
+            config.setdefault("pcap", os.path.join(cap_dir, f"{type(self).__name__}.{method.__name__}.pcap"))
+        self.loop = make_loop(self.kind, **config)
         asyncio.set_event_loop(self.loop)
         self._exc_contexts = []
         self.loop.set_exception_handler(self._exc_handler)
@@ -120,6 +136,9 @@ def _kind_marks(kind):
     return marks
 
 
+
+
+
 def bind(ns: dict, *mixins, kinds=None, **attrs):
     """Create Test<Kind><Name> classes for each mixin and loop kind inside namespace ``ns``."""
     for mixin in mixins:
@@ -131,7 +150,23 @@ def bind(ns: dict, *mixins, kinds=None, **attrs):
             cls = type(cls_name, (mixin, LoopTestBase), dict(kind=kind, __module__=ns["__name__"], **attrs))
             for m in _kind_marks(kind):
                 cls = m(cls)
+            if kind == "mtcp_vtime":
+                _apply_vtime_skips(cls, getattr(mixin, "vtime_skip", None))
             ns[cls_name] = cls
+
+
+def _apply_vtime_skips(cls, spec):
+    """Tests that need real sockets/threads/the real clock do not run in virtual time (marked)."""
+    if not spec:
+        return
+    if isinstance(spec, str):
+        pytest.mark.skip(reason=f"virtual time: {spec}")(cls)
+        return
+    for name, reason in spec.items():
+        fn = getattr(cls, name)
+        wrapped = pytest.mark.skip(reason=f"virtual time: {reason}")(
+            functools.wraps(fn)(lambda self, *a, __fn=fn, **k: __fn(self, *a, **k)))
+        setattr(cls, name, wrapped)
 
 
 @pytest.fixture

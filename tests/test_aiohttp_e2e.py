@@ -65,6 +65,9 @@ def make_app(tmp_path):
 
 
 class _TestAiohttp:
+    vtime_skip = {"test_curl_subprocess_reaches_app":
+                  "curl in a subprocess (real process, kernel mirror)"}
+
     def _setup_files(self, tmp_path):
         data = os.urandom(5 * 1024 * 1024 + 3)
         (tmp_path / "static.bin").write_bytes(data)

@@ -1,5 +1,6 @@
 """TCP conformance: each behaviour is a mixin bound to stock asyncio (the oracle) and to MTCPLoop on
-uvloop and on asyncio's selector loop (see conftest.bind)."""
+uvloop, on asyncio's selector loop, and on asyncio's selector loop in virtual time (see
+conftest.bind; ``vtime_skip`` marks what needs real sockets or threads)."""
 from __future__ import annotations
 
 import asyncio
@@ -890,6 +891,13 @@ class _TestSendfile:
 # ------------------------------------------------------------------------------------------
 class _TestKernelSockets:
     """aiohttp's patterns: create_server(sock=<bound kernel socket>) and sock_connect + create_connection(sock=)."""
+
+    vtime_skip = {
+        "test_blocking_client_thread_reaches_server":
+            "a blocking kernel client in a thread (real socket, real time; no kernel mirror)",
+        "test_client_to_kernel_server_in_thread":
+            "a kernel server in a thread (virtual time refuses the kernel fallback)",
+    }
 
     def test_create_server_sock_and_sock_connect(self):
         async def main():

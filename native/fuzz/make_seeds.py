@@ -176,7 +176,43 @@ def engine_corpus(fr):
         write(d, name, b)
 
 
+def fault_corpus(fr):
+    """fuzz_fault: setup byte, then rules and frames (see fuzz_fault.c)."""
+    d = os.path.join(HERE, 'corpus', 'fuzz_fault')
+    RULE, CTRL, TX = 0x80, 0xc0, 0x01
+
+    def rule(action, dirs, flags=0, mask=0, value=0, a_port=0, b_port=0, skip=0, count=0, delay=0,
+             start=0, dur=0):  # noqa: E306
+        b = bytes([action - 1, dirs, flags, mask, value, 1 if a_port else 0, a_port >> 8, a_port & 255,
+                   1, 1 if b_port else 0, b_port >> 8, b_port & 255, 2, start, dur, skip, count,
+                   delay & 255, delay >> 8])
+        return rec(RULE, b)
+    synack = tcp4(A, C, tcpseg(80, 43210, 0x1000, 0x6e3d1c2b, SYN | ACK, 65535, bytes([2, 4, 0x05, 0xb4])))
+    ack = tcp4(C, A, tcpseg(43210, 80, 0x6e3d1c2b, 0x1001, ACK, 502))
+    fin = tcp4(A, C, tcpseg(80, 43210, 0x1001, 0x6e3d1c30, FIN | ACK, 65535))
+    rst = tcp4(C, A, tcpseg(43210, 80, 0x6e3d1c30, 0, RST, 0))
+    data6 = tcp6(C6, A6, tcpseg(40000, 80, 2, 1, PSH | ACK, 65535, b'', b'six'))
+    tcp = [fr['syn'], eth(MC, MA, 0x0800, ip4(A, C, 6, synack)), eth(MA, MC, 0x0800, ip4(C, A, 6, ack)),
+           fr['data'], eth(MC, MA, 0x0800, ip4(A, C, 6, fin)), eth(MA, MC, 0x0800, ip4(C, A, 6, rst)),
+           eth(MA, MC, 0x86dd, ip6(C6, A6, 6, data6))]
+    frames_tx = b''.join(rec(TX | (8 * (k % 3)), f) for k, f in enumerate(tcp))
+    frames_rx = b''.join(rec(8 * (k % 2), f) for k, f in enumerate(tcp))
+    seeds = {
+        'drop_synack_tx': b'\x00' + rule(1, 1, mask=0x17, value=0x12, count=1) + frames_tx,
+        'partition_both': b'\x00' + rule(1, 3, flags=1, a_port=80, dur=20) + frames_tx + frames_rx,
+        'corrupt_data_rx': b'\x00' + rule(3, 2, flags=2, skip=1, count=1) + frames_rx * 2,
+        'delay_tx_partial': b'\x00' + rule(2, 1, delay=300) + b''.join(rec(TX | 2, f) for f in tcp),
+        'duplicate_impaired': b'\x0e' + rule(4, 3, count=2) + frames_tx + frames_rx,
+        'loopback_rules': b'\x01' + rule(1, 1, skip=1, count=1) + rule(2, 2, delay=100) + frames_tx * 2
+                          + rec(CTRL, b'\x00') + frames_tx + rec(CTRL, b'\x80') + frames_tx,
+        'gso_corrupt': b'\x00' + rule(3, 1, count=3) + b''.join(rec(TX | 4, f) for f in tcp),
+    }
+    for name, b in seeds.items():
+        write(d, name, b)
+
+
 if __name__ == '__main__':
     fr = frames()
     wire_corpus(fr)
     engine_corpus(fr)
+    fault_corpus(fr)

@@ -1,7 +1,7 @@
 #!/bin/sh
 # run.sh — build the libFuzzer harnesses and run each one on a copy of its seed corpus.
 #
-#   native/fuzz/run.sh [SECONDS]      total budget (default 60); each harness gets SECONDS/2
+#   native/fuzz/run.sh [SECONDS]      total budget (default 60), shared equally by the harnesses
 #   FUZZERS="fuzz_wire" native/fuzz/run.sh 20     run a subset
 #
 # Exits non-zero if a harness fails to build or reports any finding (crash, ASan error, leak,
@@ -9,13 +9,14 @@
 # to native/build/fuzz/findings/ and can be replayed with `native/build/fuzz/<harness> <file>`.
 set -u
 SECS=${1:-60}
-HALF=$((SECS / 2))
-[ "$HALF" -ge 1 ] || HALF=1
 HERE=$(cd "$(dirname "$0")" && pwd)
 NATIVE=$(dirname "$HERE")
 if [ -z "${FUZZERS:-}" ]; then
     FUZZERS=$(cd "$HERE" && ls fuzz_*.c | sed 's/\.c$//' | tr '\n' ' ')
 fi
+NH=$(echo $FUZZERS | wc -w)
+HALF=$((SECS / (NH > 0 ? NH : 1)))
+[ "$HALF" -ge 1 ] || HALF=1
 
 targets=""
 for h in $FUZZERS; do targets="$targets build/fuzz/$h"; done
@@ -38,7 +39,7 @@ for h in $FUZZERS; do
     found=$(ls "$WORK/$h-art" 2>/dev/null | wc -l)
     if [ "$r" -ne 0 ] || [ "$found" -ne 0 ]; then
         echo "FAIL $h: exit $r, $found finding(s) after ${execs:-?} executions"
-        grep -E 'ERROR|SUMMARY|runtime error|fuzz_(wire|engine):|Test unit written' "$WORK/$h.log" | head -20
+        grep -E 'ERROR|SUMMARY|runtime error|fuzz_(wire|engine|fault):|Test unit written' "$WORK/$h.log" | head -20
         mkdir -p "$FINDINGS"
         cp "$WORK/$h-art/"* "$FINDINGS/" 2>/dev/null
         cp "$WORK/$h.log" "$FINDINGS/$h.log"

@@ -250,6 +250,11 @@ int mtcp_simlink_pair(uint32_t slots, uint32_t mtu, mtcp_link **a, mtcp_link **b
 mtcp_link *mtcp_loopback_open(uint32_t slots, char *err, size_t errlen);
 /* 1 if some engine in this process listens on port (family MTCP_AF_INET/6), else 0. */
 int mtcp_loopback_has_listener(int family, uint16_t port);
+/* An isolated loopback (virtual time): the same link, but its ports live in a table of its own
+ * and every frame goes back to this attachment; other attachments neither see its ports nor
+ * reach it (mtcp_loopback_has_listener does not report them). One engine, one thread: no
+ * eventfd wakeups are ever needed (the fd exists and stays quiet). */
+mtcp_link *mtcp_loopback_open_isolated(uint32_t slots, char *err, size_t errlen);
 
 /* Impairment wrapper around any link (applies to frames in both directions). Rates are
  * probabilities in [0,1]; delay and jitter in microseconds; rate_bps 0 = unlimited. */
@@ -277,6 +282,54 @@ int mtcp_impair_parse(const char *spec, struct mtcp_impair *out, char *err, size
 
 /* Write every frame the link carries (both directions) to a pcap file. 0 or -errno. */
 int mtcp_link_pcap(mtcp_link *l, const char *path);
+/* Capture timestamps are the link's now_us plus an offset: mtcp_link_pcap sets realtime minus
+ * monotonic; a virtual clock sets a fixed one (e.g. 0) so that captures replay byte for byte.
+ * 0, or -EINVAL without an open capture. */
+int mtcp_link_pcap_offset(mtcp_link *l, int64_t offset_us);
+
+/* Fault scripting on an impairment wrapper (mtcp_impair_wrap; a zero struct mtcp_impair gives a
+ * wrapper that only runs rules). A rule matches TCP segments between endpoint a and endpoint b
+ * (a -> b; both ways with MTCP_FAULT_BOTH_WAYS) on one side of the wrapper (dirs: TX = frames
+ * the engine sends, RX = frames it receives), while start_us <= now_us < end_us (end_us 0 =
+ * no end), with (tcp flags & tcp_mask) == tcp_value, optionally only segments with payload
+ * (MTCP_FAULT_DATA). The first `skip` matches pass; then the action applies to at most `count`
+ * frames (0 = every match): drop, delay by delay_us (a separate queue, so other traffic is not
+ * held behind), corrupt (the checksum is finished, then the last byte's low bit flipped: the
+ * receiver drops it as bad-checksum) or duplicate. Rules run before the random impairment, in
+ * the order added; a dropped frame stops there. Endpoint: family 0 = any family, all-zero ip =
+ * any address, port 0 = any port. */
+#define MTCP_FAULT_DROP 1
+#define MTCP_FAULT_DELAY 2
+#define MTCP_FAULT_CORRUPT 3
+#define MTCP_FAULT_DUPLICATE 4
+#define MTCP_FAULT_DIR_TX 1
+#define MTCP_FAULT_DIR_RX 2
+#define MTCP_FAULT_BOTH_WAYS 1
+#define MTCP_FAULT_DATA 2
+#define MTCP_FAULT_MAX_RULES 64
+struct mtcp_fault {
+    uint32_t action;          /* MTCP_FAULT_DROP / DELAY / CORRUPT / DUPLICATE */
+    uint32_t dirs;            /* MTCP_FAULT_DIR_TX | MTCP_FAULT_DIR_RX */
+    uint32_t flags;           /* MTCP_FAULT_BOTH_WAYS | MTCP_FAULT_DATA */
+    uint8_t tcp_mask;         /* TCP flag bits compared (FIN 0x01 SYN 0x02 RST 0x04 PSH 0x08 ACK 0x10) */
+    uint8_t tcp_value;
+    uint16_t pad;
+    struct mtcp_addr a, b;
+    uint64_t start_us, end_us;
+    uint32_t skip;
+    uint32_t count;
+    uint32_t delay_us;        /* MTCP_FAULT_DELAY: <= 60 s */
+    uint32_t pad2;
+};
+/* Add a rule: its id (>= 0), -EINVAL (bad rule), -ENOSPC (MTCP_FAULT_MAX_RULES), -ENOMEM, or
+ * -EOPNOTSUPP when l is not an impairment wrapper. */
+int mtcp_fault_add(mtcp_link *l, const struct mtcp_fault *f);
+/* Remove one rule (0 or -ENOENT) / all rules. Frames already delayed stay queued. */
+int mtcp_fault_remove(mtcp_link *l, int id);
+void mtcp_fault_clear(mtcp_link *l);
+/* Per rule: out[0] frames matched (window, direction, endpoints, flags), out[1] frames acted on.
+ * 0 or -ENOENT. */
+int mtcp_fault_stats(mtcp_link *l, int id, uint64_t *out2);
 
 /* --- engine benchmark (native/engine/bench.c): two engines in one thread, no Python in the loop.
  * mode 0: short connections (handshake, 64 B each way, close), param = concurrent clients;

@@ -31,8 +31,17 @@
  * Counters (mtcp_impair_counters): dropped (loss + rate tail drops + queue overflow),
  * duplicated, reordered, corrupted, delayed (frames released later than they arrived).
  *
+ * Fault scripting (mtcp_fault_add, rules table below): before stage 1, every rule whose time
+ * window, side (TX/RX), endpoints and TCP flags match a frame counts it; past its `skip` and
+ * within its `count` it acts: drop (stop), corrupt (as stage 2, but deterministic: the last
+ * byte's low bit), duplicate, or delay. A scripted delay sends the frame through a second
+ * time-ordered FIFO of the direction, so one delayed flow does not hold back the others.
+ * Rules read no clock: the window is compared with the now_us every sync is given (the loop's
+ * virtual clock in virtual-time mode).
+ *
  * Memory: per direction one byte FIFO (IMP_FIFO_BYTES, records of header + frame) and
- * IMP_HELD_MAX hold-back buffers, allocated in mtcp_impair_wrap; nothing per packet.
+ * IMP_HELD_MAX hold-back buffers, allocated in mtcp_impair_wrap; the scripted-delay FIFOs when
+ * the first delay rule is added; nothing per packet.
  */
 #include <errno.h>
 #include <math.h>
@@ -68,15 +77,25 @@ struct imp_held {
     int used;
 };
 
-struct imp_dir {
-    struct io_rng rng;
+struct imp_q {              /* a time-ordered FIFO of delayed frames */
     uint8_t *fifo;          /* IMP_FIFO_BYTES (power of two) */
     uint64_t rd, wr;        /* free-running byte offsets */
     uint64_t last_release;
+};
+
+struct imp_dir {
+    struct io_rng rng;
+    struct imp_q q[2];      /* [0]: impairment delay/rate; [1]: scripted delays (lazily) */
     double tb_tokens;       /* bits */
     uint64_t tb_time;       /* us the token count refers to */
     struct imp_held held[IMP_HELD_MAX];
     uint32_t nheld;
+};
+
+struct imp_rule {
+    struct mtcp_fault f;
+    uint64_t matched, acted;
+    int used;
 };
 
 struct imp_link {
@@ -88,10 +107,12 @@ struct imp_link {
     struct imp_dir dir[2];
     uint64_t counters[5];
     uint8_t *held_area;
+    uint32_t nrules;        /* used entries in rules[] */
+    struct imp_rule rules[MTCP_FAULT_MAX_RULES];
 };
 
 /* ---- byte FIFO with wrap ---- */
-static void fifo_write(struct imp_dir *d, uint64_t off, const void *src, size_t n)
+static void fifo_write(struct imp_q *d, uint64_t off, const void *src, size_t n)
 {
     size_t o = (size_t)(off & (IMP_FIFO_BYTES - 1)), first = IMP_FIFO_BYTES - o;
     if (first >= n) {
@@ -102,7 +123,7 @@ static void fifo_write(struct imp_dir *d, uint64_t off, const void *src, size_t 
     }
 }
 
-static void fifo_read(const struct imp_dir *d, uint64_t off, void *dst, size_t n)
+static void fifo_read(const struct imp_q *d, uint64_t off, void *dst, size_t n)
 {
     size_t o = (size_t)(off & (IMP_FIFO_BYTES - 1)), first = IMP_FIFO_BYTES - o;
     if (first >= n) {
@@ -117,7 +138,7 @@ static inline size_t rec_size(uint32_t len) { return sizeof(struct imp_rec) + ((
 
 /* ---- sinks: where a released frame goes ---- */
 static int sink_put(struct imp_link *w, int dir, const uint8_t *buf, uint32_t len, uint16_t flags,
-                    uint16_t gso, uint16_t cs, uint16_t co, const struct imp_dir *d, uint64_t fifo_off)
+                    uint16_t gso, uint16_t cs, uint16_t co, const struct imp_q *d, uint64_t fifo_off)
 {
     struct link_ring *r;
     struct link_slot *s;
@@ -152,16 +173,17 @@ static int sink_put(struct imp_link *w, int dir, const uint8_t *buf, uint32_t le
     return 0;
 }
 
-/* ---- stage 5+6: rate and delay, then out (directly or through the FIFO) ---- */
+/* ---- stage 5+6: rate and delay, then out (directly or through a FIFO) ---- */
 static void imp_enqueue(struct imp_link *w, int dir, const uint8_t *buf, uint32_t len, uint16_t flags,
-                        uint16_t gso, uint16_t cs, uint16_t co, uint64_t now)
+                        uint16_t gso, uint16_t cs, uint16_t co, uint64_t now, uint32_t extra_us)
 {
-    struct imp_dir *d = &w->dir[dir];
+    struct imp_dir *dd = &w->dir[dir];
+    struct imp_q *d = &dd->q[extra_us && dd->q[1].fifo ? 1 : 0];
     const struct mtcp_impair *c = &w->cfg;
     uint64_t depart = now;
     if (c->rate_bps) {
-        uint64_t t = now > d->tb_time ? now : d->tb_time;
-        double tokens = d->tb_tokens + (double)(t - d->tb_time) * (double)c->rate_bps / 1e6;
+        uint64_t t = now > dd->tb_time ? now : dd->tb_time;
+        double tokens = dd->tb_tokens + (double)(t - dd->tb_time) * (double)c->rate_bps / 1e6;
         if (tokens > w->burst_bits)
             tokens = w->burst_bits;
         double bits = (double)len * 8.0;
@@ -176,14 +198,15 @@ static void imp_enqueue(struct imp_link *w, int dir, const uint8_t *buf, uint32_
             w->counters[C_DROPPED]++;      /* queue full: tail drop, bucket unchanged */
             return;
         }
-        d->tb_time = depart;
-        d->tb_tokens = tokens;
+        dd->tb_time = depart;
+        dd->tb_tokens = tokens;
     }
     uint64_t release = depart + c->delay_us;
     if (c->jitter_us) {
-        int64_t j = (int64_t)io_rng_below(&d->rng, 2ull * c->jitter_us + 1) - (int64_t)c->jitter_us;
+        int64_t j = (int64_t)io_rng_below(&dd->rng, 2ull * c->jitter_us + 1) - (int64_t)c->jitter_us;
         release = (int64_t)release + j < (int64_t)depart ? depart : (uint64_t)((int64_t)release + j);
     }
+    release += extra_us;
     if (release < d->last_release)
         release = d->last_release;
     d->last_release = release;
@@ -204,10 +227,9 @@ static void imp_enqueue(struct imp_link *w, int dir, const uint8_t *buf, uint32_
     d->wr += need;
 }
 
-/* Release every due frame of the FIFO into the sink (stops when the sink is full). */
-static void imp_drain(struct imp_link *w, int dir, uint64_t now)
+/* Release every due frame of the FIFOs into the sink (stops when the sink is full). */
+static void imp_drain_q(struct imp_link *w, int dir, struct imp_q *d, uint64_t now)
 {
-    struct imp_dir *d = &w->dir[dir];
     while (d->rd != d->wr) {
         struct imp_rec rec;
         fifo_read(d, d->rd, &rec, sizeof(rec));
@@ -220,12 +242,19 @@ static void imp_drain(struct imp_link *w, int dir, uint64_t now)
     }
 }
 
+static void imp_drain(struct imp_link *w, int dir, uint64_t now)
+{
+    imp_drain_q(w, dir, &w->dir[dir].q[0], now);
+    if (w->dir[dir].q[1].fifo)
+        imp_drain_q(w, dir, &w->dir[dir].q[1], now);
+}
+
 static void held_release(struct imp_link *w, int dir, struct imp_held *h, uint64_t now)
 {
     struct imp_dir *d = &w->dir[dir];
     h->used = 0;
     d->nheld--;
-    imp_enqueue(w, dir, h->buf, h->len, h->flags, h->gso_size, h->csum_start, h->csum_offset, now);
+    imp_enqueue(w, dir, h->buf, h->len, h->flags, h->gso_size, h->csum_start, h->csum_offset, now, 0);
 }
 
 /* A frame passed the held ones: count down, release those whose gap is reached. */
@@ -260,12 +289,155 @@ static void held_expire(struct imp_link *w, int dir, uint64_t now)
     }
 }
 
+/* ---- fault rules ---- */
+struct imp_seg {            /* what a rule looks at in a frame */
+    uint8_t family;         /* MTCP_AF_INET / MTCP_AF_INET6 */
+    uint8_t tcpflags;
+    uint16_t sport, dport;
+    uint32_t paylen;
+    const uint8_t *src, *dst;
+};
+
+/* A TCP segment's addresses, ports, flags and payload length; 0 if the frame is not one. */
+static int seg_parse(const uint8_t *f, uint32_t len, uint32_t link_type, struct imp_seg *g)
+{
+    uint32_t off = 0;
+    if (link_type == MTCP_LINK_ETHERNET) {
+        off = 12;
+        for (;;) {
+            if (off + 2 > len)
+                return 0;
+            uint16_t et = (uint16_t)(f[off] << 8 | f[off + 1]);
+            off += 2;
+            if (et == 0x8100 || et == 0x88a8) { off += 2; continue; }
+            if (et != 0x0800 && et != 0x86dd)
+                return 0;
+            break;
+        }
+    }
+    if (off + 20 > len)
+        return 0;
+    uint32_t tcp, end;
+    if (f[off] >> 4 == 4) {
+        uint32_t ihl = (uint32_t)(f[off] & 15) * 4;
+        if (ihl < 20 || f[off + 9] != 6 || ((f[off + 6] << 8 | f[off + 7]) & 0x1fff))
+            return 0;
+        g->family = MTCP_AF_INET;
+        g->src = f + off + 12;
+        g->dst = f + off + 16;
+        tcp = off + ihl;
+        end = off + ((uint32_t)f[off + 2] << 8 | f[off + 3]);
+    } else if (f[off] >> 4 == 6) {
+        if (off + 40 > len || f[off + 6] != 6)
+            return 0;
+        g->family = MTCP_AF_INET6;
+        g->src = f + off + 8;
+        g->dst = f + off + 24;
+        tcp = off + 40;
+        end = tcp + ((uint32_t)f[off + 4] << 8 | f[off + 5]);
+    } else {
+        return 0;
+    }
+    if (end > len || end <= tcp)
+        end = len;                 /* 0 length (TSO super-frame) or padding: the frame end */
+    if (tcp + 20 > end)
+        return 0;
+    uint32_t doff = (uint32_t)(f[tcp + 12] >> 4) * 4;
+    if (doff < 20 || tcp + doff > end)
+        return 0;
+    g->sport = (uint16_t)(f[tcp] << 8 | f[tcp + 1]);
+    g->dport = (uint16_t)(f[tcp + 2] << 8 | f[tcp + 3]);
+    g->tcpflags = f[tcp + 13];
+    g->paylen = end - tcp - doff;
+    return 1;
+}
+
+static int ep_match(const struct mtcp_addr *e, const struct imp_seg *g, const uint8_t *ip, uint16_t port)
+{
+    static const uint8_t zero[16];
+    if (e->family && e->family != g->family)
+        return 0;
+    if (e->port && e->port != port)
+        return 0;
+    if (e->family) {
+        size_t n = g->family == MTCP_AF_INET ? 4 : 16;
+        if (memcmp(e->ip, zero, n) != 0 && memcmp(e->ip, ip, n) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+static int rule_match(const struct mtcp_fault *f, const struct imp_seg *g)
+{
+    if ((g->tcpflags & f->tcp_mask) != f->tcp_value)
+        return 0;
+    if ((f->flags & MTCP_FAULT_DATA) && g->paylen == 0)
+        return 0;
+    if (ep_match(&f->a, g, g->src, g->sport) && ep_match(&f->b, g, g->dst, g->dport))
+        return 1;
+    return (f->flags & MTCP_FAULT_BOTH_WAYS) && ep_match(&f->a, g, g->dst, g->dport) &&
+           ep_match(&f->b, g, g->src, g->sport);
+}
+
+/* Run the rules on one frame: 1 = dropped; else *flags, *copies, *extra_us updated. */
+static int rules_apply(struct imp_link *w, int dir, struct link_slot *s, uint64_t now,
+                       uint16_t *flags, int *copies, uint32_t *extra_us)
+{
+    struct imp_seg g;
+    if (!seg_parse(s->buf, s->len, w->l.link_type, &g))
+        return 0;
+    uint32_t want = dir == IMP_TX ? MTCP_FAULT_DIR_TX : MTCP_FAULT_DIR_RX;
+    for (uint32_t i = 0, seen = 0; i < MTCP_FAULT_MAX_RULES && seen < w->nrules; i++) {
+        struct imp_rule *r = &w->rules[i];
+        if (!r->used)
+            continue;
+        seen++;
+        const struct mtcp_fault *f = &r->f;
+        if (!(f->dirs & want) || now < f->start_us || (f->end_us && now >= f->end_us) ||
+            !rule_match(f, &g))
+            continue;
+        r->matched++;
+        if (r->matched <= f->skip || (f->count && r->acted >= f->count))
+            continue;
+        r->acted++;
+        switch (f->action) {
+        case MTCP_FAULT_DROP:
+            return 1;
+        case MTCP_FAULT_DUPLICATE:
+            *copies = 2;
+            break;
+        case MTCP_FAULT_DELAY:
+            *extra_us += f->delay_us;
+            break;
+        case MTCP_FAULT_CORRUPT:
+            if (dir == IMP_TX && (*flags & LINK_SLOT_F_GSO))
+                return 1;       /* as stage 2: a super-frame cannot carry a detectable flip */
+            {
+                uint32_t end = io_ip_end(s->buf, s->len, w->l.link_type);
+                if ((*flags & LINK_SLOT_F_CSUM_PARTIAL) &&
+                    io_csum_finalize(s->buf, end, s->csum_start, s->csum_offset) != 0)
+                    return 1;
+                s->buf[end - 1] ^= 1u;
+                *flags &= (uint16_t)~(LINK_SLOT_F_CSUM_PARTIAL | LINK_SLOT_F_CSUM_VALID);
+            }
+            break;
+        default:
+            break;
+        }
+    }
+    return 0;
+}
+
 /* ---- stages 1-4 ---- */
 static void imp_input(struct imp_link *w, int dir, struct link_slot *s, uint64_t now)
 {
     struct imp_dir *d = &w->dir[dir];
     const struct mtcp_impair *c = &w->cfg;
     uint16_t flags = s->flags;
+    int copies = 1;
+    uint32_t extra_us = 0;
+    if (w->nrules && rules_apply(w, dir, s, now, &flags, &copies, &extra_us))
+        return;
     if (c->loss > 0 && io_rng_double(&d->rng) < c->loss) {
         w->counters[C_DROPPED]++;
         return;
@@ -282,7 +454,6 @@ static void imp_input(struct imp_link *w, int dir, struct link_slot *s, uint64_t
         s->buf[bit >> 3] ^= (uint8_t)(1u << (bit & 7));
         flags &= (uint16_t)~(LINK_SLOT_F_CSUM_PARTIAL | LINK_SLOT_F_CSUM_VALID);
     }
-    int copies = 1;
     if (c->duplicate > 0 && io_rng_double(&d->rng) < c->duplicate) {
         copies = 2;
         w->counters[C_DUPLICATED]++;
@@ -307,7 +478,8 @@ static void imp_input(struct imp_link *w, int dir, struct link_slot *s, uint64_t
                 continue;
             }
         }
-        imp_enqueue(w, dir, s->buf, s->len, flags, s->gso_size, s->csum_start, s->csum_offset, now);
+        imp_enqueue(w, dir, s->buf, s->len, flags, s->gso_size, s->csum_start, s->csum_offset, now,
+                    extra_us);
         held_passed(w, dir, now);
     }
 }
@@ -353,7 +525,8 @@ static int imp_txsync(struct mtcp_link *l, uint64_t now)
     imp_drain(w, IMP_TX, now);
     int rc = link_txsync(w->inner, now);
     struct imp_dir *d = &w->dir[IMP_TX];
-    if (rc >= 0 && d->rd != d->wr && link_ring_space(&w->inner->tx) > 0) {
+    if (rc >= 0 && (d->q[0].rd != d->q[0].wr || d->q[1].rd != d->q[1].wr) &&
+        link_ring_space(&w->inner->tx) > 0) {
         uint32_t before = w->inner->tx.head;
         imp_drain(w, IMP_TX, now);       /* the inner ring had been full: one more round */
         if (w->inner->tx.head != before)
@@ -370,11 +543,14 @@ static int64_t imp_next_deadline(struct mtcp_link *l)
     int64_t best = link_next_deadline(w->inner);
     for (int k = 0; k < 2; k++) {
         struct imp_dir *d = &w->dir[k];
-        if (d->rd != d->wr) {
-            struct imp_rec rec;
-            fifo_read(d, d->rd, &rec, sizeof(rec));
-            if (best < 0 || (int64_t)rec.release < best)
-                best = (int64_t)rec.release;
+        for (int qi = 0; qi < 2; qi++) {
+            struct imp_q *q = &d->q[qi];
+            if (q->rd != q->wr) {
+                struct imp_rec rec;
+                fifo_read(q, q->rd, &rec, sizeof(rec));
+                if (best < 0 || (int64_t)rec.release < best)
+                    best = (int64_t)rec.release;
+            }
         }
         if (d->nheld)
             for (uint32_t i = 0; i < IMP_HELD_MAX; i++)
@@ -401,8 +577,9 @@ static void imp_destroy(struct mtcp_link *l)
 {
     struct imp_link *w = (struct imp_link *)l;
     mtcp_link_close(w->inner);
-    free(w->dir[0].fifo);
-    free(w->dir[1].fifo);
+    for (int k = 0; k < 2; k++)
+        for (int qi = 0; qi < 2; qi++)
+            free(w->dir[k].q[qi].fifo);
     free(w->held_area);
     link_rings_free(l);
     free(w);
@@ -463,12 +640,12 @@ mtcp_link *mtcp_impair_wrap(mtcp_link *inner, const struct mtcp_impair *cfg, cha
         io_errf(err, errlen, "impair: cannot allocate rings");
         return NULL;
     }
-    w->dir[0].fifo = malloc(IMP_FIFO_BYTES);
-    w->dir[1].fifo = malloc(IMP_FIFO_BYTES);
+    w->dir[0].q[0].fifo = malloc(IMP_FIFO_BYTES);
+    w->dir[1].q[0].fifo = malloc(IMP_FIFO_BYTES);
     w->held_area = malloc((size_t)2 * IMP_HELD_MAX * w->l.rx.buf_size);
-    if (!w->dir[0].fifo || !w->dir[1].fifo || !w->held_area) {
-        free(w->dir[0].fifo);
-        free(w->dir[1].fifo);
+    if (!w->dir[0].q[0].fifo || !w->dir[1].q[0].fifo || !w->held_area) {
+        free(w->dir[0].q[0].fifo);
+        free(w->dir[1].q[0].fifo);
         free(w->held_area);
         link_rings_free(&w->l);
         free(w);
@@ -503,6 +680,75 @@ void mtcp_impair_counters(mtcp_link *l, uint64_t *out5)
         return;
     }
     memcpy(out5, ((struct imp_link *)l)->counters, 5 * sizeof(*out5));
+}
+
+/* ---- fault scripting API ---- */
+static struct imp_link *imp_of(mtcp_link *l) { return l && l->ops == &imp_ops ? (struct imp_link *)l : NULL; }
+
+int mtcp_fault_add(mtcp_link *l, const struct mtcp_fault *f)
+{
+    struct imp_link *w = imp_of(l);
+    if (!w)
+        return -EOPNOTSUPP;
+    if (!f || f->action < MTCP_FAULT_DROP || f->action > MTCP_FAULT_DUPLICATE ||
+        !f->dirs || (f->dirs & ~(uint32_t)(MTCP_FAULT_DIR_TX | MTCP_FAULT_DIR_RX)) ||
+        (f->flags & ~(uint32_t)(MTCP_FAULT_BOTH_WAYS | MTCP_FAULT_DATA)) ||
+        (f->tcp_value & ~f->tcp_mask) || (f->end_us && f->end_us <= f->start_us) ||
+        (f->a.family && f->a.family != MTCP_AF_INET && f->a.family != MTCP_AF_INET6) ||
+        (f->b.family && f->b.family != MTCP_AF_INET && f->b.family != MTCP_AF_INET6) ||
+        (f->action == MTCP_FAULT_DELAY && (f->delay_us == 0 || f->delay_us > 60000000u)))
+        return -EINVAL;
+    int id = -1;
+    for (int i = 0; i < MTCP_FAULT_MAX_RULES; i++)
+        if (!w->rules[i].used) { id = i; break; }
+    if (id < 0)
+        return -ENOSPC;
+    if (f->action == MTCP_FAULT_DELAY && !w->dir[0].q[1].fifo) {
+        uint8_t *a = malloc(IMP_FIFO_BYTES), *b = malloc(IMP_FIFO_BYTES);
+        if (!a || !b) {
+            free(a);
+            free(b);
+            return -ENOMEM;
+        }
+        w->dir[0].q[1].fifo = a;
+        w->dir[1].q[1].fifo = b;
+    }
+    struct imp_rule *r = &w->rules[id];
+    memset(r, 0, sizeof(*r));
+    r->f = *f;
+    r->used = 1;
+    w->nrules++;
+    return id;
+}
+
+int mtcp_fault_remove(mtcp_link *l, int id)
+{
+    struct imp_link *w = imp_of(l);
+    if (!w || id < 0 || id >= MTCP_FAULT_MAX_RULES || !w->rules[id].used)
+        return -ENOENT;
+    w->rules[id].used = 0;
+    w->nrules--;
+    return 0;
+}
+
+void mtcp_fault_clear(mtcp_link *l)
+{
+    struct imp_link *w = imp_of(l);
+    if (!w)
+        return;
+    for (int i = 0; i < MTCP_FAULT_MAX_RULES; i++)
+        w->rules[i].used = 0;
+    w->nrules = 0;
+}
+
+int mtcp_fault_stats(mtcp_link *l, int id, uint64_t *out2)
+{
+    struct imp_link *w = imp_of(l);
+    if (!w || !out2 || id < 0 || id >= MTCP_FAULT_MAX_RULES || !w->rules[id].used)
+        return -ENOENT;
+    out2[0] = w->rules[id].matched;
+    out2[1] = w->rules[id].acted;
+    return 0;
 }
 
 /* ---- spec string ---- */

@@ -22,6 +22,11 @@
  *     itself need no syscall: they make next_deadline() return 0 (due now) instead.
  * Frames are delivered with LINK_SLOT_F_CSUM_VALID (a partial checksum stays marked PARTIAL,
  * so a wrapper that corrupts a frame can still finish the checksum first).
+ *
+ * Isolated attachments (mtcp_loopback_open_isolated, virtual time): the port table is the
+ * attachment's own (allocated at open, touched by the owner thread only) and every frame goes
+ * back to the sender, so nothing another loop in the process does changes what this engine
+ * sees or which ports it gets.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -36,6 +41,11 @@
 #define LO_MTU 65535u
 #define LO_DEFAULT_SLOTS 1024u
 
+struct lo_port {
+    struct lo_att *owner;
+    uint32_t nlisten, nconn;
+};
+
 struct lo_att {
     struct mtcp_link l;
     pthread_mutex_t rxmu;
@@ -48,11 +58,7 @@ struct lo_att {
     struct lo_att **route;    /* per TX slot: destination chosen in pass 1 of txsync */
     uint64_t drops;           /* frames that found the destination ring full (guarded by rxmu) */
     uint64_t tx_frames, rx_frames;
-};
-
-struct lo_port {
-    struct lo_att *owner;
-    uint32_t nlisten, nconn;
+    struct lo_port (*own_ports)[65536];   /* isolated: this attachment's table, else NULL */
 };
 
 /* The switch is process-wide by definition: its state is this one static table. */
@@ -154,12 +160,17 @@ static int lo_txsync(struct mtcp_link *l, uint64_t now)
     if (first == end)
         return 0;
     int sent = 0;
-    pthread_rwlock_rdlock(&lo_lock);
+    int shared = a->own_ports == NULL;
+    if (shared)
+        pthread_rwlock_rdlock(&lo_lock);
     /* pass 1: route every frame */
     for (uint32_t i = first; i != end; i = link_ring_next(t, i)) {
         struct link_slot *s = &t->slot[i];
-        int fam = 0, port = lo_dport(s->buf, s->len, &fam);
-        struct lo_att *d = port >= 0 ? lo_ports[fam][port].owner : NULL;
+        struct lo_att *d = NULL;
+        if (shared) {
+            int fam = 0, port = lo_dport(s->buf, s->len, &fam);
+            d = port >= 0 ? lo_ports[fam][port].owner : NULL;
+        }
         a->route[i] = d ? d : a;
         if (l->pcap)
             link_pcap_slot(l, s, now);
@@ -189,7 +200,8 @@ static int lo_txsync(struct mtcp_link *l, uint64_t now)
             a->self_pending = 1;
         sent += got;
     }
-    pthread_rwlock_unlock(&lo_lock);
+    if (shared)
+        pthread_rwlock_unlock(&lo_lock);
     a->tx_hwcur = end;
     t->tail = (end + t->mask) & t->mask;
     return sent;
@@ -209,6 +221,12 @@ static int lo_claim(struct mtcp_link *l, int family, uint16_t port, int listener
         return -EINVAL;
     struct lo_att *a = (struct lo_att *)l;
     int rc = 0;
+    if (a->own_ports) {                     /* isolated: owner thread only, no lock */
+        struct lo_port *p = &a->own_ports[f][port];
+        p->owner = a;
+        if (listener) p->nlisten++; else p->nconn++;
+        return 0;
+    }
     pthread_rwlock_wrlock(&lo_lock);
     struct lo_port *p = &lo_ports[f][port];
     if (p->owner && p->owner != a) {
@@ -227,26 +245,32 @@ static void lo_release(struct mtcp_link *l, int family, uint16_t port, int liste
     if (f < 0)
         return;
     struct lo_att *a = (struct lo_att *)l;
-    pthread_rwlock_wrlock(&lo_lock);
-    struct lo_port *p = &lo_ports[f][port];
+    int shared = a->own_ports == NULL;
+    if (shared)
+        pthread_rwlock_wrlock(&lo_lock);
+    struct lo_port *p = shared ? &lo_ports[f][port] : &a->own_ports[f][port];
     if (p->owner == a) {
         if (listener) { if (p->nlisten) p->nlisten--; }
         else { if (p->nconn) p->nconn--; }
         if (!p->nlisten && !p->nconn)
             p->owner = NULL;
     }
-    pthread_rwlock_unlock(&lo_lock);
+    if (shared)
+        pthread_rwlock_unlock(&lo_lock);
 }
 
 static void lo_destroy(struct mtcp_link *l)
 {
     struct lo_att *a = (struct lo_att *)l;
-    pthread_rwlock_wrlock(&lo_lock);
-    for (int f = 0; f < 2; f++)
-        for (uint32_t p = 0; p < 65536; p++)
-            if (lo_ports[f][p].owner == a)
-                memset(&lo_ports[f][p], 0, sizeof(lo_ports[f][p]));
-    pthread_rwlock_unlock(&lo_lock);
+    if (!a->own_ports) {
+        pthread_rwlock_wrlock(&lo_lock);
+        for (int f = 0; f < 2; f++)
+            for (uint32_t p = 0; p < 65536; p++)
+                if (lo_ports[f][p].owner == a)
+                    memset(&lo_ports[f][p], 0, sizeof(lo_ports[f][p]));
+        pthread_rwlock_unlock(&lo_lock);
+    }
+    free(a->own_ports);
     /* no sender can reach us now: they route under the read lock */
     pthread_mutex_destroy(&a->rxmu);
     if (a->efd >= 0)
@@ -312,6 +336,22 @@ mtcp_link *mtcp_loopback_open(uint32_t slots, char *err, size_t errlen)
     a->l.mtu = LO_MTU;
     a->l.features = LINK_FEAT_CSUM_TX;
     return &a->l;
+}
+
+mtcp_link *mtcp_loopback_open_isolated(uint32_t slots, char *err, size_t errlen)
+{
+    struct lo_port (*own)[65536] = calloc(2, sizeof(*own));
+    if (!own) {
+        io_errf(err, errlen, "loopback: out of memory");
+        return NULL;
+    }
+    mtcp_link *l = mtcp_loopback_open(slots, err, errlen);
+    if (!l) {
+        free(own);
+        return NULL;
+    }
+    ((struct lo_att *)l)->own_ports = own;
+    return l;
 }
 
 int mtcp_loopback_has_listener(int family, uint16_t port)

@@ -2,7 +2,8 @@
  * pcap.c — optional capture of every frame a link carries (classic pcap, microsecond
  * timestamps). Ethernet links are written as LINKTYPE_ETHERNET (1), IP links (the loopback
  * switch) as LINKTYPE_RAW (101). Timestamps: the engine's monotonic now_us plus the
- * realtime-minus-monotonic offset taken when the capture was opened.
+ * realtime-minus-monotonic offset taken when the capture was opened (mtcp_link_pcap_offset
+ * replaces it: a virtual clock uses a fixed offset so captures replay byte for byte).
  *
  * The writer belongs to one link and is called from that link's owner thread only (from its
  * rxsync for received frames and txsync for transmitted ones). stdio buffering: no syscall
@@ -215,6 +216,14 @@ void link_pcap_slot(struct mtcp_link *l, const struct link_slot *s, uint64_t now
         }
     }
     link_pcap_frame(l, s->buf, s->len, now_us);
+}
+
+int mtcp_link_pcap_offset(mtcp_link *l, int64_t offset_us)
+{
+    if (!l || !l->pcap)
+        return -EINVAL;
+    l->pcap->offset_us = offset_us;
+    return 0;
 }
 
 /* Flush buffered capture records (tests, and before reading a live capture). */

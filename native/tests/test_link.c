@@ -236,6 +236,48 @@ static void test_sim_ring_full(void)
 }
 
 /* ---- loopback switch ---- */
+static void test_loopback_isolated(void)
+{
+    char err[128];
+    mtcp_link *g = mtcp_loopback_open(64, err, sizeof(err));          /* on the shared switch */
+    mtcp_link *i1 = mtcp_loopback_open_isolated(64, err, sizeof(err));
+    mtcp_link *i2 = mtcp_loopback_open_isolated(64, err, sizeof(err));
+    CHECK(g && i1 && i2);
+    CHECK_EQ(g->ops->claim_port(g, MTCP_AF_INET, 7100, 1), 0);
+    CHECK_EQ(i1->ops->claim_port(i1, MTCP_AF_INET, 7100, 1), 0);      /* own table: no conflict */
+    CHECK_EQ(i2->ops->claim_port(i2, MTCP_AF_INET, 7100, 1), 0);
+    CHECK_EQ(i1->ops->claim_port(i1, MTCP_AF_INET, 7200, 1), 0);
+    CHECK_EQ(mtcp_loopback_has_listener(MTCP_AF_INET, 7100), 1);       /* g's */
+    CHECK_EQ(mtcp_loopback_has_listener(MTCP_AF_INET, 7200), 0);       /* i1's is invisible */
+    uint8_t f[128];
+    uint32_t n;
+    /* i1 -> 7100 (also g's port) and -> 7200: both back to i1, nothing to g or i2 */
+    n = ip_tcp_frame(f, 0, 50000, 7100, 1); CHECK_EQ(tx_put(i1, f, n, 0), 0);
+    n = ip_tcp_frame(f, 0, 50000, 7200, 2); CHECK_EQ(tx_put(i1, f, n, 0), 0);
+    CHECK_EQ(link_txsync(i1, 0), 2);
+    CHECK_EQ(link_next_deadline(i1), 0);
+    CHECK_EQ(link_rxsync(i1, 0), 2);
+    CHECK_EQ(ip_seq(&i1->rx.slot[i1->rx.head]), 1);
+    rx_take(i1, NULL, NULL);
+    CHECK_EQ(link_rxsync(g, 0), 0);
+    CHECK_EQ(link_rxsync(i2, 0), 0);
+    /* g -> 7200 (claimed only inside i1): unowned on the switch, back to g */
+    n = ip_tcp_frame(f, 0, 50001, 7200, 3); CHECK_EQ(tx_put(g, f, n, 0), 0);
+    CHECK_EQ(link_txsync(g, 0), 1);
+    CHECK_EQ(link_rxsync(g, 0), 1);
+    rx_take(g, NULL, NULL);
+    CHECK_EQ(link_rxsync(i1, 0), 0);
+    struct pollfd p1 = { .fd = mtcp_link_fd(i1), .events = POLLIN };
+    CHECK_EQ(poll(&p1, 1, 0), 0);
+    i1->ops->release_port(i1, MTCP_AF_INET, 7100, 1);
+    i1->ops->release_port(i1, MTCP_AF_INET, 7200, 1);
+    mtcp_link_close(i1);
+    CHECK_EQ(mtcp_loopback_has_listener(MTCP_AF_INET, 7100), 1);       /* g's untouched */
+    mtcp_link_close(i2);
+    mtcp_link_close(g);
+    CHECK_EQ(mtcp_loopback_has_listener(MTCP_AF_INET, 7100), 0);
+}
+
 static void test_loopback_routing(void)
 {
     char err[128];
@@ -499,7 +541,10 @@ static void test_pcap(void)
     int fd = mkstemps(path, 5);
     CHECK(fd >= 0);
     close(fd);
+    CHECK_EQ(mtcp_link_pcap_offset(a, 0), -EINVAL);       /* no capture open yet */
     CHECK_EQ(mtcp_link_pcap(a, path), 0);
+    /* a fixed capture clock (virtual time): ts = now_us + offset */
+    CHECK_EQ(mtcp_link_pcap_offset(a, 946684800LL * 1000000 - 1000000), 0);
     uint8_t f[1514];
     for (uint32_t i = 0; i < 5; i++) {
         eth_frame(f, 100 + i, i);
@@ -526,6 +571,14 @@ static void test_pcap(void)
     CHECK_EQ(linktype, 1);
     CHECK_EQ(incl0, 100);
     CHECK_EQ(orig0, 100);
+    uint32_t ts_sec, ts_usec, last_sec, last_usec;
+    memcpy(&ts_sec, buf + 24, 4); memcpy(&ts_usec, buf + 28, 4);
+    CHECK_EQ(ts_sec, 946684800u);
+    CHECK_EQ(ts_usec, 0);
+    size_t last = got - (16 + 200);                  /* last record: received at 1000200 */
+    memcpy(&last_sec, buf + last, 4); memcpy(&last_usec, buf + last + 4, 4);
+    CHECK_EQ(last_sec, 946684800u);
+    CHECK_EQ(last_usec, 200);
     mtcp_link_close(a);       /* closes the capture */
     mtcp_link_close(b);
     /* tshark must read it without complaint (skipped when tshark is absent) */
@@ -857,6 +910,218 @@ static void test_impair_corrupt_csum(void)
     uint64_t cnt[5];
     mtcp_impair_counters(w, cnt);
     CHECK_EQ(cnt[3], 41);
+    mtcp_link_close(w);
+    mtcp_link_close(b);
+}
+
+/* ---- fault rules (mtcp_fault_add) ---- */
+#define FR_ETH 14
+/* Ethernet + IPv4 127.0.0.1 -> 127.0.0.<dst_last> + TCP (flags, tcp seq = id) + paylen bytes. */
+static uint32_t fr_frame(uint8_t *f, uint16_t sport, uint16_t dport, uint8_t flags, uint32_t paylen,
+                         uint32_t id)
+{
+    uint32_t len = FR_ETH + 20 + 20 + paylen;
+    memset(f, 0, len);
+    memset(f, 0xff, 6);
+    f[6] = 0x02; f[11] = 1;
+    f[12] = 0x08; f[13] = 0x00;
+    uint8_t *ip = f + FR_ETH;
+    ip[0] = 0x45; ip[2] = (uint8_t)((len - FR_ETH) >> 8); ip[3] = (uint8_t)(len - FR_ETH);
+    ip[6] = 0x40; ip[8] = 64; ip[9] = 6;
+    ip[12] = 127; ip[15] = 1; ip[16] = 127; ip[19] = 1;
+    uint8_t *t = ip + 20;
+    t[0] = (uint8_t)(sport >> 8); t[1] = (uint8_t)sport;
+    t[2] = (uint8_t)(dport >> 8); t[3] = (uint8_t)dport;
+    t[4] = (uint8_t)(id >> 24); t[5] = (uint8_t)(id >> 16); t[6] = (uint8_t)(id >> 8); t[7] = (uint8_t)id;
+    t[12] = 0x50; t[13] = flags;
+    for (uint32_t i = 0; i < paylen; i++) t[20 + i] = (uint8_t)(i * 3 + id);
+    return len;
+}
+static uint32_t fr_id(const uint8_t *f)
+{
+    const uint8_t *t = f + FR_ETH + 20;
+    return (uint32_t)t[4] << 24 | t[5] << 16 | t[6] << 8 | t[7];
+}
+
+struct fr_got { uint32_t n; uint32_t ids[64]; uint16_t flags[64]; uint8_t last[64]; };
+static void fr_collect(const struct link_slot *s, void *arg)
+{
+    struct fr_got *g = arg;
+    if (g->n < 64) {
+        g->ids[g->n] = fr_id(s->buf);
+        g->flags[g->n] = s->flags;
+        g->last[g->n] = s->buf[s->len - 1];
+    }
+    g->n++;
+}
+
+/* send one frame through the wrapper w (TX side) at now; collect what b received */
+static void fr_send(mtcp_link *w, mtcp_link *b, uint16_t sp, uint16_t dp, uint8_t fl, uint32_t pl,
+                    uint32_t id, uint64_t now, struct fr_got *g)
+{
+    uint8_t f[256];
+    uint32_t len = fr_frame(f, sp, dp, fl, pl, id);
+    CHECK_EQ(tx_put(w, f, len, LINK_SLOT_F_CSUM_VALID), 0);
+    link_txsync(w, now);
+    link_rxsync(b, now);
+    rx_take(b, fr_collect, g);
+}
+
+static struct mtcp_fault fr_rule(uint32_t action, uint16_t aport, uint16_t bport)
+{
+    struct mtcp_fault f;
+    memset(&f, 0, sizeof(f));
+    f.action = action;
+    f.dirs = MTCP_FAULT_DIR_TX;
+    f.a.port = aport;
+    f.b.port = bport;
+    return f;
+}
+
+static void test_fault_rules(void)
+{
+    mtcp_link *a, *b;
+    CHECK_EQ(mtcp_simlink_pair(64, 1500, &a, &b), 0);
+    struct mtcp_impair zero;
+    memset(&zero, 0, sizeof(zero));
+    char err[128];
+    mtcp_link *w = mtcp_impair_wrap(a, &zero, err, sizeof(err));
+    CHECK(w != NULL);
+    uint64_t now = 5000000, st[2];
+    struct fr_got g;
+
+    /* drop the next SYN-ACK sent by port 80: exact on SYN/ACK/RST/FIN */
+    struct mtcp_fault f = fr_rule(MTCP_FAULT_DROP, 80, 0);
+    f.tcp_mask = 0x17; f.tcp_value = 0x12; f.count = 1;
+    int r0 = mtcp_fault_add(w, &f);
+    CHECK_EQ(r0, 0);
+    memset(&g, 0, sizeof(g));
+    fr_send(w, b, 80, 4000, 0x10, 0, 1, now, &g);      /* ACK: passes */
+    fr_send(w, b, 80, 4000, 0x12, 0, 2, now, &g);      /* SYN-ACK: dropped */
+    fr_send(w, b, 80, 4000, 0x12, 0, 3, now, &g);      /* count used up: passes */
+    fr_send(w, b, 81, 4000, 0x12, 0, 4, now, &g);      /* other port */
+    fr_send(w, b, 4000, 80, 0x02, 0, 5, now, &g);      /* SYN to 80: one-way rule, passes */
+    CHECK_EQ(g.n, 4);
+    CHECK(g.ids[0] == 1 && g.ids[1] == 3 && g.ids[2] == 4 && g.ids[3] == 5);
+    CHECK_EQ(mtcp_fault_stats(w, r0, st), 0);
+    CHECK_EQ(st[0], 2);
+    CHECK_EQ(st[1], 1);
+    CHECK_EQ(mtcp_fault_remove(w, r0), 0);
+    CHECK_EQ(mtcp_fault_remove(w, r0), -ENOENT);
+    CHECK_EQ(mtcp_fault_stats(w, r0, st), -ENOENT);
+
+    /* partition port 80 <-> anyone during [now+1000, now+2000) */
+    f = fr_rule(MTCP_FAULT_DROP, 80, 0);
+    f.flags = MTCP_FAULT_BOTH_WAYS;
+    f.start_us = now + 1000; f.end_us = now + 2000;
+    int r1 = mtcp_fault_add(w, &f);
+    CHECK(r1 >= 0);
+    memset(&g, 0, sizeof(g));
+    fr_send(w, b, 80, 4000, 0x10, 10, 10, now + 999, &g);     /* before: passes */
+    fr_send(w, b, 80, 4000, 0x10, 10, 11, now + 1000, &g);    /* dropped */
+    fr_send(w, b, 4000, 80, 0x10, 10, 12, now + 1500, &g);    /* other way: dropped */
+    fr_send(w, b, 4001, 81, 0x10, 10, 13, now + 1500, &g);    /* not port 80 */
+    fr_send(w, b, 4000, 80, 0x10, 10, 14, now + 2000, &g);    /* window over */
+    CHECK_EQ(g.n, 3);
+    CHECK(g.ids[0] == 10 && g.ids[1] == 13 && g.ids[2] == 14);
+    CHECK_EQ(mtcp_fault_stats(w, r1, st), 0);
+    CHECK_EQ(st[0], 2);
+    CHECK_EQ(st[1], 2);
+    mtcp_fault_clear(w);
+    CHECK_EQ(mtcp_fault_stats(w, r1, st), -ENOENT);
+    now += 2000;                       /* time never goes back: the wrapper's queues are FIFOs */
+
+    /* corrupt the 2nd data segment to port 80 (pure ACKs do not count) */
+    f = fr_rule(MTCP_FAULT_CORRUPT, 0, 80);
+    f.flags = MTCP_FAULT_DATA; f.skip = 1; f.count = 1;
+    int r2 = mtcp_fault_add(w, &f);
+    CHECK(r2 >= 0);
+    memset(&g, 0, sizeof(g));
+    fr_send(w, b, 4000, 80, 0x10, 0, 20, now, &g);
+    fr_send(w, b, 4000, 80, 0x18, 16, 21, now, &g);
+    fr_send(w, b, 4000, 80, 0x10, 0, 22, now, &g);
+    fr_send(w, b, 4000, 80, 0x18, 16, 23, now, &g);    /* corrupted */
+    fr_send(w, b, 4000, 80, 0x18, 16, 24, now, &g);
+    CHECK_EQ(g.n, 5);
+    uint8_t ref[256];
+    fr_frame(ref, 4000, 80, 0x18, 16, 23);
+    CHECK_EQ(g.last[3], ref[FR_ETH + 40 + 15] ^ 1);
+    CHECK_EQ(g.flags[3] & (LINK_SLOT_F_CSUM_VALID | LINK_SLOT_F_CSUM_PARTIAL), 0);
+    fr_frame(ref, 4000, 80, 0x18, 16, 24);
+    CHECK_EQ(g.last[4], ref[FR_ETH + 40 + 15]);
+    CHECK(g.flags[4] & LINK_SLOT_F_CSUM_VALID);
+    CHECK_EQ(mtcp_fault_stats(w, r2, st), 0);
+    CHECK_EQ(st[0], 3);
+    CHECK_EQ(st[1], 1);
+    mtcp_fault_clear(w);
+
+    /* delay what port 80 sends by 5 ms: others are not held behind it */
+    f = fr_rule(MTCP_FAULT_DELAY, 80, 0);
+    f.delay_us = 5000;
+    CHECK(mtcp_fault_add(w, &f) >= 0);
+    memset(&g, 0, sizeof(g));
+    fr_send(w, b, 80, 4000, 0x10, 4, 30, now, &g);
+    fr_send(w, b, 81, 4000, 0x10, 4, 31, now + 10, &g);
+    CHECK_EQ(g.n, 1);
+    CHECK_EQ(g.ids[0], 31);
+    CHECK_EQ(link_next_deadline(w), (int64_t)(now + 5000));
+    link_txsync(w, now + 4999);
+    link_rxsync(b, now + 4999);
+    rx_take(b, fr_collect, &g);
+    CHECK_EQ(g.n, 1);
+    link_txsync(w, now + 5000);
+    link_rxsync(b, now + 5000);
+    rx_take(b, fr_collect, &g);
+    CHECK_EQ(g.n, 2);
+    CHECK_EQ(g.ids[1], 30);
+    CHECK_EQ(link_next_deadline(w), -1);
+    mtcp_fault_clear(w);
+    now += 6000;
+
+    /* duplicate once; address match: 127.0.0.1 matches, 10.0.0.1 does not */
+    f = fr_rule(MTCP_FAULT_DUPLICATE, 0, 0);
+    f.a.family = MTCP_AF_INET; f.a.ip[0] = 10; f.a.ip[3] = 1;
+    int r3 = mtcp_fault_add(w, &f);
+    f.a.ip[0] = 127; f.count = 1;
+    int r4 = mtcp_fault_add(w, &f);
+    CHECK(r3 >= 0 && r4 >= 0 && r3 != r4);
+    memset(&g, 0, sizeof(g));
+    fr_send(w, b, 80, 4000, 0x10, 4, 40, now, &g);
+    fr_send(w, b, 80, 4000, 0x10, 4, 41, now, &g);
+    CHECK_EQ(g.n, 3);
+    CHECK(g.ids[0] == 40 && g.ids[1] == 40 && g.ids[2] == 41);
+    CHECK_EQ(mtcp_fault_stats(w, r3, st), 0);
+    CHECK_EQ(st[0], 0);
+    /* RX-side rules do not see TX frames */
+    mtcp_fault_clear(w);
+    f = fr_rule(MTCP_FAULT_DROP, 0, 0);
+    f.dirs = MTCP_FAULT_DIR_RX;
+    CHECK(mtcp_fault_add(w, &f) >= 0);
+    memset(&g, 0, sizeof(g));
+    fr_send(w, b, 80, 4000, 0x10, 4, 50, now, &g);
+    CHECK_EQ(g.n, 1);
+    mtcp_fault_clear(w);
+
+    /* validation */
+    f = fr_rule(9, 0, 0);
+    CHECK_EQ(mtcp_fault_add(w, &f), -EINVAL);
+    f = fr_rule(MTCP_FAULT_DELAY, 0, 0);                   /* delay 0 */
+    CHECK_EQ(mtcp_fault_add(w, &f), -EINVAL);
+    f = fr_rule(MTCP_FAULT_DROP, 0, 0);
+    f.dirs = 0;
+    CHECK_EQ(mtcp_fault_add(w, &f), -EINVAL);
+    f = fr_rule(MTCP_FAULT_DROP, 0, 0);
+    f.tcp_value = 0x02;                                    /* value outside mask */
+    CHECK_EQ(mtcp_fault_add(w, &f), -EINVAL);
+    f = fr_rule(MTCP_FAULT_DROP, 0, 0);
+    f.start_us = 10; f.end_us = 10;
+    CHECK_EQ(mtcp_fault_add(w, &f), -EINVAL);
+    f = fr_rule(MTCP_FAULT_DROP, 0, 0);
+    CHECK_EQ(mtcp_fault_add(b, &f), -EOPNOTSUPP);          /* not a wrapper */
+    for (int i = 0; i < MTCP_FAULT_MAX_RULES; i++)
+        CHECK_EQ(mtcp_fault_add(w, &f), i);
+    CHECK_EQ(mtcp_fault_add(w, &f), -ENOSPC);
+    mtcp_fault_clear(w);
     mtcp_link_close(w);
     mtcp_link_close(b);
 }
@@ -1863,6 +2128,7 @@ int main(void)
     RUN(test_sim_both_ways);
     RUN(test_sim_ring_full);
     RUN(test_loopback_routing);
+    RUN(test_loopback_isolated);
     RUN(test_loopback_threads);
     RUN(test_loopback_pingpong);
     RUN(test_pcap);
@@ -1872,6 +2138,7 @@ int main(void)
     RUN(test_impair_rate);
     RUN(test_impair_corrupt_csum);
     RUN(test_impair_parse_and_proxy);
+    RUN(test_fault_rules);
     RUN(test_tap);
     RUN(test_packet);
     RUN(test_xdp);
