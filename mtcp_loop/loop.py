@@ -1497,6 +1497,8 @@ class _MTCPLoopMixin:
                             self._warn_kernel("create_server(reuse_port=True) (the stack "
                                               "listener belongs to another loop)", (ip, chosen))
                             continue
+                        if not chosen:                  # no kernel mirror chose it: the stack did
+                            chosen = eng.getaddrs(lid)[0][1]
                         if reuse_port and start_serving:
                             _ReusePortGroup(self, eng, lid, (fam, ip, chosen), server)
                         server._add_listener(lid, fam, serve=start_serving)

@@ -325,6 +325,9 @@ class _TestOwnSockets:
     """Sockets the application creates and drives itself through loop.sock_* (aiohttp's client,
     anyio's listeners, plain socket code)."""
 
+    vtime_skip = {"test_sock_accept_kernel_client":
+                  "a blocking kernel client in a thread (real socket, real time)"}
+
     def test_sock_connect_then_sock_io(self, tmp_path):
         async def main():
             srv = await self.loop.create_server(EchoProto, HOST, 0)
@@ -602,6 +605,8 @@ bind(globals(), _TestOwnSockets)
 class _TestConnectedSocket:
     """With connected_socket=True (MTCP_CONNECTED_SOCKET=1) the socket sock_connect attached to
     the stack is itself a connected kernel socket (mtcp_loop/socks.py)."""
+
+    vtime_skip = "a real kernel connection to the kernel mirror (virtual time has no kernel mirror)"
 
     def test_sock_connect_socket_is_connected(self):
         """The socket the application holds is a connected socket: getpeername/getsockname, and
