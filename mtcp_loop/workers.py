@@ -38,7 +38,7 @@ import time
 from typing import Any, Callable, Optional
 
 __all__ = ["serve", "run", "stats", "resolve_cores", "default_rundir", "load_target", "open_link",
-           "in_worker", "Supervisor"]
+           "in_worker", "Supervisor", "program_loop", "fork_refusal"]
 
 _SHM_SLOTS = 4096
 _CTX: Optional[dict] = None          # set in a worker process (after fork)
@@ -169,7 +169,7 @@ class _Worker:
         self.queue = queue
         self.cpu = cpu
         self.target = target
-        self.kind = _kind(target)
+        self.kind = _kind(target) if target is not None else "program"
         self.host = host
         self.port = port
         self.drain_timeout = drain_timeout
@@ -198,8 +198,9 @@ class _Worker:
             "draining": self.draining,
             "connections": self.open_conns(),
             "conn_per_s": round(self.rate, 1),
-            "conns_total": d.get("passive_opens", 0) + d.get("active_opens", 0),
-            "accepted": d.get("conn_accepted", 0), "active_opens": d.get("active_opens", 0),
+            "conns_total": d.get("passive_opens", 0) + d.get("active_opens", 0) + d.get("loop.kernel_accepted", 0),
+            "accepted": d.get("conn_accepted", 0) + d.get("loop.kernel_accepted", 0),
+            "kernel_accepted": d.get("loop.kernel_accepted", 0), "active_opens": d.get("active_opens", 0),
             "segs_in": d.get("segs_in", 0), "segs_out": d.get("segs_out", 0),
             "retransmits": d.get("retrans_segs", 0),
             "drops": sum(v for k, v in d.items() if k.startswith("drop_")),
@@ -211,7 +212,8 @@ class _Worker:
         while True:
             await asyncio.sleep(1.0)
             d = self.loop.stats()
-            now, n = time.monotonic(), d.get("conn_established", 0) + d.get("conn_accepted", 0)
+            now = time.monotonic()
+            n = d.get("conn_established", 0) + d.get("conn_accepted", 0) + d.get("loop.kernel_accepted", 0)
             t0, n0 = self._last
             self.rate = (n - n0) / max(1e-6, now - t0)
             self._last = (now, n)
@@ -237,15 +239,26 @@ class _Worker:
         finally:
             writer.close()
 
-    async def main(self):
-        loop = self.loop
+    async def _open_control(self):
         os.makedirs(self.rundir, exist_ok=True)
         path = os.path.join(self.rundir, f"worker-{self.queue}.sock")
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
-        ctl = await asyncio.start_unix_server(self._control, path)
+        return await asyncio.start_unix_server(self._control, path), path
+
+    @staticmethod
+    def _close_control(ctl, path):
+        ctl.close()
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+    async def main(self):
+        loop = self.loop
+        ctl, path = await self._open_control()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         ticker = asyncio.ensure_future(self._ticker())
@@ -282,57 +295,152 @@ class _Worker:
             ticker.cancel()
             if runner is not None:
                 await runner.cleanup()
-            ctl.close()
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            self._close_control(ctl, path)
 
-    async def drain(self):
-        """Stop accepting (close every listener of this worker's engine), then wait for the open
-        connections to finish, at most drain_timeout seconds."""
+    async def drain(self, close=True):
+        """Stop accepting (every listener of this worker's engine, and their kernel mirror
+        listeners), then wait for the open connections to finish, at most drain_timeout seconds.
+        close=False (policy form): the servers stop listening but stay open, so the program's
+        serve_forever() keeps waiting while its connections finish."""
         self.draining = True
         eng = self._engine()
         servers = set(self.servers)
         if eng is not None:
             servers |= set(eng._listeners.values())
+        ports = set()                 # kernel mirror listeners' ports: their connections drain too
+        for s in servers:
+            for ks in getattr(s, "_kernel_servers", ()):
+                for sk in ks.sockets or ():
+                    try:
+                        ports.add(sk.getsockname()[1])
+                    except OSError:
+                        pass
         for s in servers:
             try:
-                s.close()
+                if close or not hasattr(s, "_stop_listening"):
+                    s.close()
+                else:
+                    s._stop_listening()
             except Exception:
                 pass
         deadline = time.monotonic() + self.drain_timeout
-        while self.open_conns() > 0 and time.monotonic() < deadline:
+        while (self.open_conns() + _kernel_conns(ports) > 0) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
 
+    # -- policy form: beside the unchanged program ---------------------------------------
+    def attach_program(self):
+        """MTCPPolicy(cores=N): this worker's loop runs the program itself. Serve the control
+        socket and the rate ticker as a task of the loop, and drain on SIGTERM/SIGINT (unless
+        the program installs its own handlers, as aiohttp's run_app does) or the control
+        socket's "drain": stop accepting, wait for the connections, then SystemExit(0) out of
+        the loop (asyncio.run cancels what is left and the program exits 0)."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self._on_stop_signal)
+        self.service = self.loop.create_task(self._program_service())
+        return self.service
 
-def _worker_entry(queue, cpu, nqueues, slots, target, host, port, config, overrides, rundir,
-                  drain_timeout, shm, evfds, ready_w):
-    """Runs in the forked child; never returns."""
-    global _CTX
-    code = 0
-    try:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    def _on_stop_signal(self):
+        if self.stopping.is_set():                 # a second signal: leave now
+            self.loop.call_soon(_exit_program, 1)
+        self.stopping.set()
+
+    async def _program_service(self):
+        ctl, path = await self._open_control()
+        ticker = asyncio.ensure_future(self._ticker())
         try:
-            os.sched_setaffinity(0, {cpu})
+            await self.stopping.wait()
+            await self.drain(close=False)
+        finally:
+            ticker.cancel()
+            self._close_control(ctl, path)
+        self.loop.call_soon(_exit_program, 0)
+
+
+def _kernel_conns(ports) -> int:
+    """Kernel TCP connections of this process on these local ports (accepted through a kernel
+    mirror listener), from /proc: the same for both loop bases."""
+    if not ports:
+        return 0
+    inodes = set()
+    try:
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                link = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    except OSError:
+        return 0
+    n = 0
+    for name in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/self/net/{name}") as f:
+                next(f, None)
+                for line in f:
+                    parts = line.split()
+                    if len(parts) < 10 or parts[3] == "0A":          # LISTEN
+                        continue
+                    if int(parts[1].rsplit(":", 1)[1], 16) in ports and parts[9] in inodes:
+                        n += 1
         except OSError:
             pass
-        _CTX = {"queue": queue, "nqueues": nqueues, "slots": slots, "shm": shm, "evfds": evfds}
-        from .config import MTCPConfig
-        from .policy import new_event_loop
-        cfg = MTCPConfig.coerce(copy.copy(config) if config is not None else None, **overrides)
-        cfg.queue = queue
-        cfg.nqueues = nqueues
-        loop = new_event_loop(config=cfg)
-        asyncio.set_event_loop(loop)
+    return n
+
+
+def _exit_program(code):
+    raise SystemExit(code)
+
+
+def _enter_worker(queue, cpu, nqueues, slots, config, rundir, drain_timeout, shm, evfds, ready_w, signals):
+    """First thing in a forked worker (both entry points): signal handlers as they were before
+    the supervisor took them, pinned to its CPU, the worker context that open_link reads."""
+    global _CTX
+    for sig, h in signals.items():
+        signal.signal(sig, h)
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError:
+        pass
+    _CTX = {"queue": queue, "cpu": cpu, "nqueues": nqueues, "slots": slots, "shm": shm, "evfds": evfds,
+            "config": config, "rundir": rundir, "drain_timeout": drain_timeout, "ready_w": ready_w}
+
+
+def worker_loop():
+    """A new loop of this worker: its queue of the device (steered), opened now. The first one
+    tells the supervisor that the worker is ready."""
+    from .config import MTCPConfig
+    from .policy import new_event_loop
+    ctx = _CTX
+    cfg = MTCPConfig.coerce(copy.copy(ctx["config"]) if ctx["config"] is not None else None)
+    cfg.queue = ctx["queue"]
+    cfg.nqueues = ctx["nqueues"]
+    loop = new_event_loop(config=cfg)
+    try:
         if cfg.backend != "loopback":
             loop._engine()               # open + steer the link now (joins the queue)
+    except BaseException:
+        loop.close()
+        raise
+    ready_w = ctx.pop("ready_w", None)
+    if ready_w is not None:
         try:
             os.write(ready_w, b"R")
         except OSError:
             pass                          # a restart: the supervisor does not wait
         os.close(ready_w)
+    return loop
+
+
+def _worker_entry(queue, cpu, nqueues, slots, target, host, port, config, rundir,
+                  drain_timeout, shm, evfds, ready_w):
+    """`mtcp-loop run` / mtcp_loop.run(main, cores=N): runs in the forked child; never returns."""
+    code = 0
+    try:
+        _enter_worker(queue, cpu, nqueues, slots, config, rundir, drain_timeout, shm, evfds, ready_w,
+                      {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.SIG_DFL})
+        loop = worker_loop()
+        asyncio.set_event_loop(loop)
         w = _Worker(loop, queue, cpu, load_target(target), host, port, drain_timeout, rundir)
         try:
             loop.run_until_complete(w.main())
@@ -386,6 +494,8 @@ class Supervisor:
         self.max_fast_fails = 8
         self.shm = None
         self.evfds = []
+        self.child = None              # policy form, in a forked worker: its queue
+        self._old_signals = {}
 
     def _setup_shared(self):
         from ._native import ffi, lib
@@ -411,11 +521,21 @@ class Supervisor:
         self.members.append(q)
         slots = self._slots()
         r, w = os.pipe()
+        for f in (sys.stdout, sys.stderr):        # no buffered output copied into the child
+            try:
+                f.flush()
+            except (AttributeError, OSError, ValueError):
+                pass
         pid = os.fork()
         if pid == 0:
             os.close(r)
+            if self.target is None:               # policy form: return into the program
+                self.child = q
+                _enter_worker(q, self.cpus[q], self.n, slots, self.config, self.rundir, self.drain_timeout,
+                              self.shm, self.evfds, w, self._old_signals)
+                return
             _worker_entry(q, self.cpus[q], self.n, slots, self.target, self.host, self.port, self.config,
-                          {}, self.rundir, self.drain_timeout, self.shm, self.evfds, w)
+                          self.rundir, self.drain_timeout, self.shm, self.evfds, w)
         os.close(w)
         self.pids[q] = pid
         self.started[q] = time.time()
@@ -484,16 +604,20 @@ class Supervisor:
             raise RuntimeError(f"another mtcp-loop supervisor (pid {pid}) runs with rundir {self.rundir}; "
                                "pick another --name/--rundir")
 
-    def run(self) -> int:
+    def run(self):
+        """Fork the workers and supervise them until they are done; returns the exit status (0/1).
+        Policy form (target None): in a forked worker it returns CHILD instead, at once."""
         self.pid = os.getpid()
         os.makedirs(self.rundir, exist_ok=True)
         self._check_not_running()
         self._setup_shared()
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        old = self._old_signals = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         failures = 0
         try:
             for q in range(self.n):
                 self._spawn(q)
+                if self.child is not None:
+                    return CHILD
             while self.pids or (self.pending and not self.stopping):
                 for q, t in list(self.pending.items()):
                     if self.stopping:
@@ -502,6 +626,8 @@ class Supervisor:
                     if time.monotonic() >= t:
                         del self.pending[q]
                         self._spawn(q, wait_ready=False)
+                        if self.child is not None:
+                            return CHILD
                 if not self.pids:
                     time.sleep(0.02)
                     continue
@@ -542,13 +668,151 @@ class Supervisor:
                       f"{self.cpus[q]}" + (f" in {delay:.1f}s" if delay else ""), file=sys.stderr)
                 self.pending[q] = time.monotonic() + delay
         finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-            for fd in self.evfds:
-                os.close(fd)
-            self._write_state()
+            if self.child is None:                # the supervisor's own state, not a worker's
+                for s, h in old.items():
+                    signal.signal(s, h)
+                for fd in self.evfds:
+                    os.close(fd)
+                self._write_state()
         bad = [c for c in self.exit_codes.values() if c != 0]
         return 1 if (bad and not self.stopping) or failures else 0
+
+
+# --------------------------------------------------------------------------------------------
+# policy form: MTCPPolicy(cores=N) / new_event_loop(cores=N) / loop_factory(cores=N)
+# --------------------------------------------------------------------------------------------
+CHILD = "child"                      # Supervisor.run() in a forked worker of the policy form
+WORKER_OPTIONS = ("rundir", "name", "drain_timeout", "restart")
+_supervised = False                  # this process was (is) a policy-form supervisor
+
+
+def check_cores(cores):
+    """None/1 (one loop, no fork), N >= 1, 0 or "auto" (every CPU of the affinity mask)."""
+    if cores is None or cores == "auto":
+        return cores
+    if isinstance(cores, bool) or not isinstance(cores, (int, str)):
+        raise TypeError(f"cores must be an int >= 1, 0 or 'auto', got {cores!r}")
+    try:
+        n = int(cores)
+    except ValueError:
+        raise ValueError(f"cores must be an int >= 1, 0 or 'auto', got {cores!r}") from None
+    if n < 0:
+        raise ValueError(f"cores must be an int >= 1, 0 or 'auto', got {cores!r}")
+    return n
+
+
+def check_worker_options(opts: dict) -> dict:
+    for k in opts:
+        if k not in WORKER_OPTIONS:
+            raise TypeError(f"unknown worker option {k!r}")
+    dt = opts.get("drain_timeout")
+    if dt is not None and (isinstance(dt, bool) or not isinstance(dt, (int, float)) or dt < 0):
+        raise ValueError(f"drain_timeout must be a number >= 0, got {dt!r}")
+    for k in ("rundir", "name"):
+        if opts.get(k) is not None and not isinstance(opts[k], str):
+            raise TypeError(f"{k} must be a str, got {opts[k]!r}")
+    return {k: v for k, v in opts.items() if v is not None}
+
+
+def _main_interpreter() -> bool:
+    for mod in ("_interpreters", "_xxsubinterpreters"):
+        try:
+            m = importlib.import_module(mod)
+        except ImportError:
+            continue
+        try:
+            cur, main = m.get_current(), m.get_main()
+        except Exception:            # noqa: BLE001
+            return True
+        cur = cur[0] if isinstance(cur, tuple) else cur
+        main = main[0] if isinstance(main, tuple) else main
+        return cur == main
+    return True
+
+
+def fork_refusal():
+    """Why a cores > 1 loop made here stays a single in-process loop (None: it may fork). Only
+    the main thread of the main interpreter forks, and never inside a pytest run (a test suite
+    importing an application module that sets the policy keeps working, one loop per test)."""
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return "not the main thread"
+    if not _main_interpreter():
+        return "not the main interpreter"
+    if "_pytest" in sys.modules or "mtcp_loop.pytest_plugin" in sys.modules:
+        return "running under pytest"
+    return None
+
+
+def _other_threads() -> list:
+    import threading
+    names = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+    try:
+        n = len(os.listdir("/proc/self/task"))
+    except OSError:
+        n = 1 + len(names)
+    if n > 1 + len(names):
+        names.append(f"{n - 1 - len(names)} thread(s) not started by the threading module")
+    return names
+
+
+def program_loop(config, cores, options=None):
+    """The loop of new_event_loop(cores=N) (MTCPPolicy(cores=N), loop_factory(cores=N)).
+
+    In a worker: a loop on the worker's queue, with the control socket and drain handling
+    beside the program. Elsewhere, in the main thread of a program (not under pytest): the
+    first call forks one worker per core and never returns in the original process, which
+    supervises them (restart, drain, stats) and leaves with SystemExit(status) once they are
+    done; each worker returns from here with its loop. With one CPU (cores=1, or "auto" on a
+    one-CPU mask), in other threads and under pytest: a plain single loop, no fork."""
+    global _supervised
+    from .policy import new_event_loop
+    options = check_worker_options(dict(options or {}))
+    if _CTX is not None:
+        return _attach(worker_loop())
+    if cores is None or fork_refusal() is not None:
+        return new_event_loop(config=config)
+    cpus = resolve_cores(cores)
+    if len(cpus) == 1:
+        return new_event_loop(config=config)
+    if _supervised:
+        raise RuntimeError("this process was the supervisor of per-core workers; it cannot start them again")
+    if asyncio._get_running_loop() is not None:
+        raise RuntimeError("an event loop with cores > 1 must be the first loop of the program: it forks one "
+                           "worker process per core, which cannot happen while another loop runs")
+    others = _other_threads()
+    if others:
+        raise RuntimeError(f"cannot fork one worker per core: this process already runs other threads "
+                           f"({', '.join(others)}); create the event loop (asyncio.run / web.run_app) "
+                           "before starting threads, or use cores=1")
+    _supervised = True
+    sup = Supervisor(None, cores, config=config, **options)
+    res = sup.run()
+    if res == CHILD:
+        _supervised = False
+        return _attach(worker_loop())
+    _close_unstarted_coroutines(sys._getframe(1))
+    raise SystemExit(res)
+
+
+def _close_unstarted_coroutines(frame):
+    """The supervisor leaves the program: close the coroutines its callers made but never
+    started (asyncio.run(main()) made main() before asking for the loop), which would otherwise
+    warn "never awaited" in this process while the workers run them."""
+    import inspect
+    while frame is not None:
+        for v in list(frame.f_locals.values()):
+            if inspect.iscoroutine(v) and inspect.getcoroutinestate(v) == inspect.CORO_CREATED:
+                v.close()
+        frame = frame.f_back
+
+
+def _attach(loop):
+    ctx = _CTX
+    w = _Worker(loop, ctx["queue"], ctx["cpu"], None, None, None, ctx["drain_timeout"], ctx["rundir"])
+    w.attach_program()
+    loop._mtcp_worker = w
+    return loop
 
 
 def serve(target, cores=None, **kw) -> int:
