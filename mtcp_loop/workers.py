@@ -997,15 +997,31 @@ def _cpu_of(pids) -> float:
     return tot
 
 
-def bench_cores(cores_list=(1, 2), seconds=5.0, conc=64, workload="http") -> dict:
+_BENCH_POLICY_APP = r"""
+import asyncio, sys
+import mtcp_loop
+from aiohttp import web
+from examples.aiohttp_hello import make_app
+asyncio.set_event_loop_policy(mtcp_loop.MTCPPolicy(cores=int(sys.argv[1])))
+web.run_app(make_app(), host="0.0.0.0", port=int(sys.argv[2]), print=None)
+"""
+
+
+def bench_cores(cores_list=(1, 2), seconds=5.0, conc=64, workload="http", form="run") -> dict:
     """Same workload against `mtcp-loop run` at each core count on a multi-queue TAP testbed.
     http: wrk (keep-alive GETs) against an aiohttp hello app; close: wrk with "Connection: close"
     (a new TCP connection per request); conn: short connections (connect, 64 B echo, close) from
-    Python kernel clients (generator-bound). The load generator shares the machine."""
+    Python kernel clients (generator-bound). The load generator shares the machine.
+    form="policy" (http/close only): the unchanged program instead, MTCPPolicy(cores=N) +
+    web.run_app(app) (at cores=1 one process, no supervisor)."""
     import shutil
     import subprocess
     import tempfile
     from .testbed import Testbed
+    if form not in ("run", "policy"):
+        raise ValueError(f"form must be 'run' or 'policy', got {form!r}")
+    if form == "policy" and workload == "conn":
+        raise ValueError("the policy form serves the aiohttp app: workloads http and close")
     tb = Testbed(prefix=f"mtbc{os.getpid() % 10000}", nqueues=max(cores_list))
     tb.up("tap")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -1013,31 +1029,46 @@ def bench_cores(cores_list=(1, 2), seconds=5.0, conc=64, workload="http") -> dic
     try:
         for i, n in enumerate(cores_list):
             port = 8080 + i      # a fresh port per run: the kernel clients' TIME-WAIT of the previous run
-            rundir = tempfile.mkdtemp(prefix="mtcp-bench-")
+            base = tempfile.mkdtemp(prefix="mtcp-bench-")
+            rundir = os.path.join(base, "default")
             wrk = workload in ("http", "close")
             target = "examples.aiohttp_hello:make_app" if wrk else "mtcp_loop.workers:_BenchEcho"
             hdr = ["-H", "Connection: close"] if workload == "close" else []
-            argv = [sys.executable, "-m", "mtcp_loop.cli", "run", target, "--cores", str(n), "--backend", "tap",
-                    "--ifname", "mtcptap0", "--ipv4", "198.18.0.2/24", "--port", str(port), "--rundir", rundir,
-                    "--drain-timeout", "1"]
             env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+            if form == "run":
+                argv = [sys.executable, "-m", "mtcp_loop.cli", "run", target, "--cores", str(n), "--backend", "tap",
+                        "--ifname", "mtcptap0", "--ipv4", "198.18.0.2/24", "--port", str(port), "--rundir", rundir,
+                        "--drain-timeout", "1"]
+            else:
+                argv = [sys.executable, "-c", _BENCH_POLICY_APP, str(n), str(port)]
+                env.update(MTCP_BACKEND="tap", MTCP_IFNAME="mtcptap0", MTCP_IPV4="198.18.0.2/24", MTCP_RUNDIR=base)
+                for k in ("MTCP_NQUEUES", "MTCP_QUEUE", "MTCP_IPV6"):
+                    env.pop(k, None)
+            supervised = form == "run" or n > 1
             p = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                  preexec_fn=tb._preexec(tb.peer_ns))
             try:
                 deadline = time.monotonic() + 20
-                while time.monotonic() < deadline:
-                    if all(os.path.exists(os.path.join(rundir, f"worker-{q}.sock")) for q in range(n)):
-                        break
+                while True:
                     if p.poll() is not None:
-                        raise RuntimeError(f"mtcp-loop run exited: {p.stderr.read().decode()[-2000:]}")
+                        raise RuntimeError(f"server exited: {p.stderr.read().decode()[-2000:]}")
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("server not ready after 20 s")
+                    if not supervised or all(os.path.exists(os.path.join(rundir, f"worker-{q}.sock"))
+                                             for q in range(n)):
+                        try:
+                            with tb.netns(tb.peer_ns):
+                                socket.create_connection(("198.18.0.2", port), timeout=0.5).close()
+                            break
+                        except OSError:
+                            pass
                     time.sleep(0.1)
                 time.sleep(0.5)
-                st0 = stats(rundir)
-                pids = [w["pid"] for w in st0["workers"].values()]
+                pids = [w["pid"] for w in stats(rundir)["workers"].values()] if supervised else [p.pid]
                 warm = ["wrk", "-t1", "-c8", "-d1s"] + hdr + ["http://198.18.0.2:%d/" % port] if wrk else \
                     [sys.executable, "-c", _BENCH_CONN_CLIENT, "198.18.0.2", str(port), "1", "8"]
                 tb.peer_run(warm, timeout=30)
-                st0 = stats(rundir)
+                st0 = stats(rundir) if supervised else None
                 c0 = _cpu_of(pids)
                 if wrk:
                     if not shutil.which("wrk"):
@@ -1059,13 +1090,13 @@ def bench_cores(cores_list=(1, 2), seconds=5.0, conc=64, workload="http") -> dic
                     a, b, c = r.stdout.split()
                     reqs, bad, el = int(a), b, float(c)
                 cpu = _cpu_of(pids) - c0
-                st1 = stats(rundir)
+                st1 = stats(rundir) if supervised else None
                 results[n] = {"requests": reqs, "seconds": el, "per_s": reqs / el, "server_cpu_s": cpu,
                               "server_util_cpus": cpu / max(1e-9, el),
                               "server_cpu_us_per_req": 1e6 * cpu / max(1, reqs), "errors": bad,
-                              "misdirected": st1["total"]["misdirected"],
+                              "misdirected": st1["total"]["misdirected"] if st1 else 0,
                               "per_worker_conns": {q: w.get("conns_total", 0) - st0["workers"][q].get("conns_total", 0)
-                                                   for q, w in st1["workers"].items()}}
+                                                   for q, w in st1["workers"].items()} if st1 else {}}
             finally:
                 p.send_signal(signal.SIGTERM)
                 try:
@@ -1073,7 +1104,7 @@ def bench_cores(cores_list=(1, 2), seconds=5.0, conc=64, workload="http") -> dic
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
-                shutil.rmtree(rundir, ignore_errors=True)
+                shutil.rmtree(base, ignore_errors=True)
     finally:
         tb.down()
     if len(cores_list) >= 2:
@@ -1095,7 +1126,7 @@ def cmd_bench_cores(args) -> int:
     cores = tuple(int(x) for x in args.cores.split(","))
     res = {"loadavg_before": os.getloadavg(), "command": " ".join(["mtcp-loop"] + sys.argv[1:])}
     for wl in args.workloads.split(","):
-        runs = [bench_cores(cores, args.seconds, args.concurrency, wl) for _ in range(args.repeat)]
+        runs = [bench_cores(cores, args.seconds, args.concurrency, wl, form=args.form) for _ in range(args.repeat)]
         summary = {}
         for n in cores:
             rs = [r[n] for r in runs]
@@ -1161,5 +1192,8 @@ def add_cli_parsers(sub, bsub) -> None:
     c.add_argument("--workloads", default="http,close", help="http (wrk keep-alive vs aiohttp hello), close (wrk, "
                    "Connection: close: one TCP connection per request), conn (Python clients, short echo connections)")
     c.add_argument("--repeat", type=int, default=1, help="alternate the core counts this many times; medians")
+    c.add_argument("--form", choices=("run", "policy"), default="run",
+                   help="run: `mtcp-loop run MODULE:APP --cores N`; policy: the unchanged program with "
+                        "MTCPPolicy(cores=N) + web.run_app (http/close workloads)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_bench_cores)
