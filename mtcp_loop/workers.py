@@ -65,6 +65,25 @@ def resolve_cores(cores) -> list:
     return [mask[i % len(mask)] for i in range(n)]
 
 
+def device_queues(ifname):
+    """RX (or combined) queues of a network device (ETHTOOL_GCHANNELS, in this namespace), or
+    None when the driver does not say."""
+    import array
+    import fcntl
+    import struct
+    if not ifname:
+        return None
+    buf = array.array("B", struct.pack("9I", 0x3c, *([0] * 8)))
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sk:
+            fcntl.ioctl(sk.fileno(), 0x8946, struct.pack("16sP16x", ifname.encode()[:15], buf.buffer_info()[0]))
+    except OSError:
+        return None
+    v = struct.unpack("9I", buf.tobytes())
+    n = max(v[5], v[8])                  # rx_count, combined_count
+    return n or None
+
+
 def _eph_range():
     from ._native import ffi, lib
     c = ffi.new("struct mtcp_config *")
@@ -334,8 +353,9 @@ class _Worker:
         the program installs its own handlers, as aiohttp's run_app does) or the control
         socket's "drain": stop accepting, wait for the connections, then SystemExit(0) out of
         the loop (asyncio.run cancels what is left and the program exits 0)."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self.loop.add_signal_handler(sig, self._on_stop_signal)
+        for sig, default in ((signal.SIGTERM, signal.SIG_DFL), (signal.SIGINT, signal.default_int_handler)):
+            if signal.getsignal(sig) in (default, signal.SIG_DFL):   # the program's own handler stays
+                self.loop.add_signal_handler(sig, self._on_stop_signal)
         self.service = self.loop.create_task(self._program_service())
         return self.service
 
@@ -476,8 +496,17 @@ class Supervisor:
         if cfg.backend == "tap" and cfg.mac == "auto":
             from . import links as _links
             cfg.mac = ":".join(f"{b:02x}" for b in _links._random_mac())   # one MAC for all workers
-        if cfg.backend == "xdp" and self.n > 1 and cfg.nqueues < self.n:
-            cfg.nqueues = self.n
+        if cfg.backend == "xdp" and self.n > 1:
+            nq = device_queues(cfg.ifname)       # an XSK binds to one queue of the device
+            if nq is not None and nq < self.n:
+                if cores not in (None, 0, "0", "auto"):
+                    raise ValueError(f"backend 'xdp' on {cfg.ifname!r}: the device has {nq} queue(s), cores={cores} "
+                                     f"needs {self.n} (one per worker); give it more queues (ethtool -L) or "
+                                     f"use cores={nq}")
+                self.cpus = self.cpus[:nq]       # "auto": every core the device can feed
+                self.n = nq
+            if cfg.nqueues < self.n:
+                cfg.nqueues = self.n
         self.config = cfg
         self.rundir = rundir or default_rundir(name)
         self.drain_timeout = drain_timeout
