@@ -360,9 +360,7 @@ class _Worker:
         return self.service
 
     def _on_stop_signal(self):
-        if self.stopping.is_set():                 # a second signal: leave now
-            self.loop.call_soon(_exit_program, 1)
-        self.stopping.set()
+        self.stopping.set()                        # the supervisor kills after drain_timeout + 3 s
 
     async def _program_service(self):
         ctl, path = await self._open_control()
@@ -412,12 +410,26 @@ def _exit_program(code):
     raise SystemExit(code)
 
 
-def _enter_worker(queue, cpu, nqueues, slots, config, rundir, drain_timeout, shm, evfds, ready_w, signals):
+def _enter_worker(queue, cpu, nqueues, slots, config, rundir, drain_timeout, shm, evfds, ready_w, signals,
+                  supervisor):
     """First thing in a forked worker (both entry points): signal handlers as they were before
-    the supervisor took them, pinned to its CPU, the worker context that open_link reads."""
+    the supervisor took them, its own process group (a terminal's Ctrl-C reaches the supervisor
+    only, which forwards one SIGTERM: no worker sees two signals), SIGTERM when the supervisor
+    dies, pinned to its CPU, the worker context that open_link reads."""
     global _CTX
     for sig, h in signals.items():
         signal.signal(sig, h)
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)     # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != supervisor:               # it died before prctl
+        os.kill(os.getpid(), signal.SIGTERM)
     try:
         os.sched_setaffinity(0, {cpu})
     except OSError:
@@ -453,12 +465,12 @@ def worker_loop():
 
 
 def _worker_entry(queue, cpu, nqueues, slots, target, host, port, config, rundir,
-                  drain_timeout, shm, evfds, ready_w):
+                  drain_timeout, shm, evfds, ready_w, supervisor):
     """`mtcp-loop run` / mtcp_loop.run(main, cores=N): runs in the forked child; never returns."""
     code = 0
     try:
         _enter_worker(queue, cpu, nqueues, slots, config, rundir, drain_timeout, shm, evfds, ready_w,
-                      {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.SIG_DFL})
+                      {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.SIG_DFL}, supervisor)
         loop = worker_loop()
         asyncio.set_event_loop(loop)
         w = _Worker(loop, queue, cpu, load_target(target), host, port, drain_timeout, rundir)
@@ -561,10 +573,10 @@ class Supervisor:
             if self.target is None:               # policy form: return into the program
                 self.child = q
                 _enter_worker(q, self.cpus[q], self.n, slots, self.config, self.rundir, self.drain_timeout,
-                              self.shm, self.evfds, w, self._old_signals)
+                              self.shm, self.evfds, w, self._old_signals, self.pid)
                 return
             _worker_entry(q, self.cpus[q], self.n, slots, self.target, self.host, self.port, self.config,
-                          self.rundir, self.drain_timeout, self.shm, self.evfds, w)
+                          self.rundir, self.drain_timeout, self.shm, self.evfds, w, self.pid)
         os.close(w)
         self.pids[q] = pid
         self.started[q] = time.time()

@@ -289,17 +289,18 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("base", ["asyncio", "uvloop"])
-def test_loopback_cores2_kernel_clients_spread(tmp_path, base):
+@pytest.mark.parametrize("base,stop", [("asyncio", "term"), ("uvloop", "term"), ("asyncio", "ctrl-c")])
+def test_loopback_cores2_kernel_clients_spread(tmp_path, base, stop):
     """Embedded loopback, cores=2: each worker its own in-process stack; the kernel mirror
     listeners share the port with SO_REUSEPORT, so kernel clients reach both workers; SIGTERM
-    drains kernel connections too."""
+    (or a terminal's Ctrl-C: SIGINT to the foreground process group) drains kernel connections
+    too and exits 0."""
     pytest.importorskip(base)
     port = _free_port()
     env = dict(os.environ, PYTHONPATH=ROOT, MTCP_RUNDIR=str(tmp_path), MTCP_BASE=base, PYTHONUNBUFFERED="1")
     env.pop("MTCP_BACKEND", None)
     p = subprocess.Popen([sys.executable, "-c", _LOOPBACK_PROG, str(port)], env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         pids = {p.stdout.readline().split()[1] for _ in range(2)}
         assert len(pids) == 2
@@ -318,7 +319,10 @@ def test_loopback_cores2_kernel_clients_spread(tmp_path, base):
             s.sendall(b"first\n")
             assert s.recv(100).endswith(b"first\n")
         t0 = time.monotonic()
-        p.send_signal(signal.SIGTERM)
+        if stop == "term":
+            p.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(p.pid, signal.SIGINT)          # the workers have their own groups: one signal each
         time.sleep(0.5)
         assert p.poll() is None                      # draining: kernel connections still open
         for s in held:
