@@ -183,6 +183,11 @@ def test_aiohttp_example_policy_auto(tb, program):
     assert s2["workers"]["0"]["cpu"] == s1["workers"]["0"]["cpu"] and s2["workers"]["0"]["queue"] == 0
     assert s2["workers"]["1"]["pid"] == old1 and s2["supervisor"]["workers"]["0"]["restarts"] == 1
     assert _wrk(tb) > 0                                            # the replacement serves too
+    r = subprocess.run([sys.executable, "-m", "mtcp_loop.cli", "stats", "--json"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=30, env=dict(os.environ, PYTHONPATH=ROOT, MTCP_RUNDIR=app.base))
+    assert r.returncode == 0, r.stderr                             # `mtcp-loop stats` finds it with no argument
+    cli = json.loads(r.stdout)
+    assert set(cli["workers"]) == {str(q) for q in range(NCPU)} and cli["total"]["misdirected"] == 0
     s3 = app.stats()
     assert s3["workers"]["0"]["accepted"] > 0 and s3["workers"]["1"]["accepted"] > s2["workers"]["1"]["accepted"]
     _assert_both_serve(s3)
@@ -374,6 +379,12 @@ _RULES_PROG = textwrap.dedent(r"""
             except RuntimeError as e:
                 print("REFUSED", e)
         asyncio.run(main())
+    elif case == "runner-factory":            # no policy (deprecated from 3.14): the loop factory
+        async def main():
+            await asyncio.sleep(0)
+            return os.getpid(), sorted(os.sched_getaffinity(0)), type(asyncio.get_running_loop()).__name__
+        with asyncio.Runner(loop_factory=mtcp_loop.loop_factory(cores=2, name="factory")) as runner:
+            print("RAN", *runner.run(main()), flush=True)
     elif case == "exit-status":
         asyncio.set_event_loop_policy(mtcp_loop.MTCPPolicy(cores=2, drain_timeout=1, restart=False))
         async def main():
@@ -426,6 +437,19 @@ def test_program_ends_per_worker_and_exit_status(tmp_path, fail):
     assert r.stdout.count("FINALLY") == 3          # the supervisor's SystemExit runs finally blocks too
     assert r.returncode == (1 if fail else 0), r.stdout + r.stderr
     assert "never awaited" not in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(NCPU < 2, reason="needs 2 CPUs")
+def test_runner_loop_factory_cores(tmp_path):
+    """asyncio.Runner(loop_factory=mtcp_loop.loop_factory(cores=2)): the same pre-fork, no policy."""
+    r = _rules("runner-factory", tmp_path)
+    ran = [ln.split(" ", 2) for ln in r.stdout.splitlines() if ln.startswith("RAN")]
+    assert r.returncode == 0 and len(ran) == 2, r.stdout + r.stderr
+    assert len({x[1] for x in ran}) == 2 and all("MTCPLoop" in x[2] for x in ran), ran
+    assert all(len(x[2].split("]")[0].split(",")) == 1 for x in ran), ran       # each pinned to one CPU
+    with open(tmp_path / "factory" / "supervisor.json") as f:
+        st = json.load(f)
+    assert st["cores"] == 2 and st["pid"] not in {int(x[1]) for x in ran}
 
 
 def test_policy_arguments():
