@@ -809,9 +809,10 @@ def program_loop(config, cores, options=None):
     global _supervised
     from .policy import new_event_loop
     options = check_worker_options(dict(options or {}))
-    if _CTX is not None:
+    refusal = fork_refusal()
+    if _CTX is not None and refusal is None:      # a worker's main thread: its queue, control socket, drain
         return _attach(worker_loop())
-    if cores is None or fork_refusal() is not None:
+    if cores is None or refusal is not None:
         return new_event_loop(config=config)
     cpus = resolve_cores(cores)
     if len(cpus) == 1:

@@ -385,6 +385,17 @@ _RULES_PROG = textwrap.dedent(r"""
             return os.getpid(), sorted(os.sched_getaffinity(0)), type(asyncio.get_running_loop()).__name__
         with asyncio.Runner(loop_factory=mtcp_loop.loop_factory(cores=2, name="factory")) as runner:
             print("RAN", *runner.run(main()), flush=True)
+    elif case == "crash":                     # CRASH=once: each worker's first main() fails; always: every one
+        asyncio.set_event_loop_policy(mtcp_loop.MTCPPolicy(cores=2))
+        state = {"n": 0}                         # pre-fork state: every replacement starts from this copy
+        async def main():
+            state["n"] += 1
+            marker = os.path.join(os.environ["MTCP_RUNDIR"], "crashed-%d" % min(os.sched_getaffinity(0)))
+            if os.environ["CRASH"] == "always" or not os.path.exists(marker):
+                open(marker, "w").close()
+                raise RuntimeError("boom")
+            print("OK", os.getpid(), state["n"], flush=True)
+        asyncio.run(main())
     elif case == "exit-status":
         asyncio.set_event_loop_policy(mtcp_loop.MTCPPolicy(cores=2, drain_timeout=1, restart=False))
         async def main():
@@ -450,6 +461,30 @@ def test_runner_loop_factory_cores(tmp_path):
     with open(tmp_path / "factory" / "supervisor.json") as f:
         st = json.load(f)
     assert st["cores"] == 2 and st["pid"] not in {int(x[1]) for x in ran}
+
+
+@pytest.mark.skipif(NCPU < 2, reason="needs 2 CPUs")
+def test_crashed_worker_replaced_from_prefork_copy(tmp_path):
+    """A worker whose program fails is replaced by forking the supervisor again: a copy of the
+    program as it was before its first loop (pre-fork state untouched by the dead worker)."""
+    r = _rules("crash", tmp_path, CRASH="once")
+    ok = [ln.split() for ln in r.stdout.splitlines() if ln.startswith("OK")]
+    assert r.returncode == 0 and len(ok) == 2, r.stdout + r.stderr
+    assert all(x[2] == "1" for x in ok)                  # state["n"] counts from the pre-fork copy
+    assert r.stderr.count("RuntimeError: boom") == 2 and r.stderr.count("restarting on cpu") == 2, r.stderr
+    with open(tmp_path / "default" / "supervisor.json") as f:
+        assert sum(w["restarts"] for w in json.load(f)["workers"].values()) == 2
+
+
+@pytest.mark.skipif(NCPU < 2, reason="needs 2 CPUs")
+def test_crash_loop_backoff_stops(tmp_path):
+    """A worker that keeps dying at start: restarts back off, then the supervisor stops, exit 1."""
+    t0 = time.monotonic()
+    r = _rules("crash", tmp_path, CRASH="always")
+    took = time.monotonic() - t0
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "keeps dying at start" in r.stderr and " in 0.1s" in r.stderr and " in 0.4s" in r.stderr, r.stderr
+    assert took > 3, took                                # backed off, not a tight loop
 
 
 def test_policy_arguments():
