@@ -811,7 +811,7 @@ def program_loop(config, cores, options=None):
     options = check_worker_options(dict(options or {}))
     refusal = fork_refusal()
     if _CTX is not None and refusal is None:      # a worker's main thread: its queue, control socket, drain
-        return _attach(worker_loop())
+        return _worker_program_loop(sys._getframe(1))
     if cores is None or refusal is not None:
         return new_event_loop(config=config)
     cpus = resolve_cores(cores)
@@ -832,9 +832,17 @@ def program_loop(config, cores, options=None):
     res = sup.run()
     if res == CHILD:
         _supervised = False
-        return _attach(worker_loop())
+        return _worker_program_loop(sys._getframe(1))
     _close_unstarted_coroutines(sys._getframe(1))
     raise SystemExit(res)
+
+
+def _worker_program_loop(caller):
+    try:
+        return _attach(worker_loop())
+    except BaseException:                # e.g. the device queue cannot be opened: the worker fails
+        _close_unstarted_coroutines(caller)
+        raise
 
 
 def _close_unstarted_coroutines(frame):
