@@ -643,7 +643,8 @@ class Supervisor:
             except ProcessLookupError:
                 return
             raise RuntimeError(f"another mtcp-loop supervisor (pid {pid}) runs with rundir {self.rundir}; "
-                               "pick another --name/--rundir")
+                               "pick another name or rundir (`mtcp-loop run --name/--rundir`, MTCPPolicy(name=/rundir=), "
+                               "MTCP_RUNDIR)")
 
     def run(self):
         """Fork the workers and supervise them until they are done; returns the exit status (0/1).
@@ -829,6 +830,8 @@ def program_loop(config, cores, options=None):
                            "before starting threads, or use cores=1")
     _supervised = True
     sup = Supervisor(None, cores, config=config, **options)
+    print(f"mtcp-loop: {sup.n} worker(s) on CPUs {sup.cpus}, supervisor pid {os.getpid()} (rundir {sup.rundir})",
+          file=sys.stderr, flush=True)
     res = sup.run()
     if res == CHILD:
         _supervised = False

@@ -358,6 +358,8 @@ def test_loopback_cores2_kernel_clients_spread(tmp_path, base, stop):
     p = subprocess.Popen([sys.executable, "-c", _LOOPBACK_PROG, str(port)], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
+        first = p.stdout.readline()
+        assert first.startswith("mtcp-loop: 2 worker(s) on CPUs") and f"supervisor pid {p.pid}" in first, first
         pids = {p.stdout.readline().split()[1] for _ in range(2)}
         assert len(pids) == 2
         seen = {}
