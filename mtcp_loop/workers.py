@@ -841,11 +841,9 @@ def program_loop(config, cores, options=None):
 
 
 def _worker_program_loop(caller):
-    try:
-        return _attach(worker_loop())
-    except BaseException:                # e.g. the device queue cannot be opened: the worker fails
-        _close_unstarted_coroutines(caller)
-        raise
+    # a failure here (e.g. the device queue cannot be opened) reaches the program as any failing
+    # loop factory's would: the worker exits with its traceback and the supervisor restarts it
+    return _attach(worker_loop())
 
 
 def _close_unstarted_coroutines(frame):
