@@ -863,7 +863,30 @@ def _attach(loop):
     w = _Worker(loop, ctx["queue"], ctx["cpu"], None, None, None, ctx["drain_timeout"], ctx["rundir"])
     w.attach_program()
     loop._mtcp_worker = w
+    _once_per_stop(loop)
     return loop
+
+
+def _once_per_stop(loop):
+    """A worker passes the first SIGTERM/SIGINT to the program's own handler and drops the
+    repeats: a service manager signalling the whole group and the supervisor forwarding the same
+    stop both reach the worker, and a handler that is not idempotent (aiohttp's raises its
+    graceful exit each time) would cut its own shutdown short. A worker stuck in shutdown is
+    killed by the supervisor after drain_timeout + 3 s."""
+    add = loop.add_signal_handler
+    fired = []
+
+    def add_signal_handler(sig, callback, *args):
+        if sig not in (signal.SIGTERM, signal.SIGINT):
+            return add(sig, callback, *args)
+
+        def once(*a):
+            if not fired:
+                fired.append(sig)
+                callback(*a)
+        return add(sig, once, *args)
+
+    loop.add_signal_handler = add_signal_handler
 
 
 def serve(target, cores=None, **kw) -> int:

@@ -397,6 +397,59 @@ def test_loopback_cores2_kernel_clients_spread(tmp_path, base, stop):
             p.wait()
 
 
+_SLOW_AIOHTTP = textwrap.dedent(r"""
+    import asyncio, os, sys
+    import mtcp_loop
+    from aiohttp import web
+    asyncio.set_event_loop_policy(mtcp_loop.MTCPPolicy(cores=2))
+
+    async def slow(request):
+        await asyncio.sleep(1.5)
+        return web.Response(text="slow %d" % os.getpid())
+
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=lambda *a: print("RUNNING", flush=True))
+""")
+
+
+def test_aiohttp_group_sigterm_finishes_in_flight(tmp_path):
+    """SIGTERM to the supervisor and to every worker at once (a service manager signalling the
+    whole group): each worker's aiohttp graceful exit runs once, in-flight requests complete."""
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=ROOT, MTCP_RUNDIR=str(tmp_path), PYTHONUNBUFFERED="1")
+    env.pop("MTCP_BACKEND", None)
+    p = subprocess.Popen([sys.executable, "-c", _SLOW_AIOHTTP, str(port)], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = [p.stdout.readline() for _ in range(3)]
+        assert sum(ln.startswith("RUNNING") for ln in lines) == 2, lines
+        with open(tmp_path / "default" / "supervisor.json") as f:
+            pids = [p.pid] + [w["pid"] for w in json.load(f)["workers"].values()]
+
+        def get(_):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/slow", timeout=10) as r:
+                return r.status, r.read().decode()
+        with ThreadPoolExecutor(8) as ex:
+            futs = [ex.submit(get, i) for i in range(8)]
+            time.sleep(0.5)                      # the requests are in flight
+            for pid in pids[1:]:                 # the service manager's SIGTERM to each worker ...
+                os.kill(pid, signal.SIGTERM)
+            time.sleep(0.3)
+            os.kill(pids[0], signal.SIGTERM)     # ... and to the supervisor, which forwards another
+            res = [f.result() for f in futs]
+        assert all(st == 200 and body.startswith("slow ") for st, body in res), res
+        assert p.wait(15) == 0
+        out = p.stdout.read()
+        assert "Traceback" not in out, out
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 _RULES_PROG = textwrap.dedent(r"""
     import asyncio, os, sys, threading
     import mtcp_loop
