@@ -654,6 +654,9 @@ class Supervisor:
         self._check_not_running()
         self._setup_shared()
         old = self._old_signals = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        if self.target is None:
+            print(f"mtcp-loop: {self.n} worker(s) on CPUs {self.cpus}, supervisor pid {self.pid} (rundir {self.rundir})",
+                  file=sys.stderr, flush=True)
         failures = 0
         try:
             for q in range(self.n):
@@ -812,7 +815,7 @@ def program_loop(config, cores, options=None):
     options = check_worker_options(dict(options or {}))
     refusal = fork_refusal()
     if _CTX is not None and refusal is None:      # a worker's main thread: its queue, control socket, drain
-        return _worker_program_loop(sys._getframe(1))
+        return _attach(worker_loop())
     if cores is None or refusal is not None:
         return new_event_loop(config=config)
     cpus = resolve_cores(cores)
@@ -828,22 +831,15 @@ def program_loop(config, cores, options=None):
         raise RuntimeError(f"cannot fork one worker per core: this process already runs other threads "
                            f"({', '.join(others)}); create the event loop (asyncio.run / web.run_app) "
                            "before starting threads, or use cores=1")
-    _supervised = True
     sup = Supervisor(None, cores, config=config, **options)
-    print(f"mtcp-loop: {sup.n} worker(s) on CPUs {sup.cpus}, supervisor pid {os.getpid()} (rundir {sup.rundir})",
-          file=sys.stderr, flush=True)
     res = sup.run()
     if res == CHILD:
-        _supervised = False
-        return _worker_program_loop(sys._getframe(1))
+        # a failure here (e.g. the device queue cannot be opened) reaches the program as any
+        # failing loop factory's would: the worker exits with its traceback and is restarted
+        return _attach(worker_loop())
+    _supervised = True
     _close_unstarted_coroutines(sys._getframe(1))
     raise SystemExit(res)
-
-
-def _worker_program_loop(caller):
-    # a failure here (e.g. the device queue cannot be opened) reaches the program as any failing
-    # loop factory's would: the worker exits with its traceback and the supervisor restarts it
-    return _attach(worker_loop())
 
 
 def _close_unstarted_coroutines(frame):
