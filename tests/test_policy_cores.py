@@ -397,6 +397,46 @@ def test_loopback_cores2_kernel_clients_spread(tmp_path, base, stop):
             p.wait()
 
 
+def test_control_socket_drain_one_worker(tmp_path):
+    """The control socket's "drain" in the policy form: that worker stops accepting, finishes
+    and exits 0 (not restarted); the other keeps serving; `mtcp-loop stats` shows the rest."""
+    from mtcp_loop import workers
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=ROOT, MTCP_RUNDIR=str(tmp_path), PYTHONUNBUFFERED="1")
+    env.pop("MTCP_BACKEND", None)
+    p = subprocess.Popen([sys.executable, "-c", _LOOPBACK_PROG, str(port)], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = [p.stdout.readline() for _ in range(3)]
+        assert sum(ln.startswith("SERVING") for ln in lines) == 2, lines
+        rundir = str(tmp_path / "default")
+        st = workers.stats(rundir)
+        pid0, pid1 = st["workers"]["0"]["pid"], st["workers"]["1"]["pid"]
+        assert workers._query(os.path.join(rundir, "worker-0.sock"), "drain") == {"ok": True}
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid0, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("worker 0 did not leave after drain")
+        time.sleep(0.5)
+        sup = json.load(open(os.path.join(rundir, "supervisor.json")))
+        assert sup["workers"]["0"]["pid"] is None and sup["workers"]["0"]["restarts"] == 0, sup
+        for _ in range(10):                          # every kernel client now reaches worker 1
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"x\n")
+                assert s.recv(100).split()[0] == str(pid1).encode()
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 _SLOW_AIOHTTP = textwrap.dedent(r"""
     import asyncio, os, sys
     import mtcp_loop
