@@ -196,7 +196,7 @@ def test_aiohttp_example_policy_auto(tb, program):
     with tb.netns(tb.peer_ns):
         with pytest.raises(OSError):
             socket.create_connection((STACK, 8080), timeout=2)
-    assert app.log().count("Running on") == 3                       # 2 workers + the replacement, not the supervisor
+    assert app.log().count("Running on") == NCPU + 1                # the workers + the replacement, not the supervisor
 
 
 @needs_netns
