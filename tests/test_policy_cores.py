@@ -99,8 +99,9 @@ class Program:
             time.sleep(0.05)
         raise AssertionError(f"workers not ready: {self.log()}")
 
-    def kill_worker(self, q="0"):
-        """SIGKILL worker q; returns (seconds until its replacement answers on its control socket)."""
+    def kill_worker(self, tb, q="0"):
+        """SIGKILL worker q; returns (seconds until its replacement answers on its control socket,
+        seconds until it serves kernel clients of its queue)."""
         from mtcp_loop import workers
         old = self.state()["workers"][q]["pid"]
         t0 = time.monotonic()
@@ -111,11 +112,35 @@ class Program:
             if new not in (None, old):
                 try:
                     if workers._query(os.path.join(self.rundir, f"worker-{q}.sock"))["pid"] == new:
-                        return time.monotonic() - t0
+                        return time.monotonic() - t0, self.serving(tb, q, t0)
                 except OSError:
                     pass
             time.sleep(0.01)
         raise AssertionError(f"worker {q} not replaced: {self.log()}")
+
+    def serving(self, tb, queue, t0, timeout=5.0):
+        """Seconds from t0 until a kernel client whose flow steers to `queue` is served (the
+        replacement's program listens again), connecting from source ports that map to it."""
+        from mtcp_loop import workers
+        ports = [p for p in range(50000, 60000) if _owner(p) == int(queue)]
+        for sport in ports:
+            if time.monotonic() - t0 > timeout:
+                break
+            try:
+                with tb.netns(tb.peer_ns):
+                    s = socket.socket()
+                    s.bind((PEER, sport))
+                s.settimeout(2)
+                s.connect((STACK, 8080))
+                s.close()
+                took = time.monotonic() - t0
+                w = workers._query(os.path.join(self.rundir, f"worker-{queue}.sock"))
+                assert w["accepted"] >= 1, w
+                return took
+            except OSError:
+                s.close()
+                time.sleep(0.02)
+        raise AssertionError(f"worker {queue} not serving {timeout}s after the kill: {self.log()}")
 
     def stop(self):
         if self.p.poll() is None:
@@ -176,9 +201,9 @@ def test_aiohttp_example_policy_auto(tb, program):
     cpus = {w["cpu"] for w in s1["workers"].values()}
     assert len(cpus) == NCPU                                       # one worker per core
     old1 = s1["workers"]["1"]["pid"]
-    took = app.kill_worker("0")
-    print(f"worker 0 killed -> replacement answering after {took:.3f}s")
-    assert took < 1.0, app.log()
+    took, serving = app.kill_worker(tb, "0")
+    print(f"worker 0 killed -> replacement answering after {took:.3f}s, serving its queue after {serving:.3f}s")
+    assert took < 1.0 and serving < 1.0, app.log()
     s2 = app.stats()
     assert s2["workers"]["0"]["cpu"] == s1["workers"]["0"]["cpu"] and s2["workers"]["0"]["queue"] == 0
     assert s2["workers"]["1"]["pid"] == old1 and s2["supervisor"]["workers"]["0"]["restarts"] == 1
@@ -200,21 +225,24 @@ def test_aiohttp_example_policy_auto(tb, program):
 
 
 @needs_netns
-def test_asyncio_run_start_server_policy(tb, program):
+@pytest.mark.parametrize("base", ["uvloop", "asyncio"])
+def test_asyncio_run_start_server_policy(tb, program, base):
     """asyncio.run(main()) with asyncio.start_server, MTCPPolicy(cores=2): flow affinity both
-    ways (kernel clients in, the workers' own connections out), restart, drain."""
+    ways (kernel clients in, the workers' own connections out), restart, drain; both loop bases."""
+    pytest.importorskip(base)
     n_in = 2000
     ks = tb.peer_popen([sys.executable, "-c", _KERNEL_SERVER], stdout=subprocess.PIPE, text=True)
     try:
         assert ks.stdout.readline().strip() == "READY"
         app = program([sys.executable, os.path.join(TESTS, "_policy_app.py")],
-                      env={"MTCP_TEST_OUT": f"{PEER}:9000:{n_in // 2}:50"})
+                      env={"MTCP_TEST_OUT": f"{PEER}:9000:{n_in // 2}:50", "MTCP_BASE": base})
         r = tb.peer_run([sys.executable, "-c", _KERNEL_CLIENTS, str(n_in), "100"], timeout=120)
         assert r.stdout.split() == [str(n_in), "0"], r.stderr
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and app.log().count("OUT-DONE") < 2:
             time.sleep(0.2)
         log = app.log()
+        assert log.count(f"base={base}") == 2, log
         assert log.count("PRE-FORK") == 1 and log.count("SERVING") == 2, log      # module code ran once, main() per worker
         done = [ln for ln in log.splitlines() if ln.startswith("OUT-DONE")]
         assert len(done) == 2 and all(f"ok={n_in // 2} failed=0" in ln for ln in done), log
@@ -228,9 +256,9 @@ def test_asyncio_run_start_server_policy(tb, program):
         # kill worker 0: replaced on its CPU and queue; worker 1's connections untouched
         socks = _connect_many(tb, 50)
         owners = {s: _owner(s.getsockname()[1]) for s in socks}
-        took = app.kill_worker("0")
-        print(f"worker 0 killed -> replacement answering after {took:.3f}s")
-        assert took < 1.0
+        took, serving = app.kill_worker(tb, "0")
+        print(f"worker 0 killed -> replacement answering after {took:.3f}s, serving its queue after {serving:.3f}s")
+        assert took < 1.0 and serving < 1.0
         for s, q in owners.items():
             if q == 1:
                 assert _echo(s, b"still here\n")
