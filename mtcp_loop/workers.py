@@ -777,8 +777,9 @@ def _main_interpreter() -> bool:
 
 def fork_refusal():
     """Why a cores > 1 loop made here stays a single in-process loop (None: it may fork). Only
-    the main thread of the main interpreter forks, and never inside a pytest run (a test suite
-    importing an application module that sets the policy keeps working, one loop per test)."""
+    the main thread of the main interpreter forks, never inside a pytest run (a test suite
+    importing an application module that sets the policy keeps working, one loop per test) and
+    never in a multiprocessing child (spawn re-imports the main module with its policy line)."""
     import threading
     if threading.current_thread() is not threading.main_thread():
         return "not the main thread"
@@ -786,6 +787,9 @@ def fork_refusal():
         return "not the main interpreter"
     if "_pytest" in sys.modules or "mtcp_loop.pytest_plugin" in sys.modules:
         return "running under pytest"
+    mp = sys.modules.get("multiprocessing")
+    if mp is not None and mp.parent_process() is not None:
+        return "a multiprocessing child"    # it re-imported the main module, policy line included
     return None
 
 

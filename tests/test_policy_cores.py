@@ -521,7 +521,11 @@ def test_aiohttp_group_sigterm_finishes_in_flight(tmp_path):
 _RULES_PROG = textwrap.dedent(r"""
     import asyncio, os, sys, threading
     import mtcp_loop
-    case = sys.argv[1]
+    case = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("RULES_CASE", "")
+
+    def child_loop():
+        return os.getpid(), asyncio.run(asyncio.sleep(0, os.getpid()))
+
     if case == "thread":
         ev = threading.Event()
         threading.Thread(target=ev.wait, name="busy", daemon=True).start()
@@ -541,6 +545,14 @@ _RULES_PROG = textwrap.dedent(r"""
         import _pytest  # noqa: F401   (what a pytest run has imported)
         asyncio.set_event_loop_policy(mtcp_loop.MTCPPolicy(cores=2))
         print("PYTEST-LOOP", asyncio.run(asyncio.sleep(0, os.getpid())) == os.getpid())
+    elif case == "mp-child":                  # spawn children re-import this module, policy line included
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        asyncio.set_event_loop_policy(mtcp_loop.MTCPPolicy(cores=2))
+        if __name__ == "__main__":
+            with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
+                child, ran_in = ex.submit(child_loop).result(timeout=30)
+            print("MP-CHILD", child != os.getpid() and child == ran_in)
     elif case == "cores1":
         asyncio.set_event_loop_policy(mtcp_loop.MTCPPolicy(cores=1))
         loop = asyncio.new_event_loop()
@@ -584,9 +596,11 @@ _RULES_PROG = textwrap.dedent(r"""
 
 
 def _rules(case, tmp_path, **env):
-    e = dict(os.environ, PYTHONPATH=ROOT, MTCP_RUNDIR=str(tmp_path), **env)
+    prog = tmp_path / "rules_prog.py"           # a file: multiprocessing's spawn re-imports it
+    prog.write_text(_RULES_PROG)
+    e = dict(os.environ, PYTHONPATH=ROOT, MTCP_RUNDIR=str(tmp_path), RULES_CASE=case, **env)
     e.pop("MTCP_BACKEND", None)
-    return subprocess.run([sys.executable, "-c", _RULES_PROG, case], env=e, capture_output=True, text=True,
+    return subprocess.run([sys.executable, str(prog), case], env=e, capture_output=True, text=True,
                           timeout=60)
 
 
@@ -603,9 +617,10 @@ def test_refuses_inside_running_loop(tmp_path):
 
 
 @pytest.mark.parametrize("case,want", [("in-thread", "THREAD-LOOP True True"), ("pytest", "PYTEST-LOOP True"),
-                                       ("cores1", "ONE-LOOP")])
+                                       ("cores1", "ONE-LOOP"), ("mp-child", "MP-CHILD True")])
 def test_no_fork_cases(tmp_path, case, want):
-    """Other threads' loops, a pytest run and cores=1: one plain loop in this process."""
+    """Other threads' loops, a pytest run, cores=1 and multiprocessing children (which re-import
+    the main module, policy line included): one plain loop in that process."""
     r = _rules(case, tmp_path)
     assert r.returncode == 0 and want in r.stdout, r.stdout + r.stderr
     assert not (tmp_path / "default" / "supervisor.json").exists()
