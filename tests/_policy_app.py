@@ -24,7 +24,8 @@ async def handle(reader, writer):
 
 async def main():
     server = await asyncio.start_server(handle, "0.0.0.0", 8080, backlog=4096)
-    print(f"SERVING {os.getpid()} cpus={sorted(os.sched_getaffinity(0))}", flush=True)
+    base = asyncio.get_running_loop()._mtcp_base_name
+    print(f"SERVING {os.getpid()} cpus={sorted(os.sched_getaffinity(0))} base={base}", flush=True)
     spec = os.environ.get("MTCP_TEST_OUT")
     if spec:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
