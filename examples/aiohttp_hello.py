@@ -1,7 +1,10 @@
-"""aiohttp hello-world server on MTCPLoop: unchanged aiohttp code plus the loop line.
+"""aiohttp hello-world server on MTCPLoop: unchanged aiohttp code plus the policy line.
 
     python examples/aiohttp_hello.py --port 8080        # serve (curl http://127.0.0.1:8080/ works too)
     python examples/aiohttp_hello.py --self-test        # serve, query it with ClientSession, exit
+
+Serving, ``MTCPPolicy(cores="auto")`` makes ``web.run_app`` run once per core: one pinned worker
+process per CPU, each with its own loop and stack, under a supervisor (docs/scaling.md).
 """
 import argparse
 import asyncio
@@ -54,4 +57,5 @@ if __name__ == "__main__":
     if a.self_test:
         mtcp_loop.run(self_test())
     else:
-        web.run_app(make_app(), host=a.host, port=a.port, loop=mtcp_loop.new_event_loop())  # <- the one line
+        asyncio.set_event_loop_policy(mtcp_loop.MTCPPolicy(cores="auto"))   # <- the one line
+        web.run_app(make_app(), host=a.host, port=a.port)

@@ -4,6 +4,7 @@ One line selects it::
 
     mtcp_loop.run(main())                                   # like asyncio.run
     asyncio.set_event_loop_policy(mtcp_loop.MTCPPolicy())    # existing code unchanged
+    asyncio.set_event_loop_policy(mtcp_loop.MTCPPolicy(cores="auto"))   # ... once per core (pre-fork)
     asyncio.Runner(loop_factory=mtcp_loop.new_event_loop)
 
 ``MTCPLoop`` (and anything touching the engine) needs the compiled extension; the configuration

@@ -610,6 +610,20 @@ class MTCPServer(events.AbstractServer):
         if self._active_count == 0:
             self._wakeup()
 
+    def _stop_listening(self):
+        """Drain (per-core workers, policy form): stop accepting (stack listeners released,
+        connections not yet accepted reset, kernel mirror listeners closed) but stay open, so
+        serve_forever() keeps waiting while the accepted connections finish."""
+        eng = self._engine
+        for lid, _ in self._listeners:
+            eng._listeners.pop(lid, None)
+            eng.release(lid)
+        self._listeners = []
+        while self._pending:
+            eng.release(self._pending.popleft(), abort=True)
+        for ks in self._kernel_servers:
+            ks.close()
+
     def _start_serving(self):
         if self._serving:
             return
@@ -1448,6 +1462,10 @@ class _MTCPLoopMixin:
                 if (fam, sa[0]) not in targets:
                     targets.append((fam, sa[0]))
         stack_t = [t for t in targets if self._stack_owns(t[0], t[1], listen=True)]
+        if reuse_port is None:
+            from . import workers as _workers
+            if _workers.in_worker():
+                reuse_port = True    # every worker binds the same kernel ports: the kernel spreads clients
         if not stack_t:
             if self._mtcp_config.fallback == "error":
                 raise self._not_owned_error(targets[0][1] if targets else host, port)

@@ -38,7 +38,7 @@ import time
 from typing import Any, Callable, Optional
 
 __all__ = ["serve", "run", "stats", "resolve_cores", "default_rundir", "load_target", "open_link",
-           "in_worker", "Supervisor"]
+           "in_worker", "Supervisor", "program_loop", "fork_refusal"]
 
 _SHM_SLOTS = 4096
 _CTX: Optional[dict] = None          # set in a worker process (after fork)
@@ -63,6 +63,25 @@ def resolve_cores(cores) -> list:
     if n < 1:
         raise ValueError(f"cores must be >= 1, 0 or 'auto', got {cores!r}")
     return [mask[i % len(mask)] for i in range(n)]
+
+
+def device_queues(ifname):
+    """RX (or combined) queues of a network device (ETHTOOL_GCHANNELS, in this namespace), or
+    None when the driver does not say."""
+    import array
+    import fcntl
+    import struct
+    if not ifname:
+        return None
+    buf = array.array("B", struct.pack("9I", 0x3c, *([0] * 8)))
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sk:
+            fcntl.ioctl(sk.fileno(), 0x8946, struct.pack("16sP16x", ifname.encode()[:15], buf.buffer_info()[0]))
+    except OSError:
+        return None
+    v = struct.unpack("9I", buf.tobytes())
+    n = max(v[5], v[8])                  # rx_count, combined_count
+    return n or None
 
 
 def _eph_range():
@@ -169,7 +188,7 @@ class _Worker:
         self.queue = queue
         self.cpu = cpu
         self.target = target
-        self.kind = _kind(target)
+        self.kind = _kind(target) if target is not None else "program"
         self.host = host
         self.port = port
         self.drain_timeout = drain_timeout
@@ -198,8 +217,9 @@ class _Worker:
             "draining": self.draining,
             "connections": self.open_conns(),
             "conn_per_s": round(self.rate, 1),
-            "conns_total": d.get("passive_opens", 0) + d.get("active_opens", 0),
-            "accepted": d.get("conn_accepted", 0), "active_opens": d.get("active_opens", 0),
+            "conns_total": d.get("passive_opens", 0) + d.get("active_opens", 0) + d.get("loop.kernel_accepted", 0),
+            "accepted": d.get("conn_accepted", 0) + d.get("loop.kernel_accepted", 0),
+            "kernel_accepted": d.get("loop.kernel_accepted", 0), "active_opens": d.get("active_opens", 0),
             "segs_in": d.get("segs_in", 0), "segs_out": d.get("segs_out", 0),
             "retransmits": d.get("retrans_segs", 0),
             "drops": sum(v for k, v in d.items() if k.startswith("drop_")),
@@ -211,7 +231,8 @@ class _Worker:
         while True:
             await asyncio.sleep(1.0)
             d = self.loop.stats()
-            now, n = time.monotonic(), d.get("conn_established", 0) + d.get("conn_accepted", 0)
+            now = time.monotonic()
+            n = d.get("conn_established", 0) + d.get("conn_accepted", 0) + d.get("loop.kernel_accepted", 0)
             t0, n0 = self._last
             self.rate = (n - n0) / max(1e-6, now - t0)
             self._last = (now, n)
@@ -239,15 +260,26 @@ class _Worker:
         finally:
             writer.close()
 
-    async def main(self):
-        loop = self.loop
+    async def _open_control(self):
         os.makedirs(self.rundir, exist_ok=True)
         path = os.path.join(self.rundir, f"worker-{self.queue}.sock")
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
-        ctl = await asyncio.start_unix_server(self._control, path)
+        return await asyncio.start_unix_server(self._control, path), path
+
+    @staticmethod
+    def _close_control(ctl, path):
+        ctl.close()
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+    async def main(self):
+        loop = self.loop
+        ctl, path = await self._open_control()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         ticker = asyncio.ensure_future(self._ticker())
@@ -284,57 +316,165 @@ class _Worker:
             ticker.cancel()
             if runner is not None:
                 await runner.cleanup()
-            ctl.close()
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            self._close_control(ctl, path)
 
-    async def drain(self):
-        """Stop accepting (close every listener of this worker's engine), then wait for the open
-        connections to finish, at most drain_timeout seconds."""
+    async def drain(self, close=True):
+        """Stop accepting (every listener of this worker's engine, and their kernel mirror
+        listeners), then wait for the open connections to finish, at most drain_timeout seconds.
+        close=False (policy form): the servers stop listening but stay open, so the program's
+        serve_forever() keeps waiting while its connections finish."""
         self.draining = True
         eng = self._engine()
         servers = set(self.servers)
         if eng is not None:
             servers |= set(eng._listeners.values())
+        ports = set()                 # kernel mirror listeners' ports: their connections drain too
+        for s in servers:
+            for ks in getattr(s, "_kernel_servers", ()):
+                for sk in ks.sockets or ():
+                    try:
+                        ports.add(sk.getsockname()[1])
+                    except OSError:
+                        pass
         for s in servers:
             try:
-                s.close()
+                if close or not hasattr(s, "_stop_listening"):
+                    s.close()
+                else:
+                    s._stop_listening()
             except Exception:
                 pass
         deadline = time.monotonic() + self.drain_timeout
-        while self.open_conns() > 0 and time.monotonic() < deadline:
+        while (self.open_conns() + _kernel_conns(ports) > 0) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
 
+    # -- policy form: beside the unchanged program ---------------------------------------
+    def attach_program(self):
+        """MTCPPolicy(cores=N): this worker's loop runs the program itself. Serve the control
+        socket and the rate ticker as a task of the loop, and drain on SIGTERM/SIGINT (unless
+        the program installs its own handlers, as aiohttp's run_app does) or the control
+        socket's "drain": stop accepting, wait for the connections, then SystemExit(0) out of
+        the loop (asyncio.run cancels what is left and the program exits 0)."""
+        for sig, default in ((signal.SIGTERM, signal.SIG_DFL), (signal.SIGINT, signal.default_int_handler)):
+            if signal.getsignal(sig) in (default, signal.SIG_DFL):   # the program's own handler stays
+                self.loop.add_signal_handler(sig, self._on_stop_signal)
+        self.service = self.loop.create_task(self._program_service())
+        return self.service
 
-def _worker_entry(queue, cpu, nqueues, slots, target, host, port, config, overrides, rundir,
-                  drain_timeout, shm, evfds, ready_w):
-    """Runs in the forked child; never returns."""
-    global _CTX
-    code = 0
-    try:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    def _on_stop_signal(self):
+        self.stopping.set()                        # the supervisor kills after drain_timeout + 3 s
+
+    async def _program_service(self):
+        ctl, path = await self._open_control()
+        ticker = asyncio.ensure_future(self._ticker())
         try:
-            os.sched_setaffinity(0, {cpu})
+            await self.stopping.wait()
+            await self.drain(close=False)
+        finally:
+            ticker.cancel()
+            self._close_control(ctl, path)
+        self.loop.call_soon(_exit_program, 0)
+
+
+def _kernel_conns(ports) -> int:
+    """Kernel TCP connections of this process on these local ports (accepted through a kernel
+    mirror listener), from /proc: the same for both loop bases."""
+    if not ports:
+        return 0
+    inodes = set()
+    try:
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                link = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    except OSError:
+        return 0
+    n = 0
+    for name in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/self/net/{name}") as f:
+                next(f, None)
+                for line in f:
+                    parts = line.split()
+                    if len(parts) < 10 or parts[3] == "0A":          # LISTEN
+                        continue
+                    if int(parts[1].rsplit(":", 1)[1], 16) in ports and parts[9] in inodes:
+                        n += 1
         except OSError:
             pass
-        _CTX = {"queue": queue, "nqueues": nqueues, "slots": slots, "shm": shm, "evfds": evfds}
-        from .config import MTCPConfig
-        from .policy import new_event_loop
-        cfg = MTCPConfig.coerce(copy.copy(config) if config is not None else None, **overrides)
-        cfg.queue = queue
-        cfg.nqueues = nqueues
-        loop = new_event_loop(config=cfg)
-        asyncio.set_event_loop(loop)
+    return n
+
+
+def _exit_program(code):
+    raise SystemExit(code)
+
+
+def _enter_worker(queue, cpu, nqueues, slots, config, rundir, drain_timeout, shm, evfds, ready_w, signals,
+                  supervisor):
+    """First thing in a forked worker (both entry points): signal handlers as they were before
+    the supervisor took them, its own process group (a terminal's Ctrl-C reaches the supervisor
+    only, which forwards one SIGTERM: no worker sees two signals), SIGTERM when the supervisor
+    dies, pinned to its CPU, the worker context that open_link reads."""
+    global _CTX
+    for sig, h in signals.items():
+        signal.signal(sig, h)
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)     # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != supervisor:               # it died before prctl
+        os.kill(os.getpid(), signal.SIGTERM)
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError:
+        pass
+    _CTX = {"queue": queue, "cpu": cpu, "nqueues": nqueues, "slots": slots, "shm": shm, "evfds": evfds,
+            "config": config, "rundir": rundir, "drain_timeout": drain_timeout, "ready_w": ready_w}
+
+
+def worker_loop():
+    """A new loop of this worker: its queue of the device (steered), opened now. The first one
+    tells the supervisor that the worker is ready."""
+    from .config import MTCPConfig
+    from .policy import new_event_loop
+    ctx = _CTX
+    cfg = MTCPConfig.coerce(copy.copy(ctx["config"]) if ctx["config"] is not None else None)
+    cfg.queue = ctx["queue"]
+    cfg.nqueues = ctx["nqueues"]
+    loop = new_event_loop(config=cfg)
+    try:
         if cfg.backend != "loopback":
             loop._engine()               # open + steer the link now (joins the queue)
+    except BaseException:
+        loop.close()
+        raise
+    ready_w = ctx.pop("ready_w", None)
+    if ready_w is not None:
         try:
             os.write(ready_w, b"R")
         except OSError:
             pass                          # a restart: the supervisor does not wait
         os.close(ready_w)
+    return loop
+
+
+def _worker_entry(queue, cpu, nqueues, slots, target, host, port, config, rundir,
+                  drain_timeout, shm, evfds, ready_w, supervisor):
+    """`mtcp-loop run` / mtcp_loop.run(main, cores=N): runs in the forked child; never returns."""
+    code = 0
+    try:
+        _enter_worker(queue, cpu, nqueues, slots, config, rundir, drain_timeout, shm, evfds, ready_w,
+                      {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.SIG_DFL}, supervisor)
+        loop = worker_loop()
+        asyncio.set_event_loop(loop)
         w = _Worker(loop, queue, cpu, load_target(target), host, port, drain_timeout, rundir)
         try:
             loop.run_until_complete(w.main())
@@ -370,8 +510,17 @@ class Supervisor:
         if cfg.backend == "tap" and cfg.mac == "auto":
             from . import links as _links
             cfg.mac = ":".join(f"{b:02x}" for b in _links._random_mac())   # one MAC for all workers
-        if cfg.backend == "xdp" and self.n > 1 and cfg.nqueues < self.n:
-            cfg.nqueues = self.n
+        if cfg.backend == "xdp" and self.n > 1:
+            nq = device_queues(cfg.ifname)       # an XSK binds to one queue of the device
+            if nq is not None and nq < self.n:
+                if cores not in (None, 0, "0", "auto"):
+                    raise ValueError(f"backend 'xdp' on {cfg.ifname!r}: the device has {nq} queue(s), cores={cores} "
+                                     f"needs {self.n} (one per worker); give it more queues (ethtool -L) or "
+                                     f"use cores={nq}")
+                self.cpus = self.cpus[:nq]       # "auto": every core the device can feed
+                self.n = nq
+            if cfg.nqueues < self.n:
+                cfg.nqueues = self.n
         self.config = cfg
         self.rundir = rundir or default_rundir(name)
         self.drain_timeout = drain_timeout
@@ -388,6 +537,8 @@ class Supervisor:
         self.max_fast_fails = 8
         self.shm = None
         self.evfds = []
+        self.child = None              # policy form, in a forked worker: its queue
+        self._old_signals = {}
 
     def _setup_shared(self):
         from ._native import ffi, lib
@@ -413,11 +564,21 @@ class Supervisor:
         self.members.append(q)
         slots = self._slots()
         r, w = os.pipe()
+        for f in (sys.stdout, sys.stderr):        # no buffered output copied into the child
+            try:
+                f.flush()
+            except (AttributeError, OSError, ValueError):
+                pass
         pid = os.fork()
         if pid == 0:
             os.close(r)
+            if self.target is None:               # policy form: return into the program
+                self.child = q
+                _enter_worker(q, self.cpus[q], self.n, slots, self.config, self.rundir, self.drain_timeout,
+                              self.shm, self.evfds, w, self._old_signals, self.pid)
+                return
             _worker_entry(q, self.cpus[q], self.n, slots, self.target, self.host, self.port, self.config,
-                          {}, self.rundir, self.drain_timeout, self.shm, self.evfds, w)
+                          self.rundir, self.drain_timeout, self.shm, self.evfds, w, self.pid)
         os.close(w)
         self.pids[q] = pid
         self.started[q] = time.time()
@@ -484,18 +645,26 @@ class Supervisor:
             except ProcessLookupError:
                 return
             raise RuntimeError(f"another mtcp-loop supervisor (pid {pid}) runs with rundir {self.rundir}; "
-                               "pick another --name/--rundir")
+                               "pick another name or rundir (`mtcp-loop run --name/--rundir`, MTCPPolicy(name=/rundir=), "
+                               "MTCP_RUNDIR)")
 
-    def run(self) -> int:
+    def run(self):
+        """Fork the workers and supervise them until they are done; returns the exit status (0/1).
+        Policy form (target None): in a forked worker it returns CHILD instead, at once."""
         self.pid = os.getpid()
         os.makedirs(self.rundir, exist_ok=True)
         self._check_not_running()
         self._setup_shared()
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        old = self._old_signals = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        if self.target is None:
+            print(f"mtcp-loop: {self.n} worker(s) on CPUs {self.cpus}, supervisor pid {self.pid} (rundir {self.rundir})",
+                  file=sys.stderr, flush=True)
         failures = 0
         try:
             for q in range(self.n):
                 self._spawn(q)
+                if self.child is not None:
+                    return CHILD
             while self.pids or (self.pending and not self.stopping):
                 for q, t in list(self.pending.items()):
                     if self.stopping:
@@ -504,6 +673,8 @@ class Supervisor:
                     if time.monotonic() >= t:
                         del self.pending[q]
                         self._spawn(q, wait_ready=False)
+                        if self.child is not None:
+                            return CHILD
                 if not self.pids:
                     time.sleep(0.02)
                     continue
@@ -544,13 +715,180 @@ class Supervisor:
                       f"{self.cpus[q]}" + (f" in {delay:.1f}s" if delay else ""), file=sys.stderr)
                 self.pending[q] = time.monotonic() + delay
         finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-            for fd in self.evfds:
-                os.close(fd)
-            self._write_state()
+            if self.child is None:                # the supervisor's own state, not a worker's
+                for s, h in old.items():
+                    signal.signal(s, h)
+                for fd in self.evfds:
+                    os.close(fd)
+                self._write_state()
         bad = [c for c in self.exit_codes.values() if c != 0]
         return 1 if (bad and not self.stopping) or failures else 0
+
+
+# --------------------------------------------------------------------------------------------
+# policy form: MTCPPolicy(cores=N) / new_event_loop(cores=N) / loop_factory(cores=N)
+# --------------------------------------------------------------------------------------------
+CHILD = "child"                      # Supervisor.run() in a forked worker of the policy form
+WORKER_OPTIONS = ("rundir", "name", "drain_timeout", "restart")
+_supervised = False                  # this process was (is) a policy-form supervisor
+
+
+def check_cores(cores):
+    """None/1 (one loop, no fork), N >= 1, 0 or "auto" (every CPU of the affinity mask)."""
+    if cores is None or cores == "auto":
+        return cores
+    if isinstance(cores, bool) or not isinstance(cores, (int, str)):
+        raise TypeError(f"cores must be an int >= 1, 0 or 'auto', got {cores!r}")
+    try:
+        n = int(cores)
+    except ValueError:
+        raise ValueError(f"cores must be an int >= 1, 0 or 'auto', got {cores!r}") from None
+    if n < 0:
+        raise ValueError(f"cores must be an int >= 1, 0 or 'auto', got {cores!r}")
+    return n
+
+
+def check_worker_options(opts: dict) -> dict:
+    for k in opts:
+        if k not in WORKER_OPTIONS:
+            raise TypeError(f"unknown worker option {k!r}")
+    dt = opts.get("drain_timeout")
+    if dt is not None and (isinstance(dt, bool) or not isinstance(dt, (int, float)) or dt < 0):
+        raise ValueError(f"drain_timeout must be a number >= 0, got {dt!r}")
+    for k in ("rundir", "name"):
+        if opts.get(k) is not None and not isinstance(opts[k], str):
+            raise TypeError(f"{k} must be a str, got {opts[k]!r}")
+    return {k: v for k, v in opts.items() if v is not None}
+
+
+def _main_interpreter() -> bool:
+    for mod in ("_interpreters", "_xxsubinterpreters"):
+        try:
+            m = importlib.import_module(mod)
+        except ImportError:
+            continue
+        try:
+            cur, main = m.get_current(), m.get_main()
+        except Exception:            # noqa: BLE001
+            return True
+        cur = cur[0] if isinstance(cur, tuple) else cur
+        main = main[0] if isinstance(main, tuple) else main
+        return cur == main
+    return True
+
+
+def fork_refusal():
+    """Why a cores > 1 loop made here stays a single in-process loop (None: it may fork). Only
+    the main thread of the main interpreter forks, never inside a pytest run (a test suite
+    importing an application module that sets the policy keeps working, one loop per test) and
+    never in a multiprocessing child (spawn re-imports the main module with its policy line)."""
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return "not the main thread"
+    if not _main_interpreter():
+        return "not the main interpreter"
+    if "_pytest" in sys.modules or "mtcp_loop.pytest_plugin" in sys.modules:
+        return "running under pytest"
+    mp = sys.modules.get("multiprocessing")
+    if mp is not None and mp.parent_process() is not None:
+        return "a multiprocessing child"    # it re-imported the main module, policy line included
+    return None
+
+
+def _other_threads() -> list:
+    import threading
+    names = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+    try:
+        n = len(os.listdir("/proc/self/task"))
+    except OSError:
+        n = 1 + len(names)
+    if n > 1 + len(names):
+        names.append(f"{n - 1 - len(names)} thread(s) not started by the threading module")
+    return names
+
+
+def program_loop(config, cores, options=None):
+    """The loop of new_event_loop(cores=N) (MTCPPolicy(cores=N), loop_factory(cores=N)).
+
+    In a worker: a loop on the worker's queue, with the control socket and drain handling
+    beside the program. Elsewhere, in the main thread of a program (not under pytest): the
+    first call forks one worker per core and never returns in the original process, which
+    supervises them (restart, drain, stats) and leaves with SystemExit(status) once they are
+    done; each worker returns from here with its loop. With one CPU (cores=1, or "auto" on a
+    one-CPU mask), in other threads and under pytest: a plain single loop, no fork."""
+    global _supervised
+    from .policy import new_event_loop
+    options = check_worker_options(dict(options or {}))
+    refusal = fork_refusal()
+    if _CTX is not None and refusal is None:      # a worker's main thread: its queue, control socket, drain
+        return _attach(worker_loop())
+    if cores is None or refusal is not None:
+        return new_event_loop(config=config)
+    cpus = resolve_cores(cores)
+    if len(cpus) == 1:
+        return new_event_loop(config=config)
+    if _supervised:
+        raise RuntimeError("this process was the supervisor of per-core workers; it cannot start them again")
+    if asyncio._get_running_loop() is not None:
+        raise RuntimeError("an event loop with cores > 1 must be the first loop of the program: it forks one "
+                           "worker process per core, which cannot happen while another loop runs")
+    others = _other_threads()
+    if others:
+        raise RuntimeError(f"cannot fork one worker per core: this process already runs other threads "
+                           f"({', '.join(others)}); create the event loop (asyncio.run / web.run_app) "
+                           "before starting threads, or use cores=1")
+    sup = Supervisor(None, cores, config=config, **options)
+    res = sup.run()
+    if res == CHILD:
+        # a failure here (e.g. the device queue cannot be opened) reaches the program as any
+        # failing loop factory's would: the worker exits with its traceback and is restarted
+        return _attach(worker_loop())
+    _supervised = True
+    _close_unstarted_coroutines(sys._getframe(1))
+    raise SystemExit(res)
+
+
+def _close_unstarted_coroutines(frame):
+    """The supervisor leaves the program: close the coroutines its callers made but never
+    started (asyncio.run(main()) made main() before asking for the loop), which would otherwise
+    warn "never awaited" in this process while the workers run them."""
+    import inspect
+    while frame is not None:
+        for v in list(frame.f_locals.values()):
+            if inspect.iscoroutine(v) and inspect.getcoroutinestate(v) == inspect.CORO_CREATED:
+                v.close()
+        frame = frame.f_back
+
+
+def _attach(loop):
+    ctx = _CTX
+    w = _Worker(loop, ctx["queue"], ctx["cpu"], None, None, None, ctx["drain_timeout"], ctx["rundir"])
+    w.attach_program()
+    loop._mtcp_worker = w
+    _once_per_stop(loop)
+    return loop
+
+
+def _once_per_stop(loop):
+    """A worker passes the first SIGTERM/SIGINT to the program's own handler and drops the
+    repeats: a service manager signalling the whole group and the supervisor forwarding the same
+    stop both reach the worker, and a handler that is not idempotent (aiohttp's raises its
+    graceful exit each time) would cut its own shutdown short. A worker stuck in shutdown is
+    killed by the supervisor after drain_timeout + 3 s."""
+    add = loop.add_signal_handler
+    fired = []
+
+    def add_signal_handler(sig, callback, *args):
+        if sig not in (signal.SIGTERM, signal.SIGINT):
+            return add(sig, callback, *args)
+
+        def once(*a):
+            if not fired:
+                fired.append(sig)
+                callback(*a)
+        return add(sig, once, *args)
+
+    loop.add_signal_handler = add_signal_handler
 
 
 def serve(target, cores=None, **kw) -> int:
@@ -745,15 +1083,31 @@ def _cpu_of(pids) -> float:
     return tot
 
 
-def bench_cores(cores_list=(1, 2), seconds=5.0, conc=64, workload="http") -> dict:
+_BENCH_POLICY_APP = r"""
+import asyncio, sys
+import mtcp_loop
+from aiohttp import web
+from examples.aiohttp_hello import make_app
+asyncio.set_event_loop_policy(mtcp_loop.MTCPPolicy(cores=int(sys.argv[1])))
+web.run_app(make_app(), host="0.0.0.0", port=int(sys.argv[2]), print=None)
+"""
+
+
+def bench_cores(cores_list=(1, 2), seconds=5.0, conc=64, workload="http", form="run") -> dict:
     """Same workload against `mtcp-loop run` at each core count on a multi-queue TAP testbed.
     http: wrk (keep-alive GETs) against an aiohttp hello app; close: wrk with "Connection: close"
     (a new TCP connection per request); conn: short connections (connect, 64 B echo, close) from
-    Python kernel clients (generator-bound). The load generator shares the machine."""
+    Python kernel clients (generator-bound). The load generator shares the machine.
+    form="policy" (http/close only): the unchanged program instead, MTCPPolicy(cores=N) +
+    web.run_app(app) (at cores=1 one process, no supervisor)."""
     import shutil
     import subprocess
     import tempfile
     from .testbed import Testbed
+    if form not in ("run", "policy"):
+        raise ValueError(f"form must be 'run' or 'policy', got {form!r}")
+    if form == "policy" and workload == "conn":
+        raise ValueError("the policy form serves the aiohttp app: workloads http and close")
     tb = Testbed(prefix=f"mtbc{os.getpid() % 10000}", nqueues=max(cores_list))
     tb.up("tap")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -761,31 +1115,46 @@ def bench_cores(cores_list=(1, 2), seconds=5.0, conc=64, workload="http") -> dic
     try:
         for i, n in enumerate(cores_list):
             port = 8080 + i      # a fresh port per run: the kernel clients' TIME-WAIT of the previous run
-            rundir = tempfile.mkdtemp(prefix="mtcp-bench-")
+            base = tempfile.mkdtemp(prefix="mtcp-bench-")
+            rundir = os.path.join(base, "default")
             wrk = workload in ("http", "close")
             target = "examples.aiohttp_hello:make_app" if wrk else "mtcp_loop.workers:_BenchEcho"
             hdr = ["-H", "Connection: close"] if workload == "close" else []
-            argv = [sys.executable, "-m", "mtcp_loop.cli", "run", target, "--cores", str(n), "--backend", "tap",
-                    "--ifname", "mtcptap0", "--ipv4", "198.18.0.2/24", "--port", str(port), "--rundir", rundir,
-                    "--drain-timeout", "1"]
             env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+            if form == "run":
+                argv = [sys.executable, "-m", "mtcp_loop.cli", "run", target, "--cores", str(n), "--backend", "tap",
+                        "--ifname", "mtcptap0", "--ipv4", "198.18.0.2/24", "--port", str(port), "--rundir", rundir,
+                        "--drain-timeout", "1"]
+            else:
+                argv = [sys.executable, "-c", _BENCH_POLICY_APP, str(n), str(port)]
+                env.update(MTCP_BACKEND="tap", MTCP_IFNAME="mtcptap0", MTCP_IPV4="198.18.0.2/24", MTCP_RUNDIR=base)
+                for k in ("MTCP_NQUEUES", "MTCP_QUEUE", "MTCP_IPV6"):
+                    env.pop(k, None)
+            supervised = form == "run" or n > 1
             p = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                  preexec_fn=tb._preexec(tb.peer_ns))
             try:
                 deadline = time.monotonic() + 20
-                while time.monotonic() < deadline:
-                    if all(os.path.exists(os.path.join(rundir, f"worker-{q}.sock")) for q in range(n)):
-                        break
+                while True:
                     if p.poll() is not None:
-                        raise RuntimeError(f"mtcp-loop run exited: {p.stderr.read().decode()[-2000:]}")
+                        raise RuntimeError(f"server exited: {p.stderr.read().decode()[-2000:]}")
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("server not ready after 20 s")
+                    if not supervised or all(os.path.exists(os.path.join(rundir, f"worker-{q}.sock"))
+                                             for q in range(n)):
+                        try:
+                            with tb.netns(tb.peer_ns):
+                                socket.create_connection(("198.18.0.2", port), timeout=0.5).close()
+                            break
+                        except OSError:
+                            pass
                     time.sleep(0.1)
                 time.sleep(0.5)
-                st0 = stats(rundir)
-                pids = [w["pid"] for w in st0["workers"].values()]
+                pids = [w["pid"] for w in stats(rundir)["workers"].values()] if supervised else [p.pid]
                 warm = ["wrk", "-t1", "-c8", "-d1s"] + hdr + ["http://198.18.0.2:%d/" % port] if wrk else \
                     [sys.executable, "-c", _BENCH_CONN_CLIENT, "198.18.0.2", str(port), "1", "8"]
                 tb.peer_run(warm, timeout=30)
-                st0 = stats(rundir)
+                st0 = stats(rundir) if supervised else None
                 c0 = _cpu_of(pids)
                 if wrk:
                     if not shutil.which("wrk"):
@@ -807,13 +1176,13 @@ def bench_cores(cores_list=(1, 2), seconds=5.0, conc=64, workload="http") -> dic
                     a, b, c = r.stdout.split()
                     reqs, bad, el = int(a), b, float(c)
                 cpu = _cpu_of(pids) - c0
-                st1 = stats(rundir)
+                st1 = stats(rundir) if supervised else None
                 results[n] = {"requests": reqs, "seconds": el, "per_s": reqs / el, "server_cpu_s": cpu,
                               "server_util_cpus": cpu / max(1e-9, el),
                               "server_cpu_us_per_req": 1e6 * cpu / max(1, reqs), "errors": bad,
-                              "misdirected": st1["total"]["misdirected"],
+                              "misdirected": st1["total"]["misdirected"] if st1 else 0,
                               "per_worker_conns": {q: w.get("conns_total", 0) - st0["workers"][q].get("conns_total", 0)
-                                                   for q, w in st1["workers"].items()}}
+                                                   for q, w in st1["workers"].items()} if st1 else {}}
             finally:
                 p.send_signal(signal.SIGTERM)
                 try:
@@ -821,7 +1190,7 @@ def bench_cores(cores_list=(1, 2), seconds=5.0, conc=64, workload="http") -> dic
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
-                shutil.rmtree(rundir, ignore_errors=True)
+                shutil.rmtree(base, ignore_errors=True)
     finally:
         tb.down()
     if len(cores_list) >= 2:
@@ -843,7 +1212,7 @@ def cmd_bench_cores(args) -> int:
     cores = tuple(int(x) for x in args.cores.split(","))
     res = {"loadavg_before": os.getloadavg(), "command": " ".join(["mtcp-loop"] + sys.argv[1:])}
     for wl in args.workloads.split(","):
-        runs = [bench_cores(cores, args.seconds, args.concurrency, wl) for _ in range(args.repeat)]
+        runs = [bench_cores(cores, args.seconds, args.concurrency, wl, form=args.form) for _ in range(args.repeat)]
         summary = {}
         for n in cores:
             rs = [r[n] for r in runs]
@@ -911,5 +1280,8 @@ def add_cli_parsers(sub, bsub) -> None:
     c.add_argument("--workloads", default="http,close", help="http (wrk keep-alive vs aiohttp hello), close (wrk, "
                    "Connection: close: one TCP connection per request), conn (Python clients, short echo connections)")
     c.add_argument("--repeat", type=int, default=1, help="alternate the core counts this many times; medians")
+    c.add_argument("--form", choices=("run", "policy"), default="run",
+                   help="run: `mtcp-loop run MODULE:APP --cores N`; policy: the unchanged program with "
+                        "MTCPPolicy(cores=N) + web.run_app (http/close workloads)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_bench_cores)
