@@ -587,6 +587,20 @@ class MTCPServer(events.AbstractServer):
         if self._closed:
             return
         self._closed = True
+        self._stop_listening()
+        self._serving = False
+        if self._serving_forever_fut is not None and not self._serving_forever_fut.done():
+            self._serving_forever_fut.cancel()
+            self._serving_forever_fut = None
+        if self._active_count == 0:
+            self._wakeup()
+
+    def _stop_listening(self):
+        """Stop accepting: stack listeners released (a reuse_port listener stays while other
+        servers of its group listen), connections not yet accepted reset, kernel mirror
+        listeners closed. close() does this and ends serving; a draining worker (per-core
+        workers, policy form) does only this, so serve_forever() keeps waiting while the
+        accepted connections finish."""
         eng = self._engine
         for lid, _ in self._listeners:
             group = self._groups.pop(lid, None)
@@ -603,26 +617,6 @@ class MTCPServer(events.AbstractServer):
         for fam, port in self._gates:
             _socks.gate_add(fam, port, -1)
         self._gates = []
-        self._serving = False
-        if self._serving_forever_fut is not None and not self._serving_forever_fut.done():
-            self._serving_forever_fut.cancel()
-            self._serving_forever_fut = None
-        if self._active_count == 0:
-            self._wakeup()
-
-    def _stop_listening(self):
-        """Drain (per-core workers, policy form): stop accepting (stack listeners released,
-        connections not yet accepted reset, kernel mirror listeners closed) but stay open, so
-        serve_forever() keeps waiting while the accepted connections finish."""
-        eng = self._engine
-        for lid, _ in self._listeners:
-            eng._listeners.pop(lid, None)
-            eng.release(lid)
-        self._listeners = []
-        while self._pending:
-            eng.release(self._pending.popleft(), abort=True)
-        for ks in self._kernel_servers:
-            ks.close()
 
     def _start_serving(self):
         if self._serving:

@@ -328,6 +328,11 @@ class _Worker:
         servers = set(self.servers)
         if eng is not None:
             servers |= set(eng._listeners.values())
+        for s in list(servers):       # a reuse_port group stands in the listener table: its servers
+            members = getattr(s, "members", None)
+            if members is not None:
+                servers.discard(s)
+                servers |= set(members)
         ports = set()                 # kernel mirror listeners' ports: their connections drain too
         for s in servers:
             for ks in getattr(s, "_kernel_servers", ()):
