@@ -399,6 +399,14 @@ class _Engine:
             la = _fill_addr(self._a2, family, local[0], local[1])
         cid = lib.mtcp_connect(self.e, _monotonic_us(), r, la)
         if cid < 0:
+            if -cid == errno.ENOMEM:
+                used = ffi.new("uint64_t[4]")
+                lib.mtcp_engine_pool_usage(self.e, used)
+                mc = self.config.max_conns
+                raise os_error(-cid, f"Connect call failed {(host, port)!r}: connection pool exhausted "
+                                     f"(max_conns={mc if mc is not None else 'default'}, {int(used[0])} blocks "
+                                     f"held by connections, listeners and TIME-WAIT; a connection to this "
+                                     f"loop's own listener needs two)")
             raise os_error(-cid, f"Connect call failed {(host, port)!r}")
         self.kick()
         return cid
