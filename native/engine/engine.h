@@ -180,6 +180,9 @@ struct mtcp_engine {
     uint32_t hmask;
     uint32_t ltab[256];        /* listeners by port */
     uint16_t *portref[2];      /* [v4, v6][port]: references held by this engine */
+#define PORT_LOG_MAX 64
+    uint32_t port_log[PORT_LOG_MAX]; /* family << 16 | port of first references (snapshot.c) */
+    uint32_t port_log_n;       /* PORT_LOG_MAX + 1: overflowed */
     uint32_t eph_next;
 
     /* out-of-order buffers */
