@@ -422,6 +422,17 @@ class _Engine:
             out[key] = int(arr[i])
         return out
 
+    def link_stats(self):
+        """Ring-level counters of this engine's link (mtcp_link_stats: rx/tx frames, drops, errors,
+        refused TX kicks), the wrapper's inner device for steer/impair."""
+        if self.link is None:
+            return {}
+        n = lib.MTCP_LINK_NSTATS
+        out = ffi.new("uint64_t[]", n)
+        lib.mtcp_link_stats(self.link, out, n)
+        names = (lib.mtcp_link_stat_name(i) for i in range(n))
+        return {ffi.string(nm).decode(): int(out[i]) for i, nm in enumerate(names) if nm != ffi.NULL}
+
     def impair_counters(self):
         if not self._impaired:
             return None
@@ -684,6 +695,8 @@ class _MTCPLoopMixin:
             d["loop.engine_polls"] = eng.polls
             d["loop.engine_events"] = eng.events
             d["loop.open_transports"] = len(eng._conns)
+            for k, v in eng.link_stats().items():
+                d["link." + k] = v
             imp = eng.impair_counters()
             if imp:
                 for k, v in imp.items():

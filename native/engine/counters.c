@@ -82,6 +82,8 @@ static const char *const names[CTR_COUNT] = {
     [CTR_NEIGH_TABLE_FULL] = "neigh_table_full",
     [CTR_CTRL_FLUSHES] = "ctrl_flushes",
     [CTR_ADMISSION_REFUSED] = "admission_refused",
+    [CTR_TX_RING_FULL] = "tx_ring_full",
+    [CTR_OOO_PRUNED] = "ooo_pruned",
     [CTR_OOW_ACKS_LIMITED] = "oow_acks_limited",
 };
 

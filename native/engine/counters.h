@@ -107,6 +107,8 @@ enum mtcp_counter {
     CTR_NEIGH_TABLE_FULL,     /* resolution not started: no evictable neighbour entry */
     CTR_CTRL_FLUSHES,         /* control queue flushed to the link in the middle of an RX batch */
     CTR_ADMISSION_REFUSED,    /* valid SYN-cookie ACK refused with a RST: no connection block free */
+    CTR_TX_RING_FULL,         /* output stopped: the link's TX ring had no free slot (resumed at the next poll) */
+    CTR_OOO_PRUNED,           /* out-of-order queues dropped to store in-order data (chunk pool empty) */
     CTR_COUNT
 };
 

@@ -484,7 +484,7 @@ static uint8_t *env_tx_begin(void *ctx, struct tcp_conn *c, uint32_t *cap) {
     if (direct) {
         if (e->link) {
             struct link_ring *r = &e->link->tx;
-            if (link_ring_space(r) == 0) { e->tx_full = 1; e->tx_nulled = 1; return NULL; }
+            if (link_ring_space(r) == 0) { e->tx_full = 1; e->tx_nulled = 1; e->counters[CTR_TX_RING_FULL]++; return NULL; }
             e->tx_kind = TXK_LINK;
             e->tx_buf = r->slot[r->head].buf;
             if (e->env.tso_max) {
@@ -1043,7 +1043,7 @@ static uint32_t ctrl_out(struct mtcp_engine *e) {
         uint32_t f = e->ctrlq.head;
         if (e->link) {
             struct link_ring *r = &e->link->tx;
-            if (link_ring_space(r) == 0) { e->tx_full = 1; break; }
+            if (link_ring_space(r) == 0) { e->tx_full = 1; e->counters[CTR_TX_RING_FULL]++; break; }
             fifo_pop(e, &e->ctrlq);
             if (e->frames[f].len > r->buf_size) { e->counters[CTR_DROP_TX_TOO_BIG]++; frame_drop(e, f); continue; }
             struct link_slot *s = &r->slot[r->head];

@@ -386,10 +386,11 @@ void mtcp_steer_counters(mtcp_link *l, uint64_t *out, uint32_t n);
 const char *mtcp_steer_counter_name(uint32_t i);
 
 /* Frame counters of any link, in this order: rx_frames, tx_frames, rx_dropped (ring full,
- * kernel drops), tx_dropped, rx_errors, tx_errors. Wrappers (impair) report their inner link's.
- * Copies min(n, MTCP_LINK_NSTATS). mtcp_link_kind: "sim", "loopback", "tap", "packet", "xdp",
- * "netmap", "impair", ... */
-#define MTCP_LINK_NSTATS 6
+ * kernel drops), tx_dropped, rx_errors, tx_errors, tx_kicks_refused (TX kicks/writes the device
+ * refused; the frames wait for the next txsync). Wrappers (impair, steer) report their inner
+ * link's. Copies min(n, MTCP_LINK_NSTATS). mtcp_link_kind: "sim", "loopback", "tap", "packet",
+ * "xdp", "netmap", "impair", ... */
+#define MTCP_LINK_NSTATS 7
 void mtcp_link_stats(mtcp_link *l, uint64_t *out, uint32_t n);
 const char *mtcp_link_stat_name(uint32_t i);
 const char *mtcp_link_kind(mtcp_link *l);

@@ -278,6 +278,19 @@ static int data_process(const struct tcp_env *env, struct tcp_conn *c, uint64_t 
     }
     if (seq == c->rcv_nxt) {
         uint32_t n = buf_stream_append(env->pool, &c->rcv, data, len);
+        if (n < len) {
+            /* the chunk pool is empty: data that fills the hole goes before the data queued beyond
+             * it (Linux tcp_prune_ofo_queue). Otherwise two ends whose pools are held by unacked
+             * and out-of-order data refuse each other's retransmissions forever. The peer resends
+             * what is dropped (reneging on SACKed data is allowed, RFC 2018 8). */
+            struct buf_ooo *po = tcpi_ooo_of(env, c, 0);
+            if (po && buf_ooo_bytes(po)) {
+                CNT(env, CTR_OOO_PRUNED);
+                tcpi_ooo_release(env, c);
+                c->ooo_fin_valid = 0;
+                n += buf_stream_append(env->pool, &c->rcv, data + n, len - n);
+            }
+        }
         if (n < len) { CNT(env, CTR_RCV_PRUNED); *fin = 0; c->flags |= TCPF_ACK_NOW; }
         c->rcv_nxt += n;
         c->bytes_received += n;
