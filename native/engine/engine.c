@@ -298,7 +298,10 @@ static uint32_t write_headers(struct mtcp_engine *e, uint8_t *buf, int family, c
 
 static inline uint32_t iphl_of(int family) { return family == MTCP_AF_INET ? 20 : 40; }
 
+static void ctrl_flush(struct mtcp_engine *e);
+
 uint32_t ctrl_begin(struct mtcp_engine *e, int family, uint8_t **l4, uint32_t *cap) {
+    ctrl_room(e);
     uint32_t f = e->ctrlq.n < CTRLQ_MAX ? frame_get(e) : NONE32;
     if (f == NONE32) { e->counters[CTR_DROP_CTRL_QUEUE]++; return NONE32; }
     e->frames[f].kind = FK_OTHER;
@@ -1066,9 +1069,11 @@ static uint32_t ctrl_out(struct mtcp_engine *e) {
     return moved;
 }
 
-/* In the middle of an RX batch: send the queued control frames now (a SYN flood's replies
- * would otherwise overflow the control queue before the output pass). */
+/* Send the queued control frames now, not at the output pass: in the middle of an RX batch (a
+ * SYN flood's replies) and whenever a control frame finds the queue full (a timer tick's burst of
+ * ARP requests). No TX slot is held by a connection at these points. */
 static void ctrl_flush(struct mtcp_engine *e) {
+    uint8_t full = e->tx_full;
     e->counters[CTR_CTRL_FLUSHES]++;
     e->tx_full = 0;
     ctrl_out(e);
@@ -1077,7 +1082,11 @@ static void ctrl_flush(struct mtcp_engine *e) {
         e->tx_full = 0;
         ctrl_out(e);
     }
-    e->tx_full = 0;
+    e->tx_full = full;
+}
+
+void ctrl_room(struct mtcp_engine *e) {
+    if (e->ctrlq.n >= CTRLQ_MAX) ctrl_flush(e);
 }
 
 /* Returns frames moved into the TX ring / output queue. */

@@ -328,6 +328,8 @@ void ctrl_commit(struct mtcp_engine *e, uint32_t f, int family, const uint8_t *s
 void ctrl_tcp(struct mtcp_engine *e, int family, const uint8_t *src, const uint8_t *dst,
               const struct wire_tcp *t, const uint8_t *dmac);
 void ctrl_push(struct mtcp_engine *e, uint32_t f);
+/* control queue full: send what it holds now (to the TX ring / output queue) */
+void ctrl_room(struct mtcp_engine *e);
 void engine_reap(struct mtcp_engine *e);
 void engine_push_event(struct mtcp_engine *e, struct conn *k, uint32_t type, int32_t err, uint32_t len,
                        mtcp_cid parent);

@@ -147,6 +147,7 @@ static void solicit(struct mtcp_engine *e, struct neigh *n) {
         return;
     }
     if (n->family == MTCP_AF_INET) {
+        ctrl_room(e);
         uint32_t f = frame_get(e);
         if (f == NONE32 || e->ctrlq.n >= CTRLQ_MAX) {
             if (f != NONE32) frame_put(e, f);
@@ -340,6 +341,7 @@ void arp_input(struct mtcp_engine *e, const uint8_t *p, uint32_t len) {
     int for_us = is_local(e, MTCP_AF_INET, a.tpa) && !zero(e->cfg.ipv4, 4);
     if (!zero(a.spa, 4)) neigh_learn(e, MTCP_AF_INET, a.spa, a.sha, for_us);
     if (!for_us || a.op != WIRE_ARP_REQUEST) return;
+    ctrl_room(e);
     uint32_t f = frame_get(e);
     if (f == NONE32 || e->ctrlq.n >= CTRLQ_MAX) {
         if (f != NONE32) frame_put(e, f);
