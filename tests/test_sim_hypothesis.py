@@ -1070,6 +1070,22 @@ def test_tight_pool_ooo_deadlock():
     assert sim.ctr_a["ooo_pruned"] + sim.ctr_b["ooo_pruned"] > 0, summary(sim)
 
 
+TIGHT_POOL_SEND = ('{"seed":1,"v6":true,"impair":null,"bufs":[[16384,1024,256],[1024,4096,256]],"sack":0,"ts":0,'
+                   '"wscale":0,"cc":0,"nodelay":0,"mtu":1500,"conns":[{"c_bytes":200705,"s_bytes":10241,'
+                   '"order":"client_first","c_style":"close","s_style":"close","abort_frac":0.0,"slow":"",'
+                   '"pause_frac":0.0,"pause_us":300000,"start_us":0}],"cookies":0,"pool":1}')
+
+
+def test_tight_pool_send_buffer_starves_receive():
+    """Found by SIM_TIGHT_POOL=1 after the fix above: the client's 16 KiB send buffer is larger
+    than its whole 51-chunk pool, so its own unsent data took every chunk and each in-order segment
+    from the server was dropped (rcv_pruned); the server's RTO backed off to 60 s and the last 257
+    bytes were still missing after 30 virtual minutes. Fixed: send buffers leave the pool's last
+    nchunks/16 to received data (buf_pool_reserve), so in-order data always gets in."""
+    sim = run_scenario(Scenario.from_json(TIGHT_POOL_SEND))
+    assert sim.ctr_b["timeouts"] < 10, summary(sim)
+
+
 def test_sim_detects_corruption():
     """The checker itself: a stream that does not match is reported with its offset (the test can fail)."""
     sc = _fixed("client_first", c_bytes=5000, s_bytes=0)

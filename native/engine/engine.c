@@ -1136,7 +1136,7 @@ static int starved_can_send(const struct conn *k) {
 
 /* Give WRITABLE to connections starved by the chunk pool once chunks are free again. */
 static void wake_starved(struct mtcp_engine *e) {
-    if ((!e->starved_n && !e->starved_overflow) || e->pool.nfree == 0) return;
+    if ((!e->starved_n && !e->starved_overflow) || e->pool.nfree <= buf_pool_reserve(&e->pool)) return;
     if (e->starved_overflow) {
         for (uint32_t i = 0; i < e->nconns; i++) {
             struct conn *k = &e->conns[i];
