@@ -268,20 +268,26 @@ ATTACKER = textwrap.dedent(r"""
         fake = bytes.fromhex(arg["fake_mac"].replace(":", ""))
         f = bytes(Ether(src=arg["fake_mac"], dst=dst_mac) / IP(src=src_ip, dst=dst_ip) /
                   TCP(sport=arg["sport"], dport=arg["port"], flags="S", seq=12345))
+        print("ready", flush=True)
+        sys.stdin.readline()                 # go: the stream is up
         tx.send(f)
         out = {"to_fake_mac": sniff(arg["secs"], lambda g: g[0:6] == fake)}
     elif mode == "junk":
-        n = 0
+        frames = []
         for i in range(arg["n"]):
             fl = rnd.choice(["R", "S", "A", "PA", "FA", "RA"])
             pl = b"J" * rnd.choice([0, 0, 100])
-            tx.send(bytes(Ether(src=src_mac, dst=dst_mac) / IP(src=src_ip, dst=dst_ip) /
-                          TCP(sport=arg["sport"], dport=arg["port"], flags=fl, seq=rnd.randrange(1 << 32),
-                              ack=rnd.randrange(1 << 32), window=rnd.randrange(65536)) / Raw(pl)))
-            n += 1
+            frames.append(bytes(Ether(src=src_mac, dst=dst_mac) / IP(src=src_ip, dst=dst_ip) /
+                                TCP(sport=arg["sport"], dport=arg["port"], flags=fl, seq=rnd.randrange(1 << 32),
+                                    ack=rnd.randrange(1 << 32), window=rnd.randrange(65536)) / Raw(pl)))
+        print("ready", flush=True)
+        sys.stdin.readline()                 # go: the stream is up
+        t0 = time.monotonic()
+        for i, f in enumerate(frames):
+            tx.send(f)
             if i % 100 == 99:
                 time.sleep(0.001)
-        out = {"sent": n}
+        out = {"sent": len(frames), "secs": time.monotonic() - t0}
     elif mode == "malformed":
         n = 0
         base = [Ether(src=src_mac, dst=dst_mac) / fuzz(IP(dst=dst_ip) / TCP(dport=arg["port"])),
@@ -342,6 +348,7 @@ LEGIT = textwrap.dedent(r"""
 STREAM = textwrap.dedent(r"""
     import hashlib, json, socket, sys, time, select
     host, port, lport, secs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+    PACE = 0.002
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("0.0.0.0", lport))
@@ -353,19 +360,21 @@ STREAM = textwrap.dedent(r"""
     hs, hr = hashlib.sha256(), hashlib.sha256()
     last, gap = time.monotonic(), 0.0
     end = time.monotonic() + secs
+    nxt = time.monotonic()
     i = 0
     while time.monotonic() < end or got < sent:
         if time.monotonic() > end + 10:
             break
-        if time.monotonic() < end:
+        if time.monotonic() < end and time.monotonic() >= nxt:
             blk = bytes([i % 251]) * 1024
             i += 1
+            nxt += PACE
             try:
                 k = s.send(blk)
                 hs.update(blk[:k]); sent += k
             except BlockingIOError:
                 pass
-        r, _, _ = select.select([s], [], [], 0.002)
+        r, _, _ = select.select([s], [], [], max(0.0, min(0.002, nxt - time.monotonic())))
         if r:
             try:
                 d = s.recv(65536)
@@ -381,6 +390,23 @@ STREAM = textwrap.dedent(r"""
     print(json.dumps({"sent": sent, "got": got, "intact": hs.hexdigest() == hr.hexdigest() and sent == got,
                       "max_gap_ms": gap * 1000}), flush=True)
 """)
+
+
+def _attack_staged(tb, info, mode, **arg):
+    """Start an attacker that builds its frames, says "ready" and sends on "go"."""
+    arg.setdefault("src_mac", info["peer_mac"])
+    p = tb.peer_popen([sys.executable, "-c", ATTACKER, mode, info["peer_if"], info["stack_mac"], info["stack_v4"],
+                       info["peer_v4"], json.dumps(arg)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                      stderr=subprocess.PIPE, text=True)
+    line = p.stdout.readline().strip()
+    assert line == "ready", (line, p.stderr.read()[-3000:])
+    return p
+
+
+def _go(p, timeout=120):
+    out, err = p.communicate("go\n", timeout=timeout)
+    assert p.returncode == 0, err[-3000:]
+    return _json_line(out)
 
 
 def _json_line(text: str) -> dict:
@@ -475,12 +501,12 @@ def test_closed_port_burst(bed):
 
 
 def _spoof_run(tb, info, lport):
+    atk = _attack_staged(tb, info, "spoof", fake_mac="02:66:66:66:66:66", sport=41000, port=PORT, secs=SECONDS)
     st = tb.peer_popen([sys.executable, "-c", STREAM, info["stack_v4"], str(PORT), str(lport), str(SECONDS + 2)],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert st.stdout.readline().strip() == "connected"
     time.sleep(0.5)
-    sp = _attack(tb, info, "spoof", info["stack_mac"], fake_mac="02:66:66:66:66:66", sport=41000, port=PORT,
-                 secs=SECONDS)
+    sp = _go(atk)
     out, err = st.communicate(timeout=60)
     return sp, _json_line(out)
 
@@ -503,14 +529,15 @@ def test_neighbour_spoofing(bed):
 
 
 def _junk_run(tb, info, lport, n):
-    # the stream outlasts the injection (scapy builds 3,000-10,000 frames first): junk that came
-    # after the close would open new connections instead of hitting this one
-    st = tb.peer_popen([sys.executable, "-c", STREAM, info["stack_v4"], str(PORT), str(lport), str(SECONDS + 8)],
+    # the frames are built before the stream starts and sent while it runs: junk arriving after
+    # the close would open new connections instead of hitting this one
+    atk = _attack_staged(tb, info, "junk", n=n, sport=lport, port=PORT) if n else None
+    st = tb.peer_popen([sys.executable, "-c", STREAM, info["stack_v4"], str(PORT), str(lport), str(SECONDS + 1)],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert st.stdout.readline().strip() == "connected"
     time.sleep(0.3)
-    if n:
-        _attack(tb, info, "junk", info["stack_mac"], n=n, sport=lport, port=PORT)
+    if atk:
+        _go(atk)
     out, err = st.communicate(timeout=60)
     return _json_line(out)
 
