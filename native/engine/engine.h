@@ -294,6 +294,10 @@ uint32_t neigh_resolve(struct mtcp_engine *e, int family, const uint8_t *nh);
  * a ping): never evicts a REACHABLE or another INCOMPLETE entry, and at most NEIGH_N/2 such
  * entries are being resolved at once (a flood of spoofed sources cannot empty the cache). */
 uint32_t neigh_resolve_weak(struct mtcp_engine *e, int family, const uint8_t *nh);
+/* 1 if a reply to dst could not even wait for resolution now (no route, a FAILED neighbour, or
+ * no room for another weak resolution): the caller skips building it (a flood's cookies cost a
+ * lookup, not two SipHashes and a frame). */
+int neigh_reply_hopeless(struct mtcp_engine *e, int family, const uint8_t *dst);
 void neigh_learn(struct mtcp_engine *e, int family, const uint8_t *ip, const uint8_t *mac, int create);
 void neigh_enqueue(struct mtcp_engine *e, uint32_t ni, uint32_t frame);
 void neigh_tick(struct mtcp_engine *e);

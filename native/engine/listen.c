@@ -251,6 +251,11 @@ void listen_input(struct mtcp_engine *e, struct conn *l, int family, const uint8
         }
         if (!k) {
             if (mode == MTCP_SYNCOOKIES_OFF) { e->counters[CTR_DROP_NO_MEM]++; return; }
+            if (neigh_reply_hopeless(e, family, rip)) {
+                e->counters[CTR_SYNCOOKIES_UNSENT]++;
+                e->counters[CTR_NEIGH_TABLE_FULL]++;
+                return;
+            }
             send_cookie(e, l, family, lip, rip, seg);
             return;
         }

@@ -225,6 +225,15 @@ static uint32_t resolve(struct mtcp_engine *e, int family, const uint8_t *nh, in
 }
 
 uint32_t neigh_resolve(struct mtcp_engine *e, int family, const uint8_t *nh) { return resolve(e, family, nh, 0); }
+
+int neigh_reply_hopeless(struct mtcp_engine *e, int family, const uint8_t *dst) {
+    if (!e->l2len) return 0;
+    uint8_t nh[16];
+    if (route_nexthop(e, family, dst, nh) < 0) return 1;
+    uint32_t i = neigh_find(e, family, nh);
+    if (i != NONE32) return e->neigh.ent[i].state == NS_FAILED && e->now < e->neigh.ent[i].expires;
+    return e->neigh.incomplete >= NEIGH_N / 2;
+}
 uint32_t neigh_resolve_weak(struct mtcp_engine *e, int family, const uint8_t *nh) { return resolve(e, family, nh, 1); }
 
 void neigh_learn(struct mtcp_engine *e, int family, const uint8_t *ip, const uint8_t *mac, int create) {
