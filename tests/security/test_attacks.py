@@ -591,3 +591,65 @@ def test_malformed_storm(bed):
     assert srv.thread is not None
     assert sum(drops.values()) > 0
     assert lgj["ok"] > 0 and lgj["fail"] == 0, lgj
+
+
+# ------------------------------------------------------------- the product: `mtcp-loop run`
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TESTS = os.path.join(ROOT, "tests")
+
+
+def test_syn_flood_mtcp_loop_run(bed, tmp_path):
+    """The same flood against a worker of `mtcp-loop run` (workers.serve, packet backend, one core,
+    MTCPLoop serving tests/_workers_app.py's Echo): what an operator runs."""
+    tb, info, ffi, lib = bed
+    from mtcp_loop import workers
+    rundir = str(tmp_path / "run")
+    code = ("import sys; from mtcp_loop import workers; sys.exit(workers.serve('_workers_app:Echo', 1, "
+            f"port={PORT}, backend='packet', ifname={info['stack_if']!r}, nqueues=1, "
+            f"ipv4='{info['stack_v4']}/{info['v4_prefix']}', rundir={rundir!r}, drain_timeout=1))")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, TESTS]), PYTHONUNBUFFERED="1")
+    log = open(tmp_path / "server.log", "w+")
+    p = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log, stderr=subprocess.STDOUT,
+                         preexec_fn=tb._preexec(info["stack_ns"]))
+    try:
+        deadline = time.monotonic() + 20
+        st = None
+        while time.monotonic() < deadline:
+            assert p.poll() is None, (log.seek(0), log.read())
+            if os.path.exists(os.path.join(rundir, "worker-0.sock")):
+                try:
+                    st = workers.stats(rundir)
+                    if "error" not in st["workers"]["0"]:
+                        break
+                except (OSError, ValueError, KeyError):
+                    pass
+            time.sleep(0.05)
+        assert st and "error" not in st["workers"]["0"], st
+        pid = st["workers"]["0"]["pid"]
+
+        def rss():
+            with open(f"/proc/{pid}/status") as f:
+                return next(int(x.split()[1]) for x in f if x.startswith("VmRSS:"))
+
+        atk, lg, rss0, rss1 = _flood_run(tb, info, rss)
+        w = workers.stats(rundir)["workers"]["0"]
+    finally:
+        p.send_signal(2)
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        log.close()
+    total = lg["ok"] + lg["fail"]
+    e = w["engine"]
+    print(f"\nmtcp-loop run: {atk['sent']} spoofed SYNs at {atk['rate']:.0f}/s for {SECONDS:.0f} s: legit "
+          f"{lg['ok']}/{total} ok, p50 {lg['p50_ms']:.1f} ms p99 {lg['p99_ms']:.1f} ms; worker RSS {rss0} -> {rss1} KiB; "
+          f"frames to spoofed MACs {atk['to_spoofed_macs']}; ring: rx_dropped {w['rx_dropped']} tx_dropped "
+          f"{w['tx_dropped']} ring_full {w['ring_full']} kicks_refused {w['kicks_refused']}; cookies on the wire "
+          f"{e.get('syncookies_sent', 0)} (unsent {e.get('syncookies_unsent', 0)}), drop_ctrl_queue "
+          f"{e.get('drop_ctrl_queue', 0)}")
+    assert atk["to_spoofed_macs"] == 0
+    assert e.get("drop_ctrl_queue", 0) == 0
+    assert lg["ok"] >= 0.95 * total and total > 0.5 * SECONDS / 0.02, lg
+    assert rss1 - rss0 < 8 * 1024
