@@ -8,6 +8,7 @@ figures for both; the assertions hold ours to the issue's targets with a margin 
 machine (docs/security.md records full-length runs).
 
   spoofed SYN flood + paced legit client   success rate, p99, RSS, frames to unverified MACs
+                                           (raw engine vs Linux; and a worker of `mtcp-loop run`)
   1,000 SYNs to a closed port in ~2 ms     RSTs back, every one accounted for (rate limit)
   neighbour spoofing                       a SYN with the client's IP and a fake MAC: stall, frames to it
   blind injection                          junk segments into a stream: data intact, TLP/RTO, RSTs
