@@ -188,6 +188,10 @@ static inline void set_now(struct mtcp_engine *e, uint64_t now) {
 }
 
 int tb_take(struct tbucket *b, uint64_t now, uint32_t rate, uint32_t burst) {
+    return tb_take_above(b, now, rate, burst, 0);
+}
+
+int tb_take_above(struct tbucket *b, uint64_t now, uint32_t rate, uint32_t burst, uint32_t keep) {
     if (!rate) return 1;
     uint64_t cap = (uint64_t)(burst ? burst : 1) * 1000000u;
     if (!b->init) { b->init = 1; b->x = cap; b->last = now; }
@@ -197,7 +201,7 @@ int tb_take(struct tbucket *b, uint64_t now, uint32_t rate, uint32_t burst) {
         if (b->x > cap) b->x = cap;
         b->last = now;
     }
-    if (b->x < 1000000u) return 0;
+    if (b->x < (uint64_t)(keep + 1) * 1000000u) return 0;
     b->x -= 1000000u;
     return 1;
 }

@@ -156,6 +156,8 @@ struct frame {
 /* token bucket: rate per second, depth burst; x in token-microseconds */
 struct tbucket { uint64_t last, x; uint8_t init; };
 int tb_take(struct tbucket *b, uint64_t now, uint32_t rate, uint32_t burst);
+/* the same, but only while more than `keep` tokens remain (they are kept for others) */
+int tb_take_above(struct tbucket *b, uint64_t now, uint32_t rate, uint32_t burst, uint32_t keep);
 struct fifo { uint32_t head, tail, n; };
 
 /* ---------------- the engine ---------------- */

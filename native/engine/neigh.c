@@ -17,7 +17,7 @@
  * only after the source resolved (neigh_resolve_weak: at most NEIGH_N/2 such resolutions at a
  * time, one waiting frame each, half the wait queue at most), so a spoofed frame can neither
  * redirect a known peer's traffic nor draw a reply to an unverified MAC. Requests are limited
- * to cfg.solicit_ratelimit per second.
+ * to cfg.solicit_ratelimit per second; weak resolutions may use half of that budget.
  */
 #include <errno.h>
 #include <string.h>
@@ -142,7 +142,10 @@ static uint32_t neigh_new(struct mtcp_engine *e, int family, const uint8_t *ip, 
 }
 
 static void solicit(struct mtcp_engine *e, struct neigh *n) {
-    if (!tb_take(&e->tb_solicit, e->now, e->cfg.solicit_ratelimit, e->cfg.solicit_ratelimit)) {
+    /* resolutions for unverified sources (weak) may use half the budget: the rest is kept for our
+     * own connections and for peers that talked ARP/NDP to us */
+    uint32_t keep = n->weak ? e->cfg.solicit_ratelimit / 2 : 0;
+    if (!tb_take_above(&e->tb_solicit, e->now, e->cfg.solicit_ratelimit, e->cfg.solicit_ratelimit, keep)) {
         e->counters[CTR_SOLICIT_RATELIMITED]++;      /* retried at the next probe time */
         return;
     }
