@@ -411,6 +411,14 @@ class _Engine:
             la = _fill_addr(self._a2, family, local[0], local[1])
         cid = lib.mtcp_connect(self.e, self.now_us(), r, la)
         if cid < 0:
+            if -cid == errno.ENOMEM:
+                used = ffi.new("uint64_t[4]")
+                lib.mtcp_engine_pool_usage(self.e, used)
+                mc = self.config.max_conns
+                raise os_error(-cid, f"Connect call failed {(host, port)!r}: connection pool exhausted "
+                                     f"(max_conns={mc if mc is not None else 'default'}, {int(used[0])} blocks "
+                                     f"held by connections, listeners and TIME-WAIT; a connection to this "
+                                     f"loop's own listener needs two)")
             raise os_error(-cid, f"Connect call failed {(host, port)!r}")
         self.kick()
         return cid
@@ -425,6 +433,17 @@ class _Engine:
             key = ffi.string(name).decode() if name != ffi.NULL else f"counter{i}"
             out[key] = int(arr[i])
         return out
+
+    def link_stats(self):
+        """Ring-level counters of this engine's link (mtcp_link_stats: rx/tx frames, drops, errors,
+        refused TX kicks), the wrapper's inner device for steer/impair."""
+        if self.link is None:
+            return {}
+        n = lib.MTCP_LINK_NSTATS
+        out = ffi.new("uint64_t[]", n)
+        lib.mtcp_link_stats(self.link, out, n)
+        names = (lib.mtcp_link_stat_name(i) for i in range(n))
+        return {ffi.string(nm).decode(): int(out[i]) for i, nm in enumerate(names) if nm != ffi.NULL}
 
     def impair_counters(self):
         if not self._impaired:
@@ -833,6 +852,8 @@ class _MTCPLoopMixin:
             d["loop.engine_polls"] = eng.polls
             d["loop.engine_events"] = eng.events
             d["loop.open_transports"] = len(eng._conns)
+            for k, v in eng.link_stats().items():
+                d["link." + k] = v
             imp = eng.impair_counters()
             if imp:
                 for k, v in imp.items():

@@ -69,6 +69,8 @@ struct link_stats {
     uint64_t tx_dropped;   /* refused by the lower layer */
     uint64_t rx_errors;    /* malformed / truncated */
     uint64_t tx_errors;    /* syscall or format errors */
+    uint64_t tx_kicks_refused; /* TX kicks / writes the device refused (ENOBUFS, EAGAIN, EBUSY): the
+                                * frames wait in the ring for the next txsync */
 };
 
 struct link_ops {
