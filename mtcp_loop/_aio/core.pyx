@@ -64,6 +64,7 @@ cdef _bind_api():
     # The engine lives in the cffi extension (built from native/ by the same pip install); take
     # its functions' addresses once: no second copy of the engine's code or globals.
     api.engine_poll = <mtcp_engine_poll_t>_fn("mtcp_engine_poll")
+    api.engine_poll_rx = <mtcp_engine_poll_t>_fn("mtcp_engine_poll_rx")
     api.engine_next_deadline = <mtcp_engine_next_deadline_t>_fn("mtcp_engine_next_deadline")
     api.engine_events = <mtcp_engine_events_t>_fn("mtcp_engine_events")
     api.send = <mtcp_send_t>_fn("mtcp_send")
@@ -196,10 +197,17 @@ cdef class EngineCore:
         if self._e == NULL:
             return
         now = _now_us()
+        # RX + timers, then the events (protocol callbacks write and close), then the output:
+        # replies carry the ACKs of what arrived, a FIN leaves with the last data
+        n = api.engine_poll_rx(self._e, now)
+        if n:
+            self._dispatch()
+            if self._e == NULL:
+                return
         n = api.engine_poll(self._e, now)
         self.polls += 1
         if n:
-            self._dispatch()
+            self._dispatch()         # what the output rounds brought in (loopback); writes kick
         if self._e == NULL:
             return
         d = api.engine_next_deadline(self._e)
