@@ -431,8 +431,24 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from .config import MTCPConfig
+    from .links import LinkError
+    try:
+        MTCPConfig.from_env()            # a bad MTCP_* variable: one line naming it, exit 2
+    except (TypeError, ValueError) as exc:
+        print(f"mtcp-loop: error: {exc}", file=sys.stderr)
+        return 2
     try:
         return args.func(args)
+    except LinkError as exc:             # a real ring that cannot open: one line
+        print(f"mtcp-loop: error: {exc.strerror or exc}", file=sys.stderr)
+        import gc
+        import warnings
+        with warnings.catch_warnings():  # the command's coroutine never ran: no second message
+            warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
+            exc = None
+            gc.collect()
+        return 2
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
 

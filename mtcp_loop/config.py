@@ -151,6 +151,9 @@ class MTCPConfig:
     #: Loopback mode: a listener on the stack also listens on the same port on the kernel's
     #: 127.0.0.1/::1 (so curl, blocking sockets and other processes reach it).
     kernel_mirror: bool = True
+    #: Warn (once per listener / destination, naming the call) when TCP on an address the stack
+    #: owns ends up on kernel TCP (also on in the loop's debug mode).
+    warn_kernel: bool = False
     #: Connection blocks (listeners + connections + TIME-WAIT). None: 65536 on the loopback backend
     #: (both ends of an in-process connection live in this process's engines, so 10,000 concurrent
     #: connections need 20,000 blocks), else the C default 16384.
@@ -215,7 +218,7 @@ class MTCPConfig:
     _INT_FIELDS = ("max_conns", "sndbuf", "rcvbuf", "max_chunks", "chunk_size", "max_events",
                    "seed", "min_rto_us", "delack_us", "msl_us", "fin_timeout_us", "max_rack", "initial_rto_us", "syn_retries",
                    "max_retries", "loopback_slots", "event_batch")
-    _BOOL_FIELDS = ("kernel_mirror", "sack", "timestamps", "window_scaling", "nodelay")
+    _BOOL_FIELDS = ("kernel_mirror", "warn_kernel", "sack", "timestamps", "window_scaling", "nodelay")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -354,3 +357,20 @@ class MTCPConfig:
         c.syncookies = {"off": lib.MTCP_SYNCOOKIES_OFF, "on_overflow": lib.MTCP_SYNCOOKIES_ON_OVERFLOW,
                         "always": lib.MTCP_SYNCOOKIES_ALWAYS}[self.syncookies]
         c.seed = self.seed
+
+
+def _unknown_field_check(init):
+    """MTCPConfig(bogus=1) names the known fields, as new_event_loop(bogus=1) does."""
+    import functools
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        names = MTCPConfig.field_names()
+        for k in kwargs:
+            if k not in names:
+                raise TypeError(f"unknown mtcp_loop config field {k!r} (known: {', '.join(names)})")
+        init(self, *args, **kwargs)
+    return __init__
+
+
+MTCPConfig.__init__ = _unknown_field_check(MTCPConfig.__init__)

@@ -27,6 +27,8 @@ import errno
 import functools
 import ipaddress
 import logging
+import operator
+import os
 import socket
 import weakref
 from asyncio import base_events, events, sslproto
@@ -35,7 +37,8 @@ from ._native import errstr, ffi, lib
 from . import links as _links
 from .config import MTCPConfig
 from ._aio.core import (EngineCore, MTCPTransport, PseudoSocket, monotonic_us as _monotonic_us,
-                        new_pseudo_socket, new_transport, os_error)
+                        new_transport, os_error)
+from .socks import ShadowListener, StackSocket
 
 try:
     import ssl as _ssl
@@ -252,6 +255,7 @@ class MTCPServer(events.AbstractServer):
         self._serving_forever_fut = None
         self._pending = collections.deque()
         self._closed = False
+        self._sock_form = False    # create_server(sock=...)
 
     def __repr__(self):
         return f"<{self.__class__.__name__} sockets={self.sockets!r}>"
@@ -273,9 +277,16 @@ class MTCPServer(events.AbstractServer):
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _add_listener(self, lid, family):
+    def _add_listener(self, lid, family, serve=True):
         local, _ = self._engine.getaddrs(lid)
-        ps = new_pseudo_socket(self._engine, lid, family, local, None, True)
+        ps = PseudoSocket(self._loop, self._engine, lid, family, local, None, listener=True)
+        if not serve:
+            # start_serving=False: the address and port are checked and chosen, but nothing listens
+            # (connections are refused, as asyncio's socket is not listening) until start_serving()
+            self._engine.release(lid)
+            ps._cid = None
+            self._listeners.append((None, ps))
+            return
         self._listeners.append((lid, ps))
         self._engine._listeners[lid] = self
 
@@ -299,6 +310,9 @@ class MTCPServer(events.AbstractServer):
     def sockets(self):
         if self._closed:
             return ()
+        if self._sock_form:
+            # create_server(sock=s): s itself (as the base loop reports it: fileno() is s's)
+            return tuple(so for ks in self._kernel_servers for so in (ks.sockets or ()))
         socks = [ps for _, ps in self._listeners]
         if not socks:
             for ks in self._kernel_servers:
@@ -311,8 +325,9 @@ class MTCPServer(events.AbstractServer):
         self._closed = True
         eng = self._engine
         for lid, _ in self._listeners:
-            eng._listeners.pop(lid, None)
-            eng.release(lid)
+            if lid is not None:
+                eng._listeners.pop(lid, None)
+                eng.release(lid)
         self._listeners = []
         while self._pending:
             eng.release(self._pending.popleft(), abort=True)
@@ -328,6 +343,13 @@ class MTCPServer(events.AbstractServer):
     def _start_serving(self):
         if self._serving:
             return
+        eng = self._engine
+        for i, (lid, ps) in enumerate(self._listeners):
+            if lid is None:
+                lid = eng.listen(ps.family, ps._sockname[0], ps._sockname[1], self._backlog)
+                ps._cid = lid
+                self._listeners[i] = (lid, ps)
+                eng._listeners[lid] = self
         self._serving = True
         while self._pending:
             self._accept(self._pending.popleft())
@@ -369,6 +391,28 @@ class MTCPServer(events.AbstractServer):
             await ks.wait_closed()
 
 
+def _hand_over(transport, protocol, kernel_sock):
+    """Give a StackSocket's internal transport (sock_* I/O so far) to the application's protocol,
+    with the bytes and EOF it buffered."""
+    old = transport.get_protocol()
+    transport._kernel_sock = kernel_sock
+    transport.set_write_buffer_limits()
+    transport.set_protocol(protocol)
+    protocol.connection_made(transport)
+    if old.buf:
+        data = bytes(old.buf)
+        old.buf.clear()
+        if isinstance(protocol, asyncio.BufferedProtocol):
+            asyncio.protocols._feed_data_to_buffered_proto(protocol, data)
+        else:
+            protocol.data_received(data)
+    if old._paused:
+        transport.resume_reading()
+    if old.eof:
+        if not protocol.eof_received():
+            transport.close()
+
+
 def _consume_exception(fut):
     if not fut.cancelled():
         fut.exception()
@@ -389,10 +433,22 @@ class _MTCPLoopMixin:
         super().__init__()
         self._mtcp_config = MTCPConfig.coerce(config, **overrides)
         self._mtcp_engine = None
-        self._mtcp_adopted = {}          # kernel socket -> (cid, finalizer) after sock_connect
+        self._mtcp_adopted = {}          # kernel socket -> StackSocket after sock_connect
+        self._mtcp_shadows = weakref.WeakKeyDictionary()   # listening kernel socket -> ShadowListener
+        self._mtcp_warned = set()
+        self._mtcp_sock_servers = weakref.WeakKeyDictionary()   # create_server(sock=s): s -> server
         self._mtcp_n_user_connected = 0
+        self._mtcp_n_user_accepted = 0   # sock_accept arrivals (servers: counted by the engine)
         self._mtcp_n_kernel_connected = 0
         self._mtcp_n_kernel_accepted = 0
+        if self._mtcp_config.backend != "loopback":
+            # a real ring that cannot open (no such interface, no permission) fails here, when the
+            # loop is created, not at the first connection
+            try:
+                self._engine()
+            except BaseException:
+                super().close()
+                raise
 
     # base add_reader without any override (engines use it for their fd)
     def _add_reader_base(self, fd, cb):
@@ -418,7 +474,7 @@ class _MTCPLoopMixin:
         eng = self._mtcp_engine
         d = eng.counters() if eng is not None and eng.e is not None else {}
         d["loop.userspace_connected"] = self._mtcp_n_user_connected
-        accepted = eng.n_accepted if eng is not None else 0
+        accepted = self._mtcp_n_user_accepted + (eng.n_accepted if eng is not None else 0)
         d["loop.userspace_accepted"] = accepted
         d["loop.kernel_connected"] = self._mtcp_n_kernel_connected
         d["loop.kernel_accepted"] = self._mtcp_n_kernel_accepted
@@ -438,11 +494,15 @@ class _MTCPLoopMixin:
         if self.is_running():
             raise RuntimeError("Cannot close a running event loop")
         eng = self._mtcp_engine
+        for sh in list(self._mtcp_shadows.values()):
+            if sh:
+                sh.close()
         if eng is not None:
             eng.close()
-        for sock, (cid, fin) in list(self._mtcp_adopted.items()):
-            fin.detach()
+        for ss in list(self._mtcp_adopted.values()):
+            ss._fin.detach()
         self._mtcp_adopted.clear()
+        self._mtcp_shadows = weakref.WeakKeyDictionary()
         super().close()
 
     # -- routing -------------------------------------------------------------------------------
@@ -454,6 +514,8 @@ class _MTCPLoopMixin:
 
     def _route_to_stack(self, family, host, port):
         """Should an outgoing connection to (host, port) take the user-space stack?"""
+        if not isinstance(port, int) or not 0 <= port <= 65535:
+            return False            # the base loop raises what the kernel path raises (OverflowError...)
         if self._mtcp_config.backend != "loopback":
             return _links.routes(self._mtcp_config, family, host)
         if not stack_owns(family, host):
@@ -484,29 +546,46 @@ class _MTCPLoopMixin:
         return cid
 
     async def _stack_transport(self, cid, protocol_factory, ssl, server_hostname,
-                               ssl_handshake_timeout, ssl_shutdown_timeout, kernel_sock=None):
+                               ssl_handshake_timeout, ssl_shutdown_timeout, kernel_sock=None,
+                               server_side=False, internal=None, count=True):
+        """A transport (TLS on request) on the connected stack connection cid. ``internal``: the
+        transport a StackSocket already made for sock_* I/O; it is handed over with what it buffered."""
         eng = self._engine()
         try:
             protocol = protocol_factory()
+            if protocol is None:    # what the base loop raises
+                if self._mtcp_base_name == "uvloop":
+                    raise TypeError("protocol is required")
+                raise AttributeError("'NoneType' object has no attribute 'connection_made'")
         except BaseException:
-            eng.release(cid, abort=True)
+            if internal is not None:
+                internal.close()
+            else:
+                eng.release(cid)
             raise
         waiter = self.create_future()
+        proto = protocol
         if ssl:
             sslcontext = None if isinstance(ssl, bool) else ssl
-            ssl_protocol = sslproto.SSLProtocol(
-                self, protocol, sslcontext, waiter, False, server_hostname,
+            proto = ssl_protocol = sslproto.SSLProtocol(
+                self, protocol, sslcontext, waiter, server_side, server_hostname,
                 ssl_handshake_timeout=ssl_handshake_timeout,
                 ssl_shutdown_timeout=ssl_shutdown_timeout)
-            transport = new_transport(self, eng, cid, ssl_protocol, kernel_sock=kernel_sock)
+        if internal is not None:
+            transport = internal
+            _hand_over(transport, proto, kernel_sock)
+            if not ssl:
+                waiter.set_result(None)
         else:
-            transport = new_transport(self, eng, cid, protocol, waiter, kernel_sock=kernel_sock)
+            transport = new_transport(self, eng, cid, proto, None if ssl else waiter,
+                                      kernel_sock=kernel_sock)
         try:
             await waiter
         except BaseException:
             transport.close()
             raise
-        self._mtcp_n_user_connected += 1
+        if count:
+            self._mtcp_n_user_connected += 1
         if ssl:
             return ssl_protocol._app_transport, protocol
         return transport, protocol
@@ -543,7 +622,7 @@ class _MTCPLoopMixin:
             raise ValueError("server_hostname is only meaningful with ssl")
         if server_hostname is None and ssl:
             if not host:
-                if sock is None or sock not in self._mtcp_adopted:
+                if sock is None or (sock not in self._mtcp_adopted and not isinstance(sock, StackSocket)):
                     raise ValueError("You must set server_hostname when using ssl without a host")
             server_hostname = host
         if ssl_handshake_timeout is not None and not ssl:
@@ -554,16 +633,22 @@ class _MTCPLoopMixin:
         if sock is not None:
             if host is not None or port is not None:
                 raise ValueError("host/port and sock can not be specified at the same time")
-            adopted = self._mtcp_adopted.pop(sock, None)
-            if adopted is not None:
-                cid, fin = adopted
-                fin.detach()
+            ss = sock if isinstance(sock, StackSocket) else self._mtcp_adopted.get(sock)
+            if ss is not None:
+                if sock.type != socket.SOCK_STREAM:
+                    raise ValueError(f"A Stream Socket was expected, got {sock!r}")
+                cid, internal = ss._take_cid()
+                if ss is not sock:
+                    del self._mtcp_adopted[sock]
+                    ss._fin.detach()
+                    sock.setblocking(False)
                 if server_hostname is None and ssl:
-                    server_hostname = self._engine().getaddrs(cid)[1][0]
-                sock.setblocking(False)
+                    server_hostname = ss.getpeername()[0]
                 return await self._stack_transport(cid, protocol_factory, ssl, server_hostname,
                                                    ssl_handshake_timeout, ssl_shutdown_timeout,
-                                                   kernel_sock=sock)
+                                                   kernel_sock=None if ss is sock else sock,
+                                                   internal=internal, count=False)
+            self._warn_kernel_sock("create_connection(sock=...)", sock, peer=True)
             res = await super().create_connection(protocol_factory, **passthrough)
             self._mtcp_n_kernel_connected += 1
             return res
@@ -571,6 +656,8 @@ class _MTCPLoopMixin:
         if host is None and port is None:
             raise ValueError("host and port was not specified and no sock specified")
         infos = await self._resolve_stream(host, port, family, proto, flags)
+        if isinstance(port, int) and not 0 <= port <= 65535:
+            raise OverflowError("connect(): port must be 0-65535.")   # socket.connect's error
         stack, others = [], []
         for fam, _t, _p, _c, sa in infos:
             (stack if self._route_to_stack(fam, sa[0], sa[1]) else others).append((fam, sa))
@@ -579,16 +666,26 @@ class _MTCPLoopMixin:
             if bad and not stack:
                 raise self._not_owned_error(bad[0][0], bad[0][1])
         if not stack:
+            owned = [sa for fam, sa in others if self._stack_owns(fam, sa[0])]
+            if owned:
+                self._warn_kernel("create_connection()", owned[0][:2])
             res = await super().create_connection(protocol_factory, host, port, **passthrough)
             self._mtcp_n_kernel_connected += 1
             return res
 
         exceptions = []
+        laddr_infos = None
+        if local_addr is not None:
+            # as asyncio: resolved once with the requested family, then matched per remote family
+            laddr_infos = await self._resolve_stream(local_addr[0], local_addr[1], family, proto, flags)
         for fam, sa in stack:
             local = None
-            if local_addr is not None:
-                linfos = await self._resolve_stream(local_addr[0], local_addr[1], fam, proto, flags)
-                local = linfos[0][4][:2]
+            if laddr_infos is not None:
+                match = [li for li in laddr_infos if li[0] == fam]
+                if not match:
+                    exceptions.append(OSError(f"no matching local address with family={fam!r} found"))
+                    continue
+                local = match[0][4][:2]
             try:
                 cid = await self._stack_connect(fam, sa[0], sa[1], local)
             except OSError as exc:
@@ -607,10 +704,50 @@ class _MTCPLoopMixin:
             raise exceptions[0]
         raise OSError("Multiple exceptions: {}".format(", ".join(str(exc) for exc in exceptions)))
 
-    # -- sock_connect: adopt kernel sockets connecting to the stack ----------------------------
+    # -- sockets the application holds (mtcp_loop/socks.py: one mechanism for every sock_*) ------
+    def _warn_on(self):
+        return self._mtcp_config.warn_kernel or self.get_debug()
+
+    def _warn_kernel(self, call, addr, key=None):
+        """Once per listener/destination: TCP on a stack-owned address went to kernel TCP."""
+        if not self._warn_on():
+            return
+        key = (call, key if key is not None else addr)
+        if key in self._mtcp_warned:
+            return
+        self._mtcp_warned.add(key)
+        # logged, not warnings.warn: a program run with -W error must not break over it
+        logger.warning("%s on %r uses kernel TCP, not the user-space stack (see "
+                       "docs/compatibility.md, 'libraries that hold their own sockets')", call, addr)
+
+    def _warn_kernel_sock(self, call, sock, peer=False):
+        if not self._warn_on() or not isinstance(sock, socket.socket):
+            return
+        if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+            return
+        try:
+            sa = sock.getpeername() if peer else sock.getsockname()
+        except OSError:
+            return
+        if self._stack_owns(sock.family, sa[0], listen=not peer):
+            self._warn_kernel(call, sa[:2])
+
+    def _stack_sock(self, sock):
+        """The StackSocket behind ``sock`` (itself, or attached by sock_connect), else None."""
+        if isinstance(sock, StackSocket):
+            return sock
+        if self._mtcp_adopted:
+            return self._mtcp_adopted.get(sock)
+        return None
+
     async def sock_connect(self, sock, address):
-        if (sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM
-                and isinstance(address, tuple) and len(address) >= 2):
+        ss = self._stack_sock(sock)
+        if ss is not None:
+            if ss.getpeername()[:2] != tuple(address[:2]):
+                raise OSError(errno.EISCONN, os.strerror(errno.EISCONN))
+            return None             # connected already (CPython's connect() returns at EISCONN)
+        if (isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6)
+                and sock.type == socket.SOCK_STREAM and isinstance(address, tuple) and len(address) >= 2):
             host, port = address[0], address[1]
             try:
                 ipaddress.ip_address(_strip_scope(host))
@@ -630,10 +767,167 @@ class _MTCPLoopMixin:
                     pass
                 cid = await self._stack_connect(sock.family, host, port, local)
                 eng = self._engine()
-                fin = weakref.finalize(sock, eng.release, cid, True)
-                self._mtcp_adopted[sock] = (cid, fin)
+                ss = StackSocket.from_cid(self, eng, cid)
+                ss._fin = weakref.finalize(sock, ss.close)
+                self._mtcp_adopted[sock] = ss
+                self._mtcp_n_user_connected += 1
                 return None
+            if self._stack_owns(sock.family, host):
+                self._warn_kernel("sock_connect()", (host, port))
         return await super().sock_connect(sock, address)
+
+    async def sock_accept(self, sock):
+        if isinstance(sock, StackSocket):
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        sh = self._shadow_for(sock)
+        if sh is None:
+            return await super().sock_accept(sock)
+        cid = sh.pop()
+        if cid is None:
+            try:
+                conn, addr = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                pass
+            else:
+                return self._kernel_arrival(sh, conn, addr)
+            kind, val = await self._shadow_wait(sh, sock)
+            if kind == "kernel":
+                return self._kernel_arrival(sh, *val)
+            cid = val
+        ss = StackSocket.from_cid(self, self._engine(), cid)
+        self._mtcp_n_user_accepted += 1
+        return ss, ss.getpeername()
+
+    def _kernel_arrival(self, sh, conn, addr):
+        conn.setblocking(False)
+        if not sh.kernel_warned and self._warn_on():
+            sh.kernel_warned = True
+            self._warn_kernel("sock_accept()", sh.addr[:2], key=("shadow", id(sh)))
+        return conn, addr
+
+    async def _shadow_wait(self, sh, sock):
+        fut = self.create_future()
+        sh._waiters.append(fut)
+        fd = sock.fileno()
+
+        def on_readable():
+            if fut.done():
+                return
+            try:
+                conn, addr = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                fut.set_exception(exc)
+                return
+            fut.set_result(("kernel", (conn, addr)))
+
+        self.add_reader(fd, on_readable)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                kind, val = fut.result()        # arrived while being cancelled: not lost
+                if kind == "stack":
+                    sh.push_front(val)
+                else:
+                    val[0].close()
+            # the application may close the listening socket next (anyio's aclose)
+            self.call_soon(self._shadow_check_soon, sh, 3)
+            raise
+        finally:
+            try:
+                sh._waiters.remove(fut)
+            except ValueError:
+                pass
+            if sock.fileno() == fd:
+                self.remove_reader(fd)
+
+    def _shadow_check_soon(self, sh, n):
+        if sh.check() and n > 1:
+            self.call_soon(self._shadow_check_soon, sh, n - 1)
+
+    def _shadow_for(self, sock):
+        """The shadow stack listener of a listening kernel socket bound to a stack-owned address
+        (opened on first sock_accept), else None (the socket is served by the base loop only)."""
+        if not isinstance(sock, socket.socket):
+            return None
+        sh = self._mtcp_shadows.get(sock)
+        if sh is not None:
+            if sh is False or not sh.check():
+                return None
+            return sh
+        if (sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM
+                or sock.fileno() == -1):
+            return None
+        try:
+            if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                return None
+            sa = sock.getsockname()
+        except OSError:
+            return None
+        if not self._stack_owns(sock.family, sa[0], listen=True):
+            return None
+        eng = self._engine()
+        try:
+            lid = eng.listen(sock.family, sa[0], sa[1], socket.SOMAXCONN)
+        except OSError as exc:
+            self._mtcp_shadows[sock] = False
+            if self._warn_on():
+                self._warn_kernel(f"sock_accept() (no stack listener: {exc.strerror})", sa[:2])
+            return None
+        sh = self._mtcp_shadows[sock] = ShadowListener(self, eng, sock, lid)
+        return sh
+
+    async def connect_accepted_socket(self, protocol_factory, sock, *, ssl=None,
+                                      ssl_handshake_timeout=None, ssl_shutdown_timeout=None):
+        if ssl_handshake_timeout is not None and not ssl:
+            raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
+        if ssl_shutdown_timeout is not None and not ssl:
+            raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
+        ss = self._stack_sock(sock)
+        if ss is None:
+            res = await super().connect_accepted_socket(
+                protocol_factory, sock, ssl=ssl, ssl_handshake_timeout=ssl_handshake_timeout,
+                ssl_shutdown_timeout=ssl_shutdown_timeout)
+            self._mtcp_n_kernel_accepted += 1
+            return res
+        cid, internal = ss._take_cid()
+        if ss is not sock:
+            del self._mtcp_adopted[sock]
+            ss._fin.detach()
+        return await self._stack_transport(cid, protocol_factory, ssl, None, ssl_handshake_timeout,
+                                           ssl_shutdown_timeout, server_side=True,
+                                           kernel_sock=None if ss is sock else sock,
+                                           internal=internal, count=False)
+
+    async def sock_recv(self, sock, n):
+        ss = self._stack_sock(sock)
+        if ss is None:
+            return await super().sock_recv(sock, n)
+        return await ss.a_recv(n)
+
+    async def sock_recv_into(self, sock, buf):
+        ss = self._stack_sock(sock)
+        if ss is None:
+            return await super().sock_recv_into(sock, buf)
+        return await ss.a_recv_into(buf)
+
+    async def sock_sendall(self, sock, data):
+        ss = self._stack_sock(sock)
+        if ss is None:
+            return await super().sock_sendall(sock, data)
+        return await ss.a_sendall(data)
+
+    async def sock_sendfile(self, sock, file, offset=0, count=None, *, fallback=True):
+        ss = self._stack_sock(sock)
+        if ss is None:
+            return await super().sock_sendfile(sock, file, offset, count, fallback=fallback)
+        base_events.BaseEventLoop._check_sendfile_params(self, ss, file, offset, count)
+        if not fallback:
+            raise asyncio.SendfileNotAvailableError(
+                "native sendfile is not available on the user-space stack")
+        return await base_events.BaseEventLoop._sock_sendfile_fallback(self, ss, file, offset, count)
 
     # -- create_server ---------------------------------------------------------------------------
     async def create_server(self, protocol_factory, host=None, port=None, *,
@@ -643,6 +937,7 @@ class _MTCPLoopMixin:
                             start_serving=True, **kwargs):
         if isinstance(ssl, bool):
             raise TypeError("ssl argument must be an SSLContext or None")
+        backlog = operator.index(backlog)   # TypeError for 'x' or 1.5, as socket.listen()
         if ssl_handshake_timeout is not None and ssl is None:
             raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
         if ssl_shutdown_timeout is not None and ssl is None:
@@ -664,6 +959,15 @@ class _MTCPLoopMixin:
                 sa = sock.getsockname()
             except OSError:
                 sa = None
+            if sa is not None and sock.family in (socket.AF_INET, socket.AF_INET6) and sa[1] == 0:
+                # unbound: listen() would pick the port; bind now so stack and kernel share it
+                sock.bind((sa[0], 0))
+                sa = sock.getsockname()
+            prev = self._mtcp_sock_servers.get(sock)
+            if prev is not None and not prev._closed:
+                # the same socket twice: the stack listener is the first server's; this one serves
+                # the socket as the base loop does (asyncio: both listen; uvloop: RuntimeError)
+                return await super().create_server(counted_factory, sock=sock, **kernel_kw)
             if (sock.family not in (socket.AF_INET, socket.AF_INET6) or sa is None
                     or not self._stack_owns(sock.family, sa[0], listen=True)):
                 if self._mtcp_config.fallback == "error" and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -673,14 +977,16 @@ class _MTCPLoopMixin:
             eng = self._engine()
             server = MTCPServer(self, eng, protocol_factory, ssl, backlog,
                                 ssl_handshake_timeout, ssl_shutdown_timeout)
+            server._sock_form = True
             lid = eng.listen(sock.family, sa[0], sa[1], backlog)
             try:
-                server._add_listener(lid, sock.family)
+                server._add_listener(lid, sock.family, serve=start_serving)
                 ks = await super().create_server(counted_factory, sock=sock, **kernel_kw)
                 server._kernel_servers.append(ks)
             except BaseException:
                 server.close()
                 raise
+            self._mtcp_sock_servers[sock] = server
             if start_serving:
                 server._start_serving()
                 await asyncio.sleep(0)
@@ -743,7 +1049,7 @@ class _MTCPLoopMixin:
                                 chosen = ks.getsockname()[1]
                     if on_stack:
                         lid = eng.listen(fam, ip, chosen, backlog)
-                        server._add_listener(lid, fam)
+                        server._add_listener(lid, fam, serve=start_serving)
                         if not chosen:
                             chosen = server._listeners[-1][1].getsockname()[1]
             except OSError as exc:

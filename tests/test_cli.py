@@ -48,3 +48,25 @@ def test_bench_engine():
     assert p.returncode == 0, p.stdout + p.stderr
     out = json.loads(p.stdout)
     assert out["short"]["conns"] > 0 and out["bulk"]["bytes"] > 0
+
+
+def test_bad_env_variable_one_line_exit_2():
+    env = dict(os.environ, PYTHONPATH=ROOT, MTCP_MAX_CONNS="abc")
+    p = subprocess.run([sys.executable, "-m", "mtcp_loop.cli", "demo"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=100)
+    assert p.returncode == 2, p.stdout + p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "MTCP_MAX_CONNS" in lines[0], p.stderr
+    assert "Traceback" not in p.stderr and "never awaited" not in p.stderr
+
+
+def test_backend_that_cannot_open_one_line_exit_2():
+    # an interface that does not exist: nothing is opened, nothing is sent
+    env = dict(os.environ, PYTHONPATH=ROOT, MTCP_BACKEND="packet", MTCP_IFNAME="mtcpnosuch0",
+               MTCP_IPV4="198.18.0.2/24")
+    p = subprocess.run([sys.executable, "-m", "mtcp_loop.cli", "stats"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=100)
+    assert p.returncode == 2, p.stdout + p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "mtcpnosuch0" in lines[0], p.stderr
+    assert "never awaited" not in p.stderr

@@ -84,3 +84,46 @@ def test_fill_c_config_mapping():
     c2 = C()
     MTCPConfig().fill_c_config(None, Lib, c2)
     assert c2.max_conns == 65536     # loopback default: both ends of in-process connections
+
+
+def test_unknown_field_lists_known_fields():
+    import pytest
+    from mtcp_loop.config import MTCPConfig
+    with pytest.raises(TypeError, match="unknown mtcp_loop config field 'bogus'.*max_conns"):
+        MTCPConfig(bogus=1)
+
+
+def test_run_bad_env_raises_before_the_loop_no_warning(monkeypatch):
+    import asyncio
+    import gc
+    import warnings
+
+    import pytest
+
+    import mtcp_loop
+    monkeypatch.setenv("MTCP_MAX_CONNS", "abc")
+    ran = []
+
+    async def main():
+        ran.append(1)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="MTCP_MAX_CONNS"):
+            mtcp_loop.run(main())
+        gc.collect()
+    assert not ran
+    assert not [w for w in caught if "never awaited" in str(w.message)]
+    with pytest.raises(RuntimeError):
+        asyncio.get_running_loop()       # no loop was left behind
+
+
+def test_real_backend_fails_at_loop_creation(monkeypatch):
+    import pytest
+
+    import mtcp_loop
+    from conftest import EXT
+    if not EXT:
+        pytest.fail("native extension not built")
+    with pytest.raises(OSError, match="mtcpnosuch0"):
+        mtcp_loop.new_event_loop(backend="packet", ifname="mtcpnosuch0", ipv4="198.18.0.2/24")

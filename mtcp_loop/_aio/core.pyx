@@ -51,6 +51,7 @@ cdef object _deque = collections.deque
 cdef object _inet_ntop = socket.inet_ntop
 cdef object AF_INET = socket.AF_INET
 cdef object AF_INET6 = socket.AF_INET6
+cdef frozenset _ADDR_KEYS = frozenset(("sockname", "peername", "socket"))
 
 
 cdef void *_fn(str name) except NULL:
@@ -320,7 +321,7 @@ cdef class EngineCore:
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            self.release(cid, True)
+            self.release(cid)     # closed like asyncio's dropped socket: FIN (RST if data unread)
             if loop.get_debug():
                 loop.call_exception_handler({
                     "message": "Error on transport creation for incoming connection",
@@ -424,6 +425,13 @@ def _consume_exception(fut):
 cdef MTCPTransport _new_transport(loop, EngineCore engine, uint64_t cid, protocol, waiter, server,
                                   kernel_sock, bint fresh):
     cdef MTCPTransport tr = MTCPTransport.__new__(MTCPTransport)
+    _init_transport(tr, loop, engine, cid, protocol, waiter, None, server, kernel_sock, fresh)
+    return tr
+
+
+cdef _init_transport(MTCPTransport tr, loop, EngineCore engine, uint64_t cid, protocol, waiter,
+                     extra, server, kernel_sock, bint fresh):
+    tr._extra = extra
     tr._loop = loop
     tr._engine = engine
     tr._cid = cid
@@ -448,7 +456,6 @@ cdef MTCPTransport _new_transport(loop, EngineCore engine, uint64_t cid, protoco
             if early[1]:
                 loop.call_soon(tr._on_error_cb, early[1])
     loop.call_soon(tr._connection_made)
-    return tr
 
 
 cdef class MTCPTransport:
@@ -457,7 +464,7 @@ cdef class MTCPTransport:
     cdef readonly object _loop
     cdef EngineCore _engine
     cdef readonly uint64_t _cid
-    cdef object _kernel_sock        # adopted kernel socket kept to reserve a port
+    cdef public object _kernel_sock  # adopted kernel socket kept to reserve a port
     cdef object _protocol
     cdef object _server
     cdef object _waiter
@@ -481,6 +488,7 @@ cdef class MTCPTransport:
     cdef bint _released             # cid handed back to the engine
     cdef bint _rx_empty
     cdef bint _addrs_taken          # _laddr/_raddr hold the addresses
+    cdef bint _addrs_filled         # sockname/peername/socket are in _extra
     cdef mtcp_addr _laddr
     cdef mtcp_addr _raddr
     cdef object __weakref__
@@ -491,7 +499,9 @@ cdef class MTCPTransport:
 
     def __init__(self, loop, EngineCore engine, uint64_t cid, protocol, waiter=None, extra=None,
                  server=None, kernel_sock=None, fresh=False):
-        raise TypeError("MTCPTransport is created by the loop (create_connection/create_server)")
+        if self._engine is not None:
+            raise RuntimeError("MTCPTransport is already initialised")
+        _init_transport(self, loop, engine, cid, protocol, waiter, extra, server, kernel_sock, fresh)
 
     def __repr__(self):
         info = [self.__class__.__name__, f"cid={self._cid:#x}"]
@@ -515,8 +525,10 @@ cdef class MTCPTransport:
 
     def get_extra_info(self, name, default=None):
         extra = self._extra
-        if extra is None:
-            extra = self._extra = {}
+        if extra is None or (not self._addrs_filled and name in _ADDR_KEYS):
+            if extra is None:
+                extra = self._extra = {}
+            self._addrs_filled = True
             self._take_addrs()
             if self._addrs_taken:
                 local = _addr_tuple(&self._laddr)
@@ -524,7 +536,7 @@ cdef class MTCPTransport:
                 extra["sockname"] = local
                 extra["peername"] = remote
                 family = AF_INET6 if self._laddr.family == MTCP_AF_INET6 else AF_INET
-                extra["socket"] = _new_pseudo(self._engine, self._cid, family, local, remote, False)
+                extra["socket"] = _new_pseudo(self._loop, self._engine, self._cid, family, local, remote, False)
         return extra.get(name, default)
 
     # -- protocol ------------------------------------------------------------------------------
@@ -756,6 +768,10 @@ cdef class MTCPTransport:
             raise RuntimeError("Cannot call write() after write_eof()")
         if self._empty_waiter is not None:
             raise RuntimeError("unable to write; sendfile is in progress")
+        if not PyBytes_CheckExact(data) and type(data) is not bytearray:
+            # lengths are nbytes for any format/shape; a non-contiguous view raises TypeError
+            # ("casts are restricted to C-contiguous views", as uvloop) instead of a partial write
+            data = memoryview(data).cast("B")
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         n = view.len
         if n == 0:
@@ -901,7 +917,10 @@ cdef class MTCPTransport:
         self._closing = True
         self._conn_lost += 1
         if abort or exc is not None:
-            self._release(True)
+            # as asyncio/uvloop: the socket is closed at once (what the engine holds still goes
+            # out, then FIN; RST only with unread received data or SO_LINGER(1, 0)); the unsent
+            # Python-side buffer is dropped
+            self._release(False)
         self._loop.call_soon(self._call_connection_lost, exc)
 
     cdef _release(self, bint abort):
@@ -1001,22 +1020,10 @@ cdef object _opt_table():
     return _OPT_TABLE
 
 
-cdef PseudoSocket _new_pseudo(EngineCore engine, uint64_t cid, family, sockname, peername, bint listener):
+cdef PseudoSocket _new_pseudo(loop, engine, uint64_t cid, family, sockname, peername, bint listener):
     cdef PseudoSocket ps = PseudoSocket.__new__(PseudoSocket)
-    ps._engine = engine
-    ps._cid = cid
-    ps.family = socket.AddressFamily(family)
-    ps.type = socket.SOCK_STREAM
-    ps.proto = socket.IPPROTO_TCP
-    ps._sockname = sockname
-    ps._peername = peername
-    ps._listener = listener
-    ps._opts_cache = {}
+    ps._setup(loop, engine, cid, family, sockname, peername, listener)
     return ps
-
-
-def new_pseudo_socket(EngineCore engine, uint64_t cid, family, sockname, peername=None, listener=False):
-    return _new_pseudo(engine, cid, family, sockname, peername, listener)
 
 
 cdef class PseudoSocket:
@@ -1025,18 +1032,31 @@ cdef class PseudoSocket:
     TCP_NODELAY, SO_KEEPALIVE, TCP_KEEPIDLE/TCP_KEEPINTVL/TCP_KEEPCNT, SO_SNDBUF/SO_RCVBUF and
     SO_LINGER(on, 0) onto the engine; I/O methods raise TypeError (use the transport)."""
 
-    cdef EngineCore _engine
-    cdef uint64_t _cid
+    cdef public object _loop
+    cdef public object _engine
+    cdef public object _cid          # None: a listener not listening yet (start_serving=False)
     cdef public object family
     cdef public object type
     cdef public object proto
-    cdef object _sockname
-    cdef object _peername
-    cdef bint _listener
-    cdef dict _opts_cache
+    cdef public object _sockname
+    cdef public object _peername
+    cdef public bint _listener
+    cdef public dict _opts_cache
 
-    def __init__(self, *args, **kwargs):
-        raise TypeError("PseudoSocket is created by the loop")
+    def __init__(self, loop, engine, cid, family, sockname, peername=None, listener=False):
+        self._setup(loop, engine, cid, family, sockname, peername, listener)
+
+    cdef _setup(self, loop, engine, cid, family, sockname, peername, listener):
+        self._loop = loop
+        self._engine = engine
+        self._cid = cid
+        self.family = socket.AddressFamily(family)
+        self.type = socket.SOCK_STREAM
+        self.proto = socket.IPPROTO_TCP
+        self._sockname = sockname
+        self._peername = peername
+        self._listener = listener
+        self._opts_cache = {}
 
     def __repr__(self):
         s = f"<mtcp_loop.PseudoSocket family={self.family!r} type={self.type!r} proto={self.proto}"
@@ -1065,9 +1085,10 @@ cdef class PseudoSocket:
             raise os_error(-rc, "mtcp_setopt/getopt")
 
     cdef mtcp_engine *_eng(self) except NULL:
-        if self._engine is None or self._engine._e == NULL:
+        cdef EngineCore eng = self._engine
+        if eng is None or eng._e == NULL or self._cid is None:
             raise OSError(EBADF, os.strerror(EBADF))
-        return self._engine._e
+        return eng._e
 
     def setsockopt(self, level, optname, value, optlen=None):
         if level == socket.SOL_SOCKET and optname in (socket.SO_REUSEADDR, getattr(socket, "SO_REUSEPORT", -1)):

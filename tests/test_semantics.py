@@ -1,0 +1,614 @@
+"""asyncio semantics at the edges: buffer types, close/abort/error paths, sockets held by the
+application (sock_*), server variants and argument errors. Each behaviour is a mixin bound to
+stock asyncio (the oracle) and to MTCPLoop on uvloop and on asyncio's selector loop."""
+from __future__ import annotations
+
+import array
+import asyncio
+import socket
+import struct
+
+import pytest
+
+from conftest import bind
+
+pytestmark = pytest.mark.timeout(60)
+
+HOST = "127.0.0.1"
+
+
+class Sink(asyncio.Protocol):
+    """Server side: collects everything until EOF or loss."""
+
+    def __init__(self, loop):
+        self.data = bytearray()
+        self.eof = False
+        self.lost = loop.create_future()
+
+    def connection_made(self, tr):
+        self.tr = tr
+
+    def data_received(self, data):
+        self.data += data
+
+    def eof_received(self):
+        self.eof = True
+
+    def connection_lost(self, exc):
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+async def _sink_server(loop, **kw):
+    sinks = []
+
+    def factory():
+        s = Sink(loop)
+        sinks.append(s)
+        return s
+    srv = await loop.create_server(factory, HOST, 0, **kw)
+    return srv, srv.sockets[0].getsockname()[1], sinks
+
+
+async def _read_all(reader):
+    """Everything until EOF; ('reset', data) when the connection is reset instead."""
+    data = bytearray()
+    try:
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                return bytes(data)
+            data += chunk
+    except ConnectionResetError:
+        return ("reset", bytes(data))
+
+
+# ------------------------------------------------------------------------------------------
+class _TestWriteBufferTypes:
+    """write() moves nbytes of any contiguous buffer, whatever its format or itemsize."""
+
+    def _deliver(self, payload, expect):
+        async def main():
+            srv, port, sinks = await _sink_server(self.loop)
+            _, w = await asyncio.open_connection(HOST, port)
+            w.write(payload)
+            w.write_eof()
+            exc = await asyncio.wait_for(_wait_sink(sinks), 10)
+            assert exc is None
+            assert bytes(sinks[0].data) == expect
+            w.close()
+            srv.close()
+        self.run(main())
+
+    def test_memoryview_of_int_array(self):
+        a = array.array("i", [1, 2, 3, 4])
+        self._deliver(memoryview(a), a.tobytes())
+
+    def test_memoryview_cast_q(self):
+        raw = bytes(range(64))
+        self._deliver(memoryview(raw).cast("Q"), raw)
+
+    def test_memoryview_2d(self):
+        raw = bytes(range(64))
+        self._deliver(memoryview(raw).cast("B", (8, 8)), raw)
+
+    def test_bytearray_and_memoryview_slices(self):
+        raw = bytes(range(200))
+        self._deliver(memoryview(bytearray(raw))[10:150], raw[10:150])
+
+    def test_large_memoryview_of_doubles(self):
+        a = array.array("d", range(100000))   # 800 KB: more than one engine/kernel send
+        self._deliver(memoryview(a), a.tobytes())
+
+    def test_writelines_of_memoryviews(self):
+        async def main():
+            srv, port, sinks = await _sink_server(self.loop)
+            _, w = await asyncio.open_connection(HOST, port)
+            a = array.array("H", [1, 2, 3])
+            w.writelines([memoryview(a), b"x", memoryview(bytes(16)).cast("I")])
+            w.write_eof()
+            await asyncio.wait_for(_wait_sink(sinks), 10)
+            assert bytes(sinks[0].data) == a.tobytes() + b"x" + bytes(16)
+            w.close()
+            srv.close()
+        self.run(main())
+
+    def test_non_buffer_types_rejected(self):
+        async def main():
+            srv, port, sinks = await _sink_server(self.loop)
+            _, w = await asyncio.open_connection(HOST, port)
+            for bad in ("str", 12, array.array("i", [1])):
+                with pytest.raises(TypeError):
+                    w.transport.write(bad)
+            w.close()
+            srv.close()
+        self.run(main())
+
+    def test_non_contiguous_memoryview(self):
+        """Never a partial or silent write: uvloop and MTCPLoop raise TypeError at the call; stock
+        asyncio's send() fails with BufferError and the transport closes with a fatal error."""
+        self.allow_loop_errors = True
+
+        async def main():
+            srv, port, sinks = await _sink_server(self.loop)
+            _, w = await asyncio.open_connection(HOST, port)
+            view = memoryview(bytes(range(16)))[::2]
+            if self.kind == "asyncio":
+                w.transport.write(view)
+                assert w.transport.is_closing()
+                assert any(isinstance(c.get("exception"), BufferError) for c in self._exc_contexts)
+            else:
+                with pytest.raises(TypeError, match="C-contiguous"):
+                    w.transport.write(view)
+                assert not w.transport.is_closing()
+                w.write(b"ok")
+                w.write_eof()
+                await asyncio.wait_for(_wait_sink(sinks), 10)
+                assert bytes(sinks[0].data) == b"ok"
+            w.close()
+            srv.close()
+        self.run(main())
+
+
+async def _wait_sink(sinks, n=1):
+    while len(sinks) < n:
+        await asyncio.sleep(0.005)
+    while not sinks[n - 1].eof and not sinks[n - 1].lost.done():
+        await asyncio.sleep(0.005)
+    if sinks[n - 1].lost.done():
+        return sinks[n - 1].lost.result()
+    return None
+
+
+# ------------------------------------------------------------------------------------------
+class _TestCloseAndErrorPaths:
+    """Bytes handed to the transport before an error/abort reach the peer, then FIN; RST only where
+    the kernel sends one (unread received data at close, SO_LINGER(1, 0))."""
+
+    def test_protocol_error_after_write_delivers_reply(self):
+        self.allow_loop_errors = True
+
+        class Failing(asyncio.Protocol):
+            def connection_made(self, tr):
+                self.tr = tr
+
+            def data_received(self, data):
+                self.tr.write(b"HTTP/1.0 500 Internal Server Error\r\n\r\n")
+                raise RuntimeError("handler failed")
+
+        async def main():
+            srv = await self.loop.create_server(Failing, HOST, 0)
+            port = srv.sockets[0].getsockname()[1]
+            r, w = await asyncio.open_connection(HOST, port)
+            w.write(b"GET / HTTP/1.0\r\n\r\n")
+            got = await _read_all(r)
+            assert got == b"HTTP/1.0 500 Internal Server Error\r\n\r\n"
+            w.close()
+            srv.close()
+            assert any(isinstance(c.get("exception"), RuntimeError) for c in self._exc_contexts)
+        self.run(main())
+
+    def test_protocol_factory_raises_peer_sees_eof(self):
+        self.allow_loop_errors = True
+
+        def factory():
+            raise RuntimeError("no protocol")
+
+        async def main():
+            srv = await self.loop.create_server(factory, HOST, 0)
+            port = srv.sockets[0].getsockname()[1]
+            r, w = await asyncio.open_connection(HOST, port)
+            assert await _read_all(r) == b""
+            w.close()
+            srv.close()
+        self.run(main())
+
+    def test_tls_server_gets_plain_text(self, tmp_path):
+        from conftest import ssl_contexts
+        sctx, _ = ssl_contexts(tmp_path)
+        self.allow_loop_errors = True
+
+        async def main():
+            srv = await self.loop.create_server(asyncio.Protocol, HOST, 0, ssl=sctx)
+            port = srv.sockets[0].getsockname()[1]
+            r, w = await asyncio.open_connection(HOST, port)
+            w.write(b"GET / HTTP/1.0\r\n\r\n")
+            got = await _read_all(r)
+            assert isinstance(got, bytes), got    # an alert at most, then EOF: no reset
+            w.close()
+            srv.close()
+        self.run(main())
+
+    def test_abort_delivers_handed_bytes_then_fin(self):
+        async def main():
+            srv, port, sinks = await _sink_server(self.loop)
+            tr, _ = await self.loop.create_connection(asyncio.Protocol, HOST, port)
+            tr.write(b"handed to the kernel before abort")
+            tr.abort()
+            assert tr.is_closing()
+            exc = await asyncio.wait_for(_wait_sink(sinks), 10)
+            assert exc is None
+            assert bytes(sinks[0].data) == b"handed to the kernel before abort"
+            assert await asyncio.wait_for(sinks[0].lost, 10) is None   # EOF, not a reset
+            srv.close()
+        self.run(main())
+
+    def test_abort_large_write_prefix_then_fin(self):
+        async def main():
+            srv, port, sinks = await _sink_server(self.loop)
+            tr, _ = await self.loop.create_connection(asyncio.Protocol, HOST, port)
+            data = bytes(range(256)) * 40000          # 10 MB: more than any send buffer
+            tr.write(data)
+            tr.abort()
+            assert await asyncio.wait_for(_wait_sink(sinks), 20) is None
+            got = bytes(sinks[0].data)
+            assert 0 < len(got) < len(data) and data.startswith(got)
+            srv.close()
+        self.run(main())
+
+    def test_close_with_unread_data_resets(self):
+        class Unread(asyncio.Protocol):
+            def connection_made(self, tr):
+                self.tr = tr
+                tr.pause_reading()
+
+        async def main():
+            servers = []
+
+            def factory():
+                p = Unread()
+                servers.append(p)
+                return p
+            srv = await self.loop.create_server(factory, HOST, 0)
+            port = srv.sockets[0].getsockname()[1]
+            r, w = await asyncio.open_connection(HOST, port)
+            w.write(b"never read by the server")
+            await w.drain()
+            while not servers:
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.1)                 # the bytes reach the server's receive buffer
+            servers[0].tr.close()
+            got = await _read_all(r)
+            assert got == ("reset", b"")
+            w.close()
+            srv.close()
+        self.run(main())
+
+    def test_linger_zero_resets(self):
+        async def main():
+            srv, port, sinks = await _sink_server(self.loop)
+            r, w = await asyncio.open_connection(HOST, port)
+            while not sinks:
+                await asyncio.sleep(0.005)
+            s = sinks[0].tr.get_extra_info("socket")
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sinks[0].tr.close()
+            assert await _read_all(r) == ("reset", b"")
+            w.close()
+            srv.close()
+        self.run(main())
+
+    def test_close_delivers_buffered_then_fin(self):
+        async def main():
+            srv, port, sinks = await _sink_server(self.loop)
+            tr, _ = await self.loop.create_connection(asyncio.Protocol, HOST, port)
+            data = bytes(range(256)) * 8000           # 2 MB
+            tr.write(data)
+            tr.close()
+            assert await asyncio.wait_for(_wait_sink(sinks), 20) is None
+            assert bytes(sinks[0].data) == data
+            srv.close()
+        self.run(main())
+
+
+bind(globals(), _TestWriteBufferTypes, _TestCloseAndErrorPaths)
+
+
+# ------------------------------------------------------------------------------------------
+class EchoProto(asyncio.Protocol):
+    def connection_made(self, tr):
+        self.tr = tr
+
+    def data_received(self, data):
+        self.tr.write(data)
+
+    def eof_received(self):
+        self.tr.close()
+
+
+class _TestOwnSockets:
+    """Sockets the application creates and drives itself through loop.sock_* (aiohttp's client,
+    anyio's listeners, plain socket code)."""
+
+    def test_sock_connect_then_sock_io(self, tmp_path):
+        async def main():
+            srv = await self.loop.create_server(EchoProto, HOST, 0)
+            port = srv.sockets[0].getsockname()[1]
+            s = socket.socket()
+            s.setblocking(False)
+            await self.loop.sock_connect(s, (HOST, port))
+            await self.loop.sock_sendall(s, b"ping")
+            assert await self.loop.sock_recv(s, 4) == b"ping"
+            await self.loop.sock_sendall(s, array.array("i", [7, 8]).tobytes())
+            buf = bytearray(8)
+            n = 0
+            while n < 8:
+                n += await self.loop.sock_recv_into(s, memoryview(buf)[n:])
+            assert bytes(buf) == array.array("i", [7, 8]).tobytes()
+            f = tmp_path / "f.bin"
+            f.write_bytes(bytes(range(256)) * 100)
+            with open(f, "rb") as fh:
+                sent = await self.loop.sock_sendfile(s, fh)
+            assert sent == 25600
+            got = bytearray()
+            while len(got) < 25600:
+                got += await self.loop.sock_recv(s, 65536)
+            assert bytes(got) == bytes(range(256)) * 100
+            await self.loop.sock_connect(s, (HOST, port))     # already connected: no-op, as connect()
+            s.close()
+            srv.close()
+            await srv.wait_closed()
+            self.assert_userspace(2)
+        self.run(main())
+
+    def test_sock_connect_then_create_connection(self):
+        async def main():
+            srv = await self.loop.create_server(EchoProto, HOST, 0)
+            port = srv.sockets[0].getsockname()[1]
+            s = socket.socket()
+            s.setblocking(False)
+            await self.loop.sock_connect(s, (HOST, port))
+            r, w = await asyncio.open_connection(sock=s)
+            w.write(b"adopted")
+            assert await r.readexactly(7) == b"adopted"
+            assert w.get_extra_info("peername")[:2] == (HOST, port)
+            w.close()
+            await w.wait_closed()
+            srv.close()
+            await srv.wait_closed()
+            self.assert_userspace(2)
+        self.run(main())
+
+    def _own_listener(self, family=socket.AF_INET, host=HOST):
+        ls = socket.socket(family, socket.SOCK_STREAM)
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind((host, 0))
+        ls.listen(128)
+        ls.setblocking(False)
+        return ls
+
+    def test_sock_accept_connect_accepted_socket(self):
+        """anyio's listener: its own kernel socket, sock_accept, connect_accepted_socket."""
+        async def main():
+            ls = self._own_listener()
+            port = ls.getsockname()[1]
+
+            async def serve_one():
+                conn, addr = await self.loop.sock_accept(ls)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                assert conn.getsockname()[:2] == (HOST, port)
+                assert conn.getpeername()[:2] == addr[:2]
+                tr, _ = await self.loop.connect_accepted_socket(EchoProto, conn)
+                assert tr.get_extra_info("peername")[:2] == addr[:2]
+                return addr
+
+            task = self.loop.create_task(serve_one())
+            await asyncio.sleep(0)      # accepting (the stack listener opens at the first sock_accept)
+            r, w = await asyncio.open_connection(HOST, port)
+            addr = await task
+            assert w.get_extra_info("sockname")[:2] == addr[:2]
+            for i in range(10):
+                w.write(b"line %d\n" % i)
+                assert await r.readline() == b"line %d\n" % i
+            w.write_eof()
+            assert await r.read() == b""
+            w.close()
+            ls.close()
+            self.assert_userspace(2)
+        self.run(main())
+
+    def test_sock_accept_then_sock_io(self):
+        async def main():
+            ls = self._own_listener(socket.AF_INET6, "::1")
+            port = ls.getsockname()[1]
+
+            async def serve_one():
+                conn, addr = await self.loop.sock_accept(ls)
+                data = await self.loop.sock_recv(conn, 100)
+                await self.loop.sock_sendall(conn, data.upper())
+                assert await self.loop.sock_recv(conn, 100) == b""      # peer's EOF
+                conn.close()
+
+            task = self.loop.create_task(serve_one())
+            await asyncio.sleep(0)      # accepting (the stack listener opens at the first sock_accept)
+            r, w = await asyncio.open_connection("::1", port)
+            w.write(b"hello")
+            assert await r.readexactly(5) == b"HELLO"
+            w.write_eof()
+            await task
+            assert await r.read() == b""
+            w.close()
+            ls.close()
+            self.assert_userspace(2)
+        self.run(main())
+
+    def test_sock_accept_kernel_client(self):
+        """A blocking client in a thread (kernel TCP) reaches the same listener."""
+        async def main():
+            ls = self._own_listener()
+            port = ls.getsockname()[1]
+
+            def client():
+                with socket.create_connection((HOST, port), timeout=10) as c:
+                    c.sendall(b"from a thread")
+                    c.shutdown(socket.SHUT_WR)
+                    return c.recv(100)
+
+            fut = self.loop.run_in_executor(None, client)
+            conn, _ = await self.loop.sock_accept(ls)
+            data = b""
+            while len(data) < 13:
+                data += await self.loop.sock_recv(conn, 100)
+            await self.loop.sock_sendall(conn, b"ok")
+            conn.close()
+            assert await fut == b"ok"
+            assert data == b"from a thread"
+            ls.close()
+        self.run(main())
+
+    def test_sock_accept_cancelled_then_listener_closed(self):
+        async def main():
+            ls = self._own_listener()
+            port = ls.getsockname()[1]
+            task = self.loop.create_task(self.loop.sock_accept(ls))
+            await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            try:
+                self.loop.remove_reader(ls)
+            except (ValueError, NotImplementedError):
+                pass
+            await asyncio.sleep(0)
+            ls.close()
+            await asyncio.sleep(0.01)
+            with pytest.raises(ConnectionRefusedError):
+                await asyncio.open_connection(HOST, port)
+        self.run(main())
+
+
+bind(globals(), _TestOwnSockets)
+
+
+# ------------------------------------------------------------------------------------------
+class _TestArgumentErrors:
+    """Bad arguments: the exception type (and message) stock asyncio gives."""
+
+    def test_port_out_of_range(self):
+        async def main():
+            for port in (-1, 70000):
+                with pytest.raises(OverflowError, match="port must be 0-65535"):
+                    await self.loop.create_connection(asyncio.Protocol, HOST, port)
+        self.run(main())
+
+    def test_backlog_not_an_int(self):
+        async def main():
+            for backlog in ("x", 1.5):
+                with pytest.raises(TypeError):
+                    await self.loop.create_server(asyncio.Protocol, HOST, 0, backlog=backlog)
+        self.run(main())
+
+    def test_local_addr_family_mismatch(self):
+        async def main():
+            srv = await self.loop.create_server(asyncio.Protocol, HOST, 0)
+            port = srv.sockets[0].getsockname()[1]
+            with pytest.raises(OSError, match="no matching local address") as ei:
+                await self.loop.create_connection(asyncio.Protocol, HOST, port, local_addr=("::1", 0))
+            assert type(ei.value) is OSError
+            srv.close()
+        self.run(main())
+
+    def test_protocol_factory_returns_none(self):
+        async def main():
+            srv = await self.loop.create_server(asyncio.Protocol, HOST, 0)
+            port = srv.sockets[0].getsockname()[1]
+            # asyncio: AttributeError (None.connection_made); uvloop: TypeError("protocol is required");
+            # MTCPLoop raises what its base raises
+            expect = TypeError if self.kind == "mtcp_uvloop" else AttributeError
+            with pytest.raises(expect):
+                await self.loop.create_connection(lambda: None, HOST, port)
+            srv.close()
+        self.run(main())
+
+
+bind(globals(), _TestArgumentErrors)
+
+
+# ------------------------------------------------------------------------------------------
+class _TestServerVariants:
+    def test_start_serving_false_refuses_until_started(self):
+        async def main():
+            srv = await self.loop.create_server(EchoProto, HOST, 0, start_serving=False)
+            port = srv.sockets[0].getsockname()[1]
+            for _ in range(3):
+                with pytest.raises(ConnectionRefusedError):
+                    await asyncio.open_connection(HOST, port)
+            await srv.start_serving()
+            r, w = await asyncio.open_connection(HOST, port)
+            w.write(b"now")
+            assert await r.readexactly(3) == b"now"
+            w.close()
+            srv.close()
+            await srv.wait_closed()
+        self.run(main())
+
+    def test_start_serving_false_wildcard_v6(self):
+        async def main():
+            srv = await self.loop.create_server(EchoProto, "::1", 0, start_serving=False)
+            port = srv.sockets[0].getsockname()[1]
+            with pytest.raises(ConnectionRefusedError):
+                await asyncio.open_connection("::1", port)
+            task = self.loop.create_task(srv.serve_forever())
+            await asyncio.sleep(0.01)
+            r, w = await asyncio.open_connection("::1", port)
+            w.write(b"v6")
+            assert await r.readexactly(2) == b"v6"
+            w.close()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        self.run(main())
+
+    def test_create_server_sock_reports_the_socket(self):
+        async def main():
+            s = socket.socket()
+            s.bind((HOST, 0))
+            srv = await self.loop.create_server(EchoProto, sock=s)
+            assert srv.sockets[0].fileno() == s.fileno()
+            assert srv.sockets[0].getsockname() == s.getsockname()
+            r, w = await asyncio.open_connection(*s.getsockname())
+            w.write(b"s")
+            assert await r.readexactly(1) == b"s"
+            w.close()
+            srv.close()
+            await srv.wait_closed()
+            self.assert_userspace(2)
+        self.run(main())
+
+    def test_create_server_unbound_sock(self):
+        async def main():
+            s = socket.socket()
+            srv = await self.loop.create_server(EchoProto, sock=s)
+            name = s.getsockname()
+            assert name[1] != 0
+            assert srv.sockets[0].getsockname() == name
+            r, w = await asyncio.open_connection(HOST, name[1])
+            w.write(b"u")
+            assert await r.readexactly(1) == b"u"
+            w.close()
+            srv.close()
+            await srv.wait_closed()
+        self.run(main())
+
+    def test_create_server_same_sock_twice(self):
+        async def main():
+            s = socket.socket()
+            s.bind((HOST, 0))
+            srv = await self.loop.create_server(EchoProto, sock=s)
+            if self.kind == "mtcp_uvloop":
+                with pytest.raises(RuntimeError):          # what uvloop itself raises
+                    await self.loop.create_server(EchoProto, sock=s)
+                srv.close()
+                return
+            srv2 = await self.loop.create_server(EchoProto, sock=s)     # asyncio: both listen
+            assert srv2.sockets[0].getsockname() == s.getsockname()
+            r, w = await asyncio.open_connection(*s.getsockname())
+            w.write(b"2")
+            assert await r.readexactly(1) == b"2"
+            w.close()
+            srv2.close()
+        self.run(main())
+
+
+bind(globals(), _TestServerVariants)
