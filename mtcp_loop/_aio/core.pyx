@@ -211,15 +211,16 @@ cdef class EngineCore:
             self._dispatch()         # what the output rounds brought in (loopback); writes kick
         if self._e == NULL:
             return
+        # one loop timer: re-armed only when the engine's deadline moves earlier; a timer that
+        # fires before a later deadline just polls and re-arms (cheaper than a cancel + new timer
+        # whenever the deadline moves, which is most polls under short connections)
         d = api.engine_next_deadline(self._e)
-        if d != self._deadline:
+        if d >= 0 and (self._timer is None or d < self._deadline):
             if self._timer is not None:
                 self._timer.cancel()
-                self._timer = None
             self._deadline = d
-            if d >= 0:
-                delay = (d - <int64_t>now) / 1e6
-                self._timer = self.loop.call_later(delay if delay > 0 else 0.0, self._on_timer)
+            delay = (d - <int64_t>now) / 1e6
+            self._timer = self.loop.call_later(delay if delay > 0 else 0.0, self._on_timer)
 
     cdef inline MTCPTransport _lookup(self, uint64_t cid):
         cdef uint32_t slot = <uint32_t>(cid & 0xffffffffu)
