@@ -154,6 +154,12 @@ class MTCPConfig:
     #: Warn (once per listener / destination, naming the call) when TCP on an address the stack
     #: owns ends up on kernel TCP (also on in the loop's debug mode).
     warn_kernel: bool = False
+    #: sock_connect(s, ...) to a stack server also connects s itself over kernel TCP (the server
+    #: holds that connection back), so s.getpeername() and s's own send/recv work; the first use
+    #: decides where the connection lives (docs/architecture.md). Costs one kernel connection per
+    #: sock_connect (aiohttp's client opens connections this way), hence off by default: then s
+    #: stays unconnected and only the loop's methods (sock_*, create_connection(sock=)) use it.
+    connected_socket: bool = False
     #: Connection blocks (listeners + connections + TIME-WAIT). None: 65536 on the loopback backend
     #: (both ends of an in-process connection live in this process's engines, so 10,000 concurrent
     #: connections need 20,000 blocks), else the C default 16384.
@@ -218,7 +224,7 @@ class MTCPConfig:
     _INT_FIELDS = ("max_conns", "sndbuf", "rcvbuf", "max_chunks", "chunk_size", "max_events",
                    "seed", "min_rto_us", "delack_us", "msl_us", "fin_timeout_us", "max_rack", "initial_rto_us", "syn_retries",
                    "max_retries", "loopback_slots", "event_batch")
-    _BOOL_FIELDS = ("kernel_mirror", "warn_kernel", "sack", "timestamps", "window_scaling", "nodelay")
+    _BOOL_FIELDS = ("kernel_mirror", "warn_kernel", "connected_socket", "sack", "timestamps", "window_scaling", "nodelay")
 
     def __post_init__(self) -> None:
         self.validate()

@@ -38,7 +38,8 @@ from . import links as _links
 from .config import MTCPConfig
 from ._aio.core import (EngineCore, MTCPTransport, PseudoSocket, monotonic_us as _monotonic_us,
                         new_transport, os_error)
-from .socks import ShadowListener, StackSocket
+from . import socks as _socks
+from .socks import KernelGate, PendingAdoption, ShadowListener, StackSocket
 
 try:
     import ssl as _ssl
@@ -160,6 +161,7 @@ class _Engine(EngineCore):
         self._a1 = ffi.new("struct mtcp_addr *")
         self._a2 = ffi.new("struct mtcp_addr *")
         self._core_attach(loop, int(ffi.cast("uintptr_t", e)), c.max_conns, config.event_batch)
+        self._server_cls = MTCPServer
         self.fd = lib.mtcp_engine_fd(e)
         if self.fd >= 0:
             loop._add_reader_base(self.fd, self._on_fd)
@@ -256,6 +258,8 @@ class MTCPServer(events.AbstractServer):
         self._pending = collections.deque()
         self._closed = False
         self._sock_form = False    # create_server(sock=...)
+        self._groups = {}          # lid -> _ReusePortGroup (reuse_port listeners shared in this loop)
+        self._gates = []           # (family, port) of gated kernel listeners (mtcp_loop/socks.py)
 
     def __repr__(self):
         return f"<{self.__class__.__name__} sockets={self.sockets!r}>"
@@ -288,7 +292,8 @@ class MTCPServer(events.AbstractServer):
             self._listeners.append((None, ps))
             return
         self._listeners.append((lid, ps))
-        self._engine._listeners[lid] = self
+        if lid not in self._groups:
+            self._engine._listeners[lid] = self
 
     def _on_accept(self, cid):
         if not self._serving:
@@ -299,6 +304,10 @@ class MTCPServer(events.AbstractServer):
 
     def _accept(self, cid, fresh=False):
         self._engine._accept(self, cid, fresh)
+
+    def _gate(self, family, port):
+        _socks.gate_add(family, port)
+        self._gates.append((family, port))
 
     def get_loop(self):
         return self._loop
@@ -325,6 +334,9 @@ class MTCPServer(events.AbstractServer):
         self._closed = True
         eng = self._engine
         for lid, _ in self._listeners:
+            group = self._groups.pop(lid, None)
+            if group is not None and group.leave(self):
+                continue                    # other reuse_port servers still listen on it
             if lid is not None:
                 eng._listeners.pop(lid, None)
                 eng.release(lid)
@@ -333,6 +345,9 @@ class MTCPServer(events.AbstractServer):
             eng.release(self._pending.popleft(), abort=True)
         for ks in self._kernel_servers:
             ks.close()
+        for fam, port in self._gates:
+            _socks.gate_add(fam, port, -1)
+        self._gates = []
         self._serving = False
         if self._serving_forever_fut is not None and not self._serving_forever_fut.done():
             self._serving_forever_fut.cancel()
@@ -413,6 +428,53 @@ def _hand_over(transport, protocol, kernel_sock):
             transport.close()
 
 
+class _ReusePortGroup:
+    """Servers of one loop listening with reuse_port=True on the same address: one stack listener,
+    new connections handed to the serving members in turn (SO_REUSEPORT spreads them over the
+    sockets). Stands in the engine's listener table for the lid (MTCPServer's accept interface)."""
+
+    def __init__(self, loop, engine, lid, key, first):
+        self._loop = loop
+        self._engine = engine
+        self.lid = lid
+        self.key = key
+        self.members = []
+        self._next = 0
+        loop._mtcp_reuseport[key] = self
+        engine._listeners[lid] = self
+        first._groups[lid] = self
+        self.members.append(first)
+
+    def join(self, server):
+        lid = self.lid
+        server._groups[lid] = self
+        ps = next(ps for l, ps in self.members[0]._listeners if l == lid)
+        server._listeners.append((lid, ps))
+        self.members.append(server)
+
+    def leave(self, server):
+        """True while other members keep the listener."""
+        if server in self.members:
+            self.members.remove(server)
+        if self.members:
+            return True
+        self._loop._mtcp_reuseport.pop(self.key, None)
+        return False
+
+    @property
+    def _serving(self):
+        return any(m._serving for m in self.members)
+
+    def _accept(self, cid, fresh=False):
+        serving = [m for m in self.members if m._serving]
+        m = serving[self._next % len(serving)]
+        self._next += 1
+        m._accept(cid, fresh)
+
+    def _on_accept(self, cid):
+        self.members[0]._on_accept(cid)
+
+
 def _consume_exception(fut):
     if not fut.cancelled():
         fut.exception()
@@ -437,6 +499,8 @@ class _MTCPLoopMixin:
         self._mtcp_shadows = weakref.WeakKeyDictionary()   # listening kernel socket -> ShadowListener
         self._mtcp_warned = set()
         self._mtcp_sock_servers = weakref.WeakKeyDictionary()   # create_server(sock=s): s -> server
+        self._mtcp_reuseport = {}        # (family, ip, port) -> _ReusePortGroup
+        self._mtcp_pending = weakref.WeakKeyDictionary()   # kernel socket -> PendingAdoption
         self._mtcp_n_user_connected = 0
         self._mtcp_n_user_accepted = 0   # sock_accept arrivals (servers: counted by the engine)
         self._mtcp_n_kernel_connected = 0
@@ -622,7 +686,8 @@ class _MTCPLoopMixin:
             raise ValueError("server_hostname is only meaningful with ssl")
         if server_hostname is None and ssl:
             if not host:
-                if sock is None or (sock not in self._mtcp_adopted and not isinstance(sock, StackSocket)):
+                if sock is None or (sock not in self._mtcp_adopted and sock not in self._mtcp_pending
+                                    and not isinstance(sock, StackSocket)):
                     raise ValueError("You must set server_hostname when using ssl without a host")
             server_hostname = host
         if ssl_handshake_timeout is not None and not ssl:
@@ -633,7 +698,7 @@ class _MTCPLoopMixin:
         if sock is not None:
             if host is not None or port is not None:
                 raise ValueError("host/port and sock can not be specified at the same time")
-            ss = sock if isinstance(sock, StackSocket) else self._mtcp_adopted.get(sock)
+            ss = await self._resolve_sock(sock)
             if ss is not None:
                 if sock.type != socket.SOCK_STREAM:
                     raise ValueError(f"A Stream Socket was expected, got {sock!r}")
@@ -746,6 +811,8 @@ class _MTCPLoopMixin:
             if ss.getpeername()[:2] != tuple(address[:2]):
                 raise OSError(errno.EISCONN, os.strerror(errno.EISCONN))
             return None             # connected already (CPython's connect() returns at EISCONN)
+        if self._mtcp_pending and sock in self._mtcp_pending:
+            return await super().sock_connect(sock, address)     # a connected kernel socket
         if (isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6)
                 and sock.type == socket.SOCK_STREAM and isinstance(address, tuple) and len(address) >= 2):
             host, port = address[0], address[1]
@@ -758,6 +825,10 @@ class _MTCPLoopMixin:
                 infos = await self._resolve_stream(host, port, sock.family, 0, 0)
                 host, port = infos[0][4][0], infos[0][4][1]
             if self._route_to_stack(sock.family, host, port):
+                if (self._mtcp_config.connected_socket and self._mtcp_config.backend == "loopback"
+                        and _socks.is_gated(sock.family, port)
+                        and await self._sock_connect_pending(sock, host, port)):
+                    return None
                 local = None
                 try:
                     lsa = sock.getsockname()
@@ -775,6 +846,69 @@ class _MTCPLoopMixin:
             if self._stack_owns(sock.family, host):
                 self._warn_kernel("sock_connect()", (host, port))
         return await super().sock_connect(sock, address)
+
+    async def _sock_connect_pending(self, sock, host, port):
+        """Connect ``sock`` over kernel TCP to the gated stack server and leave the choice of path
+        to its first use (mtcp_loop/socks.py). False: the kernel connect failed (use the stack)."""
+        try:
+            lsa = sock.getsockname()
+            if not lsa[1]:
+                sock.bind((host, 0))            # learn the local port before connecting
+                lsa = sock.getsockname()
+        except OSError:
+            return False
+        pair = _socks.pair_register(sock.family, lsa[0], lsa[1], port)
+        try:
+            # a loopback connect completes inside connect() (EINPROGRESS, yet established):
+            # no loop round-trip unless it really is in progress
+            err = sock.connect_ex((host, port))
+            if err and err != errno.EISCONN:
+                if err not in (errno.EINPROGRESS, errno.EAGAIN):
+                    raise OSError(err, os.strerror(err))
+                try:
+                    sock.getpeername()
+                except OSError:
+                    await super().sock_connect(sock, (host, port))
+        except OSError:
+            _socks.pair_forget(pair)
+            return False
+        except BaseException:
+            _socks.pair_forget(pair)
+            raise
+        pend = PendingAdoption(pair, sock.family, host, port, lsa[:2])
+        pend.fin = weakref.finalize(sock, _socks.pair_dropped, pair)
+        self._mtcp_pending[sock] = pend
+        return True
+
+    async def _resolve_sock(self, sock):
+        """_stack_sock, deciding first for a socket whose path is still open (PendingAdoption)."""
+        ss = self._stack_sock(sock)
+        if ss is not None or not self._mtcp_pending:
+            return ss
+        pend = self._mtcp_pending.pop(sock, None)
+        if pend is None:
+            return None
+        if pend.pair.decide("stack") != "stack":
+            self._mtcp_n_kernel_connected += 1    # bytes went over s directly: it stays kernel
+            return None
+        try:
+            cid = await self._stack_connect(pend.family, pend.host, pend.port, pend.local)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            cid = await self._stack_connect(pend.family, pend.host, pend.port, None)
+        ss = StackSocket.from_cid(self, self._engine(), cid)
+        ss._fin = weakref.finalize(sock, ss.close)
+        self._mtcp_adopted[sock] = ss
+        self._mtcp_n_user_connected += 1
+
+        def client_closed():          # s was closed: its stack connection closes too
+            try:
+                self.call_soon_threadsafe(ss.close)
+            except RuntimeError:
+                pass                  # loop closed
+        pend.pair.on_client_close = client_closed
+        return ss
 
     async def sock_accept(self, sock):
         if isinstance(sock, StackSocket):
@@ -885,7 +1019,7 @@ class _MTCPLoopMixin:
             raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
         if ssl_shutdown_timeout is not None and not ssl:
             raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
-        ss = self._stack_sock(sock)
+        ss = await self._resolve_sock(sock)
         if ss is None:
             res = await super().connect_accepted_socket(
                 protocol_factory, sock, ssl=ssl, ssl_handshake_timeout=ssl_handshake_timeout,
@@ -902,25 +1036,25 @@ class _MTCPLoopMixin:
                                            internal=internal, count=False)
 
     async def sock_recv(self, sock, n):
-        ss = self._stack_sock(sock)
+        ss = await self._resolve_sock(sock)
         if ss is None:
             return await super().sock_recv(sock, n)
         return await ss.a_recv(n)
 
     async def sock_recv_into(self, sock, buf):
-        ss = self._stack_sock(sock)
+        ss = await self._resolve_sock(sock)
         if ss is None:
             return await super().sock_recv_into(sock, buf)
         return await ss.a_recv_into(buf)
 
     async def sock_sendall(self, sock, data):
-        ss = self._stack_sock(sock)
+        ss = await self._resolve_sock(sock)
         if ss is None:
             return await super().sock_sendall(sock, data)
         return await ss.a_sendall(data)
 
     async def sock_sendfile(self, sock, file, offset=0, count=None, *, fallback=True):
-        ss = self._stack_sock(sock)
+        ss = await self._resolve_sock(sock)
         if ss is None:
             return await super().sock_sendfile(sock, file, offset, count, fallback=fallback)
         base_events.BaseEventLoop._check_sendfile_params(self, ss, file, offset, count)
@@ -949,6 +1083,14 @@ class _MTCPLoopMixin:
         def counted_factory():
             self._mtcp_n_kernel_accepted += 1
             return protocol_factory()
+
+        # with connected_socket, kernel listeners next to a stack listener (mirrors,
+        # create_server(sock=)) accept through KernelGate, which holds back connections of sockets
+        # sock_connect attached to the stack (mtcp_loop/socks.py) and layers TLS itself
+        gated_kw = dict(kernel_kw, ssl=None, ssl_handshake_timeout=None, ssl_shutdown_timeout=None)
+
+        def gate_factory():
+            return KernelGate(self, counted_factory, ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
 
         if sock is not None:
             if host is not None or port is not None:
@@ -981,7 +1123,11 @@ class _MTCPLoopMixin:
             lid = eng.listen(sock.family, sa[0], sa[1], backlog)
             try:
                 server._add_listener(lid, sock.family, serve=start_serving)
-                ks = await super().create_server(counted_factory, sock=sock, **kernel_kw)
+                if self._mtcp_config.connected_socket:
+                    ks = await super().create_server(gate_factory, sock=sock, **gated_kw)
+                    server._gate(sock.family, sa[1])
+                else:
+                    ks = await super().create_server(counted_factory, sock=sock, **kernel_kw)
                 server._kernel_servers.append(ks)
             except BaseException:
                 server.close()
@@ -1048,7 +1194,25 @@ class _MTCPLoopMixin:
                             if not chosen:
                                 chosen = ks.getsockname()[1]
                     if on_stack:
-                        lid = eng.listen(fam, ip, chosen, backlog)
+                        group = None
+                        if reuse_port and chosen and start_serving:
+                            group = self._mtcp_reuseport.get((fam, ip, chosen))
+                        if group is not None:
+                            group.join(server)          # SO_REUSEPORT within this loop
+                            continue
+                        try:
+                            lid = eng.listen(fam, ip, chosen, backlog)
+                        except OSError as exc:
+                            if not (reuse_port and exc.errno == errno.EADDRINUSE and mirror):
+                                raise
+                            # the port is another loop's stack listener (another thread): this
+                            # server takes the kernel arrivals (the kernel spreads them over the
+                            # SO_REUSEPORT mirror sockets); stack connections go to that loop
+                            self._warn_kernel("create_server(reuse_port=True) (the stack "
+                                              "listener belongs to another loop)", (ip, chosen))
+                            continue
+                        if reuse_port and start_serving:
+                            _ReusePortGroup(self, eng, lid, (fam, ip, chosen), server)
                         server._add_listener(lid, fam, serve=start_serving)
                         if not chosen:
                             chosen = server._listeners[-1][1].getsockname()[1]
@@ -1070,7 +1234,12 @@ class _MTCPLoopMixin:
             raise last_exc
         try:
             for s in ksocks:
-                ks = await super().create_server(counted_factory, sock=s, **kernel_kw)
+                gated = bool(server._listeners) and self._mtcp_config.connected_socket
+                if gated:
+                    ks = await super().create_server(gate_factory, sock=s, **gated_kw)
+                    server._gate(s.family, s.getsockname()[1])
+                else:
+                    ks = await super().create_server(counted_factory, sock=s, **kernel_kw)
                 server._kernel_servers.append(ks)
         except BaseException:
             server.close()

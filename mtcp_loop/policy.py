@@ -29,6 +29,9 @@ def loop_factory(config: MTCPConfig | None = None, **overrides):
 def run(main, *, debug=None, config: MTCPConfig | None = None, cores=None, **overrides):
     """Like asyncio.run(main) but on a new MTCPLoop. cores=N (or 0/"auto"): one supervised
     worker process per core, each running main() on its own loop (mtcp_loop/workers.py)."""
+    if cores is not None and cores != 1:
+        from . import workers
+        return workers.run(main, cores, config=config, **overrides)
     try:
         # configuration errors surface here, before any loop exists; the coroutine is closed so
         # no "coroutine ... was never awaited" warning follows the error
@@ -37,9 +40,6 @@ def run(main, *, debug=None, config: MTCPConfig | None = None, cores=None, **ove
         if asyncio.iscoroutine(main):
             main.close()
         raise
-    if cores is not None and cores != 1:
-        from . import workers
-        return workers.run(main, cores, config=config, **overrides)
     runner = asyncio.Runner(debug=debug, loop_factory=factory)
     try:
         runner.get_loop()                # a real ring that cannot open fails here

@@ -297,3 +297,188 @@ class ShadowListener:
             if not fut.done():
                 fut.set_exception(OSError(errno.EBADF, os.strerror(errno.EBADF)))
         self._waiters.clear()
+
+
+# --------------------------------------------------------------------------------------------
+# A kernel socket connected by sock_connect to a stack server: decided at first use
+# --------------------------------------------------------------------------------------------
+# sock_connect(s, address) to a stack server whose kernel listener is "gated" (an MTCPServer's
+# kernel mirror or create_server(sock=) socket) connects s for real over kernel TCP, so s is a
+# connected socket for everything (getpeername, s.send/recv, selectors). The server side holds
+# that kernel connection back (KernelGate) until the first use decides:
+#   * the loop's create_connection(sock=s) / sock_* on s: "stack" - the connection is opened on
+#     the stack (same local port as s when free) and the held kernel connection carries nothing;
+#     it is closed when s is (and closing s closes the stack connection too, as closing a socket);
+#   * bytes sent on s directly (or s closed first): "kernel" - the held connection is served as
+#     a kernel arrival and the loop's sock_* on s use the kernel socket.
+# The decision is made once, under a process-wide lock (servers may run on loops in other threads).
+import threading as _threading
+
+_lock = _threading.Lock()
+_gated = {}      # (family, port) -> number of gated kernel listeners
+_pairs = {}      # (family, client ip, client port, server port) -> _Pair
+
+
+class _Pair:
+    __slots__ = ("state", "on_client_close", "key")
+
+    def __init__(self, key):
+        self.key = key
+        self.state = "undecided"
+        self.on_client_close = None     # stack side: close the StackSocket when s closes
+
+    def decide(self, want):
+        with _lock:
+            if self.state == "undecided":
+                self.state = want
+            return self.state
+
+
+def gate_add(family, port, n=1):
+    with _lock:
+        k = (int(family), port)
+        _gated[k] = _gated.get(k, 0) + n
+        if _gated[k] <= 0:
+            del _gated[k]
+
+
+def is_gated(family, port):
+    return (int(family), port) in _gated
+
+
+def pair_register(family, ip, port, dport):
+    key = (int(family), ip, port, dport)
+    pair = _Pair(key)
+    with _lock:
+        _pairs[key] = pair
+    return pair
+
+
+def pair_forget(pair):
+    with _lock:
+        if _pairs.get(pair.key) is pair:
+            del _pairs[pair.key]
+
+
+def pair_dropped(pair):
+    """The client's socket is gone. Undecided: forgotten (the held connection, if any, is served
+    as the kernel connection it is). Decided "stack": kept until the gate meets the held
+    connection (it may not have been accepted yet); a later pair on the same port replaces it."""
+    with _lock:
+        if pair.state != "stack" and _pairs.get(pair.key) is pair:
+            del _pairs[pair.key]
+
+
+def pair_lookup(family, ip, port, dport):
+    with _lock:
+        return _pairs.get((int(family), ip, port, dport))
+
+
+class KernelGate(asyncio.Protocol):
+    """Protocol of every kernel connection a gated listener accepts: connections from a socket of
+    this process that sock_connect attached to the stack are held back (see above); any other
+    is served at once by the server's protocol (TLS layered here when the server has ssl)."""
+
+    def __init__(self, loop, factory, ssl_context=None, ssl_handshake_timeout=None,
+                 ssl_shutdown_timeout=None):
+        self._loop = loop
+        self._factory = factory
+        self._ssl = ssl_context
+        self._hs = ssl_handshake_timeout
+        self._sd = ssl_shutdown_timeout
+        self._pair = None
+        self._buf = bytearray()
+        self._tr = None
+
+    def connection_made(self, tr):
+        self._tr = tr
+        pair = None
+        if _pairs:
+            peer = tr.get_extra_info("peername")
+            local = tr.get_extra_info("sockname")
+            sock = tr.get_extra_info("socket")
+            if peer and local and sock is not None:
+                pair = pair_lookup(sock.family, peer[0], peer[1], local[1])
+        if pair is None or pair.state == "kernel":
+            self._serve()
+            return
+        self._pair = pair                    # held back until the client's first use decides
+
+    def data_received(self, data):
+        if self._pair is None:
+            return
+        if self._pair.decide("kernel") == "kernel":
+            self._buf += data
+            self._serve()
+        # "stack": bytes written on s after the decision are not part of the connection
+
+    def eof_received(self):
+        pair = self._pair
+        if pair is None:
+            return None
+        if pair.decide("kernel") == "kernel":
+            self._serve(eof=True)
+            return True
+        # "stack": the client closed s; the stack connection goes with it
+        self._pair = None
+        pair_forget(pair)
+        cb = pair.on_client_close
+        if cb is not None:
+            cb()
+        self._tr.close()
+        return None
+
+    def connection_lost(self, exc):
+        if self._pair is not None:
+            pair_forget(self._pair)
+            self._pair = None
+
+    def _serve(self, eof=False):
+        pair, self._pair = self._pair, None
+        if pair is not None:
+            pair_forget(pair)
+        tr = self._tr
+        try:
+            proto = app = self._factory()
+            if self._ssl is not None:
+                from asyncio import sslproto
+                waiter = self._loop.create_future()
+                proto = sslproto.SSLProtocol(self._loop, app, self._ssl, waiter, server_side=True,
+                                             ssl_handshake_timeout=self._hs,
+                                             ssl_shutdown_timeout=self._sd)
+                waiter.add_done_callback(lambda f: f.cancelled() or f.exception())
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            tr.close()
+            if self._loop.get_debug():
+                self._loop.call_exception_handler({
+                    "message": "Error on transport creation for incoming connection",
+                    "exception": exc})
+            return
+        tr.set_protocol(proto)
+        proto.connection_made(tr)
+        if self._buf:
+            data = bytes(self._buf)
+            self._buf.clear()
+            if isinstance(proto, asyncio.BufferedProtocol):
+                asyncio.protocols._feed_data_to_buffered_proto(proto, data)
+            else:
+                proto.data_received(data)
+        if eof and not proto.eof_received():
+            tr.close()
+
+
+class PendingAdoption:
+    """Client side: kernel socket s, connected over kernel TCP to a gated stack server, whose
+    first use through the loop decides where its connection lives."""
+
+    __slots__ = ("pair", "family", "host", "port", "local", "fin")
+
+    def __init__(self, pair, family, host, port, local):
+        self.pair = pair
+        self.family = family
+        self.host = host
+        self.port = port
+        self.local = local
+        self.fin = None

@@ -4,6 +4,7 @@ stock asyncio (the oracle) and to MTCPLoop on uvloop and on asyncio's selector l
 from __future__ import annotations
 
 import array
+import errno
 import asyncio
 import socket
 import struct
@@ -117,9 +118,13 @@ class _TestWriteBufferTypes:
         async def main():
             srv, port, sinks = await _sink_server(self.loop)
             _, w = await asyncio.open_connection(HOST, port)
-            for bad in ("str", 12, array.array("i", [1])):
+            import mmap
+            m = mmap.mmap(-1, 16)
+            for bad in ("str", 12, array.array("i", [1]), m):     # asyncio: bytes-like types only
                 with pytest.raises(TypeError):
                     w.transport.write(bad)
+            m.close()
+            w.write(memoryview(mmap.mmap(-1, 8)))       # a view of an mmap is a memoryview: fine
             w.close()
             srv.close()
         self.run(main())
@@ -351,6 +356,57 @@ class _TestOwnSockets:
             self.assert_userspace(2)
         self.run(main())
 
+    def test_sock_io_errors_after_reset(self):
+        class Rst(asyncio.Protocol):
+            def connection_made(self, tr):
+                self.tr = tr
+
+            def data_received(self, data):
+                self.tr.get_extra_info("socket").setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.tr.close()
+
+        async def main():
+            srv = await self.loop.create_server(Rst, HOST, 0)
+            port = srv.sockets[0].getsockname()[1]
+            s = socket.socket()
+            s.setblocking(False)
+            await self.loop.sock_connect(s, (HOST, port))
+            await self.loop.sock_sendall(s, b"reset me")
+            with pytest.raises(ConnectionResetError):
+                await asyncio.wait_for(self.loop.sock_recv(s, 100), 10)
+            with pytest.raises((ConnectionResetError, BrokenPipeError)):
+                for _ in range(100):
+                    await self.loop.sock_sendall(s, b"more")
+                    await asyncio.sleep(0.001)
+            s.close()
+            srv.close()
+        self.run(main())
+
+    def test_sock_recv_eof_after_server_close(self):
+        class Bye(asyncio.Protocol):
+            def connection_made(self, tr):
+                tr.write(b"bye")
+                tr.close()
+
+        async def main():
+            srv = await self.loop.create_server(Bye, HOST, 0)
+            port = srv.sockets[0].getsockname()[1]
+            s = socket.socket()
+            s.setblocking(False)
+            await self.loop.sock_connect(s, (HOST, port))
+            got = b""
+            while True:
+                chunk = await asyncio.wait_for(self.loop.sock_recv(s, 100), 10)
+                if not chunk:
+                    break
+                got += chunk
+            assert got == b"bye"
+            assert await self.loop.sock_recv(s, 100) == b""
+            s.close()
+            srv.close()
+        self.run(main())
+
     def test_sock_connect_then_create_connection(self):
         async def main():
             srv = await self.loop.create_server(EchoProto, HOST, 0)
@@ -479,6 +535,70 @@ class _TestOwnSockets:
 
 
 bind(globals(), _TestOwnSockets)
+
+
+class _TestConnectedSocket:
+    """With connected_socket=True (MTCP_CONNECTED_SOCKET=1) the socket sock_connect attached to
+    the stack is itself a connected kernel socket (mtcp_loop/socks.py)."""
+
+    def test_sock_connect_socket_is_connected(self):
+        """The socket the application holds is a connected socket: getpeername/getsockname, and
+        its own send/recv reach the server (which then serves it like any connection)."""
+        async def main():
+            srv = await self.loop.create_server(EchoProto, HOST, 0)
+            port = srv.sockets[0].getsockname()[1]
+            s = socket.socket()
+            s.setblocking(False)
+            await self.loop.sock_connect(s, (HOST, port))
+            assert s.getpeername() == (HOST, port)
+            assert s.getsockname()[1] != 0
+            s.send(b"direct")                  # the socket's own methods
+            got = b""
+            while len(got) < 6:
+                try:
+                    got += s.recv(100)
+                except BlockingIOError:
+                    await asyncio.sleep(0.005)
+            assert got == b"direct"
+            await self.loop.sock_sendall(s, b"then loop")     # and the loop's, on the same path
+            got = b""
+            while len(got) < 9:
+                got += await self.loop.sock_recv(s, 100)
+            assert got == b"then loop"
+            s.close()
+            srv.close()
+            await srv.wait_closed()
+        self.run(main())
+
+    def test_sock_connect_close_socket_closes_connection(self):
+        async def main():
+            lost = self.loop.create_future()
+
+            class P(EchoProto):
+                def connection_lost(self, exc):
+                    lost.set_result(exc)
+            srv = await self.loop.create_server(P, HOST, 0)
+            port = srv.sockets[0].getsockname()[1]
+            s = socket.socket()
+            s.setblocking(False)
+            await self.loop.sock_connect(s, (HOST, port))
+            await self.loop.sock_sendall(s, b"x")
+            assert await self.loop.sock_recv(s, 1) == b"x"
+            peer = s.getsockname()
+            s.close()                          # the server sees the connection end
+            assert await asyncio.wait_for(lost, 10) is None
+            srv.close()
+            self.assert_userspace(2)
+            assert peer[1] != 0
+        self.run(main())
+
+
+class _TestOwnSocketsConnectedSocket(_TestOwnSockets):
+    """The same sock_* behaviours with connected_socket=True."""
+
+
+bind(globals(), _TestConnectedSocket, _TestOwnSocketsConnectedSocket,
+     loop_config={"connected_socket": True})
 
 
 # ------------------------------------------------------------------------------------------
@@ -612,3 +732,143 @@ class _TestServerVariants:
 
 
 bind(globals(), _TestServerVariants)
+
+
+# ------------------------------------------------------------------------------------------
+class _TestReusePort:
+    def test_reuse_port_same_loop_spreads(self):
+        async def main():
+            hits = [0, 0]
+
+            def factory(i):
+                class P(EchoProto):
+                    def connection_made(self, tr):
+                        hits[i] += 1
+                        super().connection_made(tr)
+                return P()
+            s1 = await self.loop.create_server(lambda: factory(0), HOST, 0, reuse_port=True)
+            port = s1.sockets[0].getsockname()[1]
+            s2 = await self.loop.create_server(lambda: factory(1), HOST, port, reuse_port=True)
+            assert s2.sockets[0].getsockname()[1] == port
+            for i in range(24):
+                r, w = await asyncio.open_connection(HOST, port)
+                w.write(b"x")
+                assert await r.readexactly(1) == b"x"
+                w.close()
+                await w.wait_closed()
+            assert hits[0] + hits[1] == 24 and hits[0] > 0 and hits[1] > 0, hits
+            s1.close()
+            # the other server keeps listening
+            r, w = await asyncio.open_connection(HOST, port)
+            w.write(b"y")
+            assert await r.readexactly(1) == b"y"
+            w.close()
+            s2.close()
+            await s2.wait_closed()
+            with pytest.raises(OSError):
+                await asyncio.open_connection(HOST, port)
+            self.assert_userspace(2)
+        self.run(main())
+
+    def test_reuse_port_without_flag_is_in_use(self):
+        async def main():
+            s1 = await self.loop.create_server(EchoProto, HOST, 0, reuse_port=True)
+            port = s1.sockets[0].getsockname()[1]
+            with pytest.raises(OSError) as ei:
+                await self.loop.create_server(EchoProto, HOST, port)
+            assert ei.value.errno == errno.EADDRINUSE
+            s1.close()
+        self.run(main())
+
+    def test_reuse_port_loops_in_two_threads(self):
+        import threading
+
+        async def main():
+            s1 = await self.loop.create_server(EchoProto, HOST, 0, reuse_port=True)
+            port = s1.sockets[0].getsockname()[1]
+            ready, stop = threading.Event(), threading.Event()
+            errors = []
+
+            def other():
+                from conftest import make_loop
+                loop = make_loop(self.kind)
+                try:
+                    async def serve():
+                        srv = await loop.create_server(EchoProto, HOST, port, reuse_port=True)
+                        ready.set()
+                        while not stop.is_set():
+                            await asyncio.sleep(0.01)
+                        srv.close()
+                    loop.run_until_complete(serve())
+                except BaseException as exc:
+                    errors.append(exc)
+                    ready.set()
+                finally:
+                    loop.close()
+            t = threading.Thread(target=other)
+            t.start()
+            await self.loop.run_in_executor(None, ready.wait, 10)
+            try:
+                assert not errors, errors
+                for _ in range(6):
+                    r, w = await asyncio.open_connection(HOST, port)
+                    w.write(b"t")
+                    assert await r.readexactly(1) == b"t"
+                    w.close()
+            finally:
+                stop.set()
+                await self.loop.run_in_executor(None, t.join, 10)
+            s1.close()
+        self.run(main())
+
+
+bind(globals(), _TestReusePort)
+
+
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("base", ["uvloop", "asyncio"])
+def test_warn_kernel_names_the_call_once(base, caplog):
+    """warn_kernel=True: TCP on a stack-owned address that ends up on kernel TCP is logged once
+    per destination/listener, naming the call."""
+    import logging
+
+    from conftest import HAVE_UVLOOP, make_loop
+    if base == "uvloop" and not HAVE_UVLOOP:
+        pytest.skip("uvloop not installed")
+    loop = make_loop("mtcp_" + base, warn_kernel=True)
+    ks = socket.socket()
+    ks.bind((HOST, 0))
+    ks.listen(8)
+    ks.setblocking(False)
+    port = ks.getsockname()[1]
+
+    async def main():
+        for _ in range(2):              # no stack listener there: kernel TCP, logged once
+            tr, _ = await loop.create_connection(asyncio.Protocol, HOST, port)
+            c, _ = ks.accept()
+            c.close()
+            tr.close()
+        # an own listener accepting a kernel client (a blocking socket in a thread)
+        ls = socket.socket()
+        ls.bind((HOST, 0))
+        ls.listen(8)
+        ls.setblocking(False)
+        acc = loop.create_task(loop.sock_accept(ls))
+        await asyncio.sleep(0)
+        c = await loop.run_in_executor(None, socket.create_connection, ls.getsockname())
+        conn, _ = await acc
+        conn.close()
+        c.close()
+        ls.close()
+        return loop.stats()
+
+    with caplog.at_level(logging.WARNING, logger="mtcp_loop"):
+        try:
+            st = loop.run_until_complete(asyncio.wait_for(main(), 20))
+        finally:
+            loop.close()
+            ks.close()
+    msgs = [r.getMessage() for r in caplog.records if r.name == "mtcp_loop"]
+    assert sum("create_connection()" in m for m in msgs) == 1, msgs
+    assert sum("sock_accept()" in m for m in msgs) == 1, msgs
+    assert st["loop.kernel_connected"] == 2 and st["loop.userspace_connections"] == 0, st

@@ -130,7 +130,8 @@ cdef class EngineCore:
     cdef object _timer
     cdef mtcp_addr _a[2]        # scratch for getaddrs
     cdef public dict _connecting   # cid -> future (active opens)
-    cdef public dict _listeners    # lid -> MTCPServer
+    cdef public dict _listeners    # lid -> MTCPServer (or an object with _serving/_accept/_on_accept)
+    cdef public object _server_cls # MTCPServer: its accepts take the compiled path directly
     cdef public dict _unowned      # accepted cid not yet owned by a transport -> [peer_eof, err]
     cdef public uint64_t polls
     cdef public uint64_t events
@@ -301,7 +302,10 @@ cdef class EngineCore:
         if not srv._serving:
             srv._on_accept(cid)      # keeps cid pending (and in _unowned)
             return
-        self._accept(srv, cid, True)
+        if type(srv) is self._server_cls:
+            self._accept(srv, cid, True)
+        else:
+            srv._accept(cid, True)   # a listener shared by several servers (reuse_port) picks one
 
     cpdef _accept(self, srv, uint64_t cid, bint fresh=False):
         """A new connection of listener server srv: protocol, transport (SSL if configured)."""
