@@ -64,8 +64,8 @@ cdef void *_fn(str name) except NULL:
 cdef _bind_api():
     # The engine lives in the cffi extension (built from native/ by the same pip install); take
     # its functions' addresses once: no second copy of the engine's code or globals.
-    api.engine_poll = <mtcp_engine_poll_t>_fn("mtcp_engine_poll")
     api.engine_poll_rx = <mtcp_engine_poll_t>_fn("mtcp_engine_poll_rx")
+    api.engine_poll_tx = <mtcp_engine_poll_t>_fn("mtcp_engine_poll_tx")
     api.engine_next_deadline = <mtcp_engine_next_deadline_t>_fn("mtcp_engine_next_deadline")
     api.engine_events = <mtcp_engine_events_t>_fn("mtcp_engine_events")
     api.send = <mtcp_send_t>_fn("mtcp_send")
@@ -206,7 +206,7 @@ cdef class EngineCore:
             self._dispatch()
             if self._e == NULL:
                 return
-        n = api.engine_poll(self._e, now)
+        n = api.engine_poll_tx(self._e, now)
         self.polls += 1
         if n:
             self._dispatch()         # what the output rounds brought in (loopback); writes kick

@@ -14,7 +14,8 @@
  *     (IP links: repeat up to LOOP_ROUNDS while frames moved, so a loopback handshake
  *      completes inside one poll)
  *   mtcp_engine_poll_rx(now): rxsync + rx_frame + timers only; the layer above dispatches the
- *     events, then mtcp_engine_poll's output pass sends replies together with the ACKs
+ *     events, then mtcp_engine_poll_tx (output pass + txsync, more rounds on IP links while
+ *     frames move) sends replies together with the ACKs
  *
  * Connection lifecycle (engine side):
  *   alloc -> hashed -> [TCP] -> env->closed: unhashed; freed now if the app released the cid
@@ -1069,6 +1070,24 @@ int mtcp_engine_poll_rx(mtcp_engine *e, uint64_t now_us) {
     set_now(e, now_us);
     if (e->link) rx_batch(e, e->link);
     run_timers(e);
+    return (int)e->ev_n;
+}
+
+int mtcp_engine_poll_tx(mtcp_engine *e, uint64_t now_us) {
+    set_now(e, now_us);
+    struct mtcp_link *l = e->link;
+    uint32_t sent = output_pass(e);
+    if (l) {
+        link_txsync(l, e->now);
+        /* IP links (loopback): frames to ourselves come back at once; take them as poll does */
+        for (int round = 1; round < LOOP_ROUNDS && l->link_type == MTCP_LINK_IP && sent; round++) {
+            uint32_t n = rx_batch(e, l);
+            sent = output_pass(e);
+            link_txsync(l, e->now);
+            if (n == 0 && sent == 0) break;
+        }
+    }
+    wake_starved(e);
     return (int)e->ev_n;
 }
 

@@ -1293,7 +1293,7 @@ static void test_tso_link(void) {
 }
 
 /* mtcp_engine_poll_rx takes the RX batch and queues events without output; the output of the
- * following mtcp_engine_poll sends the reply written in between with the ACK of the request and
+ * following mtcp_engine_poll_tx sends the reply written in between with the ACK of the request and
  * the FIN of a close() after it: one segment, no separate ACK. */
 static void test_poll_rx_piggyback(void) {
     tw_setup(16, 16);
@@ -1326,7 +1326,7 @@ static void test_poll_rx_piggyback(void) {
     CHECK_EQ(mtcp_recv(twB, b, buf, sizeof buf), 10);
     CHECK_EQ(mtcp_send(twB, b, (const uint8_t *)"reply!!!!!", 10), 10);
     CHECK_EQ(mtcp_close(twB, b), 0);
-    mtcp_engine_poll(twB, tw_now);
+    mtcp_engine_poll_tx(twB, tw_now);
     CHECK_EQ(ctr(twB, CTR_SEGS_OUT), out0 + 1);        /* data + ACK + FIN in one segment */
     uint64_t in0 = ctr(twA, CTR_SEGS_IN);
     mtcp_engine_poll(twA, tw_now);

@@ -60,8 +60,8 @@ ctypedef int (*mtcp_getopt_t)(mtcp_engine *e, mtcp_cid cid, int opt, int64_t *va
 ctypedef int (*mtcp_getaddrs_t)(mtcp_engine *e, mtcp_cid cid, mtcp_addr *local, mtcp_addr *remote) noexcept nogil
 
 cdef struct mtcp_api:
-    mtcp_engine_poll_t engine_poll
     mtcp_engine_poll_t engine_poll_rx
+    mtcp_engine_poll_t engine_poll_tx
     mtcp_engine_next_deadline_t engine_next_deadline
     mtcp_engine_events_t engine_events
     mtcp_send_t send
