@@ -36,8 +36,13 @@ from asyncio import base_events, events, sslproto
 from ._native import errstr, ffi, lib
 from . import links as _links
 from .config import MTCPConfig
-from ._aio.core import (EngineCore, MTCPTransport, PseudoSocket, monotonic_us as _monotonic_us,
-                        new_transport, os_error)
+try:
+    from ._aio.core import (EngineCore, MTCPTransport, PseudoSocket, monotonic_us as _monotonic_us,
+                            new_transport, os_error)
+except ImportError as _exc:  # pragma: no cover - exercised only without a build
+    from ._native import BUILD_HINT as _HINT
+    raise ImportError(f"mtcp_loop's compiled data path (mtcp_loop._aio.core) is not built or does "
+                      f"not import ({_exc}); {_HINT}") from _exc
 from . import socks as _socks
 from .socks import KernelGate, PendingAdoption, ShadowListener, StackSocket
 
