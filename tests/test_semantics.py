@@ -464,6 +464,68 @@ class _TestOwnSockets:
             self.assert_userspace(2)
         self.run(main())
 
+    def test_sock_accept_connect_accepted_socket_tls(self, tmp_path):
+        from conftest import ssl_contexts
+        sctx, cctx = ssl_contexts(tmp_path)
+
+        async def main():
+            ls = self._own_listener()
+            port = ls.getsockname()[1]
+
+            async def serve_one():
+                conn, _ = await self.loop.sock_accept(ls)
+                await self.loop.connect_accepted_socket(EchoProto, conn, ssl=sctx)
+
+            task = self.loop.create_task(serve_one())
+            await asyncio.sleep(0)
+            r, w = await asyncio.open_connection(HOST, port, ssl=cctx, server_hostname="localhost")
+            await task
+            w.write(b"secret")
+            assert await r.readexactly(6) == b"secret"
+            w.close()
+            ls.close()
+            self.assert_userspace(2)
+        self.run(main())
+
+    def test_sock_recv_then_transport_keeps_the_rest(self):
+        """Part read with sock_recv, then a transport on the same socket: nothing is lost."""
+        async def main():
+            ls = self._own_listener()
+            port = ls.getsockname()[1]
+            got = bytearray()
+            done = self.loop.create_future()
+
+            class Collect(asyncio.Protocol):
+                def connection_made(self, tr):
+                    self.tr = tr
+
+                def data_received(self, data):
+                    got.extend(data)
+
+                def eof_received(self):
+                    done.set_result(None)
+
+            async def serve_one():
+                conn, _ = await self.loop.sock_accept(ls)
+                first = await self.loop.sock_recv(conn, 5)
+                while len(first) < 5:
+                    first += await self.loop.sock_recv(conn, 5 - len(first))
+                await self.loop.connect_accepted_socket(Collect, conn)
+                return first
+
+            task = self.loop.create_task(serve_one())
+            await asyncio.sleep(0)
+            r, w = await asyncio.open_connection(HOST, port)
+            w.write(b"hello world, and more")
+            w.write_eof()
+            first = await task
+            await asyncio.wait_for(done, 10)
+            assert first + bytes(got) == b"hello world, and more"
+            w.close()
+            ls.close()
+            self.assert_userspace(2)
+        self.run(main())
+
     def test_sock_accept_then_sock_io(self):
         async def main():
             ls = self._own_listener(socket.AF_INET6, "::1")
