@@ -166,10 +166,6 @@ cdef class EngineCore:
         self.polls = self.events = self.n_accepted = 0
         self.n_open = 0
 
-    @property
-    def attached(self):
-        return self._e != NULL
-
     # -- driving ----------------------------------------------------------------------------
     cdef inline void _kick(self) except *:
         if not self._scheduled and self._e != NULL:
@@ -353,10 +349,6 @@ cdef class EngineCore:
         if self._unowned:
             self._unowned.pop(cid, None)
 
-    def transports(self):
-        """The live transports (a list)."""
-        return [t for t in self._table if t is not None]
-
     # -- connection calls for the control plane -----------------------------------------------
     def release(self, uint64_t cid, bint abort=False):
         """Hand cid back to the engine (mtcp_close, or mtcp_abort = RST)."""
@@ -368,23 +360,6 @@ cdef class EngineCore:
         else:
             api.close(self._e, cid)
         self._kick()
-
-    def abort_cid(self, uint64_t cid):
-        if self._e != NULL:
-            api.abort(self._e, cid)
-            self._kick()
-
-    def readable(self, uint64_t cid):
-        if self._e == NULL:
-            return -EBADF
-        return api.readable(self._e, cid)
-
-    def shutdown(self, uint64_t cid):
-        if self._e == NULL:
-            return -EBADF
-        r = api.shutdown(self._e, cid)
-        self._kick()
-        return r
 
     def getaddrs(self, uint64_t cid):
         """(local, remote) address tuples of cid (remote None for a listener)."""
