@@ -656,10 +656,12 @@ cdef class MTCPTransport:
             n = avail if avail < READ_CHUNK else READ_CHUNK
             data = PyBytes_FromStringAndSize(NULL, n)
             r = api.recv(e, self._cid, <uint8_t *>PyBytes_AS_STRING(data), <uint32_t>n)
-            if r != n:                          # the engine said n bytes were readable
+            if r <= 0:                          # the engine said n bytes were readable
                 if r < 0 and r != -EBADF:
                     self._fatal_error(os_error(<int>-r), "Fatal read error on mtcp transport")
                 return
+            if r < n:
+                data = data[:r]
             if avail <= READ_CHUNK:
                 self._rx_empty = True           # drained (the engine only adds data in poll)
             self._engine._kick()                # the window may reopen: let the engine announce it
