@@ -198,14 +198,19 @@ cdef class EngineCore:
         # RX + timers, then the events (protocol callbacks write and close), then the output:
         # replies carry the ACKs of what arrived, a FIN leaves with the last data
         n = api.engine_poll_rx(self._e, now)
+        for _ in range(8):
+            if n:
+                self._dispatch()
+                if self._e == NULL:
+                    return
+            # on the loopback, frames to this engine itself are taken in the same call; it stops
+            # once they made events, which are dispatched before their ACKs go out
+            n = api.engine_poll_tx(self._e, now)
+            self.polls += 1
+            if not n:
+                break
         if n:
-            self._dispatch()
-            if self._e == NULL:
-                return
-        n = api.engine_poll_tx(self._e, now)
-        self.polls += 1
-        if n:
-            self._dispatch()         # what the output rounds brought in (loopback); writes kick
+            self._dispatch()         # rounds left: these callbacks' writes kick the next _run
         if self._e == NULL:
             return
         # one loop timer: re-armed only when the engine's deadline moves earlier; a timer that
@@ -273,6 +278,9 @@ cdef class EngineCore:
                     if fut is None or fut.done():
                         api.abort(self._e, cid)
                     else:
+                        # the transport comes a few callbacks later: keep a FIN or an error
+                        # that arrives meanwhile for it (as for accepted connections)
+                        self._unowned[cid] = [False, 0]
                         fut.set_result(cid)
                 elif t == MTCP_EV_CONNECT_FAILED:
                     fut = self._connecting.pop(cid, None)

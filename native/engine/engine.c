@@ -1076,12 +1076,17 @@ int mtcp_engine_poll_rx(mtcp_engine *e, uint64_t now_us) {
 int mtcp_engine_poll_tx(mtcp_engine *e, uint64_t now_us) {
     set_now(e, now_us);
     struct mtcp_link *l = e->link;
+    uint32_t ev0 = e->ev_n;
     uint32_t sent = output_pass(e);
     if (l) {
         link_txsync(l, e->now);
-        /* IP links (loopback): frames to ourselves come back at once; take them as poll does */
+        /* IP links (loopback): frames to ourselves come back at once; take them as poll does,
+         * but stop before the output pass once they made events: the layer above dispatches
+         * them first, so the replies of its callbacks carry these frames' ACKs (both ends of a
+         * connection on one engine) */
         for (int round = 1; round < LOOP_ROUNDS && l->link_type == MTCP_LINK_IP && sent; round++) {
             uint32_t n = rx_batch(e, l);
+            if (e->ev_n != ev0) break;
             sent = output_pass(e);
             link_txsync(l, e->now);
             if (n == 0 && sent == 0) break;

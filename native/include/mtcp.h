@@ -187,8 +187,9 @@ int mtcp_engine_poll(mtcp_engine *e, uint64_t now_us);
  * request, a FIN queued by close() after the last write leaves with that data. Returns the
  * number of queued events. */
 int mtcp_engine_poll_rx(mtcp_engine *e, uint64_t now_us);
-/* The second half: one output pass + txsync (on IP links further RX/TX rounds while frames
- * move, as mtcp_engine_poll). Returns the number of queued events. */
+/* The second half: one output pass + txsync; on IP links further RX/TX rounds while frames
+ * move (as mtcp_engine_poll), stopping after an RX that queued events (no output for it yet:
+ * call mtcp_engine_poll_tx again after dispatching them). Returns the number of queued events. */
 int mtcp_engine_poll_tx(mtcp_engine *e, uint64_t now_us);
 /* Absolute time (us) of the engine's (and its link's) next deadline, or -1 if none. */
 int64_t mtcp_engine_next_deadline(mtcp_engine *e);
