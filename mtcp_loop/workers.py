@@ -207,7 +207,7 @@ class _Worker:
         eng = self._engine()
         if eng is None:
             return 0
-        return len(eng._conns) + len(eng._connecting) + len(eng._unowned)
+        return eng.n_open + len(eng._connecting) + len(eng._unowned)
 
     def snapshot(self) -> dict:
         d = self.loop.stats()

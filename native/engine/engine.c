@@ -13,6 +13,9 @@
  *     txsync
  *     (IP links: repeat up to LOOP_ROUNDS while frames moved, so a loopback handshake
  *      completes inside one poll)
+ *   mtcp_engine_poll_rx(now): rxsync + rx_frame + timers only; the layer above dispatches the
+ *     events, then mtcp_engine_poll_tx (output pass + txsync, more rounds on IP links while
+ *     frames move) sends replies together with the ACKs
  *
  * Connection lifecycle (engine side):
  *   alloc -> hashed -> [TCP] -> env->closed: unhashed; freed now if the app released the cid
@@ -1162,6 +1165,54 @@ static void wake_starved(struct mtcp_engine *e) {
     e->starved_overflow = 0;
 }
 
+/* One RX batch from the link: every received frame through TCP. Returns frames taken. */
+static uint32_t rx_batch(struct mtcp_engine *e, struct mtcp_link *l) {
+    link_rxsync(l, e->now);
+    struct link_ring *rx = &l->rx;
+    uint32_t n = 0;
+    while (rx->head != rx->tail) {
+        struct link_slot *s = &rx->slot[rx->head];
+        rx_frame(e, s->buf, s->len, s->flags);
+        rx->head = link_ring_next(rx, rx->head);
+        n++;
+        if ((n & 63) == 0) engine_reap(e);
+        if (e->ctrlq.n >= CTRLQ_FLUSH) ctrl_flush(e);   /* control replies never wait for a slot */
+    }
+    rx->cur = rx->head;
+    engine_reap(e);
+    return n;
+}
+
+int mtcp_engine_poll_rx(mtcp_engine *e, uint64_t now_us) {
+    set_now(e, now_us);
+    if (e->link) rx_batch(e, e->link);
+    run_timers(e);
+    return (int)e->ev_n;
+}
+
+int mtcp_engine_poll_tx(mtcp_engine *e, uint64_t now_us) {
+    set_now(e, now_us);
+    struct mtcp_link *l = e->link;
+    uint32_t ev0 = e->ev_n;
+    uint32_t sent = output_pass(e);
+    if (l) {
+        link_txsync(l, e->now);
+        /* IP links (loopback): frames to ourselves come back at once; take them as poll does,
+         * but stop before the output pass once they made events: the layer above dispatches
+         * them first, so the replies of its callbacks carry these frames' ACKs (both ends of a
+         * connection on one engine) */
+        for (int round = 1; round < LOOP_ROUNDS && l->link_type == MTCP_LINK_IP && sent; round++) {
+            uint32_t n = rx_batch(e, l);
+            if (e->ev_n != ev0) break;
+            sent = output_pass(e);
+            link_txsync(l, e->now);
+            if (n == 0 && sent == 0) break;
+        }
+    }
+    wake_starved(e);
+    return (int)e->ev_n;
+}
+
 int mtcp_engine_poll(mtcp_engine *e, uint64_t now_us) {
     set_now(e, now_us);
     struct mtcp_link *l = e->link;
@@ -1172,19 +1223,7 @@ int mtcp_engine_poll(mtcp_engine *e, uint64_t now_us) {
         return (int)e->ev_n;
     }
     for (int round = 0; round < LOOP_ROUNDS; round++) {
-        link_rxsync(l, e->now);
-        struct link_ring *rx = &l->rx;
-        uint32_t n = 0;
-        while (rx->head != rx->tail) {
-            struct link_slot *s = &rx->slot[rx->head];
-            rx_frame(e, s->buf, s->len, s->flags);
-            rx->head = link_ring_next(rx, rx->head);
-            n++;
-            if ((n & 63) == 0) engine_reap(e);
-            if (e->ctrlq.n >= CTRLQ_FLUSH) ctrl_flush(e);
-        }
-        rx->cur = rx->head;
-        engine_reap(e);
+        uint32_t n = rx_batch(e, l);
         if (round == 0) run_timers(e);
         uint32_t sent = output_pass(e);
         link_txsync(l, e->now);

@@ -193,6 +193,16 @@ void mtcp_engine_free(mtcp_engine *e);   /* does not free the link */
 /* One batch: take every received frame from the link (rxsync), run TCP, expire timers, emit
  * everything that can be sent into the TX ring, txsync. Returns the number of queued events. */
 int mtcp_engine_poll(mtcp_engine *e, uint64_t now_us);
+/* The first half of a poll: the RX batch and expired timers, no output. The layer above
+ * dispatches the events, then mtcp_engine_poll_tx sends what its callbacks wrote and closed
+ * together with the ACKs (and window updates) of what arrived: a reply carries the ACK of the
+ * request, a FIN queued by close() after the last write leaves with that data. Returns the
+ * number of queued events. */
+int mtcp_engine_poll_rx(mtcp_engine *e, uint64_t now_us);
+/* The second half: one output pass + txsync; on IP links further RX/TX rounds while frames
+ * move (as mtcp_engine_poll), stopping after an RX that queued events (no output for it yet:
+ * call mtcp_engine_poll_tx again after dispatching them). Returns the number of queued events. */
+int mtcp_engine_poll_tx(mtcp_engine *e, uint64_t now_us);
 /* Absolute time (us) of the engine's (and its link's) next deadline, or -1 if none. */
 int64_t mtcp_engine_next_deadline(mtcp_engine *e);
 /* Move up to max queued events into ev; returns how many. */

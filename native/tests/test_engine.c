@@ -1331,6 +1331,59 @@ static void test_tso_link(void) {
     mtcp_link_close(lb);
 }
 
+/* mtcp_engine_poll_rx takes the RX batch and queues events without output; the output of the
+ * following mtcp_engine_poll_tx sends the reply written in between with the ACK of the request and
+ * the FIN of a close() after it: one segment, no separate ACK. */
+static void test_poll_rx_piggyback(void) {
+    tw_setup(16, 16);
+    struct mtcp_addr ra = {.family = MTCP_AF_INET, .port = 8080};
+    memcpy(ra.ip, IP_P, 4);
+    int64_t c = mtcp_connect(twA, tw_now, &ra, NULL);
+    CHECK(c > 0);
+    mtcp_cid a = (mtcp_cid)c, b = 0;
+    struct mtcp_event ev[16];
+    int connected = 0;
+    for (int it = 0; it < 20 && !(connected && b); it++) {
+        tw_poll();
+        uint32_t n = mtcp_engine_events(twA, ev, 16);
+        for (uint32_t i = 0; i < n; i++)
+            if (ev[i].cid == a && ev[i].type == MTCP_EV_CONNECTED) connected = 1;
+        n = mtcp_engine_events(twB, ev, 16);
+        for (uint32_t i = 0; i < n; i++)
+            if (ev[i].type == MTCP_EV_ACCEPT) b = ev[i].cid;
+    }
+    CHECK(connected && b);
+    CHECK_EQ(mtcp_send(twA, a, (const uint8_t *)"request!!!", 10), 10);
+    mtcp_engine_poll(twA, tw_now);                     /* the request leaves A */
+    uint64_t out0 = ctr(twB, CTR_SEGS_OUT);
+    int n = mtcp_engine_poll_rx(twB, tw_now);
+    CHECK(n >= 1);
+    CHECK_EQ(mtcp_engine_events(twB, ev, 16), 1u);
+    CHECK(ev[0].cid == b && ev[0].type == MTCP_EV_READABLE && ev[0].len == 10);
+    CHECK_EQ(ctr(twB, CTR_SEGS_OUT), out0);            /* nothing sent by the RX half */
+    uint8_t buf[16];
+    CHECK_EQ(mtcp_recv(twB, b, buf, sizeof buf), 10);
+    CHECK_EQ(mtcp_send(twB, b, (const uint8_t *)"reply!!!!!", 10), 10);
+    CHECK_EQ(mtcp_close(twB, b), 0);
+    mtcp_engine_poll_tx(twB, tw_now);
+    CHECK_EQ(ctr(twB, CTR_SEGS_OUT), out0 + 1);        /* data + ACK + FIN in one segment */
+    uint64_t in0 = ctr(twA, CTR_SEGS_IN);
+    mtcp_engine_poll(twA, tw_now);
+    CHECK_EQ(ctr(twA, CTR_SEGS_IN), in0 + 1);
+    n = (int)mtcp_engine_events(twA, ev, 16);
+    int readable = 0, peer_closed = 0;
+    for (int i = 0; i < n; i++) {
+        if (ev[i].cid == a && ev[i].type == MTCP_EV_READABLE) readable = 1;
+        if (ev[i].cid == a && ev[i].type == MTCP_EV_PEER_CLOSED) peer_closed = 1;
+    }
+    CHECK(readable && peer_closed);
+    CHECK_EQ(mtcp_recv(twA, a, buf, sizeof buf), 10);
+    CHECK(memcmp(buf, "reply!!!!!", 10) == 0);
+    mtcp_close(twA, a);
+    for (int k = 0; k < 5; k++) tw_poll();
+    tw_teardown();
+}
+
 int main(void) {
     RUN(test_siphash);
     RUN(test_wheel);
@@ -1351,5 +1404,6 @@ int main(void) {
     RUN(test_timewait_recycle);
     RUN(test_timewait_reuse);
     RUN(test_tso_link);
+    RUN(test_poll_rx_piggyback);
     CTEST_END();
 }
