@@ -30,6 +30,7 @@ import logging
 import operator
 import os
 import socket
+import sys
 import weakref
 from asyncio import base_events, events, sslproto
 
@@ -270,6 +271,9 @@ class _Engine(EngineCore):
 # --------------------------------------------------------------------------------------------
 # Server
 # --------------------------------------------------------------------------------------------
+_WAIT_CLOSED_RETURNS_AT_CLOSE = sys.version_info < (3, 12)
+
+
 class MTCPServer(events.AbstractServer):
     """asyncio Server semantics (3.11) over stack listeners plus kernel mirror listeners."""
 
@@ -436,8 +440,9 @@ class MTCPServer(events.AbstractServer):
             self._serving_forever_fut = None
 
     async def wait_closed(self):
-        # asyncio 3.11 semantics: returns at once once close() ran (3.12 waits for connections).
-        if self._closed or self._waiters is None:
+        # asyncio's semantics of the running Python: 3.11 returns once close() ran; 3.12+ waits
+        # until the server is closed and every connection it accepted is gone
+        if (_WAIT_CLOSED_RETURNS_AT_CLOSE and self._closed) or self._waiters is None:
             for ks in self._kernel_servers:
                 await ks.wait_closed()
             return

@@ -28,6 +28,8 @@ async def _scenario():
                 await w.drain()
         except OSError:
             pass
+        finally:
+            w.close()           # Python 3.12+: srv.wait_closed() waits for every connection
 
     srv = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = srv.sockets[0].getsockname()[1]
