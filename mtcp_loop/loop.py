@@ -549,6 +549,7 @@ class _MTCPLoopMixin:
         self._mtcp_config = MTCPConfig.coerce(config, **overrides)
         self._mtcp_engine = None
         self._mtcp_adopted = {}          # kernel socket -> StackSocket after sock_connect
+        self._mtcp_adopt_timer = None    # watches adopted sockets for the application's close()
         self._mtcp_shadows = weakref.WeakKeyDictionary()   # listening kernel socket -> ShadowListener
         self._mtcp_warned = set()
         self._mtcp_sock_servers = weakref.WeakKeyDictionary()   # create_server(sock=s): s -> server
@@ -647,8 +648,30 @@ class _MTCPLoopMixin:
         for ss in list(self._mtcp_adopted.values()):
             ss._fin.detach()
         self._mtcp_adopted.clear()
+        if self._mtcp_adopt_timer is not None:
+            self._mtcp_adopt_timer.cancel()
+            self._mtcp_adopt_timer = None
         self._mtcp_shadows = weakref.WeakKeyDictionary()
         super().close()
+
+    def _watch_adopted_start(self):
+        if self._mtcp_adopt_timer is None:
+            self._mtcp_adopt_timer = self.call_later(0.05, self._watch_adopted)
+
+    def _watch_adopted(self):
+        """A socket the application closed itself (``s.close()`` after ``sock_connect``) closes
+        its stack connection: closing an unconnected kernel socket tells no one, so adopted
+        sockets are checked every 50 ms while there are any (a socket that is garbage-collected
+        closes it at once, through its finalizer)."""
+        self._mtcp_adopt_timer = None
+        adopted = self._mtcp_adopted
+        for sock, ss in list(adopted.items()):
+            if sock.fileno() == -1:
+                del adopted[sock]
+                ss._fin.detach()
+                ss.close()
+        if adopted and not self.is_closed():
+            self._watch_adopted_start()
 
     # -- routing -------------------------------------------------------------------------------
     def _stack_owns(self, family, host, listen=False):
@@ -922,6 +945,7 @@ class _MTCPLoopMixin:
                 ss = StackSocket.from_cid(self, eng, cid)
                 ss._fin = weakref.finalize(sock, ss.close)
                 self._mtcp_adopted[sock] = ss
+                self._watch_adopted_start()
                 self._mtcp_n_user_connected += 1
                 return None
             if self._stack_owns(sock.family, host):
@@ -981,6 +1005,7 @@ class _MTCPLoopMixin:
         ss = StackSocket.from_cid(self, self._engine(), cid)
         ss._fin = weakref.finalize(sock, ss.close)
         self._mtcp_adopted[sock] = ss
+        self._watch_adopted_start()
         self._mtcp_n_user_connected += 1
 
         def client_closed():          # s was closed: its stack connection closes too

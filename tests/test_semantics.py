@@ -363,6 +363,30 @@ class _TestOwnSockets:
             self.assert_userspace(2)
         self.run(main())
 
+    def test_sock_connect_then_close_socket_ends_connection(self):
+        """The application's own s.close() ends the connection: the server sees EOF."""
+        async def main():
+            ended = self.loop.create_future()
+
+            class P(asyncio.Protocol):
+                def eof_received(self):
+                    if not ended.done():
+                        ended.set_result("eof")
+
+                def connection_lost(self, exc):
+                    if not ended.done():
+                        ended.set_result("lost")
+            srv = await self.loop.create_server(P, HOST, 0)
+            port = srv.sockets[0].getsockname()[1]
+            s = socket.socket()
+            s.setblocking(False)
+            await self.loop.sock_connect(s, (HOST, port))
+            await self.loop.sock_sendall(s, b"x")
+            s.close()
+            assert await asyncio.wait_for(ended, 5) in ("eof", "lost")
+            srv.close()
+        self.run(main())
+
     def test_sock_io_errors_after_reset(self):
         class Rst(asyncio.Protocol):
             def connection_made(self, tr):
