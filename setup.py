@@ -1,3 +1,42 @@
-from setuptools import setup
+import glob
+import os
+import shutil
+import subprocess
+import sysconfig
 
-setup(cffi_modules=["mtcp_loop/_build.py:ffibuilder"])
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class build_py_with_loadgen(build_py):
+    """Also compile the C load generators of `mtcp-loop bench compare` (native/bench/loadgen.c on the
+    engine + AF_PACKET, native/bench/kclient.c on kernel sockets) into mtcp_loop/tools/_bin, with
+    the flags of native/Makefile's bench targets, so an installed package benchmarks outside the
+    source tree. Without a C compiler the package installs without them (bench compare says so)."""
+
+    FLAGS = ["-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter", "-O2", "-g"]
+
+    def run(self):
+        super().run()
+        native = os.path.join(HERE, "native")
+        if not os.path.exists(os.path.join(native, "bench", "loadgen.c")):
+            return
+        cc = os.environ.get("CC") or (sysconfig.get_config_var("CC") or "cc").split()[0]
+        if shutil.which(cc) is None:
+            self.warn(f"no C compiler ({cc}): mtcp-loop bench compare's load generators not built")
+            return
+        out = os.path.join(self.build_lib, "mtcp_loop", "tools", "_bin")
+        os.makedirs(out, exist_ok=True)
+        engine = sorted(f for sub in ("wire", "tcp", "engine", "io")
+                        for f in glob.glob(os.path.join(native, sub, "*.c")))
+        inc = ["-I" + os.path.join(native, "include"), "-I" + native]
+        for name, srcs, extra in (("loadgen", [os.path.join(native, "bench", "loadgen.c")] + engine, inc),
+                                  ("kclient", [os.path.join(native, "bench", "kclient.c")], [])):
+            cmd = [cc] + self.FLAGS + extra + ["-o", os.path.join(out, name)] + srcs + ["-lm"]
+            self.announce(" ".join(cmd[:3] + ["...", "-o", os.path.join(out, name)]), level=2)
+            subprocess.check_call(cmd)
+
+
+setup(cffi_modules=["mtcp_loop/_build.py:ffibuilder"], cmdclass={"build_py": build_py_with_loadgen})

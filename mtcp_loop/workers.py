@@ -37,7 +37,10 @@ import sys
 import time
 from typing import Any, Callable, Optional
 
-__all__ = ["serve", "run", "stats", "resolve_cores", "default_rundir", "load_target", "open_link",
+from . import links as _links
+from .ops import default_rundir
+
+__all__ = ["serve", "run", "stats", "resolve_cores", "default_rundir", "load_target",
            "in_worker", "Supervisor", "program_loop", "fork_refusal"]
 
 _SHM_SLOTS = 4096
@@ -46,11 +49,6 @@ _CTX: Optional[dict] = None          # set in a worker process (after fork)
 
 def in_worker() -> bool:
     return _CTX is not None
-
-
-def default_rundir(name: str = "default") -> str:
-    base = os.environ.get("MTCP_RUNDIR") or f"/tmp/mtcp-loop-{os.getuid()}"
-    return os.path.join(base, name)
 
 
 def resolve_cores(cores) -> list:
@@ -82,63 +80,6 @@ def device_queues(ifname):
     v = struct.unpack("9I", buf.tobytes())
     n = max(v[5], v[8])                  # rx_count, combined_count
     return n or None
-
-
-def _eph_range():
-    from ._native import ffi, lib
-    c = ffi.new("struct mtcp_config *")
-    lib.mtcp_config_default(c)
-    return int(c.eph_port_lo), int(c.eph_port_hi)
-
-
-# --------------------------------------------------------------------------------------------
-# link hook (loop.py calls open_link for real backends)
-# --------------------------------------------------------------------------------------------
-def open_link(cfg, ffi, lib):
-    """Open the engine's link. Outside a worker: links.open_link. In a worker: this worker's
-    queue of the device wrapped by the steering wrapper. Returns (link, mac)."""
-    from . import links as _links
-    ctx = _CTX
-    if ctx is None or cfg.backend not in _links.REAL_BACKENDS:
-        return _links.open_link(cfg, ffi, lib)
-    if cfg.backend == "packet":
-        err = ffi.new("char[]", 256)
-        flags = lib.MTCP_PACKET_FANOUT_CBPF | (0 if cfg.offload else lib.MTCP_LINK_NO_OFFLOAD)
-        link = lib.mtcp_packet_open(cfg.ifname.encode(), cfg.queue, cfg.nqueues, flags, err, 256)
-        if link == ffi.NULL:
-            raise _links.LinkError(5, f"backend 'packet' on {cfg.ifname!r}: {ffi.string(err).decode()}")
-        mac = _links._mac_bytes(cfg.mac) if cfg.mac != "auto" else _links.interface_mac(cfg.ifname)
-    else:
-        link, mac = _links.open_link(cfg, ffi, lib)
-    n = ctx["nqueues"]
-    sc = ffi.new("struct mtcp_steer_cfg *")
-    sc.queue = ctx["queue"]
-    sc.nqueues = n
-    sc.eph_lo, sc.eph_hi = _eph_range()
-    flags = 0
-    if cfg.backend in ("tap", "packet") and n > 1:
-        flags |= lib.MTCP_STEER_INSTALL
-    if cfg.backend == "xdp":
-        flags |= lib.MTCP_STEER_HANDOFF
-    sc.flags = flags
-    slots = ffi.new("uint32_t[]", ctx["slots"])
-    sc.slots = slots
-    shm = ctx.get("shm")
-    if shm is not None:
-        buf = ffi.from_buffer(shm)
-        sc.shm = buf
-        sc.shm_len = len(shm)
-        ctx["_shm_buf"] = buf
-    evfds = ffi.new("int32_t[]", ctx["evfds"])
-    sc.evfds = evfds
-    ctx["_keep"] = (slots, evfds)
-    err = ffi.new("char[]", 256)
-    w = lib.mtcp_steer_wrap(link, sc, err, 256)
-    if w == ffi.NULL:
-        lib.mtcp_link_close(link)
-        raise OSError(5, f"steering for queue {ctx['queue']}/{n}: {ffi.string(err).decode()}")
-    ctx["steer_link"] = w
-    return w, mac
 
 
 def steer_counters() -> dict:
@@ -443,6 +384,7 @@ def _enter_worker(queue, cpu, nqueues, slots, config, rundir, drain_timeout, shm
         pass
     _CTX = {"queue": queue, "cpu": cpu, "nqueues": nqueues, "slots": slots, "shm": shm, "evfds": evfds,
             "config": config, "rundir": rundir, "drain_timeout": drain_timeout, "ready_w": ready_w}
+    _links.set_queue_context(_CTX)               # open_link joins this queue, steered
 
 
 def worker_loop():
@@ -513,7 +455,6 @@ class Supervisor:
         self.port = port
         cfg = MTCPConfig.coerce(config, **overrides)
         if cfg.backend == "tap" and cfg.mac == "auto":
-            from . import links as _links
             cfg.mac = ":".join(f"{b:02x}" for b in _links._random_mac())   # one MAC for all workers
         if cfg.backend == "xdp" and self.n > 1:
             nq = device_queues(cfg.ifname)       # an XSK binds to one queue of the device
@@ -970,323 +911,3 @@ def stats(rundir=None, name="default") -> dict:
     total = {k: sum(w.get(k, 0) for w in workers.values() if "error" not in w) for k in keys}
     total["restarts"] = sum(w.get("restarts", 0) for w in workers.values())
     return {"supervisor": sup, "workers": workers, "total": total}
-
-
-def format_stats(st: dict) -> str:
-    cols = ("connections", "conn_per_s", "conns_total", "segs_in", "segs_out", "retransmits", "drops",
-            "misdirected", "restarts")
-    lines = ["worker  pid      cpu  " + "  ".join(f"{c:>12}" for c in cols)]
-    for q, w in st["workers"].items():
-        if "error" in w:
-            lines.append(f"{q:>6}  error: {w['error']}")
-            continue
-        lines.append(f"{q:>6}  {w['pid']:<7}  {w['cpu']:>3}  " + "  ".join(f"{w.get(c, 0):>12}" for c in cols))
-    t = st["total"]
-    lines.append(f"{'total':>6}  {'':<7}  {'':>3}  " + "  ".join(f"{t.get(c, 0):>12}" for c in cols))
-    return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------------
-# CLI: `mtcp-loop run`, live `mtcp-loop stats`, `mtcp-loop bench cores` (cli.py calls add_cli_parsers)
-# --------------------------------------------------------------------------------------------
-def _enter_netns(name):
-    if name:
-        from pyroute2 import netns
-        netns.setns(name)
-
-
-def _resolve_app(obj):
-    """A plain function (not a class) that returns an aiohttp Application is an app factory."""
-    import inspect
-    if inspect.isfunction(obj) and not asyncio.iscoroutinefunction(obj):
-        try:
-            sig = inspect.signature(obj)
-            if all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-                   for p in sig.parameters.values()):
-                r = obj()
-                if _kind(r) == "aiohttp":
-                    return r
-        except (TypeError, ValueError):
-            pass
-    return obj
-
-
-def _overrides(args) -> dict:
-    o = {}
-    for k in ("backend", "ifname", "ipv4", "ipv6", "ipv4_gw", "ipv6_gw", "mac", "mtu", "metrics"):
-        v = getattr(args, k, None)
-        if v is not None:
-            o[k] = v
-    return o
-
-
-def cmd_run(args) -> int:
-    _enter_netns(args.netns)
-    target = _resolve_app(load_target(args.target))
-    ov = _overrides(args)
-    cores = args.cores
-    if cores != "auto":
-        cores = int(cores)
-    n = len(resolve_cores(cores))
-    if ov.get("backend", os.environ.get("MTCP_BACKEND", "loopback")) in ("tap", "packet", "xdp"):
-        ov.setdefault("nqueues", n)
-    print(f"mtcp-loop: serving {args.target} on {args.host}:{args.port} with {n} worker(s) "
-          f"(rundir {args.rundir or default_rundir(args.name)})", file=sys.stderr, flush=True)
-    return serve(target, cores, host=args.host, port=args.port, rundir=args.rundir, name=args.name,
-                 drain_timeout=args.drain_timeout, **ov)
-
-
-def _stats_hook(orig):
-    def cmd(args):
-        rundir = args.rundir or default_rundir(args.name)
-        try:
-            st = stats(rundir)
-        except FileNotFoundError as e:
-            if args.rundir or args.name != "default":
-                print(f"mtcp-loop: {e}", file=sys.stderr)
-                return 1
-            return orig(args)                    # no server running: the loopback demo counters
-        if args.json:
-            print(json.dumps(st, indent=2, sort_keys=True))
-        else:
-            print(format_stats(st))
-        return 0
-    return cmd
-
-
-_BENCH_CONN_CLIENT = r"""
-import asyncio, sys, time
-HOST, PORT, DUR, CONC = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
-async def main():
-    n = bad = 0
-    end = time.monotonic() + DUR
-    async def worker():
-        nonlocal n, bad
-        while time.monotonic() < end:
-            try:
-                r, w = await asyncio.open_connection(HOST, PORT)
-                w.write(b"x" * 63 + b"\n"); await r.readline(); w.close(); n += 1
-            except OSError:
-                bad += 1
-    t0 = time.monotonic()
-    await asyncio.gather(*(worker() for _ in range(CONC)))
-    print(n, bad, time.monotonic() - t0)
-asyncio.run(main())
-"""
-
-
-def _cpu_of(pids) -> float:
-    tck = os.sysconf("SC_CLK_TCK")
-    tot = 0.0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                parts = f.read().rsplit(")", 1)[1].split()
-            tot += (int(parts[11]) + int(parts[12])) / tck
-        except (OSError, IndexError, ValueError):
-            pass
-    return tot
-
-
-_BENCH_POLICY_APP = r"""
-import asyncio, sys
-import mtcp_loop
-from aiohttp import web
-from examples.aiohttp_hello import make_app
-asyncio.set_event_loop_policy(mtcp_loop.MTCPPolicy(cores=int(sys.argv[1])))
-web.run_app(make_app(), host="0.0.0.0", port=int(sys.argv[2]), print=None)
-"""
-
-
-def bench_cores(cores_list=(1, 2), seconds=5.0, conc=64, workload="http", form="run") -> dict:
-    """Same workload against `mtcp-loop run` at each core count on a multi-queue TAP testbed.
-    http: wrk (keep-alive GETs) against an aiohttp hello app; close: wrk with "Connection: close"
-    (a new TCP connection per request); conn: short connections (connect, 64 B echo, close) from
-    Python kernel clients (generator-bound). The load generator shares the machine.
-    form="policy" (http/close only): the unchanged program instead, MTCPPolicy(cores=N) +
-    web.run_app(app) (at cores=1 one process, no supervisor)."""
-    import shutil
-    import subprocess
-    import tempfile
-    from .testbed import Testbed
-    if form not in ("run", "policy"):
-        raise ValueError(f"form must be 'run' or 'policy', got {form!r}")
-    if form == "policy" and workload == "conn":
-        raise ValueError("the policy form serves the aiohttp app: workloads http and close")
-    tb = Testbed(prefix=f"mtbc{os.getpid() % 10000}", nqueues=max(cores_list))
-    tb.up("tap")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    results = {}
-    try:
-        for i, n in enumerate(cores_list):
-            port = 8080 + i      # a fresh port per run: the kernel clients' TIME-WAIT of the previous run
-            base = tempfile.mkdtemp(prefix="mtcp-bench-")
-            rundir = os.path.join(base, "default")
-            wrk = workload in ("http", "close")
-            target = "examples.aiohttp_hello:make_app" if wrk else "mtcp_loop.workers:_BenchEcho"
-            hdr = ["-H", "Connection: close"] if workload == "close" else []
-            env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-            if form == "run":
-                argv = [sys.executable, "-m", "mtcp_loop.cli", "run", target, "--cores", str(n), "--backend", "tap",
-                        "--ifname", "mtcptap0", "--ipv4", "198.18.0.2/24", "--port", str(port), "--rundir", rundir,
-                        "--drain-timeout", "1"]
-            else:
-                argv = [sys.executable, "-c", _BENCH_POLICY_APP, str(n), str(port)]
-                env.update(MTCP_BACKEND="tap", MTCP_IFNAME="mtcptap0", MTCP_IPV4="198.18.0.2/24", MTCP_RUNDIR=base)
-                for k in ("MTCP_NQUEUES", "MTCP_QUEUE", "MTCP_IPV6"):
-                    env.pop(k, None)
-            supervised = form == "run" or n > 1
-            p = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                 preexec_fn=tb._preexec(tb.peer_ns))
-            try:
-                deadline = time.monotonic() + 20
-                while True:
-                    if p.poll() is not None:
-                        raise RuntimeError(f"server exited: {p.stderr.read().decode()[-2000:]}")
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("server not ready after 20 s")
-                    if not supervised or all(os.path.exists(os.path.join(rundir, f"worker-{q}.sock"))
-                                             for q in range(n)):
-                        try:
-                            with tb.netns(tb.peer_ns):
-                                socket.create_connection(("198.18.0.2", port), timeout=0.5).close()
-                            break
-                        except OSError:
-                            pass
-                    time.sleep(0.1)
-                time.sleep(0.5)
-                pids = [w["pid"] for w in stats(rundir)["workers"].values()] if supervised else [p.pid]
-                warm = ["wrk", "-t1", "-c8", "-d1s"] + hdr + ["http://198.18.0.2:%d/" % port] if wrk else \
-                    [sys.executable, "-c", _BENCH_CONN_CLIENT, "198.18.0.2", str(port), "1", "8"]
-                tb.peer_run(warm, timeout=30)
-                st0 = stats(rundir) if supervised else None
-                c0 = _cpu_of(pids)
-                if wrk:
-                    if not shutil.which("wrk"):
-                        raise RuntimeError("wrk not installed")
-                    r = tb.peer_run(["wrk", "-t2", f"-c{conc}", f"-d{max(1, int(round(seconds)))}s"] + hdr +
-                                    ["http://198.18.0.2:%d/" % port],
-                                    timeout=seconds + 30)
-                    import re
-                    m = re.search(r"(\d+) requests in ([\d.]+)s", r.stdout)
-                    if not m:
-                        raise RuntimeError(f"wrk failed: {r.stdout[-1000:]} {r.stderr[-1000:]} "
-                                           f"server: {p.stderr.read1(4000).decode(errors='replace') if p.poll() is not None else 'running'}")
-                    reqs, el = int(m.group(1)), float(m.group(2))
-                    errs = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", r.stdout)
-                    bad = errs.group(0) if errs else ""
-                else:
-                    r = tb.peer_run([sys.executable, "-c", _BENCH_CONN_CLIENT, "198.18.0.2", str(port), str(seconds),
-                                     str(conc)], timeout=seconds + 30)
-                    a, b, c = r.stdout.split()
-                    reqs, bad, el = int(a), b, float(c)
-                cpu = _cpu_of(pids) - c0
-                st1 = stats(rundir) if supervised else None
-                results[n] = {"requests": reqs, "seconds": el, "per_s": reqs / el, "server_cpu_s": cpu,
-                              "server_util_cpus": cpu / max(1e-9, el),
-                              "server_cpu_us_per_req": 1e6 * cpu / max(1, reqs), "errors": bad,
-                              "misdirected": st1["total"]["misdirected"] if st1 else 0,
-                              "per_worker_conns": {q: w.get("conns_total", 0) - st0["workers"][q].get("conns_total", 0)
-                                                   for q, w in st1["workers"].items()} if st1 else {}}
-            finally:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-                shutil.rmtree(base, ignore_errors=True)
-    finally:
-        tb.down()
-    if len(cores_list) >= 2:
-        a, b = results[cores_list[0]], results[cores_list[-1]]
-        results["ratio"] = b["per_s"] / a["per_s"]
-    return results
-
-
-class _BenchEcho(asyncio.Protocol):
-    def connection_made(self, t):
-        self.t = t
-
-    def data_received(self, d):
-        self.t.write(d)
-
-
-def cmd_bench_cores(args) -> int:
-    import statistics
-    cores = tuple(int(x) for x in args.cores.split(","))
-    res = {"loadavg_before": os.getloadavg(), "command": " ".join(["mtcp-loop"] + sys.argv[1:])}
-    for wl in args.workloads.split(","):
-        runs = [bench_cores(cores, args.seconds, args.concurrency, wl, form=args.form) for _ in range(args.repeat)]
-        summary = {}
-        for n in cores:
-            rs = [r[n] for r in runs]
-            summary[n] = {"per_s_median": statistics.median(x["per_s"] for x in rs),
-                          "per_s_runs": [round(x["per_s"]) for x in rs],
-                          "server_cpu_us_per_req_median": statistics.median(x["server_cpu_us_per_req"] for x in rs),
-                          "server_util_cpus_median": statistics.median(x["server_util_cpus"] for x in rs),
-                          "misdirected": sum(x["misdirected"] for x in rs),
-                          "per_worker_conns_last": rs[-1]["per_worker_conns"]}
-        if len(cores) >= 2:
-            summary["ratio"] = summary[cores[-1]]["per_s_median"] / summary[cores[0]]["per_s_median"]
-            summary["ratio_runs"] = [round(r["ratio"], 2) for r in runs]
-        res[wl] = summary
-    res["loadavg_after"] = os.getloadavg()
-    if args.json:
-        print(json.dumps(res, indent=2, default=str))
-        return 0
-    print(f"load average before {res['loadavg_before'][0]:.1f}, after {res['loadavg_after'][0]:.1f} "
-          f"({os.cpu_count()} CPUs; the load generator shares them)")
-    for wl in args.workloads.split(","):
-        r = res[wl]
-        for n in cores:
-            v = r[n]
-            print(f"{wl:5s} cores={n}: {v['per_s_median']:9.0f}/s (runs {v['per_s_runs']})  server CPU "
-                  f"{v['server_cpu_us_per_req_median']:7.1f} us/req, {v['server_util_cpus_median']:.2f} CPUs busy  "
-                  f"misdirected {v['misdirected']}  "
-                  f"per worker {v['per_worker_conns_last']}")
-        if "ratio" in r:
-            print(f"{wl:5s} ratio cores={cores[-1]}/cores={cores[0]}: {r['ratio']:.2f} (runs {r['ratio_runs']})")
-    return 0
-
-
-def add_cli_parsers(sub, bsub) -> None:
-    """`run` (top level), live `stats` (extends the existing stats subcommand), `bench cores`."""
-    r = sub.add_parser("run", help="serve MODULE:APP (aiohttp Application, async def main(), protocol "
-                                   "factory) with one supervised worker process per core")
-    r.add_argument("target", metavar="MODULE:APP")
-    r.add_argument("--cores", default="1", help="worker processes: N, or 0/auto = every CPU of the affinity mask")
-    r.add_argument("--backend", choices=("loopback", "tap", "packet", "xdp"), default=None)
-    r.add_argument("--ifname", default=None)
-    r.add_argument("--ipv4", default=None, help="e.g. 198.18.0.2/24")
-    r.add_argument("--ipv6", default=None)
-    r.add_argument("--ipv4-gw", dest="ipv4_gw", default=None)
-    r.add_argument("--ipv6-gw", dest="ipv6_gw", default=None)
-    r.add_argument("--mac", default=None)
-    r.add_argument("--mtu", type=int, default=None)
-    r.add_argument("--host", default="0.0.0.0")
-    r.add_argument("--port", type=int, default=8080)
-    r.add_argument("--name", default="default", help="instance name (control sockets under $MTCP_RUNDIR/NAME)")
-    r.add_argument("--rundir", default=None)
-    r.add_argument("--drain-timeout", type=float, default=10.0)
-    r.add_argument("--netns", default=None, help="enter this network namespace first (e.g. the testbed's)")
-    r.add_argument("--metrics", default=None, metavar="ADDR:PORT",
-                   help="serve Prometheus metrics of every worker here (kernel stack; docs/operations.md)")
-    r.set_defaults(func=cmd_run)
-    s = sub.choices.get("stats")
-    if s is not None:
-        s.add_argument("--name", default="default", help="running `mtcp-loop run` instance")
-        s.add_argument("--rundir", default=None)
-        s.set_defaults(func=_stats_hook(s.get_default("func")))
-    c = bsub.add_parser("cores", help="the same workload at cores=1 and cores=2 on a TAP testbed (needs root)")
-    c.add_argument("--cores", default="1,2")
-    c.add_argument("--seconds", type=float, default=5.0)
-    c.add_argument("--concurrency", type=int, default=64)
-    c.add_argument("--workloads", default="http,close", help="http (wrk keep-alive vs aiohttp hello), close (wrk, "
-                   "Connection: close: one TCP connection per request), conn (Python clients, short echo connections)")
-    c.add_argument("--repeat", type=int, default=1, help="alternate the core counts this many times; medians")
-    c.add_argument("--form", choices=("run", "policy"), default="run",
-                   help="run: `mtcp-loop run MODULE:APP --cores N`; policy: the unchanged program with "
-                        "MTCPPolicy(cores=N) + web.run_app (http/close workloads)")
-    c.add_argument("--json", action="store_true")
-    c.set_defaults(func=cmd_bench_cores)

@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from mtcp_loop import bench_compare as bc  # noqa: E402
+from mtcp_loop.tools import bench_compare as bc  # noqa: E402
 
 REQUIRE = os.environ.get("MTCP_REQUIRE_NETNS") == "1"
 
@@ -54,8 +54,8 @@ def test_compare_quick_short(tmp_path):
     _gate()
     out = tmp_path / "compare.json"
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-m", "mtcp_loop.cli", "bench", "compare", "--quick", "--workloads", "short",
-                        "--no-doc", "--json", "--output", str(out)], cwd=ROOT, env=env, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "mtcp_loop.tools.cli", "bench", "compare", "--quick", "--workloads", "short",
+                        "--json", "--output", str(out)], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())
@@ -141,6 +141,22 @@ def test_doc_section_rewritten_in_place(tmp_path):
     doc.write_text(text.replace(bc.END, bc.END + "\n\n### Where the time goes\n\nanalysis\n"))
     bc.write_doc(res, str(doc))
     assert "analysis" in doc.read_text()
+
+
+def test_doc_written_only_with_write_doc(tmp_path, capsys):
+    from mtcp_loop.tools.cli import main
+    res = _fake_result()
+    saved = tmp_path / "saved.json"
+    saved.write_text(json.dumps(res))
+    before = sorted(os.listdir(tmp_path))
+    assert main(["bench", "compare", "--render", str(saved)]) == 0
+    assert sorted(os.listdir(tmp_path)) == before             # nothing written without --write-doc
+    assert "mtcp tap" in capsys.readouterr().out
+    doc = tmp_path / "out" / "benchmarks.md"
+    doc.parent.mkdir()
+    assert main(["bench", "compare", "--render", str(saved), "--write-doc", str(doc)]) == 0
+    assert doc.read_text().count(bc.BEGIN) == 1
+    assert f"wrote {doc}" in capsys.readouterr().out
 
 
 def test_table_prints_every_cell(capsys):

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.timeout(120)]
 
 def cli(*args, timeout=100):
     env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "mtcp_loop.cli", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "mtcp_loop.tools.cli", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -52,7 +52,7 @@ def test_bench_engine():
 
 def test_bad_env_variable_one_line_exit_2():
     env = dict(os.environ, PYTHONPATH=ROOT, MTCP_MAX_CONNS="abc")
-    p = subprocess.run([sys.executable, "-m", "mtcp_loop.cli", "demo"], cwd=ROOT, env=env,
+    p = subprocess.run([sys.executable, "-m", "mtcp_loop.tools.cli", "demo"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=100)
     assert p.returncode == 2, p.stdout + p.stderr
     lines = p.stderr.strip().splitlines()
@@ -64,7 +64,7 @@ def test_backend_that_cannot_open_one_line_exit_2():
     # an interface that does not exist: nothing is opened, nothing is sent
     env = dict(os.environ, PYTHONPATH=ROOT, MTCP_BACKEND="packet", MTCP_IFNAME="mtcpnosuch0",
                MTCP_IPV4="198.18.0.2/24")
-    p = subprocess.run([sys.executable, "-m", "mtcp_loop.cli", "stats"], cwd=ROOT, env=env,
+    p = subprocess.run([sys.executable, "-m", "mtcp_loop.tools.cli", "stats"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=100)
     assert p.returncode == 2, p.stdout + p.stderr
     lines = p.stderr.strip().splitlines()

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import test_interop_raw as raw
-from mtcp_loop import testbed as tbmod
+from mtcp_loop.tools import testbed as tbmod
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
 

@@ -1,6 +1,6 @@
 """Interop with Linux TCP over real ring pairs (tap, packet, xdp) in network namespaces.
 
-Topology (mtcp_loop/testbed.py, prefix "mtcpi<pid>"): the kernel peer is 198.18.0.1 / 2001:db8::1, the
+Topology (mtcp_loop/tools/testbed.py, prefix "mtcpi<pid>"): the kernel peer is 198.18.0.1 / 2001:db8::1, the
 user-space stack (an MTCPLoop in a subprocess that entered the stack's namespace with pyroute2's
 ``netns.setns``) is 198.18.0.2 / 2001:db8::2. tap: the TAP device lives in the peer namespace and
 the stack attaches to its queue there; packet/xdp: a veth pair, the stack on mtcp-s0 in its own
@@ -454,7 +454,7 @@ if pytest is not None:
     @pytest.fixture(scope="module", params=KINDS)
     def bed(request):
         _gate()
-        from mtcp_loop.testbed import Testbed
+        from mtcp_loop.tools.testbed import Testbed
         tb = Testbed(prefix=f"mtcpi{os.getpid() % 100000}")
         request.addfinalizer(tb.down)      # torn down even when up() or a test fails
         info = tb.up(request.param)
@@ -573,7 +573,7 @@ if pytest is not None:
         backend in its own testbed (own namespaces), the three transfers run concurrently (they
         are bound by loss recovery timers, not CPU), so CI pays for the slowest, not the sum."""
         _gate()
-        from mtcp_loop.testbed import Testbed
+        from mtcp_loop.tools.testbed import Testbed
         beds, procs, clients, failures = [], [], {}, []
         try:
             for kind in KINDS:

@@ -20,7 +20,7 @@ import pytest
 
 from conftest import raw_engine_config
 
-from mtcp_loop import testbed as tbmod
+from mtcp_loop.tools import testbed as tbmod
 
 REQUIRE = os.environ.get("MTCP_REQUIRE_NETNS") == "1"
 PREFIX = f"mtcpr{os.getpid() % 100000}"

@@ -95,17 +95,18 @@ def test_loop_with_real_backend_reports_link_error():
 
 
 def test_cli_wiring():
-    from mtcp_loop import cli
+    from mtcp_loop.tools import cli
+    from mtcp_loop.tools.cli import rings
     a = cli.build_parser().parse_args(["testbed", "status", "--kind", "xdp", "--prefix", "nope"])
-    assert a.func is links.cmd_testbed and a.kind == "xdp"
+    assert a.func is rings.cmd_testbed and a.kind == "xdp"
     a = cli.build_parser().parse_args(["bench", "rings", "--kinds", "tap", "--seconds", "0.5", "--json"])
-    assert a.func is links.cmd_bench_rings and a.seconds == 0.5 and a.json
+    assert a.func is rings.cmd_bench_rings and a.seconds == 0.5 and a.json
     assert cli.main(["bench", "rings", "--kinds", "bogus"]) == 2
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to look at namespaces")
 def test_cli_testbed_status_of_absent_prefix(capsys):
-    from mtcp_loop import cli
+    from mtcp_loop.tools import cli
     assert cli.main(["testbed", "status", "--prefix", f"mtcpnone{os.getpid() % 100000}"]) == 0
     assert "down" in capsys.readouterr().out
 

@@ -43,7 +43,7 @@ def _env(extra=None):
 
 
 def cli(*argv, timeout=60, check=True):
-    r = subprocess.run([sys.executable, "-m", "mtcp_loop.cli", *argv], cwd=ROOT, env=_env(),
+    r = subprocess.run([sys.executable, "-m", "mtcp_loop.tools.cli", *argv], cwd=ROOT, env=_env(),
                        capture_output=True, text=True, timeout=timeout)
     if check:
         assert r.returncode == 0, (argv, r.stdout, r.stderr)
@@ -58,7 +58,7 @@ class Run:
         self.rundir = str(tmp_path / "run")
         self.cmd = str(tmp_path / "cmd")
         self.cores = cores
-        argv = [sys.executable, "-m", "mtcp_loop.cli", "run", "_ops_app:main", "--cores", str(cores),
+        argv = [sys.executable, "-m", "mtcp_loop.tools.cli", "run", "_ops_app:main", "--cores", str(cores),
                 "--rundir", self.rundir, "--drain-timeout", "1", *extra_args]
         if metrics:
             argv += ["--metrics", metrics]
@@ -158,7 +158,7 @@ def test_ss_errors(run, tmp_path):
 def test_capture_has_the_syn(run, tmp_path):
     pcap = str(tmp_path / "cap.pcap")
     started = str(tmp_path / "started")
-    p = subprocess.Popen([sys.executable, "-m", "mtcp_loop.cli", "capture", "--rundir", run.rundir, "--worker", "0",
+    p = subprocess.Popen([sys.executable, "-m", "mtcp_loop.tools.cli", "capture", "--rundir", run.rundir, "--worker", "0",
                           "-w", pcap, "-G", "20", "-c", "200", "--started-file", started, "port", str(ECHO_PORT)],
                          cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
@@ -184,7 +184,7 @@ def test_capture_has_the_syn(run, tmp_path):
 
 def test_capture_bounds_and_errors(run, tmp_path):
     pcap = str(tmp_path / "c.pcap")
-    p = subprocess.Popen([sys.executable, "-m", "mtcp_loop.cli", "capture", "--rundir", run.rundir, "--worker", "1",
+    p = subprocess.Popen([sys.executable, "-m", "mtcp_loop.tools.cli", "capture", "--rundir", run.rundir, "--worker", "1",
                           "-w", pcap, "-c", "4", "-G", "20"], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
@@ -200,7 +200,7 @@ def test_capture_bounds_and_errors(run, tmp_path):
     assert data[:4] == bytes.fromhex("d4c3b2a1") and len(data) > 24
     # a capture whose client went away keeps its worker busy until `capture --stop`
     started = str(tmp_path / "started")
-    p = subprocess.Popen([sys.executable, "-m", "mtcp_loop.cli", "capture", "--rundir", run.rundir, "--worker", "0",
+    p = subprocess.Popen([sys.executable, "-m", "mtcp_loop.tools.cli", "capture", "--rundir", run.rundir, "--worker", "0",
                           "-w", pcap, "--started-file", started], cwd=ROOT, env=_env(),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
@@ -224,7 +224,7 @@ def test_capture_bounds_and_errors(run, tmp_path):
 def test_capture_every_worker(run, tmp_path):
     """Without --worker each worker captures into its own file (FILE.wN.pcap) until -G."""
     out = str(tmp_path / "all.pcap")
-    p = subprocess.Popen([sys.executable, "-m", "mtcp_loop.cli", "capture", "--rundir", run.rundir, "-w", out, "-G", "2"],
+    p = subprocess.Popen([sys.executable, "-m", "mtcp_loop.tools.cli", "capture", "--rundir", run.rundir, "-w", out, "-G", "2"],
                          cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(0.8)
     run.ask(0, "load 2")
@@ -355,7 +355,7 @@ def test_inprocess_control_and_metrics(tmp_path, monkeypatch):
         srv, port, r, w = await _pair()
         lport = w.get_extra_info("sockname")[1]
         env = dict(os.environ, MTCP_RUNDIR=str(tmp_path), PYTHONPATH=ROOT)
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "mtcp_loop.cli", "ss", "--name", name,
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "mtcp_loop.tools.cli", "ss", "--name", name,
                                                     "--json", env=env, stdout=subprocess.PIPE)
         out, _ = await proc.communicate()
         recs = json.loads(out)
@@ -419,7 +419,7 @@ def test_ss_capture_metrics_on_rings(kind, tmp_path):
     why = _netns_why()
     if why:
         pytest.fail(f"MTCP_REQUIRE_NETNS=1 but {why}") if REQUIRE else pytest.skip(why)
-    from mtcp_loop.testbed import Testbed
+    from mtcp_loop.tools.testbed import Testbed
     tb = Testbed(prefix=f"mto{os.getpid() % 100000}", nqueues=1)
     info = tb.up(kind)
     PEER, STACK = info["peer_v4"], info["stack_v4"]
@@ -435,7 +435,7 @@ def test_ss_capture_metrics_on_rings(kind, tmp_path):
         try:
             pcap = str(tmp_path / "ring.pcap")
             started = str(tmp_path / "started")
-            cap = subprocess.Popen([sys.executable, "-m", "mtcp_loop.cli", "capture", "--rundir", run.rundir,
+            cap = subprocess.Popen([sys.executable, "-m", "mtcp_loop.tools.cli", "capture", "--rundir", run.rundir,
                                     "-w", pcap, "-G", "20", "--started-file", started, "host", PEER, "and",
                                     "port", str(ECHO_PORT)], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)

@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.timeout(240)]
 def tb():
     if _why is not None:
         pytest.fail(f"MTCP_REQUIRE_NETNS=1 but {_why}") if REQUIRE else pytest.skip(_why)
-    from mtcp_loop.testbed import Testbed
+    from mtcp_loop.tools.testbed import Testbed
     t = Testbed(prefix=f"mtpc{os.getpid() % 100000}", nqueues=2)
     t.up("tap")
     try:
@@ -208,7 +208,7 @@ def test_aiohttp_example_policy_auto(tb, program):
     assert s2["workers"]["0"]["cpu"] == s1["workers"]["0"]["cpu"] and s2["workers"]["0"]["queue"] == 0
     assert s2["workers"]["1"]["pid"] == old1 and s2["supervisor"]["workers"]["0"]["restarts"] == 1
     assert _wrk(tb) > 0                                            # the replacement serves too
-    r = subprocess.run([sys.executable, "-m", "mtcp_loop.cli", "stats", "--json"], cwd=ROOT, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "mtcp_loop.tools.cli", "stats", "--json"], cwd=ROOT, capture_output=True,
                        text=True, timeout=30, env=dict(os.environ, PYTHONPATH=ROOT, MTCP_RUNDIR=app.base))
     assert r.returncode == 0, r.stderr                             # `mtcp-loop stats` finds it with no argument
     cli = json.loads(r.stdout)
@@ -295,7 +295,7 @@ def test_asyncio_run_start_server_policy(tb, program, base):
 def tb_veth(request):
     if _why is not None:
         pytest.fail(f"MTCP_REQUIRE_NETNS=1 but {_why}") if REQUIRE else pytest.skip(_why)
-    from mtcp_loop.testbed import Testbed
+    from mtcp_loop.tools.testbed import Testbed
     t = Testbed(prefix=f"mtpv{os.getpid() % 100000}", nqueues=2)
     t.up(request.param)
     try:

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import raw_engine_config
 
-from mtcp_loop import testbed as tbmod
+from mtcp_loop.tools import testbed as tbmod
 
 REQUIRE = os.environ.get("MTCP_REQUIRE_NETNS") == "1"
 
@@ -161,13 +161,14 @@ def test_peer_ping_without_responder_fails():
 
 def test_cli_roundtrip(capsys):
     _need_root()
-    assert tbmod.main(["up", "--kind", "packet", "--prefix", PREFIX, "--json"]) == 0
+    from mtcp_loop.tools.cli import main
+    assert main(["testbed", "up", "--kind", "packet", "--prefix", PREFIX, "--json"]) == 0
     try:
-        assert tbmod.main(["status", "--prefix", PREFIX]) == 0
+        assert main(["testbed", "status", "--prefix", PREFIX]) == 0
         assert "packet" in capsys.readouterr().out
     finally:
-        assert tbmod.main(["down", "--prefix", PREFIX]) == 0
-    assert tbmod.main(["status", "--prefix", PREFIX]) == 0
+        assert main(["testbed", "down", "--prefix", PREFIX]) == 0
+    assert main(["testbed", "status", "--prefix", PREFIX]) == 0
     assert "down" in capsys.readouterr().out
 
 

@@ -63,7 +63,7 @@ STACK = "198.18.0.2"
 def tb():
     if _why is not None:
         pytest.fail(f"MTCP_REQUIRE_NETNS=1 but {_why}") if REQUIRE else pytest.skip(_why)
-    from mtcp_loop.testbed import Testbed
+    from mtcp_loop.tools.testbed import Testbed
     t = Testbed(prefix=f"mtw{os.getpid() % 100000}", nqueues=2)
     t.up("tap")
     try:
@@ -237,7 +237,7 @@ def test_affinity_10k_each_way(tb, server_factory):
 def tb_veth(request):
     if _why is not None:
         pytest.fail(f"MTCP_REQUIRE_NETNS=1 but {_why}") if REQUIRE else pytest.skip(_why)
-    from mtcp_loop.testbed import Testbed
+    from mtcp_loop.tools.testbed import Testbed
     t = Testbed(prefix=f"mtv{os.getpid() % 100000}", nqueues=2)
     t.up(request.param)
     try:
@@ -316,7 +316,7 @@ def test_kill_worker_restarts_others_untouched(tb, server_factory):
 def tb_packet():
     if _why is not None:
         pytest.fail(f"MTCP_REQUIRE_NETNS=1 but {_why}") if REQUIRE else pytest.skip(_why)
-    from mtcp_loop.testbed import Testbed
+    from mtcp_loop.tools.testbed import Testbed
     t = Testbed(prefix=f"mtk{os.getpid() % 100000}", nqueues=2)
     t.up("packet")
     try:
@@ -471,7 +471,7 @@ def test_cli_run_aiohttp_and_stats(tb, tmp_path):
     import shutil
     rundir = str(tmp_path / "cli-run")
     env = dict(os.environ, PYTHONPATH=ROOT)
-    p = subprocess.Popen([sys.executable, "-m", "mtcp_loop.cli", "run", "examples.aiohttp_hello:app", "--cores", "2",
+    p = subprocess.Popen([sys.executable, "-m", "mtcp_loop.tools.cli", "run", "examples.aiohttp_hello:app", "--cores", "2",
                           "--backend", "tap", "--ifname", "mtcptap0", "--ipv4", f"{STACK}/24", "--port", "8080",
                           "--rundir", rundir, "--netns", tb.peer_ns, "--drain-timeout", "2"],
                          cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -496,7 +496,7 @@ def test_cli_run_aiohttp_and_stats(tb, tmp_path):
         if shutil.which("curl"):
             r = tb.peer_run(["curl", "-s", f"http://{STACK}:8080/curl"], timeout=10)
             assert r.stdout == "Hello, curl!"
-        r = subprocess.run([sys.executable, "-m", "mtcp_loop.cli", "stats", "--rundir", rundir, "--json"],
+        r = subprocess.run([sys.executable, "-m", "mtcp_loop.tools.cli", "stats", "--rundir", rundir, "--json"],
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=20)
         assert r.returncode == 0, r.stderr
         st = json.loads(r.stdout)
@@ -504,7 +504,7 @@ def test_cli_run_aiohttp_and_stats(tb, tmp_path):
         assert st["total"]["misdirected"] == 0
         assert st["total"]["accepted"] >= 40
         assert all(w["accepted"] > 0 for w in st["workers"].values())     # both workers served
-        r = subprocess.run([sys.executable, "-m", "mtcp_loop.cli", "stats", "--rundir", rundir],
+        r = subprocess.run([sys.executable, "-m", "mtcp_loop.tools.cli", "stats", "--rundir", rundir],
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=20)
         assert "misdirected" in r.stdout and "total" in r.stdout
     finally:

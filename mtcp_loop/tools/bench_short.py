@@ -1,7 +1,7 @@
 """Short-connection micro-benchmark of the Python per-connection path (connect, 64 B echo, close).
 
-    python -m mtcp_loop.bench_short [--mode threads|one] [--loops mtcp,uvloop,asyncio]
-                                    [--duration S] [--clients N] [--repeat R] [--profile FILE]
+    mtcp-loop bench short [--mode threads|one] [--loops mtcp,uvloop,asyncio]
+                          [--duration S] [--clients N] [--repeat R] [--profile FILE]
 
 * ``threads`` (default): the echo server runs on its own loop in one thread, the clients on another
   loop in a second thread; the figure is the *server thread's* CPU (time.thread_time) per
@@ -16,11 +16,9 @@ thread CPU includes the kernel's TCP work done in the server thread's syscalls).
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import statistics
-import sys
 import threading
 import time
 
@@ -39,7 +37,7 @@ class Echo(asyncio.Protocol):
 
 def _factory(kind, base, client=False):
     if kind == "mtcp":
-        from .policy import loop_factory
+        from mtcp_loop.policy import loop_factory
         # the client closes first and holds TIME-WAIT: a short MSL keeps its ephemeral ports free
         return loop_factory(base=base, msl_us=1000) if client else loop_factory(base=base)
     if kind == "uvloop":
@@ -169,42 +167,27 @@ def run_one(kind, base, duration, clients, conns=None):
         loop.close()
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mode", choices=["threads", "one"], default="threads")
-    ap.add_argument("--loops", default="mtcp", help="comma list of mtcp,uvloop,asyncio")
-    ap.add_argument("--base", default="auto", choices=["auto", "uvloop", "asyncio"])
-    ap.add_argument("--duration", type=float, default=2.0)
-    ap.add_argument("--clients", type=int, default=32)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--conns", type=int, default=None,
-                    help="one mode: a fixed number of connections instead of --duration (for "
-                         "instruction counts: perf stat -e instructions:u, difference of two --conns)")
-    ap.add_argument("--profile", default=None, help="cProfile output of the server thread (threads mode)")
-    ap.add_argument("--json", action="store_true")
-    a = ap.parse_args(argv)
+def report(mode="threads", loops=("mtcp",), base="auto", duration=2.0, clients=32, repeat=3, conns=None,
+           profile=None, as_json=False) -> int:
+    """Run each loop `repeat` times and print the medians (`mtcp-loop bench short`)."""
     out = {}
-    for kind in a.loops.split(","):
+    for kind in loops:
         runs = []
-        for i in range(a.repeat):
-            if a.mode == "threads":
-                r = run_threads(kind, a.base, a.duration, a.clients,
-                                a.profile if (kind == "mtcp" and i == a.repeat - 1) else None)
+        for i in range(repeat):
+            if mode == "threads":
+                r = run_threads(kind, base, duration, clients,
+                                profile if (kind == "mtcp" and i == repeat - 1) else None)
             else:
-                r = run_one(kind, a.base, a.duration, a.clients, a.conns)
+                r = run_one(kind, base, duration, clients, conns)
             runs.append(r)
-        key = "server_cpu_us_per_conn" if a.mode == "threads" else "process_cpu_us_per_conn"
+        key = "server_cpu_us_per_conn" if mode == "threads" else "process_cpu_us_per_conn"
         vals = [r[key] for r in runs]
         out[kind] = {"runs": runs, key + "_median": statistics.median(vals), key + "_min": min(vals),
                      "conn_per_s_median": statistics.median(r["conn_per_s"] for r in runs)}
-        if not a.json:
-            print(f"{kind:8s} {a.mode}: {key} median {statistics.median(vals):6.2f} min {min(vals):6.2f} "
+        if not as_json:
+            print(f"{kind:8s} {mode}: {key} median {statistics.median(vals):6.2f} min {min(vals):6.2f} "
                   f"(runs {' '.join(f'{v:.2f}' for v in vals)}); "
                   f"{out[kind]['conn_per_s_median']:.0f} conn/s", flush=True)
-    if a.json:
+    if as_json:
         print(json.dumps(out, indent=2))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

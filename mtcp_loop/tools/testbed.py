@@ -33,12 +33,11 @@ Python API::
     tb.peer_ping("198.18.0.2", count=3)   # kernel-side echo requests, returns replies received
     tb.peer_run(["curl", "http://198.18.0.2/"])   # a command inside the peer namespace
 
-CLI: ``python -m mtcp_loop.testbed up|down|status [--kind tap|packet|xdp] [--prefix P] [--json]``
-(``mtcp-loop testbed ...`` forwards here).
+CLI: ``mtcp-loop testbed up|down|status [--kind tap|packet|xdp] [--prefix P] [--json]``
+(mtcp_loop/tools/cli/rings.py; needs pyroute2, the ``rings`` extra).
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import ipaddress
@@ -47,7 +46,6 @@ import os
 import select
 import struct
 import subprocess
-import sys
 import time
 
 KINDS = ("tap", "packet", "xdp")
@@ -397,7 +395,7 @@ def bench_rings(kinds=KINDS, seconds: float = 1.0, frame_len: int = 64, prefix: 
     ends; xdp: AF_XDP on the stack end <-> AF_PACKET on the peer end. Plus the in-memory sim pair
     and the loopback switch. Returns {name: {"tx_fps":..., "rx_fps":...}}; errors as {"error": msg}.
     """
-    from ._native import ffi, lib
+    from mtcp_loop._native import ffi, lib
 
     def run(tx, rx):
         t = ffi.new("double *")
@@ -467,38 +465,3 @@ def bench_rings(kinds=KINDS, seconds: float = 1.0, frame_len: int = 64, prefix: 
                     lib.mtcp_link_close(link)
             tb.down()
     return out
-
-
-# ------------------------------------------------------------------------------------ CLI
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="mtcp-loop testbed", description=__doc__.split("\n\n")[0])
-    ap.add_argument("action", choices=("up", "down", "status"))
-    ap.add_argument("--kind", choices=KINDS, default="tap")
-    ap.add_argument("--prefix", default=os.environ.get("MTCP_TESTBED_PREFIX", "mtcp"))
-    ap.add_argument("--queues", type=int, default=int(os.environ.get("MTCP_QUEUES", "1")))
-    ap.add_argument("--no-offload", action="store_true", help="turn TSO/GSO/tx-csum off on the kernel peer")
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args(argv)
-    tb = Testbed(prefix=args.prefix, nqueues=args.queues)
-    try:
-        if args.action == "up":
-            res = tb.up(args.kind, offload=False if args.no_offload else None)
-        elif args.action == "down":
-            res = {"removed": tb.down()}
-        else:
-            res = tb.status()
-    except TestbedError as exc:
-        print(f"mtcp-loop testbed: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(res, indent=2))
-    elif res is None:
-        print("testbed: down")
-    else:
-        for k, v in res.items():
-            print(f"{k}: {v}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -34,7 +34,7 @@ def _not_built(what: str, hint: str) -> int:
 
 def _require_native():
     try:
-        from . import _native  # noqa: F401
+        from mtcp_loop import _native  # noqa: F401
     except ImportError as exc:
         raise SystemExit(_not_built("the native extension", str(exc)))
 
@@ -106,7 +106,7 @@ def cmd_demo(args) -> int:
         import aiohttp  # noqa: F401
     except ImportError:
         return _not_built("the demo", "aiohttp is not installed (pip install aiohttp)")
-    from .policy import run
+    from mtcp_loop.policy import run
     out = sys.stdout
     res = run(_demo_main(args.requests, out), base=args.base)
     st = res["stats"]
@@ -148,7 +148,7 @@ async def _stats_main(conns: int):
 
 def cmd_stats(args) -> int:
     _require_native()
-    from .policy import run
+    from mtcp_loop.policy import run
     st = run(_stats_main(args.conns))
     if args.json:
         print(json.dumps(st, indent=2, sort_keys=True))
@@ -279,7 +279,7 @@ async def _bench_http(duration: float, concurrency: int):
 
 def _bench_one(kind: str, args) -> dict:
     if kind == "mtcp":
-        from .policy import loop_factory
+        from mtcp_loop.policy import loop_factory
         factory = loop_factory(base=args.base)
     elif kind == "uvloop":
         import uvloop
@@ -357,7 +357,7 @@ def cmd_bench_loop(args) -> int:
 
 def cmd_bench_engine(args) -> int:
     try:
-        from ._native import ffi, lib
+        from mtcp_loop._native import ffi, lib
     except ImportError as exc:
         return _not_built("the native extension", str(exc))
     fn = getattr(lib, "mtcp_bench_engine", None)
@@ -400,8 +400,8 @@ def cmd_bench_engine(args) -> int:
 # in with MTCPConfig(control=NAME)), through the control sockets (mtcp_loop/ops.py)
 # ---------------------------------------------------------------------------------------------
 def _instance(args, worker=None):
-    from . import ops
-    from .workers import default_rundir
+    from mtcp_loop import ops
+    from mtcp_loop.ops import default_rundir
     rundir = args.rundir or default_rundir(args.name)
     socks = ops.instance_sockets(rundir, worker)
     if not socks:
@@ -412,7 +412,7 @@ def _instance(args, worker=None):
 
 
 def _ask_all(socks, cmd, qargs=None, timeout=30.0):
-    from . import ops
+    from mtcp_loop import ops
     out = []
     for label, path in socks:
         try:
@@ -423,7 +423,7 @@ def _ask_all(socks, cmd, qargs=None, timeout=30.0):
 
 
 def cmd_ss(args) -> int:
-    from . import ops
+    from mtcp_loop import ops
     try:
         ops.parse_states(args.state)
     except ValueError as exc:
@@ -559,7 +559,7 @@ def _parse_size(text):
 
 
 def cmd_capture(args) -> int:
-    from . import ops
+    from mtcp_loop import ops
     try:
         flt = ops.parse_filter(args.filter)
     except ValueError as exc:
@@ -702,20 +702,20 @@ def build_parser():
     be.add_argument("--write-size", type=int, default=65536, help="bulk mode: bytes per write")
     be.add_argument("--json", action="store_true")
     be.set_defaults(func=cmd_bench_engine)
-    from .links import add_cli_parsers   # `testbed up|down|status`, `bench rings` (mtcp_loop/links.py)
-    add_cli_parsers(sub, bsub)
-    from .workers import add_cli_parsers as _workers_cli   # `run`, live `stats`, `bench cores`
-    _workers_cli(sub, bsub)
+    from .rings import add_cli_parsers as _rings_cli   # `testbed up|down|status`, `bench rings` (rings.py)
+    _rings_cli(sub, bsub)
+    from .run import add_cli_parsers as _run_cli   # `run`, live `stats`, `bench cores` (run.py)
+    _run_cli(sub, bsub)
     _add_ops_parsers(sub)    # `ss`, `top`, `capture` (mtcp_loop/ops.py)
-    from .bench_compare import add_cli_parser as _compare_cli   # `bench compare` (mtcp_loop/bench_compare.py)
-    _compare_cli(bsub)
+    from .bench import add_cli_parsers as _bench_cli   # `bench compare`, `bench short`, `bench vtime` (bench.py)
+    _bench_cli(bsub)
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .config import MTCPConfig
-    from .links import LinkError
+    from mtcp_loop.config import MTCPConfig
+    from mtcp_loop.links import LinkError
     try:
         MTCPConfig.from_env()            # a bad MTCP_* variable: one line naming it, exit 2
     except (TypeError, ValueError) as exc:

@@ -1,6 +1,6 @@
 """`mtcp-loop bench compare`: the same server code under stock asyncio + kernel TCP, uvloop + kernel
 TCP and mtcp_loop on each real ring backend (tap, packet, xdp; cores=1 and cores=2), driven by the
-same load generators, in fresh network namespaces per configuration (mtcp_loop/testbed.py).
+same load generators, in fresh network namespaces per configuration (mtcp_loop/tools/testbed.py).
 
 Topology per configuration (addresses from 198.18.0.0/24, never the root namespace):
 
@@ -14,19 +14,19 @@ Topology per configuration (addresses from 198.18.0.0/24, never the root namespa
         peer side (mtcptap0 / mtcp-p0): kernel clients as 198.18.0.1 first, then the addresses
         are removed and loadgen owns 198.18.0.1 on the same interface (AF_PACKET)
 
-The server process (``python -m mtcp_loop.bench_compare _serve``) serves, on consecutive ports:
+The server process (``python -m mtcp_loop.tools.bench_compare _serve``) serves, on consecutive ports:
 P echo, P+1 sink, P+2 source (8-byte big-endian length, then that many bytes), P+4 aiohttp
 hello, P+5 a second echo port (idle test: more than 64k connections from one client address).
 It writes its RSS, open connections and (mtcp) engine pool usage to a stats file once a second.
 
-Load generators (native/bench, built with ``make -C native loadgen kclient``):
+Load generators (native/bench; an installed package carries them in mtcp_loop/tools/_bin, built by
+setup.py at install time; in a source tree they are built with ``make -C native loadgen kclient``):
     loadgen  C on the project's engine + AF_PACKET: short connections, idle connections
     kclient  C epoll on kernel sockets: short connections (cross-check), ping-pong latency, bulk
     wrk      aiohttp hello, keep-alive and ``Connection: close``
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import datetime
@@ -43,12 +43,12 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NATIVE = os.path.join(ROOT, "native")
-LOADGEN = os.path.join(NATIVE, "build", "bench", "loadgen")
-KCLIENT = os.path.join(NATIVE, "build", "bench", "kclient")
-DOC = os.path.join(ROOT, "docs", "benchmarks.md")
-IMG = os.path.join(ROOT, "docs", "img")
+# the directory that holds the mtcp_loop package: the source tree, or site-packages when installed
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NATIVE = os.path.join(ROOT, "native")               # only in a source tree
+BIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bin")    # installed load generators
+LOADGEN = os.path.join(BIN, "loadgen")
+KCLIENT = os.path.join(BIN, "kclient")
 SECTION = "## Side-by-side comparison (mtcp-loop bench compare)"
 BEGIN, END = "<!-- bench-compare:begin (generated) -->", "<!-- bench-compare:end -->"
 
@@ -185,7 +185,7 @@ async def _server_main():
     path = os.path.join(statsdir, f"stats-{os.getpid()}.json")
     pool = None
     try:
-        from ._native import ffi, lib
+        from mtcp_loop._native import ffi, lib
         pool = ffi.new("uint64_t[4]")
     except ImportError:
         pass
@@ -215,7 +215,7 @@ def _serve(args) -> int:
             pass
     _SERVE.update(host=args.host, port=args.port, statsdir=args.statsdir)
     if args.loop == "mtcp":
-        from . import workers
+        from mtcp_loop import workers
         ov = dict(backend=args.backend, ifname=args.ifname, ipv4=args.ipv4, nqueues=args.cores,
                   max_conns=args.max_conns)
         return workers.run(_server_main, cores=args.cores, rundir=os.path.join(args.statsdir, "ctl"),
@@ -362,11 +362,11 @@ class ConfigRun:
         self.tuning["client"] = self._sysctls(self.client_ns, KERNEL_TUNING["client"])
         self.statsdir = tempfile.mkdtemp(prefix="mtcp-compare-")
         cpus = ",".join(str(c) for c in ([SERVER_CPU] if self.cores == 1 else range(self.cores)))
-        argv = [sys.executable, "-m", "mtcp_loop.bench_compare", "_serve", "--loop", self.loop,
-                "--host", self.server_ip, "--port", str(PORT), "--statsdir", self.statsdir, "--cpus", cpus,
-                "--cores", str(self.cores), "--max-conns", "140000"]
+        kw = dict(loop=self.loop, host=self.server_ip, port=PORT, statsdir=self.statsdir, cpus=cpus,
+                  cores=self.cores, max_conns=140000)
         if not self.kernel:
-            argv += ["--backend", self.backend, "--ifname", i["stack_if"], "--ipv4", f"{self.server_ip}/24"]
+            kw.update(backend=self.backend, ifname=i["stack_if"], ipv4=f"{self.server_ip}/24")
+        argv = _serve_argv(**kw)
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.errlog = open(os.path.join(self.statsdir, "server.log"), "w+")
         self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.errlog, stderr=subprocess.STDOUT,
@@ -651,10 +651,26 @@ def _params(quick: bool) -> dict:
                 bulk_bytes=1 << 30, idle_conns=100000, rings_s=1.0)
 
 
+class LoadgenMissing(RuntimeError):
+    pass
+
+
 def build_native():
-    r = subprocess.run(["make", "-s", "-C", NATIVE, "loadgen", "kclient"], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"make -C native loadgen kclient failed: {r.stderr[-2000:]}")
+    """Point LOADGEN/KCLIENT at runnable load generators. In a source tree (native/Makefile next
+    to the package): `make -C native loadgen kclient` (rebuilt when a source changed). Installed:
+    the binaries setup.py built into mtcp_loop/tools/_bin."""
+    global LOADGEN, KCLIENT
+    if os.path.exists(os.path.join(NATIVE, "Makefile")):
+        r = subprocess.run(["make", "-s", "-C", NATIVE, "loadgen", "kclient"], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"make -C native loadgen kclient failed: {r.stderr[-2000:]}")
+        LOADGEN = os.path.join(NATIVE, "build", "bench", "loadgen")
+        KCLIENT = os.path.join(NATIVE, "build", "bench", "kclient")
+        return
+    missing = [p for p in (LOADGEN, KCLIENT) if not os.access(p, os.X_OK)]
+    if missing:
+        raise LoadgenMissing(f"load generator(s) {', '.join(missing)} not installed (the package was built "
+                             "without a C compiler?): reinstall with cc available, or run from a source tree")
 
 
 def compare(workloads=WORKLOADS, quick=False, configs=None, progress=_log, repeat=1) -> dict:
@@ -943,7 +959,7 @@ def markdown(res) -> str:
     return "\n".join(lines)
 
 
-def write_doc(res, path=DOC):
+def write_doc(res, path):
     body = markdown(res)
     text = ""
     if os.path.exists(path):
@@ -964,7 +980,7 @@ def write_doc(res, path=DOC):
         f.write(text)
 
 
-def plots(res, outdir=IMG) -> list:
+def plots(res, outdir) -> list:
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -1026,95 +1042,24 @@ def plots(res, outdir=IMG) -> list:
 
 
 # =============================================================================================
-# CLI
+# the server process of one configuration: python -m mtcp_loop.tools.bench_compare _serve JSON
+# (internal; the options of `mtcp-loop bench compare` live in mtcp_loop/tools/cli/bench.py)
 # =============================================================================================
-def cmd_bench_compare(args) -> int:
-    wl = [w.strip() for w in args.workloads.split(",") if w.strip()] if args.workloads else list(WORKLOADS)
-    bad = [w for w in wl if w not in WORKLOADS]
-    if bad:
-        print(f"mtcp-loop bench compare: unknown workload(s) {bad}; choose from {','.join(WORKLOADS)}",
-              file=sys.stderr)
-        return 2
-    configs = None
-    if args.configs:
-        configs = [c.strip() for c in args.configs.split(",")]
-        unknown = [c for c in configs if c not in CONFIGS]
-        if unknown:
-            print(f"mtcp-loop bench compare: unknown configuration(s) {unknown}; choose from {list(CONFIGS)}",
-                  file=sys.stderr)
-            return 2
-    try:
-        res = compare(wl, quick=args.quick, configs=configs, repeat=max(1, args.repeat))
-    except PermissionError as exc:
-        print(f"mtcp-loop bench compare: {exc}", file=sys.stderr)
-        return 2
-    if not args.no_doc:
-        res["plots"] = plots(res)
-        write_doc(res)
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(res, f, indent=2)
-    if args.json:
-        print(json.dumps(res, indent=2))
-    else:
-        print_table(res)
-        if not args.no_doc:
-            print(f"\nwrote {os.path.relpath(DOC, ROOT)} and {len(res.get('plots', []))} plot(s) in docs/img/")
-    return 0
-
-
-def add_cli_parser(bsub) -> None:
-    c = bsub.add_parser("compare", help="asyncio/uvloop on kernel TCP vs mtcp_loop on tap/packet/xdp, "
-                                        "cores=1/2 (needs root: network namespaces)")
-    c.add_argument("--json", action="store_true", help="print every cell as JSON")
-    c.add_argument("--quick", action="store_true", help="short version of every workload (smoke check)")
-    c.add_argument("--workloads", default=None, help=f"comma list of {','.join(WORKLOADS)} (default: all)")
-    c.add_argument("--configs", default=None, help=f"comma list of {', '.join(CONFIGS)} (default: all needed)")
-    c.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md and docs/img/*.png")
-    c.add_argument("--repeat", type=int, default=1, help="run every configuration N times (alternating order); "
-                                                         "medians per cell, per-run values in the JSON")
-    c.add_argument("--output", default=None, help="also write the JSON to this file")
-    c.set_defaults(func=cmd_bench_compare)
+def _serve_argv(**kw) -> list:
+    opts = dict(port=PORT, cpus=str(SERVER_CPU), cores=1, backend=None, ifname=None, ipv4=None,
+                max_conns=140000)
+    opts.update(kw)
+    return [sys.executable, "-m", "mtcp_loop.tools.bench_compare", "_serve", json.dumps(opts)]
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mtcp_loop.bench_compare")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("_serve", help="(internal) the server process of one configuration")
-    s.add_argument("--loop", choices=("asyncio", "uvloop", "mtcp"), required=True)
-    s.add_argument("--host", required=True)
-    s.add_argument("--port", type=int, default=PORT)
-    s.add_argument("--statsdir", required=True)
-    s.add_argument("--cpus", default=str(SERVER_CPU))
-    s.add_argument("--cores", type=int, default=1)
-    s.add_argument("--backend", default=None)
-    s.add_argument("--ifname", default=None)
-    s.add_argument("--ipv4", default=None)
-    s.add_argument("--max-conns", type=int, default=140000)
-    s.set_defaults(func=_serve)
-    rd = sub.add_parser("render", help="table, docs/benchmarks.md section and plots from a saved --output JSON")
-    rd.add_argument("input")
-    rd.add_argument("--no-doc", action="store_true")
-
-    def _render(args):
-        with open(args.input) as f:
-            res = json.load(f)
-        if not args.no_doc:
-            res["plots"] = plots(res)
-            write_doc(res)
-        print_table(res)
-        return 0
-    rd.set_defaults(func=_render)
-    b = sub.add_parser("compare")
-    b.set_defaults(func=cmd_bench_compare)
-    for a in ("--json", "--quick", "--no-doc"):
-        b.add_argument(a, action="store_true")
-    b.add_argument("--workloads", default=None)
-    b.add_argument("--configs", default=None)
-    b.add_argument("--output", default=None)
-    b.add_argument("--repeat", type=int, default=1)
-    args = ap.parse_args(argv)
-    return args.func(args)
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2 or argv[0] != "_serve":
+        print("usage: python -m mtcp_loop.tools.bench_compare _serve JSON (internal: the server process of "
+              "`mtcp-loop bench compare`)", file=sys.stderr)
+        return 2
+    import types
+    return _serve(types.SimpleNamespace(**json.loads(argv[1])))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Virtual time against the real clock on one test-like workload (figures in docs/benchmarks.md).
 
-    python -m mtcp_loop.bench_vtime [--clients 8] [--rounds 20] [--partition 2.0]
+    mtcp-loop bench vtime [--clients 8] [--rounds 20] [--partition 2.0]
 
 The workload: an echo server; ``clients`` connections, each doing ``rounds`` request/response
 exchanges of 4 KB with a 100 ms think time, over ``loss=2%,delay=5ms``, with the server cut off
@@ -10,7 +10,6 @@ for ``partition`` seconds after 0.5 s. It runs once on MTCPLoop in real time (as
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 
@@ -54,7 +53,7 @@ async def _workload(clients, rounds, partition):
 
 
 def run_once(virtual, clients, rounds, partition, seed=1):
-    from .policy import new_event_loop
+    from mtcp_loop.policy import new_event_loop
     kw = dict(impair=f"loss=0.02,delay=5ms,seed={seed}", seed=seed)
     loop = (new_event_loop(virtual_time=True, **kw) if virtual
             else new_event_loop(base="asyncio", faults=True, **kw))
@@ -66,17 +65,10 @@ def run_once(virtual, clients, rounds, partition, seed=1):
             "rto": st["timeouts"], "dropped": st.get("impair.dropped", 0) + st.get("fault.dropped", 0)}
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--partition", type=float, default=2.0)
-    a = ap.parse_args(argv)
+def report(clients=8, rounds=20, partition=2.0) -> int:
+    """Both runs, one line each (`mtcp-loop bench vtime`)."""
     for name, virtual in (("real time", False), ("virtual time", True)):
-        r = run_once(virtual, a.clients, a.rounds, a.partition)
+        r = run_once(virtual, clients, rounds, partition)
         print(f"{name:13s} wall {r['wall_s']:7.3f} s  loop {r['loop_s']:7.3f} s  "
               f"retransmits {r['retrans']:4d}  RTOs {r['rto']:3d}  dropped {r['dropped']}")
-
-
-if __name__ == "__main__":
-    main()
+    return 0
