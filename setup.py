@@ -21,6 +21,8 @@ class build_py_with_loadgen(build_py):
     def run(self):
         super().run()
         native = os.path.join(HERE, "native")
+        if getattr(self, "editable_mode", False):
+            return                   # a source tree: bench compare builds them with make -C native
         if not os.path.exists(os.path.join(native, "bench", "loadgen.c")):
             return
         cc = os.environ.get("CC") or (sysconfig.get_config_var("CC") or "cc").split()[0]

@@ -61,6 +61,10 @@ run_pytest() {
 echo "== pytest ($($PY --version 2>&1))"
 run_pytest "$PY" tests
 
+# --- the package as users get it: sdist + wheel, the sdist installed into a fresh venv ---------
+echo "== packaging: python -m build, pip install the sdist, mtcp-loop demo"
+run_pytest "$PY" -m packaging tests/package/test_packaging.py
+
 # --- the other supported Pythons (without the root/network-namespace part) --------------------
 # Each gets its own virtual environment with the package installed from this tree.
 find_python() {
@@ -83,6 +87,6 @@ for v in ${EXTRA_PYTHONS-3.12 3.13}; do
     echo "== pytest ($("$py" --version 2>&1), without the root/netns tests)"
     "$py" -m venv "$venv"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -i "running pip as the 'root'" || true
-    MTCP_REQUIRE_NETNS= run_pytest "$venv/bin/python" -m "not netns and not long" tests
+    MTCP_REQUIRE_NETNS= run_pytest "$venv/bin/python" -m "not netns and not long and not packaging" tests
     rm -rf "$venv"; trap - EXIT
 done

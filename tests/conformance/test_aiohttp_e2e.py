@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import bind
+from tests.helpers import bind
 
 aiohttp = pytest.importorskip("aiohttp")
 from aiohttp import web  # noqa: E402

@@ -27,10 +27,10 @@ peer's TIME-WAIT ended (late_rst), and the extra ACCEPT a late segment can make 
 SYN cookie after an abort (cookie_ghosts; it must end by itself).
 
 Replay: a failure prints the scenario as JSON plus the recipe, e.g.
-    SIM_REPLAY='<json>' python -m pytest -q tests/test_sim_hypothesis.py -k replay -s
-or  python tests/test_sim_hypothesis.py '<json>'
+    SIM_REPLAY='<json>' python -m pytest -q tests/engine/test_sim_hypothesis.py -k replay -s
+or  python tests/engine/test_sim_hypothesis.py '<json>'
 Hypothesis also prints @reproduce_failure(...) (print_blob) and keeps the example in .hypothesis/.
-Long variant: python -m pytest -q -m long tests/test_sim_hypothesis.py  (SIM_LONG_EXAMPLES=N).
+Long variant: python -m pytest -q -m long tests/engine/test_sim_hypothesis.py  (SIM_LONG_EXAMPLES=N).
 SIM_TIGHT_POOL=1 also draws chunk pools a quarter of the buffers' size (off by default: see
 test_known_bug_no_writable_after_pool_exhaustion). SIM_EXAMPLES=N sets the default run's example count.
 """
@@ -48,7 +48,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+ROOT = os.path.dirname(os.path.dirname(HERE))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
@@ -861,8 +861,8 @@ def run_scenario(sc: Scenario):
         return sim
     except SimFailure as exc:
         new = type(exc)(f"{exc}\n\nscenario: {sc}\nREPLAY: SIM_REPLAY='{sc.to_json()}' "
-                        f"python -m pytest -q tests/test_sim_hypothesis.py -k replay -s\n"
-                        f"    or: python tests/test_sim_hypothesis.py '{sc.to_json()}'")
+                        f"python -m pytest -q tests/engine/test_sim_hypothesis.py -k replay -s\n"
+                        f"    or: python tests/engine/test_sim_hypothesis.py '{sc.to_json()}'")
         new.max_srtt = getattr(exc, "max_srtt", 0)
         raise new from None
     finally:

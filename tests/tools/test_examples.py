@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from tests.helpers import ROOT
 
 pytestmark = [pytest.mark.timeout(90)]
 

@@ -1,7 +1,7 @@
 """Virtual time (mtcp_loop/vtime.py): autojump clock, seeded determinism (identical pcaps and
 callback order), refusals, fault scripting (mtcp_loop/faults.py), the pytest plugin's option,
 marker and seed report. The ordinary TCP behaviours in virtual time are the conformance suite's
-``mtcp_vtime`` kind (tests/test_tcp_conformance.py)."""
+``mtcp_vtime`` kind (tests/conformance/test_tcp_conformance.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from tests.helpers import ROOT
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -642,13 +642,13 @@ def test_docs_example(tmp_path):
 
 
 def test_plugin_suites_in_virtual_time(tmp_path):
-    """The project's pytest-asyncio suite (tests/test_asyncio_suite.py) and the plugin's streams +
+    """The project's pytest-asyncio suite (tests/conformance/test_asyncio_suite.py) and the plugin's streams +
     aiohttp TestClient suite pass under --mtcp-virtual-time."""
     from mtcp_loop.pytest_plugin import HAS_FACTORIES_HOOK
     if not HAS_FACTORIES_HOOK:
         pytest.skip("pytest-asyncio without pytest_asyncio_loop_factories")
-    import test_pytest_plugin
-    src = open(os.path.join(ROOT, "tests", "test_asyncio_suite.py")).read()
+    from tests.conformance import test_pytest_plugin
+    src = open(os.path.join(ROOT, "tests", "conformance", "test_asyncio_suite.py")).read()
     src = src.replace('type(loop).__name__ == "MTCPLoop"', 'type(loop).__name__ == "VirtualTimeMTCPLoop"')
     p = _pytest(tmp_path, src, "--mtcp-virtual-time")
     assert p.returncode == 0 and "3 passed" in p.stdout, p.stdout + p.stderr

@@ -122,7 +122,7 @@ def test_real_backend_fails_at_loop_creation(monkeypatch):
     import pytest
 
     import mtcp_loop
-    from conftest import EXT
+    from tests.helpers import EXT
     if not EXT:
         pytest.fail("native extension not built")
     with pytest.raises(OSError, match="mtcpnosuch0"):

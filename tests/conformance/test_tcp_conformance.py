@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from conftest import bind
+from tests.helpers import bind
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -976,7 +976,7 @@ class _TestKernelSockets:
 # ------------------------------------------------------------------------------------------
 class _TestTLS:
     def test_tls_echo_streams(self, tmp_path):
-        from conftest import ssl_contexts
+        from tests.helpers import ssl_contexts
         sctx, cctx = ssl_contexts(tmp_path)
 
         async def handle(r, w):
@@ -1004,7 +1004,7 @@ class _TestTLS:
         self.run(main())
 
     def test_start_tls_upgrade(self, tmp_path):
-        from conftest import ssl_contexts
+        from tests.helpers import ssl_contexts
         sctx, cctx = ssl_contexts(tmp_path)
 
         async def handle(r, w):
@@ -1033,7 +1033,7 @@ class _TestTLS:
         self.run(main())
 
     def test_tls_handshake_timeout(self, tmp_path):
-        from conftest import ssl_contexts
+        from tests.helpers import ssl_contexts
         sctx, cctx = ssl_contexts(tmp_path)
 
         async def main():
@@ -1049,7 +1049,7 @@ class _TestTLS:
 
     def test_tls_bad_certificate(self, tmp_path):
         import ssl
-        from conftest import ssl_contexts
+        from tests.helpers import ssl_contexts
         sctx, _ = ssl_contexts(tmp_path)
 
         async def main():

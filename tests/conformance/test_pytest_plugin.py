@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from conftest import ROOT
+from tests.helpers import ROOT
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -78,8 +78,8 @@ def test_suite_runs_on_mtcp(tmp_path):
 
 
 def test_project_asyncio_suite_on_mtcp(tmp_path):
-    """The project's own pytest-asyncio suite (tests/test_asyncio_suite.py) on MTCPLoop."""
-    src = open(os.path.join(ROOT, "tests", "test_asyncio_suite.py")).read()
+    """The project's own pytest-asyncio suite (tests/conformance/test_asyncio_suite.py) on MTCPLoop."""
+    src = open(os.path.join(ROOT, "tests", "conformance", "test_asyncio_suite.py")).read()
     p = run_pytest(tmp_path, src)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "3 passed" in p.stdout, p.stdout

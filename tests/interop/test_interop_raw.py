@@ -1,7 +1,7 @@
 """Raw-engine interop (no asyncio): a kernel TCP client in the testbed's peer namespace talks to
 an echo server written directly against the C API, over each real backend, clean and through
 the impairment wrapper. This checks the io layer (rings, vnet headers / partial checksums / TSO
-frames, impairment) against Linux TCP independently of the event loop (tests/test_interop.py
+frames, impairment) against Linux TCP independently of the event loop (tests/interop/test_interop.py
 covers MTCPLoop itself).
 
 Needs root; skips cleanly otherwise unless MTCP_REQUIRE_NETNS=1 (then it fails).
@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import raw_engine_config
+from tests.helpers import raw_engine_config
 
 from mtcp_loop.tools import testbed as tbmod
 

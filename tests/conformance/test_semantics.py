@@ -11,7 +11,7 @@ import struct
 
 import pytest
 
-from conftest import bind
+from tests.helpers import bind
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -209,7 +209,7 @@ class _TestCloseAndErrorPaths:
         self.run(main())
 
     def test_tls_server_gets_plain_text(self, tmp_path):
-        from conftest import ssl_contexts
+        from tests.helpers import ssl_contexts
         sctx, _ = ssl_contexts(tmp_path)
         self.allow_loop_errors = True
 
@@ -468,7 +468,7 @@ class _TestOwnSockets:
         self.run(main())
 
     def test_sock_accept_connect_accepted_socket_tls(self, tmp_path):
-        from conftest import ssl_contexts
+        from tests.helpers import ssl_contexts
         sctx, cctx = ssl_contexts(tmp_path)
 
         async def main():
@@ -857,7 +857,7 @@ class _TestReusePort:
             errors = []
 
             def other():
-                from conftest import make_loop
+                from tests.helpers import make_loop
                 loop = make_loop(self.kind)
                 try:
                     async def serve():
@@ -899,7 +899,7 @@ def test_warn_kernel_names_the_call_once(base, caplog):
     per destination/listener, naming the call."""
     import logging
 
-    from conftest import HAVE_UVLOOP, make_loop
+    from tests.helpers import HAVE_UVLOOP, make_loop
     if base == "uvloop" and not HAVE_UVLOOP:
         pytest.skip("uvloop not installed")
     loop = make_loop("mtcp_" + base, warn_kernel=True)

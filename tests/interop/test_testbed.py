@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import raw_engine_config
+from tests.helpers import raw_engine_config
 
 from mtcp_loop.tools import testbed as tbmod
 

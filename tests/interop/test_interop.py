@@ -8,7 +8,7 @@ namespace. The testbed is always torn down (fixture finalizer).
 
 Needs root + netns: skipped when missing, unless MTCP_REQUIRE_NETNS=1 (CI), where it FAILS.
 
-This file is also the stack-side / kernel-side helper program: ``python tests/test_interop.py
+This file is also the stack-side / kernel-side helper program: ``python tests/interop/test_interop.py
 <role> '<json>'`` (roles: stack-serve, stack-client, kernel-serve, kernel-client).
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 

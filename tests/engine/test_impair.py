@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import bind
+from tests.helpers import bind
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -94,11 +94,11 @@ def _run_suite_impaired(select, timeout):
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from tests.helpers import ROOT
     env = dict(os.environ, MTCP_IMPAIR="loss=0.01,reorder=0.02,duplicate=0.01,seed=7",
                MTCP_MIN_RTO_US="20000", PYTHONPATH=ROOT)
     args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-            os.path.join(ROOT, "tests", "test_tcp_conformance.py"), "-k", select]
+            os.path.join(ROOT, "tests", "conformance", "test_tcp_conformance.py"), "-k", select]
     p = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
     assert " passed" in p.stdout

@@ -1,4 +1,4 @@
-"""App served by tests/test_ops.py through `mtcp-loop run`: a line echo server on the stack
+"""App served by tests/ops/test_ops.py through `mtcp-loop run`: a line echo server on the stack
 (port $MTCP_TEST_PORT) and, per worker, a command socket ($MTCP_TEST_CMD-<queue>.sock, a kernel
 Unix socket) through which the test makes the worker open/close connections on its own stack:
 

@@ -8,7 +8,7 @@ import functools
 
 import pytest
 
-from conftest import HAVE_UVLOOP, make_loop
+from tests.helpers import HAVE_UVLOOP, make_loop
 
 anyio = pytest.importorskip("anyio")
 
@@ -80,7 +80,7 @@ def test_anyio_tcp_echo_rides_the_stack(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_anyio_tls_echo_rides_the_stack(kind, tmp_path):
-    from conftest import ssl_contexts
+    from tests.helpers import ssl_contexts
     st = _run(kind, functools.partial(_echo_round_trips, ssl_contexts(tmp_path), 3))
     if kind.startswith("mtcp"):
         assert st["loop.userspace_connections"] == 6, st

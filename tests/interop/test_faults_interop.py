@@ -1,5 +1,5 @@
 """Fault rules (mtcp_fault_add) on a real ring against Linux TCP: a kernel client in the testbed's
-peer namespace talks to the raw echo engine of tests/test_interop_raw.py over TAP, through an
+peer namespace talks to the raw echo engine of tests/interop/test_interop_raw.py over TAP, through an
 impairment wrapper that only runs scripted rules, on both sides of the wrapper (frames the
 engine sends and frames it receives). Needs root; skips cleanly otherwise unless
 MTCP_REQUIRE_NETNS=1 (then it fails)."""
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-import test_interop_raw as raw
+from tests.interop import test_interop_raw as raw
 from mtcp_loop.tools import testbed as tbmod
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]

@@ -1,8 +1,8 @@
-"""An unchanged asyncio program served by tests/test_policy_cores.py: the policy line, then
+"""An unchanged asyncio program served by tests/workers/test_policy_cores.py: the policy line, then
 ``asyncio.run(main())`` where main uses ``asyncio.start_server`` (line echo on :8080).
 
 MTCP_TEST_CORES sets the policy's cores (default 2). With MTCP_TEST_OUT="host:port:count:conc"
-each worker also opens `count` connections to that kernel server (tests/_workers_app.py)."""
+each worker also opens `count` connections to that kernel server (tests/workers/_workers_app.py)."""
 import asyncio
 import os
 import sys

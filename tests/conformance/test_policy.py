@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import HAVE_UVLOOP, ROOT
+from tests.helpers import HAVE_UVLOOP, ROOT
 
 pytestmark = [pytest.mark.timeout(60)]
 

@@ -4,7 +4,7 @@ in-process loops (MTCPConfig(control=)).
 
 The commands are driven against a real `mtcp-loop run` (loopback backend without root; TAP and
 AF_PACKET inside the testbed's namespaces as root): the test makes a worker open a connection on
-its own stack (tests/_ops_app.py) and checks what ss, capture and the metrics endpoint report.
+its own stack (tests/ops/_ops_app.py) and checks what ss, capture and the metrics endpoint report.
 """
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ import urllib.request
 
 import pytest
 
-from conftest import HAVE_UVLOOP
+from tests.helpers import HAVE_UVLOOP
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ECHO_PORT = 7001
 

@@ -6,7 +6,7 @@ FAILS with MTCP_REQUIRE_NETNS=1):
 * examples/aiohttp_hello.py as it is (MTCPPolicy(cores="auto") + web.run_app) under wrk from the
   kernel side: both workers serve, 0 misdirected frames; SIGKILL a worker -> replaced (< 1 s, same
   CPU and queue) and serving; SIGTERM -> exits 0.
-* tests/_policy_app.py (asyncio.run(main()) with asyncio.start_server): kernel clients in and the
+* tests/workers/_policy_app.py (asyncio.run(main()) with asyncio.start_server): kernel clients in and the
   workers' own active opens out, both workers, 0 misdirected; kill/restart; SIGTERM drains (stops
   accepting, open connections finish, exit 0).
 No root: the embedded loopback with cores=2 (own stack per worker, kernel mirror listeners with
@@ -26,10 +26,10 @@ import time
 
 import pytest
 
-from test_workers import (PEER, STACK, REQUIRE, _KERNEL_CLIENTS, _KERNEL_SERVER, _connect_many, _echo, _owner,
+from tests.workers.test_workers import (PEER, STACK, REQUIRE, _KERNEL_CLIENTS, _KERNEL_SERVER, _connect_many, _echo, _owner,
                           _why, needs_netns)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TESTS = os.path.dirname(os.path.abspath(__file__))
 NCPU = len(os.sched_getaffinity(0))
 

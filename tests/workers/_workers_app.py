@@ -1,4 +1,4 @@
-"""Apps served by tests/test_workers.py through `mtcp-loop run` / workers.serve.
+"""Apps served by tests/workers/test_workers.py through `mtcp-loop run` / workers.serve.
 
 * ``Echo``: protocol factory (line echo).
 * ``main``: async def main(): echo server on :8080 on the stack, and when MTCP_TEST_OUT is
