@@ -96,7 +96,7 @@ def _pyroute2():
     try:
         from pyroute2 import NetNS, netns  # noqa: F401
     except ImportError as exc:  # pragma: no cover
-        raise TestbedError(f"the testbed needs pyroute2 (pip install pyroute2): {exc}") from exc
+        raise TestbedError(f"the testbed needs pyroute2: pip install 'mtcp_loop[rings]' ({exc})") from exc
     return NetNS, netns
 
 

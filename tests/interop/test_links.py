@@ -94,23 +94,6 @@ def test_loop_with_real_backend_reports_link_error():
         new_event_loop(cfg(backend="xdp", ifname="nosuchif0"), base="asyncio")
 
 
-def test_cli_wiring():
-    from mtcp_loop.tools import cli
-    from mtcp_loop.tools.cli import rings
-    a = cli.build_parser().parse_args(["testbed", "status", "--kind", "xdp", "--prefix", "nope"])
-    assert a.func is rings.cmd_testbed and a.kind == "xdp"
-    a = cli.build_parser().parse_args(["bench", "rings", "--kinds", "tap", "--seconds", "0.5", "--json"])
-    assert a.func is rings.cmd_bench_rings and a.seconds == 0.5 and a.json
-    assert cli.main(["bench", "rings", "--kinds", "bogus"]) == 2
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to look at namespaces")
-def test_cli_testbed_status_of_absent_prefix(capsys):
-    from mtcp_loop.tools import cli
-    assert cli.main(["testbed", "status", "--prefix", f"mtcpnone{os.getpid() % 100000}"]) == 0
-    assert "down" in capsys.readouterr().out
-
-
 def test_tap_auto_mac_is_stable_unicast_local():
     a, b = links.tap_auto_mac("mtcptap0"), links.tap_auto_mac("mtcptap0")
     assert a == b and len(a) == 6 and a[0] == 0x02 and a != links.tap_auto_mac("tap1")

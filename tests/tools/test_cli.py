@@ -70,3 +70,31 @@ def test_backend_that_cannot_open_one_line_exit_2():
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "mtcpnosuch0" in lines[0], p.stderr
     assert "never awaited" not in p.stderr
+
+
+def test_cli_wiring():
+    from mtcp_loop.tools import cli
+    from mtcp_loop.tools.cli import rings
+    a = cli.build_parser().parse_args(["testbed", "status", "--kind", "xdp", "--prefix", "nope"])
+    assert a.func is rings.cmd_testbed and a.kind == "xdp"
+    a = cli.build_parser().parse_args(["bench", "rings", "--kinds", "tap", "--seconds", "0.5", "--json"])
+    assert a.func is rings.cmd_bench_rings and a.seconds == 0.5 and a.json
+    assert cli.main(["bench", "rings", "--kinds", "bogus"]) == 2
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to look at namespaces")
+def test_cli_testbed_status_of_absent_prefix(capsys):
+    from mtcp_loop.tools import cli
+    assert cli.main(["testbed", "status", "--prefix", f"mtcpnone{os.getpid() % 100000}"]) == 0
+    assert "down" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["testbed", "up"], ["bench", "rings"], ["bench", "compare", "--quick"],
+                                  ["bench", "cores"]])
+def test_namespace_commands_without_pyroute2_say_so(argv, monkeypatch, capsys):
+    from mtcp_loop.tools import cli
+    monkeypatch.setitem(sys.modules, "pyroute2", None)          # as if not installed
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs pyroute2" in err[0] and "mtcp_loop[rings]" in err[0], err
+

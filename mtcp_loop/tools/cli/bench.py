@@ -13,6 +13,9 @@ def cmd_bench_compare(args) -> int:
         with open(args.render) as f:
             res = json.load(f)
     else:
+        from .rings import need_pyroute2
+        if not need_pyroute2("bench compare"):
+            return 2
         wl = [w.strip() for w in args.workloads.split(",") if w.strip()] if args.workloads else list(bc.WORKLOADS)
         bad = [w for w in wl if w not in bc.WORKLOADS]
         if bad:

@@ -7,13 +7,22 @@ import os
 from mtcp_loop.links import REAL_BACKENDS
 
 
+def need_pyroute2(cmd: str) -> bool:
+    """False (and one line on stderr) when pyroute2, which the namespaces need, is missing."""
+    import importlib.util
+    import sys
+    if importlib.util.find_spec("pyroute2") is None:
+        print(f"mtcp-loop {cmd}: needs pyroute2 (network namespaces): pip install 'mtcp_loop[rings]'",
+              file=sys.stderr)
+        return False
+    return True
+
+
 def cmd_testbed(args) -> int:
     """`mtcp-loop testbed up|down|status`: the namespaces of mtcp_loop/tools/testbed.py (pyroute2)."""
     import json
     import sys
-    import importlib.util
-    if importlib.util.find_spec("pyroute2") is None:
-        print("mtcp-loop testbed: needs pyroute2: pip install 'mtcp_loop[rings]'", file=sys.stderr)
+    if not need_pyroute2("testbed"):
         return 2
     from ..testbed import Testbed, TestbedError
     tb = Testbed(prefix=args.prefix, nqueues=args.queues)
@@ -50,6 +59,8 @@ def cmd_bench_rings(args) -> int:
     torn down for it. Plus the in-memory sim pair and the in-process loopback."""
     import json
     import sys
+    if not need_pyroute2("bench rings"):
+        return 2
     try:
         from .. import testbed
         from mtcp_loop._native import lib  # noqa: F401

@@ -26,6 +26,9 @@ def format_stats(st: dict) -> str:
 
 def _enter_netns(name):
     if name:
+        from .rings import need_pyroute2
+        if not need_pyroute2("run --netns"):
+            raise SystemExit(2)
         from pyroute2 import netns
         netns.setns(name)
 
@@ -92,6 +95,9 @@ def _stats_hook(orig):
 def cmd_bench_cores(args) -> int:
     import statistics
     from ..bench_cores import bench_cores
+    from .rings import need_pyroute2
+    if not need_pyroute2("bench cores"):
+        return 2
     cores = tuple(int(x) for x in args.cores.split(","))
     res = {"loadavg_before": os.getloadavg(), "command": " ".join(["mtcp-loop"] + sys.argv[1:])}
     for wl in args.workloads.split(","):
