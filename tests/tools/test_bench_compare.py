@@ -21,6 +21,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from mtcp_loop.tools import bench_compare as bc  # noqa: E402
+from mtcp_loop.tools import bench_report as report  # noqa: E402
 
 REQUIRE = os.environ.get("MTCP_REQUIRE_NETNS") == "1"
 
@@ -132,14 +133,14 @@ def test_doc_section_rewritten_in_place(tmp_path):
     bc.derive(res)
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\n## Other section\n\nkeep me\n")
-    bc.write_doc(res, str(doc))
-    bc.write_doc(res, str(doc))          # idempotent: one section, one generated block
+    report.write_doc(res, str(doc))
+    report.write_doc(res, str(doc))          # idempotent: one section, one generated block
     text = doc.read_text()
-    assert text.count(bc.SECTION) == 1 and text.count(bc.BEGIN) == 1 and text.count(bc.END) == 1
+    assert text.count(report.SECTION) == 1 and text.count(report.BEGIN) == 1 and text.count(report.END) == 1
     assert "keep me" in text and "MISSED" in text and "| 64 B short conns (loadgen) | mtcp tap |" in text
     # hand-written analysis after the generated block survives a rewrite
-    doc.write_text(text.replace(bc.END, bc.END + "\n\n### Where the time goes\n\nanalysis\n"))
-    bc.write_doc(res, str(doc))
+    doc.write_text(text.replace(report.END, report.END + "\n\n### Where the time goes\n\nanalysis\n"))
+    report.write_doc(res, str(doc))
     assert "analysis" in doc.read_text()
 
 
@@ -155,13 +156,13 @@ def test_doc_written_only_with_write_doc(tmp_path, capsys):
     doc = tmp_path / "out" / "benchmarks.md"
     doc.parent.mkdir()
     assert main(["bench", "compare", "--render", str(saved), "--write-doc", str(doc)]) == 0
-    assert doc.read_text().count(bc.BEGIN) == 1
+    assert doc.read_text().count(report.BEGIN) == 1
     assert f"wrote {doc}" in capsys.readouterr().out
 
 
 def test_table_prints_every_cell(capsys):
     res = _fake_result()
     bc.derive(res)
-    bc.print_table(res)
+    report.print_table(res)
     out = capsys.readouterr().out
     assert out.count("mtcp tap") >= 3 and "ceiling" in out and "somaxconn" in out

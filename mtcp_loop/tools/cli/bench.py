@@ -9,6 +9,7 @@ import sys
 
 def cmd_bench_compare(args) -> int:
     from .. import bench_compare as bc
+    from .. import bench_report as report
     if args.render:
         with open(args.render) as f:
             res = json.load(f)
@@ -37,15 +38,15 @@ def cmd_bench_compare(args) -> int:
             return 2
     if args.write_doc:
         img = os.path.join(os.path.dirname(os.path.abspath(args.write_doc)), "img")
-        res["plots"] = bc.plots(res, img)
-        bc.write_doc(res, args.write_doc)
+        res["plots"] = report.plots(res, img)
+        report.write_doc(res, args.write_doc)
     if args.output:
         with open(args.output, "w") as f:
             json.dump(res, f, indent=2)
     if args.json:
         print(json.dumps(res, indent=2))
     else:
-        bc.print_table(res)
+        report.print_table(res)
         if args.write_doc:
             print(f"\nwrote {args.write_doc} and {len(res.get('plots', []))} plot(s) in {img}")
     return 0
