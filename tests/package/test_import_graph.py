@@ -23,7 +23,7 @@ LAYERS = [
     ("engine driver and transports", {"transports", "socks", "faults", "_aio"}),
     ("ops", {"ops", "metrics"}),
     ("loop", {"loop", "vtime"}),
-    ("workers and policy", {"workers", "policy"}),
+    ("workers and policy", {"workers", "program", "policy"}),
     ("package API", {"__init__", "pytest_plugin"}),
 ]
 RANK = {m: i for i, (_, mods) in enumerate(LAYERS) for m in mods}
