@@ -4,7 +4,9 @@
 #   2. coverage-guided fuzzing of the wire parsers and the engine (native/fuzz/run.sh, ~60 s)
 #   3. the Python suite (pytest): conformance on stock asyncio vs MTCPLoop, aiohttp, impairment,
 #      and - as root with network namespaces - interop with the Linux kernel over real rings;
-#   4. the suite without its root/netns part on the other supported Pythons (3.12, 3.13).
+#   4. the package as users get it: python -m build (sdist + wheel), the sdist installed into a
+#      fresh venv, `mtcp-loop demo` there (tests/package/test_packaging.py, marker "packaging");
+#   5. the suite without its root/netns part on the other supported Pythons (3.12, 3.13).
 # Env: FUZZ_SECONDS (default 60), PYTEST_ARGS (extra pytest arguments), EXTRA_PYTHONS (default
 # "3.12 3.13"; empty to skip), MTCP_REQUIRE_NETNS=1
 # turns a missing root/netns capability into a failure instead of a skip (CI sets it).

@@ -12,6 +12,8 @@ import time
 
 from mtcp_loop.workers import stats
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # holds mtcp_loop/
+
 _BENCH_CONN_CLIENT = r"""
 import asyncio, sys, time
 HOST, PORT, DUR, CONC = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
@@ -73,7 +75,7 @@ def bench_cores(cores_list=(1, 2), seconds=5.0, conc=64, workload="http", form="
         raise ValueError("the policy form serves the aiohttp app: workloads http and close")
     tb = Testbed(prefix=f"mtbc{os.getpid() % 10000}", nqueues=max(cores_list))
     tb.up("tap")
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    root = ROOT
     results = {}
     try:
         for i, n in enumerate(cores_list):

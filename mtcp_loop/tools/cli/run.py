@@ -98,6 +98,12 @@ def cmd_bench_cores(args) -> int:
     from .rings import need_pyroute2
     if not need_pyroute2("bench cores"):
         return 2
+    from ..bench_cores import ROOT as tree
+    if any(w in ("http", "close") for w in args.workloads.split(",")) and \
+            not os.path.exists(os.path.join(tree, "examples", "aiohttp_hello.py")):
+        print("mtcp-loop bench cores: the http/close workloads serve examples/aiohttp_hello.py of a source "
+              "checkout (not installed); run from the source tree or use --workloads conn", file=sys.stderr)
+        return 2
     cores = tuple(int(x) for x in args.cores.split(","))
     res = {"loadavg_before": os.getloadavg(), "command": " ".join(["mtcp-loop"] + sys.argv[1:])}
     for wl in args.workloads.split(","):
