@@ -1,13 +1,20 @@
+"""Builds both extensions: the engine (native/, via cffi: mtcp_loop._mtcp_cffi) and the compiled
+data path (Cython: mtcp_loop._aio.core, which calls the engine through the cffi module's function
+addresses at import, so native/ is compiled once), and the C load generators of the tools
+(build_py below). Metadata lives in pyproject.toml."""
 import glob
 import os
 import shutil
 import subprocess
+import sys
 import sysconfig
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "mtcp_loop"))
+from _build import aio_extensions  # noqa: E402
 
 
 class build_py_with_loadgen(build_py):
@@ -41,4 +48,5 @@ class build_py_with_loadgen(build_py):
             subprocess.check_call(cmd)
 
 
-setup(cffi_modules=["mtcp_loop/_build.py:ffibuilder"], cmdclass={"build_py": build_py_with_loadgen})
+setup(cffi_modules=["mtcp_loop/_build.py:ffibuilder"], ext_modules=aio_extensions(),
+      cmdclass={"build_py": build_py_with_loadgen})

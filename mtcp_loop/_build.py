@@ -1,6 +1,13 @@
-"""cffi build script (API mode, out-of-line): compiles native/ into mtcp_loop._mtcp_cffi.
+"""Build script of the two extensions.
 
-Used by setup.py (cffi_modules); `python mtcp_loop/_build.py` builds in place for development.
+* cffi (API mode, out-of-line): compiles native/ into mtcp_loop._mtcp_cffi (the engine and the
+  control-plane API);
+* Cython: mtcp_loop/_aio/core.pyx into mtcp_loop._aio.core (the per-connection data path). It
+  includes native/include/mtcp.h for the types only and calls the engine through the function
+  addresses of mtcp_loop._mtcp_cffi (taken at import), so native/ is compiled once.
+
+Used by setup.py (cffi_modules, ext_modules); `python mtcp_loop/_build.py` builds both in place
+for development.
 """
 import glob
 import os
@@ -49,6 +56,30 @@ ffibuilder.set_source(
     libraries=["m"],
 )
 
+
+def aio_extensions():
+    """The Cython extension(s) of the data path, cythonized (needs Cython >= 3 at build time)."""
+    from Cython.Build import cythonize
+    from setuptools import Extension
+    ext = Extension(
+        "mtcp_loop._aio.core",
+        [os.path.join("mtcp_loop", "_aio", "core.pyx")],
+        include_dirs=[os.path.relpath(os.path.join(NATIVE, "include"), ROOT)],
+        extra_compile_args=["-O2", "-g", "-Wno-unused-function"],
+    )
+    return cythonize([ext], compiler_directives={"language_level": 3}, quiet=True)
+
+
+def build_aio_inplace():
+    from setuptools import Distribution
+    dist = Distribution({"name": "mtcp_loop", "ext_modules": aio_extensions()})
+    cmd = dist.get_command_obj("build_ext")
+    cmd.inplace = True
+    cmd.ensure_finalized()
+    cmd.run()
+
+
 if __name__ == "__main__":
     os.chdir(ROOT)
     ffibuilder.compile(tmpdir=ROOT, verbose=False)
+    build_aio_inplace()

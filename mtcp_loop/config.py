@@ -202,6 +202,19 @@ class MTCPConfig:
     initial_rto_us: Optional[int] = None
     syn_retries: Optional[int] = None
     max_retries: Optional[int] = None
+    #: Reply rate limits (token buckets per engine; what they suppress is counted, e.g.
+    #: rst_ratelimited): RSTs to segments without a connection per second and burst (C default
+    #: 10000/s, 1000), echo replies (1000/s, 50: Linux icmp_msgs_per_sec/burst), ARP requests and
+    #: neighbour solicitations per second (100), and the per-connection interval between ACKs
+    #: answering invalid segments (500 ms: Linux tcp_invalid_ratelimit); 0 = unlimited.
+    rst_ratelimit: Optional[int] = None
+    rst_burst: Optional[int] = None
+    icmp_ratelimit: Optional[int] = None
+    icmp_burst: Optional[int] = None
+    solicit_ratelimit: Optional[int] = None
+    invalid_ratelimit_ms: Optional[int] = None
+    #: RFC 5961 challenge ACKs per second per engine (C default 1000, Linux tcp_challenge_ack_limit).
+    challenge_ack_limit: Optional[int] = None
     #: Slots of the loopback attachment's rings.
     loopback_slots: int = 4096
     #: Events taken from the engine per mtcp_engine_events call.
@@ -237,7 +250,8 @@ class MTCPConfig:
 
     _INT_FIELDS = ("max_conns", "sndbuf", "rcvbuf", "max_chunks", "chunk_size", "max_events",
                    "seed", "min_rto_us", "delack_us", "msl_us", "fin_timeout_us", "max_rack", "initial_rto_us", "syn_retries",
-                   "max_retries", "loopback_slots", "event_batch")
+                   "max_retries", "loopback_slots", "event_batch", "rst_ratelimit", "rst_burst", "icmp_ratelimit",
+                   "icmp_burst", "solicit_ratelimit", "invalid_ratelimit_ms", "challenge_ack_limit")
     _BOOL_FIELDS = ("kernel_mirror", "warn_kernel", "connected_socket", "sack", "timestamps",
                     "window_scaling", "nodelay", "virtual_time", "faults")
 
@@ -271,6 +285,9 @@ class MTCPConfig:
             "delack_us": (0, 40000), "msl_us": (0, 600000000), "fin_timeout_us": (0, 600000000), "max_rack": (0, 1 << 20),
             "initial_rto_us": (1000, 60000000), "syn_retries": (0, 255), "max_retries": (1, 255),
             "loopback_slots": (64, 1 << 20), "event_batch": (1, 1 << 20),
+            "rst_ratelimit": (0, 1 << 30), "rst_burst": (1, 1000000), "icmp_ratelimit": (0, 1 << 30),
+            "icmp_burst": (1, 1000000), "solicit_ratelimit": (0, 1 << 30), "invalid_ratelimit_ms": (0, 60000),
+            "challenge_ack_limit": (0, 1 << 30),
         }
         for name in self._INT_FIELDS:
             v = getattr(self, name)
@@ -381,7 +398,9 @@ class MTCPConfig:
         """Fill an already mtcp_config_default()-initialised struct mtcp_config."""
         for name in ("max_conns", "sndbuf", "rcvbuf", "max_chunks", "chunk_size", "max_events",
                      "min_rto_us", "delack_us", "msl_us", "fin_timeout_us", "max_rack",
-                     "initial_rto_us", "syn_retries", "max_retries"):
+                     "initial_rto_us", "syn_retries", "max_retries", "rst_ratelimit", "rst_burst",
+                     "icmp_ratelimit", "icmp_burst", "solicit_ratelimit", "invalid_ratelimit_ms",
+                     "challenge_ack_limit"):
             v = getattr(self, name)
             if v is not None:
                 setattr(c, name, v)

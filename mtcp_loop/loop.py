@@ -12,10 +12,12 @@ thread):
 * every API call that changes the engine (send, close, connect, listen...) "kicks": it schedules
   at most one pending ``call_soon(_run)``;
 * ``_run``: one ``mtcp_engine_poll`` (RX batch + timers + TX flush), then the whole batch of
-  events (``mtcp_engine_events`` into a preallocated ffi array) is dispatched to transports,
-  protocols, pending connects and listeners; writes made by protocols land in the engine's send
-  buffers at once and kick the next poll, which flushes them;
+  events is dispatched to transports, protocols, pending connects and listeners; writes made by
+  protocols land in the engine's send buffers at once and kick the next poll, which flushes them;
 * ``mtcp_engine_next_deadline`` is one loop timer, rescheduled only when the deadline changes.
+
+That driver and the transports are compiled (Cython, mtcp_loop/_aio/core.pyx: the data path);
+this module is the control plane (cffi): engine setup, listen/connect, routing, servers.
 """
 from __future__ import annotations
 
@@ -28,15 +30,20 @@ import logging
 import operator
 import os
 import socket
-import struct
-import time
+import sys
 import weakref
 from asyncio import base_events, events, sslproto
 
 from ._native import errstr, ffi, lib
 from . import links as _links
 from .config import MTCPConfig
-from .transports import MTCPTransport, PseudoSocket, addr_to_tuple, os_error
+try:
+    from ._aio.core import (EngineCore, MTCPTransport, PseudoSocket, monotonic_us as _monotonic_us,
+                            new_transport, os_error)
+except ImportError as _exc:  # pragma: no cover - exercised only without a build
+    from ._native import BUILD_HINT as _HINT
+    raise ImportError(f"mtcp_loop's compiled data path (mtcp_loop._aio.core) is not built or does "
+                      f"not import ({_exc}); {_HINT}") from _exc
 from . import socks as _socks
 from .socks import KernelGate, PendingAdoption, ShadowListener, StackSocket
 
@@ -51,16 +58,13 @@ __all__ = ["make_loop_class", "loop_class_for", "MTCPServer", "available_bases"]
 
 
 
-_EV_FMT = "=QQIi8x"        # struct mtcp_event: cid, parent, type, err, (len, pad)
-_EV_SIZE = 32
-_iter_unpack = struct.iter_unpack
-_events = lib.mtcp_engine_events
-_close = lib.mtcp_close
-_getaddrs = lib.mtcp_getaddrs
 
 
-def _monotonic_us():
-    return time.monotonic_ns() // 1000
+def addr_to_tuple(ffi, a):
+    """struct mtcp_addr (cffi) -> (host, port) for IPv4, (host, port, 0, 0) for IPv6."""
+    if a.family == 4:
+        return (socket.inet_ntop(socket.AF_INET, bytes(ffi.buffer(a.ip, 4))), a.port)
+    return (socket.inet_ntop(socket.AF_INET6, bytes(ffi.buffer(a.ip, 16))), a.port, 0, 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,11 +110,14 @@ def _family_of(host):
 # --------------------------------------------------------------------------------------------
 # the engine of one loop
 # --------------------------------------------------------------------------------------------
-class _Engine:
-    """One mtcp engine attached to the in-process loopback link, driven by one loop."""
+class _Engine(EngineCore):
+    """One mtcp engine (on the in-process loopback link or a real ring), driven by one loop.
+
+    The data path (poll, event dispatch, the cid -> transport table, kick, deadline timer,
+    transports) is the compiled base class (mtcp_loop/_aio/core.pyx); this class is the control
+    plane through cffi: link and configuration, listen, connect, counters, close."""
 
     def __init__(self, loop, config: MTCPConfig):
-        self.loop = loop
         self.config = config
         err = ffi.new("char[]", 256)
         self._real = config.backend != "loopback"     # tap/packet/xdp: mtcp_loop/links.py
@@ -125,6 +132,8 @@ class _Engine:
         # clock hook: every engine call that takes now_us reads loop._mtcp_now_us (monotonic
         # microseconds; the virtual clock in virtual-time mode, mtcp_loop/vtime.py)
         self.now_us = loop._mtcp_now_us
+        if self.now_us is not _monotonic_us:           # the compiled driver's poll clock too
+            self._clock = self.now_us
         self._impaired = False
         if (config.impair is not None and config.impair.active) or config.faults:
             imp = ffi.new("struct mtcp_impair *")      # zeroed: a wrapper only for fault rules
@@ -164,222 +173,14 @@ class _Engine:
             raise ValueError(f"mtcp_engine_new: {errstr(err)}")
         self.link = link
         self.e = e
-        self._nev = config.event_batch
-        self._ev = ffi.new("struct mtcp_event[]", self._nev)
-        self._rxbuf = ffi.new("uint8_t[]", MTCPTransport.max_size)
-        self._rxview = ffi.buffer(self._rxbuf)
-        self._evbuf = ffi.buffer(self._ev)
         self._a1 = ffi.new("struct mtcp_addr *")
         self._a2 = ffi.new("struct mtcp_addr *")
-        self._ab = ffi.new("struct mtcp_addr[2]")     # getaddrs_raw: both addresses, one bytes copy
-        self._ab1 = self._ab + 1
-        self._abuf = ffi.buffer(self._ab)
-        assert ffi.sizeof("struct mtcp_addr") == 20 and ffi.sizeof("struct mtcp_event") == _EV_SIZE
-        self._conns = {}            # cid -> transport
-        self._connecting = {}       # cid -> future
-        self._listeners = {}        # lid -> MTCPServer
-        self._unowned = {}          # accepted cid not yet owned by a transport -> [peer_eof, err]
-        self._scheduled = False
-        self._deadline = -1
-        self._timer = None
-        self.polls = 0
-        self.events = 0
+        self._core_attach(loop, int(ffi.cast("uintptr_t", e)), c.max_conns, config.event_batch)
+        self._server_cls = MTCPServer
         self.fd = lib.mtcp_engine_fd(e)
         if self.fd >= 0:
             loop._add_reader_base(self.fd, self._on_fd)
         self.kick()
-
-    # -- driving ----------------------------------------------------------------------------
-    def kick(self):
-        if not self._scheduled and self.e is not None:
-            self._scheduled = True
-            self.loop.call_soon(self._run)
-
-    def _on_fd(self):
-        if not self._scheduled:
-            self._scheduled = True
-            self._run()
-
-    def _on_timer(self):
-        self._timer = None
-        self._deadline = -1
-        if not self._scheduled:
-            self._scheduled = True
-            self._run()
-
-    def _run(self):
-        self._scheduled = False
-        e = self.e
-        if e is None:
-            return
-        now = self.now_us()
-        n = lib.mtcp_engine_poll(e, now)
-        self.polls += 1
-        if n:
-            self._dispatch()
-        d = lib.mtcp_engine_next_deadline(e)
-        if d != self._deadline:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            self._deadline = d
-            if d >= 0:
-                delay = (d - now) / 1e6
-                self._timer = self.loop.call_later(delay if delay > 0 else 0.0, self._on_timer)
-
-    def _dispatch(self):
-        ev = self._ev
-        evbuf = self._evbuf
-        nev = self._nev
-        conns = self._conns
-        events = _events
-        while self.e is not None:
-            k = events(self.e, ev, nev)
-            if not k:
-                break
-            self.events += k
-            # the whole batch in one go (one bytes copy, unpacked in C) instead of cffi attribute
-            # reads per field and event
-            for cid, parent, t, err in _iter_unpack(_EV_FMT, evbuf[0:k * _EV_SIZE]):
-                if t == 4:      # MTCP_EV_READABLE
-                    tr = conns.get(cid)
-                    if tr is not None:
-                        tr._rx_empty = False
-                        if tr._reading and not tr._read_scheduled:
-                            tr._read_ready()
-                elif t == 5:    # MTCP_EV_WRITABLE
-                    tr = conns.get(cid)
-                    if tr is not None:
-                        tr._on_writable()
-                elif t == 6:    # MTCP_EV_PEER_CLOSED
-                    tr = conns.get(cid)
-                    if tr is not None:
-                        tr._peer_eof = True
-                        if tr._reading and not tr._read_scheduled:
-                            tr._read_ready()
-                    elif cid in self._unowned:
-                        self._unowned[cid][0] = True
-                elif t == 1:    # MTCP_EV_ACCEPT
-                    srv = self._listeners.get(parent)
-                    if srv is None:
-                        lib.mtcp_abort(self.e, cid)
-                    elif srv._serving:
-                        srv._accept(cid, True)  # fresh: the transport sees every later event of cid
-                    else:
-                        srv._on_accept(cid)     # keeps cid pending (and in _unowned)
-                elif t == 8:    # MTCP_EV_CLOSED
-                    tr = conns.get(cid)
-                    if tr is not None:
-                        tr._engine_closed = True
-                elif t == 2:    # MTCP_EV_CONNECTED
-                    fut = self._connecting.pop(cid, None)
-                    if fut is None or fut.done():
-                        lib.mtcp_abort(self.e, cid)
-                    else:
-                        fut.set_result(cid)
-                elif t == 3:    # MTCP_EV_CONNECT_FAILED
-                    fut = self._connecting.pop(cid, None)
-                    lib.mtcp_close(self.e, cid)
-                    if fut is not None and not fut.done():
-                        fut.set_exception(_connect_error(err, fut))
-                elif t == 7:    # MTCP_EV_ERROR
-                    tr = conns.get(cid)
-                    if tr is not None:
-                        tr._on_error(err)
-                    elif cid in self._unowned:
-                        self._unowned[cid][1] = err
-            if k < nev:
-                break
-
-    # -- connection API used by transports ----------------------------------------------------
-    def register(self, cid, transport):
-        self._conns[cid] = transport
-        early = self._unowned.pop(cid, None)
-        if early is not None:
-            peer_eof, err = early
-            if peer_eof:
-                transport._peer_eof = True
-            if err:
-                self.loop.call_soon(transport._on_error, err)
-
-    def release(self, cid, abort=False):
-        self._conns.pop(cid, None)
-        if self._unowned:
-            self._unowned.pop(cid, None)
-        e = self.e
-        if e is None:
-            return
-        if abort:
-            lib.mtcp_abort(e, cid)
-        else:
-            _close(e, cid)
-        if not self._scheduled:     # kick()
-            self._scheduled = True
-            self.loop.call_soon(self._run)
-
-    def send(self, cid, data):
-        e = self.e
-        if e is None:
-            return -errno.EBADF
-        n = len(data)
-        if n > 1073741824:
-            n = 1073741824
-        r = lib.mtcp_send(e, cid, ffi.from_buffer(data), n)
-        if not self._scheduled:
-            self._scheduled = True
-            self.loop.call_soon(self._run)
-        return r
-
-    def readable(self, cid):
-        if self.e is None:
-            return -errno.EBADF
-        return lib.mtcp_readable(self.e, cid)
-
-    def recv_bytes(self, cid, n):
-        e = self.e
-        if e is None:
-            return -errno.EBADF
-        r = lib.mtcp_recv(e, cid, self._rxbuf, n)
-        if r > 0:
-            if not self._scheduled:   # the window may reopen: let the engine announce it
-                self._scheduled = True
-                self.loop.call_soon(self._run)
-            return self._rxview[:r]
-        if r == 0:
-            return None
-        return r
-
-    def recv_into(self, cid, buf):
-        if self.e is None:
-            return -errno.EBADF
-        mv = memoryview(buf)
-        n = mv.nbytes
-        if n > 1 << 30:
-            n = 1 << 30
-        r = lib.mtcp_recv(self.e, cid, ffi.from_buffer(mv, require_writable=True), n)
-        if r > 0:
-            self.kick()
-        return r
-
-    def shutdown(self, cid):
-        if self.e is None:
-            return -errno.EBADF
-        r = lib.mtcp_shutdown(self.e, cid)
-        self.kick()
-        return r
-
-    def getaddrs_raw(self, cid):
-        """Both struct mtcp_addr of cid as 40 raw bytes (local, remote), or None if cid is gone."""
-        if _getaddrs(self.e, cid, self._ab, self._ab1) < 0:
-            return None
-        return self._abuf[:]
-
-    def getaddrs(self, cid):
-        a1, a2 = self._a1, self._a2
-        rc = lib.mtcp_getaddrs(self.e, cid, a1, a2)
-        if rc < 0:
-            raise os_error(-rc, "mtcp_getaddrs")
-        return addr_to_tuple(ffi, a1), (addr_to_tuple(ffi, a2) if a2.family else None)
 
     def conn_info(self, cid):
         out = ffi.new("struct mtcp_conn_info *")
@@ -410,6 +211,14 @@ class _Engine:
             la = _fill_addr(self._a2, family, local[0], local[1])
         cid = lib.mtcp_connect(self.e, self.now_us(), r, la)
         if cid < 0:
+            if -cid == errno.ENOMEM:
+                used = ffi.new("uint64_t[4]")
+                lib.mtcp_engine_pool_usage(self.e, used)
+                mc = self.config.max_conns
+                raise os_error(-cid, f"Connect call failed {(host, port)!r}: connection pool exhausted "
+                                     f"(max_conns={mc if mc is not None else 'default'}, {int(used[0])} blocks "
+                                     f"held by connections, listeners and TIME-WAIT; a connection to this "
+                                     f"loop's own listener needs two)")
             raise os_error(-cid, f"Connect call failed {(host, port)!r}")
         self.kick()
         return cid
@@ -425,6 +234,17 @@ class _Engine:
             out[key] = int(arr[i])
         return out
 
+    def link_stats(self):
+        """Ring-level counters of this engine's link (mtcp_link_stats: rx/tx frames, drops, errors,
+        refused TX kicks), the wrapper's inner device for steer/impair."""
+        if self.link is None:
+            return {}
+        n = lib.MTCP_LINK_NSTATS
+        out = ffi.new("uint64_t[]", n)
+        lib.mtcp_link_stats(self.link, out, n)
+        names = (lib.mtcp_link_stat_name(i) for i in range(n))
+        return {ffi.string(nm).decode(): int(out[i]) for i, nm in enumerate(names) if nm != ffi.NULL}
+
     def impair_counters(self):
         if not self._impaired:
             return None
@@ -435,20 +255,7 @@ class _Engine:
     def close(self):
         if self.e is None:
             return
-        for tr in list(self._conns.values()):
-            if tr._addrs is None:
-                tr._take_addrs()       # extra info stays available after the loop closed
-            tr._released = True
-            tr._closing = True
-            tr._conn_lost += 1
-        for fut in self._connecting.values():
-            if not fut.done():
-                fut.cancel()
-        self._conns.clear()
-        self._connecting.clear()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._core_detach()
         if self.fd >= 0:
             try:
                 self.loop._remove_reader_base(self.fd)
@@ -460,14 +267,12 @@ class _Engine:
         self.link = None
 
 
-def _connect_error(err, fut):
-    addr = getattr(fut, "_mtcp_addr", None)
-    return os_error(err, f"Connect call failed {addr!r}" if addr is not None else "Connect call failed")
-
-
 # --------------------------------------------------------------------------------------------
 # Server
 # --------------------------------------------------------------------------------------------
+_WAIT_CLOSED_RETURNS_AT_CLOSE = sys.version_info < (3, 12)
+
+
 class MTCPServer(events.AbstractServer):
     """asyncio Server semantics (3.11) over stack listeners plus kernel mirror listeners."""
 
@@ -535,29 +340,7 @@ class MTCPServer(events.AbstractServer):
         self._accept(cid)
 
     def _accept(self, cid, fresh=False):
-        loop = self._loop
-        eng = self._engine
-        loop._mtcp_n_user_accepted += 1
-        try:
-            protocol = self._protocol_factory()
-            if self._ssl_context is not None:
-                waiter = loop.create_future()
-                ssl_protocol = sslproto.SSLProtocol(
-                    loop, protocol, self._ssl_context, waiter, server_side=True,
-                    ssl_handshake_timeout=self._ssl_handshake_timeout,
-                    ssl_shutdown_timeout=self._ssl_shutdown_timeout)
-                MTCPTransport(loop, eng, cid, ssl_protocol, server=self, fresh=fresh)
-                waiter.add_done_callback(_consume_exception)
-            else:
-                MTCPTransport(loop, eng, cid, protocol, server=self, fresh=fresh)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            eng.release(cid)     # closed like asyncio's dropped socket: FIN (RST if data unread)
-            if loop.get_debug():
-                loop.call_exception_handler({
-                    "message": "Error on transport creation for incoming connection",
-                    "exception": exc})
+        self._engine._accept(self, cid, fresh)
 
     def _gate(self, family, port):
         _socks.gate_add(family, port)
@@ -656,8 +439,9 @@ class MTCPServer(events.AbstractServer):
             self._serving_forever_fut = None
 
     async def wait_closed(self):
-        # asyncio 3.11 semantics: returns at once once close() ran (3.12 waits for connections).
-        if self._closed or self._waiters is None:
+        # asyncio's semantics of the running Python: 3.11 returns once close() ran; 3.12+ waits
+        # until the server is closed and every connection it accepted is gone
+        if (_WAIT_CLOSED_RETURNS_AT_CLOSE and self._closed) or self._waiters is None:
             for ks in self._kernel_servers:
                 await ks.wait_closed()
             return
@@ -770,7 +554,7 @@ class _MTCPLoopMixin:
         self._mtcp_reuseport = {}        # (family, ip, port) -> _ReusePortGroup
         self._mtcp_pending = weakref.WeakKeyDictionary()   # kernel socket -> PendingAdoption
         self._mtcp_n_user_connected = 0
-        self._mtcp_n_user_accepted = 0
+        self._mtcp_n_user_accepted = 0   # sock_accept arrivals (servers: counted by the engine)
         self._mtcp_n_kernel_connected = 0
         self._mtcp_n_kernel_accepted = 0
         if self._mtcp_config.backend != "loopback":
@@ -823,15 +607,18 @@ class _MTCPLoopMixin:
         eng = self._mtcp_engine
         d = eng.counters() if eng is not None and eng.e is not None else {}
         d["loop.userspace_connected"] = self._mtcp_n_user_connected
-        d["loop.userspace_accepted"] = self._mtcp_n_user_accepted
+        accepted = self._mtcp_n_user_accepted + (eng.n_accepted if eng is not None else 0)
+        d["loop.userspace_accepted"] = accepted
         d["loop.kernel_connected"] = self._mtcp_n_kernel_connected
         d["loop.kernel_accepted"] = self._mtcp_n_kernel_accepted
-        d["loop.userspace_connections"] = self._mtcp_n_user_connected + self._mtcp_n_user_accepted
+        d["loop.userspace_connections"] = self._mtcp_n_user_connected + accepted
         d["loop.kernel_connections"] = self._mtcp_n_kernel_connected + self._mtcp_n_kernel_accepted
         if eng is not None and eng.e is not None:
             d["loop.engine_polls"] = eng.polls
             d["loop.engine_events"] = eng.events
-            d["loop.open_transports"] = len(eng._conns)
+            d["loop.open_transports"] = eng.n_open
+            for k, v in eng.link_stats().items():
+                d["link." + k] = v
             imp = eng.impair_counters()
             if imp:
                 for k, v in imp.items():
@@ -934,7 +721,7 @@ class _MTCPLoopMixin:
             if not ssl:
                 waiter.set_result(None)
         else:
-            transport = MTCPTransport(self, eng, cid, proto, None if ssl else waiter,
+            transport = new_transport(self, eng, cid, proto, None if ssl else waiter,
                                       kernel_sock=kernel_sock)
         try:
             await waiter
@@ -1609,7 +1396,50 @@ class _MTCPLoopMixin:
         if not fallback:
             raise RuntimeError(f"fallback is disabled and native sendfile is not supported for "
                                f"transport {transport!r}")
-        return await base_events.BaseEventLoop._sendfile_fallback(self, transport, file, offset, count)
+        return await self._mtcp_sendfile_fallback(transport, file, offset, count)
+
+    async def _mtcp_sendfile_fallback(self, transp, file, offset, count):
+        # asyncio's BaseEventLoop._sendfile_fallback, with a fallback protocol that accepts the
+        # compiled transport (asyncio's checks for its pure-Python _FlowControlMixin class)
+        if offset:
+            file.seek(offset)
+        blocksize = min(count, 16384) if count else 16384
+        buf = bytearray(blocksize)
+        total_sent = 0
+        proto = _SendfileFallbackProtocol(transp)
+        try:
+            while True:
+                if count:
+                    blocksize = min(count - total_sent, blocksize)
+                    if blocksize <= 0:
+                        return total_sent
+                view = memoryview(buf)[:blocksize]
+                read = await self.run_in_executor(None, file.readinto, view)
+                if not read:
+                    return total_sent  # EOF
+                await proto.drain()
+                transp.write(view[:read])
+                total_sent += read
+        finally:
+            if total_sent > 0 and hasattr(file, "seek"):
+                file.seek(offset + total_sent)
+            await proto.restore()
+
+
+class _SendfileFallbackProtocol(base_events._SendfileFallbackProtocol):
+    """asyncio's sendfile fallback protocol for MTCPTransport (same state, no class check)."""
+
+    def __init__(self, transp):
+        self._transport = transp
+        self._proto = transp.get_protocol()
+        self._should_resume_reading = transp.is_reading()
+        self._should_resume_writing = transp._protocol_paused
+        transp.pause_reading()
+        transp.set_protocol(self)
+        if self._should_resume_writing:
+            self._write_ready_fut = self._transport._loop.create_future()
+        else:
+            self._write_ready_fut = None
 
 
 _classes = {}

@@ -333,7 +333,7 @@ def _pool(eng) -> dict:
     lib.mtcp_engine_pool_usage(eng.e, u)
     cfg = ffi.new("struct mtcp_config *")
     lib.mtcp_config_default(cfg)
-    eng.loop._mtcp_config.fill_c_config(ffi, lib, cfg)
+    eng.config.fill_c_config(ffi, lib, cfg)
     return {"conns_used": int(u[0]), "conns_max": int(cfg.max_conns), "chunks_used": int(u[1]),
             "chunks_max": int(cfg.max_chunks), "ooo_used": int(u[2]), "events_queued": int(u[3])}
 
@@ -379,7 +379,7 @@ def metrics_snapshot(loop) -> dict:
         return {"engine": False}
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return {"engine": True, "counters": eng.counters(), "gauges": gauges(loop), "link": _link_stats(eng),
-            "open_transports": len(eng._conns), "cpu_seconds": ru.ru_utime + ru.ru_stime,
+            "open_transports": eng.n_open, "cpu_seconds": ru.ru_utime + ru.ru_stime,
             "polls": eng.polls, "events": eng.events}
 
 

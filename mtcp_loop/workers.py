@@ -148,7 +148,7 @@ class _Worker:
         eng = self._engine()
         if eng is None:
             return 0
-        return len(eng._conns) + len(eng._connecting) + len(eng._unowned)
+        return eng.n_open + len(eng._connecting) + len(eng._unowned)
 
     def snapshot(self) -> dict:
         d = self.loop.stats()
@@ -165,6 +165,11 @@ class _Worker:
             "retransmits": d.get("retrans_segs", 0),
             "drops": sum(v for k, v in d.items() if k.startswith("drop_")),
             "misdirected": st.get("misdirected", 0),
+            # ring level: frames the rings dropped (device RX ring / kernel, TX refused), output
+            # stopped by a full TX ring, TX kicks the device refused
+            "rx_dropped": d.get("link.rx_dropped", 0), "tx_dropped": d.get("link.tx_dropped", 0),
+            "ring_full": d.get("tx_ring_full", 0), "kicks_refused": d.get("link.tx_kicks_refused", 0),
+            "link": {k[5:]: v for k, v in d.items() if k.startswith("link.")},
             "steer": st, "engine": {k: v for k, v in d.items() if not k.startswith("loop.")},
         }
 
@@ -744,7 +749,7 @@ def stats(rundir=None, name="default") -> dict:
             workers[q] = {"queue": int(q), "error": str(e)}
         workers[q]["restarts"] = sup["workers"][q].get("restarts", 0)
     keys = ("connections", "conn_per_s", "conns_total", "accepted", "active_opens", "segs_in", "segs_out",
-            "retransmits", "drops", "misdirected")
+            "retransmits", "drops", "misdirected", "rx_dropped", "tx_dropped", "ring_full", "kicks_refused")
     total = {k: sum(w.get(k, 0) for w in workers.values() if "error" not in w) for k in keys}
     total["restarts"] = sum(w.get("restarts", 0) for w in workers.values())
     return {"supervisor": sup, "workers": workers, "total": total}

@@ -33,10 +33,10 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     fi
 fi
 
-# --- Python packages + the extension (cffi builds native/ on install) ------------------------
+# --- Python packages + the extensions (cffi builds native/, Cython the data path) -------------
 echo "== pip install -e .[test]"
 $PY -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -i "running pip as the 'root'" || true
-$PY -c "import mtcp_loop._mtcp_cffi" || { echo "extension failed to build"; exit 1; }
+$PY -c "import mtcp_loop._mtcp_cffi, mtcp_loop._aio.core" || { echo "extensions failed to build"; exit 1; }
 
 # --- C tests (sanitizers) ---------------------------------------------------------------------
 echo "== C unit tests (ASan+UBSan)"

@@ -114,6 +114,9 @@ def run_threads(kind, base, duration, clients, profile=None):
 
         def f():
             marks[name] = time.thread_time()
+            if hasattr(sloop, "stats"):        # mtcp: the server engine's segments in/out
+                st = sloop.stats()
+                marks[name + "_segs"] = (st.get("segs_in", 0), st.get("segs_out", 0))
             if profile is not None and name == "start":
                 import cProfile
                 marks["prof"] = cProfile.Profile()
@@ -141,7 +144,11 @@ def run_threads(kind, base, duration, clients, profile=None):
         th.join(10)
         cloop.close()
     n = max(c1 - c0, 1)
-    return {"conn_per_s": n / (t1 - t0), "server_cpu_us_per_conn": (marks["end"] - marks["start"]) / n * 1e6}
+    r = {"conn_per_s": n / (t1 - t0), "server_cpu_us_per_conn": (marks["end"] - marks["start"]) / n * 1e6}
+    if "start_segs" in marks:
+        r["server_segs_in_per_conn"] = (marks["end_segs"][0] - marks["start_segs"][0]) / n
+        r["server_segs_out_per_conn"] = (marks["end_segs"][1] - marks["start_segs"][1]) / n
+    return r
 
 
 def run_one(kind, base, duration, clients, conns=None):
@@ -187,7 +194,10 @@ def report(mode="threads", loops=("mtcp",), base="auto", duration=2.0, clients=3
         if not as_json:
             print(f"{kind:8s} {mode}: {key} median {statistics.median(vals):6.2f} min {min(vals):6.2f} "
                   f"(runs {' '.join(f'{v:.2f}' for v in vals)}); "
-                  f"{out[kind]['conn_per_s_median']:.0f} conn/s", flush=True)
+                  f"{out[kind]['conn_per_s_median']:.0f} conn/s"
+                  + (f"; server segments in/out per conn {runs[-1]['server_segs_in_per_conn']:.2f}/"
+                     f"{runs[-1]['server_segs_out_per_conn']:.2f}" if "server_segs_in_per_conn" in runs[-1] else ""),
+                  flush=True)
     if as_json:
         print(json.dumps(out, indent=2))
     return 0

@@ -59,7 +59,16 @@ V6_PREFIX = 64
 TAP_IF = "mtcptap0"
 PEER_IF = "mtcp-p0"
 STACK_IF = "mtcp-s0"
-TAP_STACK_MAC = "02:6d:74:63:70:02"   # locally administered; the TAP's own MAC is the peer's
+
+
+def _tap_stack_mac() -> str:
+    """The MAC the stack really uses on the testbed's TAP (backend tap, mac="auto": derived from
+    the interface name, links.tap_auto_mac); the TAP's own MAC is the peer's."""
+    from mtcp_loop.links import tap_auto_mac
+    return ":".join(f"{b:02x}" for b in tap_auto_mac(TAP_IF))
+
+
+TAP_STACK_MAC = _tap_stack_mac()
 
 STATE_DIR = "/run/mtcp_loop"
 

@@ -73,6 +73,17 @@ static const char *const names[CTR_COUNT] = {
     [CTR_TLP_PROBES] = "tlp_probes",
     [CTR_RACK_LOST] = "rack_lost",
     [CTR_RACK_NO_REC] = "rack_no_rec",
+    [CTR_SYNCOOKIES_UNSENT] = "syncookies_unsent",
+    [CTR_RST_RATELIMITED] = "rst_ratelimited",
+    [CTR_RST_UNSENT] = "rst_unsent",
+    [CTR_ICMP_RATELIMITED] = "icmp_ratelimited",
+    [CTR_ICMP_UNSENT] = "icmp_unsent",
+    [CTR_SOLICIT_RATELIMITED] = "solicit_ratelimited",
+    [CTR_NEIGH_TABLE_FULL] = "neigh_table_full",
+    [CTR_CTRL_FLUSHES] = "ctrl_flushes",
+    [CTR_ADMISSION_REFUSED] = "admission_refused",
+    [CTR_TX_RING_FULL] = "tx_ring_full",
+    [CTR_OOO_PRUNED] = "ooo_pruned",
     [CTR_OOW_ACKS_LIMITED] = "oow_acks_limited",
 };
 

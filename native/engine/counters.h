@@ -96,6 +96,19 @@ enum mtcp_counter {
     CTR_OOW_ACKS_LIMITED,     /* challenge / out-of-window / PAWS / probe ACKs not sent: per-connection
                                * limit (one per TCP_OOW_ACK_INTERVAL_MS, as Linux tcp_invalid_ratelimit) */
     CTR_RACK_NO_REC,          /* SACK segments sent without RACK records (pool empty: RFC 6675 DupThresh) */
+    /* replies: what went out is counted above (SYNCOOKIES_SENT, RST_OUT, ICMP_ECHO_ANSWERED when
+     * the frame reaches the wire); what was suppressed, by reason: */
+    CTR_SYNCOOKIES_UNSENT,    /* cookie SYN-ACKs not sent: destination never resolved / queue full */
+    CTR_RST_RATELIMITED,      /* RSTs to segments without a connection not sent: rst_ratelimit */
+    CTR_RST_UNSENT,           /* ... not sent: destination never resolved / queue full */
+    CTR_ICMP_RATELIMITED,     /* echo replies not sent: icmp_ratelimit */
+    CTR_ICMP_UNSENT,          /* ... not sent: destination never resolved / queue full */
+    CTR_SOLICIT_RATELIMITED,  /* ARP requests / NSs not sent: solicit_ratelimit */
+    CTR_NEIGH_TABLE_FULL,     /* resolution not started: no evictable neighbour entry */
+    CTR_CTRL_FLUSHES,         /* control queue flushed to the link in the middle of an RX batch */
+    CTR_ADMISSION_REFUSED,    /* valid SYN-cookie ACK refused with a RST: no connection block free */
+    CTR_TX_RING_FULL,         /* output stopped: the link's TX ring had no free slot (resumed at the next poll) */
+    CTR_OOO_PRUNED,           /* out-of-order queues dropped to store in-order data (chunk pool empty) */
     CTR_COUNT
 };
 

@@ -13,6 +13,9 @@
  *     txsync
  *     (IP links: repeat up to LOOP_ROUNDS while frames moved, so a loopback handshake
  *      completes inside one poll)
+ *   mtcp_engine_poll_rx(now): rxsync + rx_frame + timers only; the layer above dispatches the
+ *     events, then mtcp_engine_poll_tx (output pass + txsync, more rounds on IP links while
+ *     frames move) sends replies together with the ACKs
  *
  * Connection lifecycle (engine side):
  *   alloc -> hashed -> [TCP] -> env->closed: unhashed; freed now if the app released the cid
@@ -33,6 +36,8 @@
 #define TXK_OUTQ 2
 #define TXK_NEIGH 3
 #define TXK_SCRATCH 4
+
+static void resv_release(struct mtcp_engine *e, struct conn *k);
 
 /* ------------------------------------------------------------------ config */
 
@@ -76,6 +81,12 @@ void mtcp_config_default(struct mtcp_config *c) {
     c->eph_port_lo = 32768;
     c->eph_port_hi = 60999;
     c->neigh_timeout_us = 60000000;
+    c->rst_ratelimit = 10000;
+    c->rst_burst = 1000;
+    c->icmp_ratelimit = 1000;                 /* Linux icmp_msgs_per_sec / icmp_msgs_burst */
+    c->icmp_burst = 50;
+    c->invalid_ratelimit_ms = 500;            /* Linux tcp_invalid_ratelimit */
+    c->solicit_ratelimit = 100;
 }
 
 static int bad(char *err, size_t errlen, const char *field, const char *why) {
@@ -135,6 +146,11 @@ static int validate(const struct mtcp_config *c, const struct mtcp_link *l, char
     if (c->eph_port_lo < 1 || c->eph_port_hi < c->eph_port_lo)
         return bad(err, el, "eph_port_lo", "need 1 <= eph_port_lo <= eph_port_hi");
     if (c->neigh_timeout_us < 1000000) return bad(err, el, "neigh_timeout_us", "must be >= 1 s");
+    if (c->rst_ratelimit && (c->rst_burst < 1 || c->rst_burst > 1000000))
+        return bad(err, el, "rst_burst", "must be in [1, 1000000] when rst_ratelimit is set");
+    if (c->icmp_ratelimit && (c->icmp_burst < 1 || c->icmp_burst > 1000000))
+        return bad(err, el, "icmp_burst", "must be in [1, 1000000] when icmp_ratelimit is set");
+    if (c->invalid_ratelimit_ms > 60000) return bad(err, el, "invalid_ratelimit_ms", "must be <= 60000");
     if (l) {
         if (l->link_type != c->link_type) return bad(err, el, "link_type", "differs from the link's type");
         if (!l->ops || !l->ops->rxsync || !l->ops->txsync) return bad(err, el, "link", "missing rxsync/txsync");
@@ -174,18 +190,59 @@ static inline void set_now(struct mtcp_engine *e, uint64_t now) {
     if (!e->wheel.started) wheel_start(&e->wheel, now);
 }
 
+int tb_take(struct tbucket *b, uint64_t now, uint32_t rate, uint32_t burst) {
+    return tb_take_above(b, now, rate, burst, 0);
+}
+
+int tb_take_above(struct tbucket *b, uint64_t now, uint32_t rate, uint32_t burst, uint32_t keep) {
+    if (!rate) return 1;
+    uint64_t cap = (uint64_t)(burst ? burst : 1) * 1000000u;
+    if (!b->init) { b->init = 1; b->x = cap; b->last = now; }
+    if (now > b->last) {
+        uint64_t dt = now - b->last;
+        b->x = dt >= cap / rate + 1 ? cap : b->x + dt * rate;
+        if (b->x > cap) b->x = cap;
+        b->last = now;
+    }
+    if (b->x < (uint64_t)(keep + 1) * 1000000u) return 0;
+    b->x -= 1000000u;
+    return 1;
+}
+
 uint32_t frame_get(struct mtcp_engine *e) {
     uint32_t f = e->ffree;
     if (f == NONE32) return NONE32;
     e->ffree = e->frames[f].next;
     e->frames[f].next = NONE32;
     e->frames[f].len = 0;
+    e->frames[f].kind = FK_OTHER;
     return f;
 }
 
 void frame_put(struct mtcp_engine *e, uint32_t f) {
     e->frames[f].next = e->ffree;
     e->ffree = f;
+}
+
+void frame_drop(struct mtcp_engine *e, uint32_t f) {
+    switch (e->frames[f].kind) {
+    case FK_COOKIE: e->counters[CTR_SYNCOOKIES_UNSENT]++; break;
+    case FK_RST: e->counters[CTR_RST_UNSENT]++; break;
+    case FK_ICMP: e->counters[CTR_ICMP_UNSENT]++; break;
+    default: break;
+    }
+    frame_put(e, f);
+}
+
+/* a control frame reached the wire (TX ring or output queue) */
+static void frame_sent(struct mtcp_engine *e, uint32_t f) {
+    switch (e->frames[f].kind) {
+    case FK_COOKIE: e->counters[CTR_SYNCOOKIES_SENT]++; e->counters[CTR_SEGS_OUT]++; break;
+    case FK_RST: e->counters[CTR_RST_OUT]++; e->counters[CTR_SEGS_OUT]++; break;
+    case FK_ICMP: e->counters[CTR_ICMP_ECHO_ANSWERED]++; break;
+    default: break;
+    }
+    e->counters[CTR_FRAMES_OUT]++;
 }
 
 static void fifo_push(struct mtcp_engine *e, struct fifo *q, uint32_t f) {
@@ -248,9 +305,13 @@ static uint32_t write_headers(struct mtcp_engine *e, uint8_t *buf, int family, c
 
 static inline uint32_t iphl_of(int family) { return family == MTCP_AF_INET ? 20 : 40; }
 
+static void ctrl_flush(struct mtcp_engine *e);
+
 uint32_t ctrl_begin(struct mtcp_engine *e, int family, uint8_t **l4, uint32_t *cap) {
+    ctrl_room(e);
     uint32_t f = e->ctrlq.n < CTRLQ_MAX ? frame_get(e) : NONE32;
     if (f == NONE32) { e->counters[CTR_DROP_CTRL_QUEUE]++; return NONE32; }
+    e->frames[f].kind = FK_OTHER;
     uint32_t hl = e->l2len + iphl_of(family);
     *l4 = e->frames[f].buf + hl;
     *cap = e->fsize - hl;
@@ -263,9 +324,9 @@ void ctrl_commit(struct mtcp_engine *e, uint32_t f, int family, const uint8_t *s
     uint8_t mac[6];
     if (e->l2len && !dmac) {
         uint8_t nh[16];
-        if (route_nexthop(e, family, dst, nh) < 0 || (ni = neigh_resolve(e, family, nh)) == NONE32 ||
+        if (route_nexthop(e, family, dst, nh) < 0 || (ni = neigh_resolve_weak(e, family, nh)) == NONE32 ||
             e->neigh.ent[ni].state == NS_FAILED) {
-            frame_put(e, f);
+            frame_drop(e, f);
             e->counters[CTR_DROP_NEIGH_QUEUE]++;
             return;
         }
@@ -278,18 +339,25 @@ void ctrl_commit(struct mtcp_engine *e, uint32_t f, int family, const uint8_t *s
 
 void ctrl_tcp(struct mtcp_engine *e, int family, const uint8_t *src, const uint8_t *dst,
               const struct wire_tcp *t, const uint8_t *dmac) {
+    uint8_t kind = (t->flags & WIRE_TCP_RST) ? FK_RST : FK_COOKIE;
+    if (kind == FK_RST && !tb_take(&e->tb_rst, e->now, e->cfg.rst_ratelimit, e->cfg.rst_burst)) {
+        e->counters[CTR_RST_RATELIMITED]++;
+        return;
+    }
     uint8_t *l4;
     uint32_t cap;
     uint32_t f = ctrl_begin(e, family, &l4, &cap);
-    if (f == NONE32) return;
+    if (f == NONE32) {
+        e->counters[kind == FK_RST ? CTR_RST_UNSENT : CTR_SYNCOOKIES_UNSENT]++;
+        return;
+    }
+    e->frames[f].kind = kind;
     size_t hl = wire_tcp_emit(l4, cap, t);
-    if (!hl) { frame_put(e, f); return; }
+    if (!hl) { frame_drop(e, f); return; }
     uint32_t ps = family == MTCP_AF_INET ? wire_pseudo4(src, dst, WIRE_PROTO_TCP, (uint32_t)hl)
                                          : wire_pseudo6(src, dst, WIRE_PROTO_TCP, (uint32_t)hl);
     wire_tcp_csum_fill(l4, hl, ps);
     ctrl_commit(e, f, family, src, dst, WIRE_PROTO_TCP, (uint32_t)hl, dmac, 64);
-    e->counters[CTR_SEGS_OUT]++;
-    if (t->flags & WIRE_TCP_RST) e->counters[CTR_RST_OUT]++;
 }
 
 /* ------------------------------------------------------------------ events */
@@ -398,7 +466,10 @@ static uint8_t *env_tx_begin(void *ctx, struct tcp_conn *c, uint32_t *cap) {
         if (n && (n->gen != k->ngen || n->state != NS_REACHABLE || e->now >= n->expires)) n = NULL;
         if (!n) {
             uint8_t nh[16];
-            uint32_t ni = route_nexthop(e, family, k->rip, nh) < 0 ? NONE32 : neigh_resolve(e, family, nh);
+            /* a passive open not yet established answers a source nothing has verified */
+            int weak = (c->flags & TCPF_PASSIVE) && c->state == MTCP_ST_SYN_RECEIVED;
+            uint32_t ni = route_nexthop(e, family, k->rip, nh) < 0 ? NONE32
+                        : weak ? neigh_resolve_weak(e, family, nh) : neigh_resolve(e, family, nh);
             n = ni == NONE32 ? NULL : &e->neigh.ent[ni];
             if (n && n->state == NS_REACHABLE) { k->nidx = ni; k->ngen = n->gen; }
             else k->ngen = 0;
@@ -423,7 +494,7 @@ static uint8_t *env_tx_begin(void *ctx, struct tcp_conn *c, uint32_t *cap) {
     if (direct) {
         if (e->link) {
             struct link_ring *r = &e->link->tx;
-            if (link_ring_space(r) == 0) { e->tx_full = 1; e->tx_nulled = 1; return NULL; }
+            if (link_ring_space(r) == 0) { e->tx_full = 1; e->tx_nulled = 1; e->counters[CTR_TX_RING_FULL]++; return NULL; }
             e->tx_kind = TXK_LINK;
             e->tx_buf = r->slot[r->head].buf;
             if (e->env.tso_max) {
@@ -500,8 +571,9 @@ static void env_event(void *ctx, struct tcp_conn *c, uint32_t type, int32_t err,
     struct mtcp_engine *e = ctx;
     struct conn *k = conn_of(c);
     switch (type) {
-    case MTCP_EV_CONNECTED: e->counters[CTR_CONN_ESTABLISHED]++; break;
+    case MTCP_EV_CONNECTED: e->counters[CTR_CONN_ESTABLISHED]++; resv_release(e, k); break;
     case MTCP_EV_CONNECT_FAILED:
+        resv_release(e, k);
         e->counters[CTR_CONN_FAILED]++;
         if (err == ETIMEDOUT) e->counters[CTR_CONN_TIMEDOUT]++;
         if (err == ECONNREFUSED) e->counters[CTR_CONN_RESET]++;
@@ -632,6 +704,7 @@ static int env_challenge_ok(void *ctx, uint64_t now) {
 }
 
 static void conn_release(struct mtcp_engine *e, struct conn *k) {
+    resv_release(e, k);
     tw_del(e, k);
     wheel_remove(&e->wheel, conn_idx(e, k));
     conn_unhash(e, k);
@@ -665,17 +738,34 @@ void engine_reap(struct mtcp_engine *e) {
     }
 }
 
+/* 1 if `need` blocks can be taken beyond the reserved ones, recycling TIME-WAIT blocks for room:
+ * like Linux (which never fails an open because of TIME-WAIT state) the oldest TIME-WAIT block
+ * goes first. It is detached and silent (no RST, no event); TCP code never holds a pointer to it
+ * here (callers are the connect API and a listener's SYN), so it is freed now. */
+static int blocks_room(struct mtcp_engine *e, uint32_t need) {
+    while (e->nconns - e->conns_used < e->resv + need && e->tw_head != NONE32) {
+        struct conn *t = &e->conns[e->tw_head];
+        out_del(e, t);
+        conn_release(e, t);             /* unlinks it from the FIFO, the hash and the wheel */
+        e->counters[CTR_TW_RECYCLED]++;
+    }
+    return e->nconns - e->conns_used >= e->resv + need;
+}
+
 struct conn *conn_alloc_recycle(struct mtcp_engine *e) {
-    struct conn *k = conn_alloc(e);
-    if (k || e->tw_head == NONE32) return k;
-    /* Pool exhausted: like Linux (which never fails an open because of TIME-WAIT state) drop the
-     * oldest TIME-WAIT block. It is detached and silent (no RST, no event); TCP code never holds a
-     * pointer to it here (callers are the connect API and a listener's SYN), so it is freed now. */
-    struct conn *t = &e->conns[e->tw_head];
-    out_del(e, t);
-    conn_release(e, t);                 /* unlinks it from the FIFO, the hash and the wheel */
-    e->counters[CTR_TW_RECYCLED]++;
-    return conn_alloc(e);
+    return blocks_room(e, 1) ? conn_alloc(e) : NULL;
+}
+
+static void resv_release(struct mtcp_engine *e, struct conn *k) {
+    if (!(k->eflags & CF_RESV)) return;
+    k->eflags &= (uint16_t)~CF_RESV;
+    e->resv--;
+}
+
+struct conn *conn_take_reserved(struct mtcp_engine *e, struct conn *client) {
+    if (!(client->eflags & CF_RESV)) return NULL;
+    resv_release(e, client);
+    return conn_alloc(e);               /* a reserved block is always free */
 }
 
 uint32_t conn_setup(struct mtcp_engine *e, struct conn *k, int family, const uint8_t *lip, uint16_t lport,
@@ -874,7 +964,7 @@ static void tcp_rx(struct mtcp_engine *e, int family, const uint8_t *src, const 
     if (l) { listen_input(e, l, family, dst, src, &t); return; }
     e->counters[CTR_DROP_NO_LISTENER]++;
     struct wire_tcp rst;
-    if (tcp_rst_for(&t, &rst)) ctrl_tcp(e, family, dst, src, &rst, e->rx_smac);
+    if (tcp_rst_for(&t, &rst)) ctrl_tcp(e, family, dst, src, &rst, NULL);
 }
 
 static void ip4_rx(struct mtcp_engine *e, const uint8_t *p, uint32_t len) {
@@ -955,18 +1045,17 @@ static void run_timers(struct mtcp_engine *e) {
     engine_reap(e);
 }
 
-/* Returns frames moved into the TX ring / output queue. */
-static uint32_t output_pass(struct mtcp_engine *e) {
+/* Control frames -> TX ring / output queue. Returns frames moved; sets tx_full when it stopped
+ * for lack of room. */
+static uint32_t ctrl_out(struct mtcp_engine *e) {
     uint32_t moved = 0;
-    e->tx_full = 0;
-    /* control frames first */
     while (e->ctrlq.n) {
         uint32_t f = e->ctrlq.head;
         if (e->link) {
             struct link_ring *r = &e->link->tx;
-            if (link_ring_space(r) == 0) { e->tx_full = 1; break; }
+            if (link_ring_space(r) == 0) { e->tx_full = 1; e->counters[CTR_TX_RING_FULL]++; break; }
             fifo_pop(e, &e->ctrlq);
-            if (e->frames[f].len > r->buf_size) { e->counters[CTR_DROP_TX_TOO_BIG]++; frame_put(e, f); continue; }
+            if (e->frames[f].len > r->buf_size) { e->counters[CTR_DROP_TX_TOO_BIG]++; frame_drop(e, f); continue; }
             struct link_slot *s = &r->slot[r->head];
             memcpy(s->buf, e->frames[f].buf, e->frames[f].len);
             s->len = e->frames[f].len;
@@ -974,15 +1063,45 @@ static uint32_t output_pass(struct mtcp_engine *e) {
             s->gso_size = 0;
             s->csum_start = s->csum_offset = 0;
             r->head = r->cur = link_ring_next(r, r->head);
+            frame_sent(e, f);
             frame_put(e, f);
         } else {
             if (e->outq.n >= OUTQ_MAX) { e->tx_full = 1; break; }
             fifo_pop(e, &e->ctrlq);
+            frame_sent(e, f);
             fifo_push(e, &e->outq, f);
         }
-        e->counters[CTR_FRAMES_OUT]++;
         moved++;
     }
+    return moved;
+}
+
+/* Send the queued control frames now, not at the output pass: in the middle of an RX batch (a
+ * SYN flood's replies) and whenever a control frame finds the queue full (a timer tick's burst of
+ * ARP requests). No TX slot is held by a connection at these points. */
+static void ctrl_flush(struct mtcp_engine *e) {
+    uint8_t full = e->tx_full;
+    e->counters[CTR_CTRL_FLUSHES]++;
+    e->tx_full = 0;
+    ctrl_out(e);
+    if (e->ctrlq.n && e->link) {
+        link_txsync(e->link, e->now);      /* TX ring full: hand it to the device, once */
+        e->tx_full = 0;
+        ctrl_out(e);
+    }
+    e->tx_full = full;
+}
+
+void ctrl_room(struct mtcp_engine *e) {
+    if (e->ctrlq.n >= CTRLQ_MAX) ctrl_flush(e);
+}
+
+/* Returns frames moved into the TX ring / output queue. */
+static uint32_t output_pass(struct mtcp_engine *e) {
+    uint32_t moved = 0;
+    e->tx_full = 0;
+    /* control frames first */
+    moved += ctrl_out(e);
     /* connections that want output: exactly those listed now (conns marked again during the
      * pass are appended behind them and wait for the next pass) */
     for (uint32_t todo = e->out_n; todo && e->out_head != NONE32 && !e->tx_full; todo--) {
@@ -1024,7 +1143,7 @@ static int starved_can_send(const struct conn *k) {
 
 /* Give WRITABLE to connections starved by the chunk pool once chunks are free again. */
 static void wake_starved(struct mtcp_engine *e) {
-    if ((!e->starved_n && !e->starved_overflow) || e->pool.nfree == 0) return;
+    if ((!e->starved_n && !e->starved_overflow) || e->pool.nfree <= buf_pool_reserve(&e->pool)) return;
     if (e->starved_overflow) {
         for (uint32_t i = 0; i < e->nconns; i++) {
             struct conn *k = &e->conns[i];
@@ -1046,6 +1165,54 @@ static void wake_starved(struct mtcp_engine *e) {
     e->starved_overflow = 0;
 }
 
+/* One RX batch from the link: every received frame through TCP. Returns frames taken. */
+static uint32_t rx_batch(struct mtcp_engine *e, struct mtcp_link *l) {
+    link_rxsync(l, e->now);
+    struct link_ring *rx = &l->rx;
+    uint32_t n = 0;
+    while (rx->head != rx->tail) {
+        struct link_slot *s = &rx->slot[rx->head];
+        rx_frame(e, s->buf, s->len, s->flags);
+        rx->head = link_ring_next(rx, rx->head);
+        n++;
+        if ((n & 63) == 0) engine_reap(e);
+        if (e->ctrlq.n >= CTRLQ_FLUSH) ctrl_flush(e);   /* control replies never wait for a slot */
+    }
+    rx->cur = rx->head;
+    engine_reap(e);
+    return n;
+}
+
+int mtcp_engine_poll_rx(mtcp_engine *e, uint64_t now_us) {
+    set_now(e, now_us);
+    if (e->link) rx_batch(e, e->link);
+    run_timers(e);
+    return (int)e->ev_n;
+}
+
+int mtcp_engine_poll_tx(mtcp_engine *e, uint64_t now_us) {
+    set_now(e, now_us);
+    struct mtcp_link *l = e->link;
+    uint32_t ev0 = e->ev_n;
+    uint32_t sent = output_pass(e);
+    if (l) {
+        link_txsync(l, e->now);
+        /* IP links (loopback): frames to ourselves come back at once; take them as poll does,
+         * but stop before the output pass once they made events: the layer above dispatches
+         * them first, so the replies of its callbacks carry these frames' ACKs (both ends of a
+         * connection on one engine) */
+        for (int round = 1; round < LOOP_ROUNDS && l->link_type == MTCP_LINK_IP && sent; round++) {
+            uint32_t n = rx_batch(e, l);
+            if (e->ev_n != ev0) break;
+            sent = output_pass(e);
+            link_txsync(l, e->now);
+            if (n == 0 && sent == 0) break;
+        }
+    }
+    wake_starved(e);
+    return (int)e->ev_n;
+}
+
 int mtcp_engine_poll(mtcp_engine *e, uint64_t now_us) {
     set_now(e, now_us);
     struct mtcp_link *l = e->link;
@@ -1056,18 +1223,7 @@ int mtcp_engine_poll(mtcp_engine *e, uint64_t now_us) {
         return (int)e->ev_n;
     }
     for (int round = 0; round < LOOP_ROUNDS; round++) {
-        link_rxsync(l, e->now);
-        struct link_ring *rx = &l->rx;
-        uint32_t n = 0;
-        while (rx->head != rx->tail) {
-            struct link_slot *s = &rx->slot[rx->head];
-            rx_frame(e, s->buf, s->len, s->flags);
-            rx->head = link_ring_next(rx, rx->head);
-            n++;
-            if ((n & 63) == 0) engine_reap(e);
-        }
-        rx->cur = rx->head;
-        engine_reap(e);
+        uint32_t n = rx_batch(e, l);
         if (round == 0) run_timers(e);
         uint32_t sent = output_pass(e);
         link_txsync(l, e->now);
@@ -1099,6 +1255,7 @@ void mtcp_engine_input(mtcp_engine *e, uint64_t now_us, const uint8_t *frame, ui
     if (!frame) return;
     rx_frame(e, frame, len, 0);
     engine_reap(e);
+    if (e->ctrlq.n >= CTRLQ_FLUSH) { e->tx_full = 0; ctrl_out(e); e->tx_full = 0; }
 }
 
 uint32_t mtcp_engine_output(mtcp_engine *e, uint64_t now_us, uint8_t *buf, uint32_t bufcap,
@@ -1169,10 +1326,14 @@ int64_t mtcp_connect(mtcp_engine *e, uint64_t now_us, const struct mtcp_addr *re
         port = port_ephemeral(e, family, lip, remote->ip, remote->port);
         if (port < 0) return port;
     }
-    struct conn *k = conn_alloc_recycle(e);
+    /* to ourselves: the listener's child needs a block too; reserve it now (admission) */
+    int self = is_local(e, family, remote->ip);
+    if (!blocks_room(e, self ? 2 : 1)) { port_unref(e, family, (uint16_t)port); return -ENOMEM; }
+    struct conn *k = conn_alloc(e);
     if (!k) { port_unref(e, family, (uint16_t)port); return -ENOMEM; }
     uint32_t iss = conn_setup(e, k, family, lip, (uint16_t)port, remote->ip, remote->port) + (uint32_t)(e->now / 4);
     k->eflags |= CF_PORTREF;
+    if (self) { k->eflags |= CF_RESV; e->resv++; }
     conn_hash(e, k);
     e->counters[CTR_ACTIVE_OPENS]++;
     mtcp_cid cid = conn_cid(e, k);

@@ -83,6 +83,8 @@ int64_t wheel_next_deadline(const struct wheel *w);
 #define CF_CHILD    0x0100   /* on its listener's children list */
 #define CF_ABORTQ   0x0200   /* on the abort list */
 #define CF_TWLIST   0x0400   /* on the TIME-WAIT FIFO (detached, in TIME-WAIT: recyclable) */
+#define CF_RESV     0x0800   /* active open to a local address holding a reserved block for the
+                              * listener's child (engine.c admission) */
 
 struct conn {
     struct tcp_conn tcp;      /* first member: (struct conn *)tcp_conn_ptr */
@@ -119,7 +121,8 @@ struct conn {
 struct neigh {
     uint8_t state, family, probes, nq;
     uint8_t mac[6];
-    uint16_t pad;
+    uint8_t weak;              /* INCOMPLETE, created to answer an unverified source (evicted first) */
+    uint8_t pad;
     uint32_t gen;              /* bumped when the entry is reused or fails (conns cache index+gen) */
     uint8_t ip[16];
     uint64_t expires;          /* REACHABLE: refresh after; FAILED: forget after */
@@ -134,14 +137,29 @@ struct neigh_table {
 };
 
 /* ---------------- frame pool (engine.c) ---------------- */
+/* Control frames (ARP/NDP, ICMP replies, RSTs, cookie SYN-ACKs) wait here until the output pass;
+ * an RX batch flushes them to the link whenever CTRLQ_FLUSH are queued, so a burst of replies is
+ * limited by the TX ring and the rate limits, not by this queue. */
 #define CTRLQ_MAX 64
+#define CTRLQ_FLUSH 32
 #define NEIGHQ_MAX 128
 #define OUTQ_MAX 256
+/* what a control frame carries (counted when it reaches the wire or is dropped) */
+#define FK_OTHER 0
+#define FK_COOKIE 1             /* SYN-cookie SYN-ACK */
+#define FK_RST 2                /* RST answering a segment without a connection */
+#define FK_ICMP 3               /* ICMP / ICMPv6 echo reply */
 struct frame {
     uint8_t *buf;
     uint32_t len;
     uint32_t next;
+    uint8_t kind;               /* FK_* */
 };
+/* token bucket: rate per second, depth burst; x in token-microseconds */
+struct tbucket { uint64_t last, x; uint8_t init; };
+int tb_take(struct tbucket *b, uint64_t now, uint32_t rate, uint32_t burst);
+/* the same, but only while more than `keep` tokens remain (they are kept for others) */
+int tb_take_above(struct tbucket *b, uint64_t now, uint32_t rate, uint32_t burst, uint32_t keep);
 struct fifo { uint32_t head, tail, n; };
 
 /* ---------------- the engine ---------------- */
@@ -166,6 +184,9 @@ struct mtcp_engine {
     uint32_t hmask;
     uint32_t ltab[256];        /* listeners by port */
     uint16_t *portref[2];      /* [v4, v6][port]: references held by this engine */
+#define PORT_LOG_MAX 64
+    uint32_t port_log[PORT_LOG_MAX]; /* family << 16 | port of first references (snapshot.c) */
+    uint32_t port_log_n;       /* PORT_LOG_MAX + 1: overflowed */
     uint32_t eph_next;
 
     /* out-of-order buffers */
@@ -187,6 +208,7 @@ struct mtcp_engine {
     uint32_t reap_head;
     uint32_t abort_head;           /* conns to reset at the next safe point */
     uint32_t tw_head, tw_tail, tw_n; /* detached TIME-WAIT blocks, oldest first (recycled when the pool is empty) */
+    uint32_t resv;                 /* free blocks reserved for the children of local active opens (CF_RESV) */
     /* connections whose mtcp_send was cut short by an empty chunk pool (not by their sndbuf):
      * they get WRITABLE as soon as chunks are free again (else, with nothing in flight, no ACK
      * would ever wake them). Bounded; on overflow every connection is checked once. */
@@ -223,6 +245,7 @@ struct mtcp_engine {
     uint16_t mss4, mss6;       /* path MSS from the MTU */
     uint64_t chal_sec;         /* RFC 5961 challenge ACK budget: current second ... */
     uint32_t chal_n;           /* ... and ACKs allowed in it so far */
+    struct tbucket tb_rst, tb_icmp, tb_solicit;   /* reply rate limits (cfg rst/icmp/solicit_ratelimit) */
 
     /* RX context */
     const uint8_t *rx_smac;    /* source MAC of the frame being processed (NULL on IP links) */
@@ -250,6 +273,12 @@ struct conn *conn_alloc(struct mtcp_engine *e);
 /* conn_alloc, and when the pool is empty recycle the oldest TIME-WAIT block (engine.c; Linux
  * never fails an open for TIME-WAIT state). NULL only when no block is free or recyclable. */
 struct conn *conn_alloc_recycle(struct mtcp_engine *e);
+/* Admission (engine.c): an active open to one of our own addresses takes two blocks, its own and
+ * one reserved for the listener's child, so that a client is told "connected" only for a
+ * connection the server can hold (else -ENOMEM at once). The child takes the reserved block
+ * (conn_take_reserved, via the client's block); CONNECTED/CONNECT_FAILED or freeing the client
+ * returns an unused reservation. Other allocations leave e->resv blocks free. */
+struct conn *conn_take_reserved(struct mtcp_engine *e, struct conn *client);
 void conn_free(struct mtcp_engine *e, struct conn *k);
 struct conn *conn_get(struct mtcp_engine *e, mtcp_cid cid);   /* live, not detached, else NULL */
 struct conn *conn_lookup(struct mtcp_engine *e, int family, const uint8_t *lip, uint16_t lport,
@@ -272,6 +301,14 @@ void neigh_init(struct mtcp_engine *e);
 int route_nexthop(struct mtcp_engine *e, int family, const uint8_t *dst, uint8_t *nh);
 /* Entry for nh (created INCOMPLETE + request sent if missing); NONE32 if the table is full. */
 uint32_t neigh_resolve(struct mtcp_engine *e, int family, const uint8_t *nh);
+/* The same for a reply to a source nothing has verified yet (a SYN, a segment to a closed port,
+ * a ping): never evicts a REACHABLE or another INCOMPLETE entry, and at most NEIGH_N/2 such
+ * entries are being resolved at once (a flood of spoofed sources cannot empty the cache). */
+uint32_t neigh_resolve_weak(struct mtcp_engine *e, int family, const uint8_t *nh);
+/* 1 if a reply to dst could not even wait for resolution now (no route, a FAILED neighbour, or
+ * no room for another weak resolution): the caller skips building it (a flood's cookies cost a
+ * lookup, not two SipHashes and a frame). */
+int neigh_reply_hopeless(struct mtcp_engine *e, int family, const uint8_t *dst);
 void neigh_learn(struct mtcp_engine *e, int family, const uint8_t *ip, const uint8_t *mac, int create);
 void neigh_enqueue(struct mtcp_engine *e, uint32_t ni, uint32_t frame);
 void neigh_tick(struct mtcp_engine *e);
@@ -295,14 +332,19 @@ uint8_t engine_wscale(uint32_t rcvbuf);
 int is_local(const struct mtcp_engine *e, int family, const uint8_t *ip);
 uint32_t frame_get(struct mtcp_engine *e);
 void frame_put(struct mtcp_engine *e, uint32_t f);
+/* a control frame that will never be sent: count it by kind (FK_*) and free it */
+void frame_drop(struct mtcp_engine *e, uint32_t f);
 /* Build an IP packet (+L2) in a fresh control frame: returns the frame index and a pointer to
- * the transport header (cap bytes available), NONE32 if no buffer. dmac NULL = resolve. */
+ * the transport header (cap bytes available), NONE32 if no buffer. dmac NULL = resolve (weakly:
+ * replies go to a MAC learned by ARP/NDP only, never to a frame's source MAC). */
 uint32_t ctrl_begin(struct mtcp_engine *e, int family, uint8_t **l4, uint32_t *cap);
 void ctrl_commit(struct mtcp_engine *e, uint32_t f, int family, const uint8_t *src, const uint8_t *dst,
                  uint8_t proto, uint32_t l4len, const uint8_t *dmac, uint8_t hop_limit);
 void ctrl_tcp(struct mtcp_engine *e, int family, const uint8_t *src, const uint8_t *dst,
               const struct wire_tcp *t, const uint8_t *dmac);
 void ctrl_push(struct mtcp_engine *e, uint32_t f);
+/* control queue full: send what it holds now (to the TX ring / output queue) */
+void ctrl_room(struct mtcp_engine *e);
 void engine_reap(struct mtcp_engine *e);
 void engine_push_event(struct mtcp_engine *e, struct conn *k, uint32_t type, int32_t err, uint32_t len,
                        mtcp_cid parent);

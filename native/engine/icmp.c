@@ -32,17 +32,22 @@ void icmp4_input(struct mtcp_engine *e, const struct wire_ipv4 *ip) {
     int rc = wire_icmp4_parse(ip->payload, ip->payload_len, &m);
     if (rc < 0) { e->counters[ctr_wire_drop(rc)]++; return; }
     if (m.type == WIRE_ICMP4_ECHO_REQUEST && m.code == 0) {
+        if (!tb_take(&e->tb_icmp, e->now, e->cfg.icmp_ratelimit, e->cfg.icmp_burst)) {
+            e->counters[CTR_ICMP_RATELIMITED]++;
+            return;
+        }
         uint8_t *l4;
         uint32_t cap;
         uint32_t f = ctrl_begin(e, MTCP_AF_INET, &l4, &cap);
-        if (f == NONE32) return;
+        if (f == NONE32) { e->counters[CTR_ICMP_UNSENT]++; return; }
+        e->frames[f].kind = FK_ICMP;
         struct wire_icmp4 r = m;
         r.type = WIRE_ICMP4_ECHO_REPLY;
         r.code = 0;
         size_t l = wire_icmp4_emit(l4, cap, &r);
-        if (!l) { frame_put(e, f); e->counters[CTR_DROP_TX_TOO_BIG]++; return; }
-        ctrl_commit(e, f, MTCP_AF_INET, ip->dst, ip->src, WIRE_PROTO_ICMP, (uint32_t)l, e->rx_smac, 64);
-        e->counters[CTR_ICMP_ECHO_ANSWERED]++;
+        if (!l) { frame_drop(e, f); e->counters[CTR_DROP_TX_TOO_BIG]++; return; }
+        /* to the MAC ARP knows for the source, never to the frame's source MAC */
+        ctrl_commit(e, f, MTCP_AF_INET, ip->dst, ip->src, WIRE_PROTO_ICMP, (uint32_t)l, NULL, 64);
         return;
     }
     if (m.type == WIRE_ICMP4_DEST_UNREACH && m.code == 4) {
@@ -71,10 +76,15 @@ void icmp6_input(struct mtcp_engine *e, const struct wire_ipv6 *ip) {
         return;
     case WIRE_ICMP6_ECHO_REQUEST: {
         if (!is_local(e, MTCP_AF_INET6, ip->dst)) return;     /* no answers to multicast pings */
+        if (!tb_take(&e->tb_icmp, e->now, e->cfg.icmp_ratelimit, e->cfg.icmp_burst)) {
+            e->counters[CTR_ICMP_RATELIMITED]++;
+            return;
+        }
         uint8_t *l4;
         uint32_t cap;
         uint32_t f = ctrl_begin(e, MTCP_AF_INET6, &l4, &cap);
-        if (f == NONE32) return;
+        if (f == NONE32) { e->counters[CTR_ICMP_UNSENT]++; return; }
+        e->frames[f].kind = FK_ICMP;
         struct wire_icmp6 r;
         memset(&r, 0, sizeof r);
         r.type = WIRE_ICMP6_ECHO_REPLY;
@@ -83,9 +93,8 @@ void icmp6_input(struct mtcp_engine *e, const struct wire_ipv6 *ip) {
         r.data = m.data;
         r.data_len = m.data_len;
         size_t l = wire_icmp6_emit(l4, cap, ip->dst, ip->src, &r);
-        if (!l) { frame_put(e, f); e->counters[CTR_DROP_TX_TOO_BIG]++; return; }
-        ctrl_commit(e, f, MTCP_AF_INET6, ip->dst, ip->src, WIRE_PROTO_ICMPV6, (uint32_t)l, e->rx_smac, 64);
-        e->counters[CTR_ICMP_ECHO_ANSWERED]++;
+        if (!l) { frame_drop(e, f); e->counters[CTR_DROP_TX_TOO_BIG]++; return; }
+        ctrl_commit(e, f, MTCP_AF_INET6, ip->dst, ip->src, WIRE_PROTO_ICMPV6, (uint32_t)l, NULL, 64);
         return;
     }
     case WIRE_ICMP6_PACKET_TOO_BIG: {

@@ -125,7 +125,13 @@ void listen_close(struct mtcp_engine *e, struct conn *l) {
 
 static struct conn *child_new(struct mtcp_engine *e, struct conn *l, int family, const uint8_t *lip,
                               const uint8_t *rip, const struct wire_tcp *seg, uint32_t *f) {
-    struct conn *k = conn_alloc_recycle(e);
+    struct conn *k = NULL;
+    if (e->resv && is_local(e, family, rip)) {
+        /* our own active open: it reserved this block (admission, engine.c) */
+        struct conn *cl = conn_lookup(e, family, rip, seg->sport, lip, seg->dport);
+        if (cl && cl->kind == CK_CONN) k = conn_take_reserved(e, cl);
+    }
+    if (!k) k = conn_alloc_recycle(e);
     if (!k) return NULL;
     *f = conn_setup(e, k, family, lip, seg->dport, rip, seg->sport);
     /* inherit the listener's options */
@@ -145,12 +151,8 @@ static struct conn *child_new(struct mtcp_engine *e, struct conn *l, int family,
     l->u.ls.head = conn_idx(e, k);
     l->u.ls.synq++;
     conn_hash(e, k);
-    /* the peer is on-link and just talked to us: remember its MAC (saves an ARP round trip) */
-    if (e->rx_smac && e->cfg.link_type == MTCP_LINK_ETHERNET) {
-        uint8_t nh[16];
-        if (route_nexthop(e, family, rip, nh) == 0 && memcmp(nh, rip, (size_t)addr_len(family)) == 0)
-            neigh_learn(e, family, rip, e->rx_smac, 1);
-    }
+    /* no MAC is learned from the segment (a spoofed SYN would redirect the peer's traffic):
+     * the SYN-ACK waits for ARP/NDP like any reply (neigh.c) */
     return k;
 }
 
@@ -193,9 +195,8 @@ static void send_cookie(struct mtcp_engine *e, struct conn *l, int family, const
         if ((int32_t)(t.tsval - tsnow) > 0) t.tsval -= 64;
         t.tsecr = syn->tsval;
     }
-    ctrl_tcp(e, family, lip, rip, &t, e->rx_smac);
-    e->counters[CTR_SYNCOOKIES_SENT]++;
-    l->u.ls.cookies_sent++;
+    ctrl_tcp(e, family, lip, rip, &t, NULL);       /* SYNCOOKIES_SENT counted on the wire */
+    l->u.ls.cookies_sent++;                         /* per listener: cookies issued */
 }
 
 /* 1 and the options if ack->ack - 1 is a cookie we issued for this 4-tuple recently. */
@@ -222,7 +223,7 @@ static int check_cookie(struct mtcp_engine *e, int family, const uint8_t *lip, c
 static void rst_reply(struct mtcp_engine *e, int family, const uint8_t *lip, const uint8_t *rip,
                       const struct wire_tcp *seg) {
     struct wire_tcp rst;
-    if (tcp_rst_for(seg, &rst)) ctrl_tcp(e, family, lip, rip, &rst, e->rx_smac);
+    if (tcp_rst_for(seg, &rst)) ctrl_tcp(e, family, lip, rip, &rst, NULL);
 }
 
 void listen_input(struct mtcp_engine *e, struct conn *l, int family, const uint8_t *lip,
@@ -240,8 +241,22 @@ void listen_input(struct mtcp_engine *e, struct conn *l, int family, const uint8
         if (!cookie && l->u.ls.synq >= e->cfg.syn_backlog) { e->counters[CTR_DROP_LISTEN_OVERFLOW]++; l->u.ls.overflows++; return; }
         uint32_t f = 0;
         struct conn *k = cookie ? NULL : child_new(e, l, family, lip, rip, seg, &f);
+        if (!k && !cookie && is_local(e, family, rip)) {
+            /* no block for a connection from one of our own addresses (another engine of this
+             * host, or a local open without a reservation): refuse it at once — a cookie would
+             * tell the client "connected" for a connection no block can hold */
+            e->counters[CTR_DROP_NO_MEM]++;
+            e->counters[CTR_ADMISSION_REFUSED]++;
+            rst_reply(e, family, lip, rip, seg);
+            return;
+        }
         if (!k) {
             if (mode == MTCP_SYNCOOKIES_OFF) { e->counters[CTR_DROP_NO_MEM]++; return; }
+            if (neigh_reply_hopeless(e, family, rip)) {
+                e->counters[CTR_SYNCOOKIES_UNSENT]++;
+                e->counters[CTR_NEIGH_TABLE_FULL]++;
+                return;
+            }
             send_cookie(e, l, family, lip, rip, seg);
             return;
         }
@@ -265,7 +280,14 @@ void listen_input(struct mtcp_engine *e, struct conn *l, int family, const uint8
         if (mss > our) mss = our;
         uint32_t f;
         struct conn *k = child_new(e, l, family, lip, rip, seg, &f);
-        if (!k) { e->counters[CTR_DROP_NO_MEM]++; return; }
+        if (!k) {
+            /* the peer believes it is connected: refuse at once with a RST instead of leaving
+             * it to retransmit into a connection that does not exist */
+            e->counters[CTR_DROP_NO_MEM]++;
+            e->counters[CTR_ADMISSION_REFUSED]++;
+            rst_reply(e, family, lip, rip, seg);
+            return;
+        }
         e->counters[CTR_SYNCOOKIES_ACCEPTED]++;
         l->u.ls.cookies_ok++;
         e->counters[CTR_PASSIVE_OPENS]++;

@@ -6,8 +6,18 @@
  * re-requested every second, NEIGH_RETRIES times, then FAILED and the queue is dropped),
  * REACHABLE (usable; after cfg->neigh_timeout_us it is still used while a refresh request
  * goes out, at most once a second), FAILED (frames to it are dropped for a second).
- * The table is fixed-size (NEIGH_N); when full, the oldest entry with no waiting frames is
- * replaced.
+ * The table is fixed-size (NEIGH_N); when full, a FAILED entry is replaced first, then an
+ * INCOMPLETE one started for an unverified source ("weak"), then the REACHABLE entry that
+ * expires first; an INCOMPLETE entry our own connections wait for is never replaced.
+ *
+ * Learning (RFC 826 merge / RFC 4861 7.2.3-7.2.5, as Linux): an ARP packet updates the entry of
+ * its sender IP if there is one, and creates it only when it is a packet for our address; an NS
+ * for our address creates/updates its source's entry, an NA updates an existing one. A TCP
+ * segment never teaches a MAC: replies to a SYN, a segment to a closed port or a ping go out
+ * only after the source resolved (neigh_resolve_weak: at most NEIGH_N/2 such resolutions at a
+ * time, one waiting frame each, half the wait queue at most), so a spoofed frame can neither
+ * redirect a known peer's traffic nor draw a reply to an unverified MAC. Requests are limited
+ * to cfg.solicit_ratelimit per second; weak resolutions may use half of that budget.
  */
 #include <errno.h>
 #include <string.h>
@@ -79,7 +89,7 @@ static void neigh_drop_queue(struct mtcp_engine *e, struct neigh *n) {
     uint32_t f = n->qhead;
     while (f != NONE32) {
         uint32_t nx = e->frames[f].next;
-        frame_put(e, f);
+        frame_drop(e, f);
         e->counters[CTR_DROP_NEIGH_QUEUE]++;
         f = nx;
     }
@@ -102,15 +112,21 @@ static void neigh_unlink(struct mtcp_engine *e, uint32_t idx) {
     n->hnext = NONE32;
 }
 
-static uint32_t neigh_new(struct mtcp_engine *e, int family, const uint8_t *ip) {
-    uint32_t victim = NONE32;
-    uint64_t oldest = UINT64_MAX;
+static uint32_t neigh_new(struct mtcp_engine *e, int family, const uint8_t *ip, int weak) {
+    /* victims by preference: free, failed, a weak INCOMPLETE (strong callers only), the
+     * REACHABLE entry expiring first (strong callers only) */
+    uint32_t failed = NONE32, wk = NONE32, reach = NONE32, victim = NONE32;
+    uint64_t of = UINT64_MAX, ow = UINT64_MAX, orr = UINT64_MAX;
     for (uint32_t i = 0; i < NEIGH_N; i++) {
         struct neigh *n = &e->neigh.ent[i];
         if (n->state == NS_FREE) { victim = i; break; }
-        if (n->state != NS_INCOMPLETE && n->expires < oldest) { oldest = n->expires; victim = i; }
+        if (n->state == NS_FAILED && n->expires < of) { of = n->expires; failed = i; }
+        else if (n->state == NS_INCOMPLETE && n->weak && n->next_probe < ow) { ow = n->next_probe; wk = i; }
+        else if (n->state == NS_REACHABLE && n->expires < orr) { orr = n->expires; reach = i; }
     }
-    if (victim == NONE32) return NONE32;
+    if (victim == NONE32) victim = failed;
+    if (victim == NONE32 && !weak) victim = wk != NONE32 ? wk : reach;
+    if (victim == NONE32) { e->counters[CTR_NEIGH_TABLE_FULL]++; return NONE32; }
     if (e->neigh.ent[victim].state != NS_FREE) neigh_unlink(e, victim);
     struct neigh *n = &e->neigh.ent[victim];
     uint32_t gen = n->gen + 1;
@@ -126,7 +142,15 @@ static uint32_t neigh_new(struct mtcp_engine *e, int family, const uint8_t *ip) 
 }
 
 static void solicit(struct mtcp_engine *e, struct neigh *n) {
+    /* resolutions for unverified sources (weak) may use half the budget: the rest is kept for our
+     * own connections and for peers that talked ARP/NDP to us */
+    uint32_t keep = n->weak ? e->cfg.solicit_ratelimit / 2 : 0;
+    if (!tb_take_above(&e->tb_solicit, e->now, e->cfg.solicit_ratelimit, e->cfg.solicit_ratelimit, keep)) {
+        e->counters[CTR_SOLICIT_RATELIMITED]++;      /* retried at the next probe time */
+        return;
+    }
     if (n->family == MTCP_AF_INET) {
+        ctrl_room(e);
         uint32_t f = frame_get(e);
         if (f == NONE32 || e->ctrlq.n >= CTRLQ_MAX) {
             if (f != NONE32) frame_put(e, f);
@@ -171,10 +195,11 @@ static void solicit(struct mtcp_engine *e, struct neigh *n) {
     }
 }
 
-uint32_t neigh_resolve(struct mtcp_engine *e, int family, const uint8_t *nh) {
+static uint32_t resolve(struct mtcp_engine *e, int family, const uint8_t *nh, int weak) {
     uint32_t i = neigh_find(e, family, nh);
     if (i != NONE32) {
         struct neigh *n = &e->neigh.ent[i];
+        if (!weak) n->weak = 0;                      /* our own traffic waits for it too */
         if (n->state == NS_REACHABLE && e->now >= n->expires && e->now >= n->next_probe) {
             n->next_probe = e->now + NEIGH_RETRY_US;   /* stale: keep using it, refresh */
             solicit(e, n);
@@ -188,9 +213,11 @@ uint32_t neigh_resolve(struct mtcp_engine *e, int family, const uint8_t *nh) {
         }
         return i;
     }
-    i = neigh_new(e, family, nh);
+    if (weak && e->neigh.incomplete >= NEIGH_N / 2) { e->counters[CTR_NEIGH_TABLE_FULL]++; return NONE32; }
+    i = neigh_new(e, family, nh, weak);
     if (i == NONE32) return NONE32;
     struct neigh *n = &e->neigh.ent[i];
+    n->weak = (uint8_t)weak;
     n->state = NS_INCOMPLETE;
     n->probes = 1;
     n->next_probe = e->now + NEIGH_RETRY_US;
@@ -200,15 +227,28 @@ uint32_t neigh_resolve(struct mtcp_engine *e, int family, const uint8_t *nh) {
     return i;
 }
 
+uint32_t neigh_resolve(struct mtcp_engine *e, int family, const uint8_t *nh) { return resolve(e, family, nh, 0); }
+
+int neigh_reply_hopeless(struct mtcp_engine *e, int family, const uint8_t *dst) {
+    if (!e->l2len) return 0;
+    uint8_t nh[16];
+    if (route_nexthop(e, family, dst, nh) < 0) return 1;
+    uint32_t i = neigh_find(e, family, nh);
+    if (i != NONE32) return e->neigh.ent[i].state == NS_FAILED && e->now < e->neigh.ent[i].expires;
+    return e->neigh.incomplete >= NEIGH_N / 2;
+}
+uint32_t neigh_resolve_weak(struct mtcp_engine *e, int family, const uint8_t *nh) { return resolve(e, family, nh, 1); }
+
 void neigh_learn(struct mtcp_engine *e, int family, const uint8_t *ip, const uint8_t *mac, int create) {
     if (mac[0] & 1) return;                       /* multicast/broadcast MAC: ignore */
     uint32_t i = neigh_find(e, family, ip);
     if (i == NONE32) {
         if (!create) return;
-        i = neigh_new(e, family, ip);
+        i = neigh_new(e, family, ip, 0);
         if (i == NONE32) return;
     }
     struct neigh *n = &e->neigh.ent[i];
+    n->weak = 0;
     if (n->state == NS_INCOMPLETE) {
         e->neigh.incomplete--;
         e->counters[CTR_NEIGH_RESOLVED]++;
@@ -234,12 +274,14 @@ void neigh_learn(struct mtcp_engine *e, int family, const uint8_t *ip, const uin
 
 void neigh_enqueue(struct mtcp_engine *e, uint32_t ni, uint32_t f) {
     struct neigh *n = &e->neigh.ent[ni];
-    if (n->nq >= NEIGH_QMAX || e->neighq_n >= NEIGHQ_MAX) {
-        if (n->qhead == NONE32) { frame_put(e, f); e->counters[CTR_DROP_NEIGH_QUEUE]++; return; }
+    /* a weak entry keeps its newest frame only, and weak entries fill half the queue at most */
+    uint32_t qmax = n->weak ? 1 : NEIGH_QMAX, gmax = n->weak ? NEIGHQ_MAX / 2 : NEIGHQ_MAX;
+    if (n->nq >= qmax || e->neighq_n >= gmax) {
+        if (n->qhead == NONE32) { frame_drop(e, f); e->counters[CTR_DROP_NEIGH_QUEUE]++; return; }
         uint32_t old = n->qhead;                   /* drop the oldest */
         n->qhead = e->frames[old].next;
         if (n->qhead == NONE32) n->qtail = NONE32;
-        frame_put(e, old);
+        frame_drop(e, old);
         n->nq--;
         e->neighq_n--;
         e->counters[CTR_DROP_NEIGH_QUEUE]++;
@@ -311,6 +353,7 @@ void arp_input(struct mtcp_engine *e, const uint8_t *p, uint32_t len) {
     int for_us = is_local(e, MTCP_AF_INET, a.tpa) && !zero(e->cfg.ipv4, 4);
     if (!zero(a.spa, 4)) neigh_learn(e, MTCP_AF_INET, a.spa, a.sha, for_us);
     if (!for_us || a.op != WIRE_ARP_REQUEST) return;
+    ctrl_room(e);
     uint32_t f = frame_get(e);
     if (f == NONE32 || e->ctrlq.n >= CTRLQ_MAX) {
         if (f != NONE32) frame_put(e, f);

@@ -219,6 +219,12 @@ int port_ref(struct mtcp_engine *e, int family, uint16_t port) {
         int rc = e->link->ops->claim_port(e->link, family, port, 0);
         if (rc < 0) return rc;
     }
+    if (*r == 0) {
+        /* the ports that went from 0 references to 1 since the last snapshot restore
+         * (engine/snapshot.c clears just these instead of both 128 KiB tables) */
+        if (e->port_log_n < PORT_LOG_MAX) e->port_log[e->port_log_n] = (uint32_t)fam_i(family) << 16 | port;
+        if (e->port_log_n <= PORT_LOG_MAX) e->port_log_n++;
+    }
     (*r)++;
     return 0;
 }

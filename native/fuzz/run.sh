@@ -36,6 +36,8 @@ for h in $FUZZERS; do
         -print_final_stats=1 -artifact_prefix="$WORK/$h-art/" "$WORK/$h-corpus" >"$WORK/$h.log" 2>&1
     r=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$WORK/$h.log")
+    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$WORK/$h.log")
+    cov=$(grep -E '^#[0-9]+' "$WORK/$h.log" | tail -1 | sed -n 's/.*\(cov: [0-9]*\).*\(ft: [0-9]*\).*\(corp: [0-9]*\).*/\1 \2 \3/p')
     found=$(ls "$WORK/$h-art" 2>/dev/null | wc -l)
     if [ "$r" -ne 0 ] || [ "$found" -ne 0 ]; then
         echo "FAIL $h: exit $r, $found finding(s) after ${execs:-?} executions"
@@ -46,7 +48,7 @@ for h in $FUZZERS; do
         echo "  log and reproducers in $FINDINGS"
         rc=1
     else
-        echo "ok   $h: ${execs:-?} executions in ${HALF}s, no findings"
+        echo "ok   $h: ${execs:-?} executions in ${HALF}s (${rate:-?}/s), ${cov:-}, no findings"
     fi
 done
 rm -rf "$WORK"

@@ -106,6 +106,18 @@ struct mtcp_config {
     uint32_t max_rack;         /* RACK transmit-record sets (~440 B each), taken by SACK connections
                                   while data is in flight; default max_conns/4 in [16, 4096]; <= 2^20;
                                   0 = none (RFC 6675 DupThresh loss detection only) */
+    /* --- reply rate limits (token buckets per engine; what they suppress is counted) --- */
+    uint32_t rst_ratelimit;    /* RSTs answering segments that match no connection, per second;
+                                  default 10000; 0 = unlimited */
+    uint32_t rst_burst;        /* bucket depth; default 1000 (a burst of 1000 is answered in full) */
+    uint32_t icmp_ratelimit;   /* ICMP/ICMPv6 echo replies per second; default 1000 (Linux
+                                  icmp_msgs_per_sec); 0 = unlimited */
+    uint32_t icmp_burst;       /* default 50 (Linux icmp_msgs_burst) */
+    uint32_t invalid_ratelimit_ms; /* per connection: at most one ACK answering an invalid segment
+                                  (out of window, PAWS, challenge) per this interval; default 500
+                                  (Linux tcp_invalid_ratelimit); 0 = no per-connection limit */
+    uint32_t solicit_ratelimit; /* ARP requests / neighbour solicitations per second; default 100;
+                                  0 = unlimited */
 };
 
 /* Events handed to the layer above, in order. */
@@ -181,6 +193,16 @@ void mtcp_engine_free(mtcp_engine *e);   /* does not free the link */
 /* One batch: take every received frame from the link (rxsync), run TCP, expire timers, emit
  * everything that can be sent into the TX ring, txsync. Returns the number of queued events. */
 int mtcp_engine_poll(mtcp_engine *e, uint64_t now_us);
+/* The first half of a poll: the RX batch and expired timers, no output. The layer above
+ * dispatches the events, then mtcp_engine_poll_tx sends what its callbacks wrote and closed
+ * together with the ACKs (and window updates) of what arrived: a reply carries the ACK of the
+ * request, a FIN queued by close() after the last write leaves with that data. Returns the
+ * number of queued events. */
+int mtcp_engine_poll_rx(mtcp_engine *e, uint64_t now_us);
+/* The second half: one output pass + txsync; on IP links further RX/TX rounds while frames
+ * move (as mtcp_engine_poll), stopping after an RX that queued events (no output for it yet:
+ * call mtcp_engine_poll_tx again after dispatching them). Returns the number of queued events. */
+int mtcp_engine_poll_tx(mtcp_engine *e, uint64_t now_us);
 /* Absolute time (us) of the engine's (and its link's) next deadline, or -1 if none. */
 int64_t mtcp_engine_next_deadline(mtcp_engine *e);
 /* Move up to max queued events into ev; returns how many. */
@@ -427,10 +449,11 @@ void mtcp_steer_counters(mtcp_link *l, uint64_t *out, uint32_t n);
 const char *mtcp_steer_counter_name(uint32_t i);
 
 /* Frame counters of any link, in this order: rx_frames, tx_frames, rx_dropped (ring full,
- * kernel drops), tx_dropped, rx_errors, tx_errors. Wrappers (impair) report their inner link's.
- * Copies min(n, MTCP_LINK_NSTATS). mtcp_link_kind: "sim", "loopback", "tap", "packet", "xdp",
- * "netmap", "impair", ... */
-#define MTCP_LINK_NSTATS 6
+ * kernel drops), tx_dropped, rx_errors, tx_errors, tx_kicks_refused (TX kicks/writes the device
+ * refused; the frames wait for the next txsync). Wrappers (impair, steer) report their inner
+ * link's. Copies min(n, MTCP_LINK_NSTATS). mtcp_link_kind: "sim", "loopback", "tap", "packet",
+ * "xdp", "netmap", "impair", ... */
+#define MTCP_LINK_NSTATS 7
 void mtcp_link_stats(mtcp_link *l, uint64_t *out, uint32_t n);
 const char *mtcp_link_stat_name(uint32_t i);
 const char *mtcp_link_kind(mtcp_link *l);

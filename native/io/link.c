@@ -75,7 +75,7 @@ int mtcp_link_fd(mtcp_link *l)
 }
 
 static const char *const link_stat_names[] = {
-    "rx_frames", "tx_frames", "rx_dropped", "tx_dropped", "rx_errors", "tx_errors",
+    "rx_frames", "tx_frames", "rx_dropped", "tx_dropped", "rx_errors", "tx_errors", "tx_kicks_refused",
 };
 
 void mtcp_link_stats(mtcp_link *l, uint64_t *out, uint32_t n)
@@ -84,14 +84,15 @@ void mtcp_link_stats(mtcp_link *l, uint64_t *out, uint32_t n)
     memset(&st, 0, sizeof(st));
     if (l && l->ops->stats)
         l->ops->stats(l, &st);
-    const uint64_t v[6] = { st.rx_frames, st.tx_frames, st.rx_dropped, st.tx_dropped, st.rx_errors, st.tx_errors };
-    for (uint32_t i = 0; i < n && i < 6; i++)
+    const uint64_t v[MTCP_LINK_NSTATS] = { st.rx_frames, st.tx_frames, st.rx_dropped, st.tx_dropped, st.rx_errors,
+                                           st.tx_errors, st.tx_kicks_refused };
+    for (uint32_t i = 0; i < n && i < MTCP_LINK_NSTATS; i++)
         out[i] = v[i];
 }
 
 const char *mtcp_link_stat_name(uint32_t i)
 {
-    return i < 6 ? link_stat_names[i] : NULL;
+    return i < MTCP_LINK_NSTATS ? link_stat_names[i] : NULL;
 }
 
 const char *mtcp_link_kind(mtcp_link *l)

@@ -18,8 +18,10 @@
  * Buffers (added by the io engineer, as the backends are built):
  *   - RX slot->buf may point into kernel-shared memory (AF_PACKET blocks, AF_XDP UMEM, netmap)
  *     and may change at every rxsync: read it fresh per frame, never keep it after releasing.
- *   - TX slot->buf is the backend's (fixed per slot, possibly kernel-shared): write at most
- *     tx.buf_size bytes, never replace the pointer. buf_size differs per backend (AF_XDP: 2048).
+ *   - TX slot->buf is the backend's (possibly kernel-shared): write at most tx.buf_size bytes,
+ *     never replace the pointer, read it fresh for every frame (the loopback backend exchanges
+ *     a long frame's buffer with a free RX slot at txsync). buf_size differs per backend
+ *     (AF_XDP: 2048).
  *   - Exceptions to "one syscall per batch": TAP (a tun fd has no batch I/O: one read/writev
  *     per frame) and AF_XDP copy mode (the kernel sends at most 32 frames per sendto).
  *   - next_deadline() returning 0 (or any past time) means "poll again now" (loopback frames
@@ -69,6 +71,8 @@ struct link_stats {
     uint64_t tx_dropped;   /* refused by the lower layer */
     uint64_t rx_errors;    /* malformed / truncated */
     uint64_t tx_errors;    /* syscall or format errors */
+    uint64_t tx_kicks_refused; /* TX kicks / writes the device refused (ENOBUFS, EAGAIN, EBUSY): the
+                                * frames wait in the ring for the next txsync */
 };
 
 struct link_ops {

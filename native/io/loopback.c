@@ -20,7 +20,8 @@
  *   - each attachment has an eventfd (mtcp_link_fd), written by another thread's txsync on the
  *     "not signalled -> signalled" transition and drained by rxsync. Frames an engine sends to
  *     itself need no syscall: they make next_deadline() return 0 (due now) instead.
- * Frames are delivered with LINK_SLOT_F_CSUM_VALID (a partial checksum stays marked PARTIAL,
+ * A long frame an attachment sends to itself changes buffers with the free RX slot (no copy;
+ * slot buffers are not fixed to a slot). Frames are delivered with LINK_SLOT_F_CSUM_VALID (a partial checksum stays marked PARTIAL,
  * so a wrapper that corrupts a frame can still finish the checksum first).
  *
  * Isolated attachments (mtcp_loopback_open_isolated, virtual time): the port table is the
@@ -103,8 +104,13 @@ static int lo_dport(const uint8_t *p, uint32_t len, int *fam)
     return -1;
 }
 
-/* Copy one frame into a's RX ring. Caller holds a->rxmu. 0 or -1 (full / too long). */
-static int lo_put(struct lo_att *a, const struct link_slot *src)
+/* Frames to oneself at least this long change buffers with the free RX slot instead of being
+ * copied (both buffers belong to the same attachment's ring block). */
+#define LO_SWAP_MIN 512u
+
+/* Put one frame into a's RX ring. Caller holds a->rxmu. 0 or -1 (full / too long). own: src is
+ * a TX slot of a itself (a frame to oneself): a long frame's buffer is swapped, not copied. */
+static int lo_put(struct lo_att *a, struct link_slot *src, int own)
 {
     struct link_ring *r = &a->l.rx;
     uint32_t next = link_ring_next(r, a->hwtail);
@@ -113,7 +119,13 @@ static int lo_put(struct lo_att *a, const struct link_slot *src)
         return -1;
     }
     struct link_slot *d = &r->slot[a->hwtail];
-    memcpy(d->buf, src->buf, src->len);
+    if (own && src->len >= LO_SWAP_MIN) {
+        uint8_t *b = d->buf;
+        d->buf = src->buf;
+        src->buf = b;
+    } else {
+        memcpy(d->buf, src->buf, src->len);
+    }
     d->len = src->len;
     /* Pass the sender's checksum state through: frames from an engine carry CSUM_PARTIAL
      * (in-process offload, trusted like Linux's CHECKSUM_PARTIAL); a frame whose checksum was
@@ -187,7 +199,7 @@ static int lo_txsync(struct mtcp_link *l, uint64_t now)
             if (a->route[j] != d)
                 continue;
             a->route[j] = NULL;
-            if (lo_put(d, &t->slot[j]) == 0)
+            if (lo_put(d, &t->slot[j], d == a) == 0)
                 got++;
         }
         if (got && d != a && !d->efd_signaled) {

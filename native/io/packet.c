@@ -85,7 +85,7 @@ struct pkt_link {
     uint32_t tx_done;                   /* first slot not yet completed */
     int kick_owed;                      /* the last sendto() did not take every frame */
     uint64_t tx_now;                    /* now_us of the last txsync */
-    uint64_t tx_errors, rx_frames, tx_frames_sent, kernel_drops;
+    uint64_t tx_errors, rx_frames, tx_frames_sent, kernel_drops, kicks_refused;
     int vnet;                           /* PACKET_VNET_HDR on: a virtio_net_hdr precedes frames */
     char ifname[IFNAMSIZ];
 };
@@ -303,6 +303,8 @@ static int pkt_txsync(struct mtcp_link *l, uint64_t now)
         if (sendto(p->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0) {
             if (errno != EAGAIN && errno != ENOBUFS && errno != EINTR)
                 p->tx_errors++;
+            else
+                p->kicks_refused++;
             p->kick_owed = 1;
         } else {
             p->kick_owed = 0;
@@ -351,6 +353,7 @@ static void pkt_stats(struct mtcp_link *l, struct link_stats *o)
     o->rx_dropped = p->kernel_drops;
     o->rx_errors = p->rx_errors;
     o->tx_errors = p->tx_errors;
+    o->tx_kicks_refused = p->kicks_refused;
 }
 
 static const struct link_ops pkt_ops = {

@@ -710,8 +710,16 @@ static void steer_destroy(struct mtcp_link *l)
     free(s);
 }
 
+static void steer_stats(struct mtcp_link *l, struct link_stats *o)
+{
+    struct mtcp_link *in = ((struct steer_link *)l)->in;
+    if (in->ops->stats)
+        in->ops->stats(in, o);
+}
+
 static const struct link_ops steer_ops = {
     .name = "steer",
+    .stats = steer_stats,
     .rxsync = steer_rxsync,
     .txsync = steer_txsync,
     .fd = steer_fd,

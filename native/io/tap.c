@@ -43,7 +43,7 @@ struct tap_link {
     uint32_t queue, offload;
     uint32_t tx_hwcur;
     uint64_t tx_now;                  /* now_us of the last txsync */
-    uint64_t rx_frames, tx_frames, rx_errors, tx_errors;
+    uint64_t rx_frames, tx_frames, rx_errors, tx_errors, writes_refused;
     char ifname[IFNAMSIZ];
 };
 
@@ -142,8 +142,10 @@ static int tap_txsync(struct mtcp_link *l, uint64_t now)
         ssize_t w = writev(t->fd, iov, 2);
         if (w < 0) {
             if (errno == EINTR) { i = (i + r->mask) & r->mask; continue; }
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+                t->writes_refused++;
                 break;                       /* keep the rest for the next txsync */
+            }
             t->tx_errors++;                  /* EINVAL (bad header), EIO (down): drop it */
             continue;
         }
@@ -179,6 +181,7 @@ static void tap_stats(struct mtcp_link *l, struct link_stats *o)
     o->tx_frames = t->tx_frames;
     o->rx_errors = t->rx_errors;
     o->tx_errors = t->tx_errors;
+    o->tx_kicks_refused = t->writes_refused;
 }
 
 static const struct link_ops tap_ops = {

@@ -107,7 +107,7 @@ struct xdp_link {
     uint32_t tx_hwcur, tx_done;
     int kick_owed;            /* the last TX kick was refused (EBUSY/ENOBUFS): retry later */
     uint64_t tx_now;          /* now_us of the last txsync */
-    uint64_t rx_frames, tx_frames, tx_errors;
+    uint64_t rx_frames, tx_frames, tx_errors, kicks_refused;
     int zerocopy;
 };
 
@@ -412,6 +412,8 @@ static int xdp_txsync(struct mtcp_link *l, uint64_t now)
             if (sendto(x->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0 && errno != EAGAIN) {
                 if (errno != EBUSY && errno != ENOBUFS && errno != ENETDOWN)
                     x->tx_errors++;
+                else
+                    x->kicks_refused++;
                 x->kick_owed = 1;          /* refused: retried at the next txsync (deadline) */
                 break;
             }
@@ -470,6 +472,7 @@ static void xdp_stats(struct mtcp_link *l, struct link_stats *o)
     o->rx_frames = x->rx_frames;
     o->tx_frames = x->tx_frames;
     o->tx_errors += x->tx_errors;
+    o->tx_kicks_refused = x->kicks_refused;
 }
 
 static const struct link_ops xdp_ops = {

@@ -30,6 +30,9 @@ struct buf_pool {
 
 int buf_pool_init(struct buf_pool *p, uint32_t chunk_size, uint32_t nchunks); /* 0 or -ENOMEM/-EINVAL */
 void buf_pool_fini(struct buf_pool *p);
+/* Chunks kept for received data: send buffers may not take the last nchunks/16 (at least one),
+ * so in-order data always finds room (tcp_send; the engine's WRITABLE wake-up). */
+static inline uint32_t buf_pool_reserve(const struct buf_pool *p) { return p->nchunks / 16 ? p->nchunks / 16 : 1; }
 
 struct buf_stream {
     uint32_t head;         /* first chunk or BUF_NONE */
@@ -38,6 +41,12 @@ struct buf_stream {
     uint32_t len;          /* bytes held */
 };
 void buf_stream_init(struct buf_stream *s);
+/* Bytes a stream can take without a new chunk (room left in its last chunk). */
+static inline uint32_t buf_stream_tail_room(const struct buf_pool *p, const struct buf_stream *s)
+{
+    uint32_t end = (s->head_off + s->len) % p->chunk_size;
+    return s->len && end ? p->chunk_size - end : 0;
+}
 /* Appends up to len bytes (stops when the pool runs dry); returns bytes appended. */
 uint32_t buf_stream_append(struct buf_pool *p, struct buf_stream *s, const uint8_t *data, uint32_t len);
 /* Copies up to len bytes starting at byte offset off into out; returns bytes copied. O(off/chunk). */

@@ -357,6 +357,13 @@ int64_t tcp_send(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, co
         return -EPIPE;                   /* "connection closing" */
     }
     uint32_t room = c->sndbuf > c->snd.len ? c->sndbuf - c->snd.len : 0;
+    /* the pool's reserve is for received data (buf_pool_reserve): two ends whose pools fill with
+     * their own unsent data would otherwise drop each other's in-order segments for ever */
+    const struct buf_pool *p = env->pool;
+    uint32_t rsv = buf_pool_reserve(p);
+    uint64_t pool_room = buf_stream_tail_room(p, &c->snd) +
+                         (p->nfree > rsv ? (uint64_t)(p->nfree - rsv) * p->chunk_size : 0);
+    if (pool_room < room) room = (uint32_t)pool_room;
     uint32_t n = min32(room, len);
     if (n) n = buf_stream_append(env->pool, &c->snd, data, n);
     if (n < len) c->flags |= TCPF_WANT_WRITABLE;

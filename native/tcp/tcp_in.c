@@ -23,7 +23,8 @@ static int oow_ack_limited(const struct tcp_env *env, struct tcp_conn *c, uint64
 {
     uint32_t ms = (uint32_t)(now / 1000);
     if (ms == 0) ms = 1;                          /* 0 means "never" */
-    if (c->last_oow_ack_ms && (uint32_t)(ms - c->last_oow_ack_ms) < TCP_OOW_ACK_INTERVAL_MS) {
+    uint32_t interval = env->cfg->invalid_ratelimit_ms;
+    if (interval && c->last_oow_ack_ms && (uint32_t)(ms - c->last_oow_ack_ms) < interval) {
         CNT(env, CTR_OOW_ACKS_LIMITED);
         return 1;
     }
@@ -277,6 +278,19 @@ static int data_process(const struct tcp_env *env, struct tcp_conn *c, uint64_t 
     }
     if (seq == c->rcv_nxt) {
         uint32_t n = buf_stream_append(env->pool, &c->rcv, data, len);
+        if (n < len) {
+            /* the chunk pool is empty: data that fills the hole goes before the data queued beyond
+             * it (Linux tcp_prune_ofo_queue). Otherwise two ends whose pools are held by unacked
+             * and out-of-order data refuse each other's retransmissions forever. The peer resends
+             * what is dropped (reneging on SACKed data is allowed, RFC 2018 8). */
+            struct buf_ooo *po = tcpi_ooo_of(env, c, 0);
+            if (po && buf_ooo_bytes(po)) {
+                CNT(env, CTR_OOO_PRUNED);
+                tcpi_ooo_release(env, c);
+                c->ooo_fin_valid = 0;
+                n += buf_stream_append(env->pool, &c->rcv, data + n, len - n);
+            }
+        }
         if (n < len) { CNT(env, CTR_RCV_PRUNED); *fin = 0; c->flags |= TCPF_ACK_NOW; }
         c->rcv_nxt += n;
         c->bytes_received += n;
@@ -529,8 +543,13 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
     uint32_t old_wnd = c->snd_wnd;
     uint32_t new_wnd = (uint32_t)seg->win << c->snd_wscale;
     int sack_new = 0;
-    if (c->flags & TCPF_SACK_OK) tcpi_rack_on_ack(c, now, seg);     /* before the scoreboard changes */
-    if ((c->flags & TCPF_SACK_OK) && seg->nsack) sack_new = tcpi_sb_update(c, seg);
+    /* an old ACK (SND.UNA - MAX.SND.WND =< SEG.ACK < SND.UNA: acceptable, RFC 5961 5.2, but
+     * anyone guessing the window can send one) changes no RACK/SACK/TLP state and no window
+     * (RFC 9293 3.10.7.4: the window is updated only if SND.UNA =< SEG.ACK); its text is
+     * processed (Linux tcp_ack "old_ack") */
+    int old_ack = seq_lt(ack, c->snd_una);
+    if ((c->flags & TCPF_SACK_OK) && !old_ack) tcpi_rack_on_ack(c, now, seg);  /* before the scoreboard changes */
+    if ((c->flags & TCPF_SACK_OK) && seg->nsack && !old_ack) sack_new = tcpi_sb_update(c, seg);
     if (seq_gt(ack, c->snd_una)) {
         fin_acked = ack_advance(env, c, now, seg);
     } else if (ack == c->snd_una && c->snd_max != c->snd_una && len == 0 && !fin && !probe &&
@@ -552,7 +571,7 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
     /* RFC 8985: RACK marks losses (also of retransmissions) and starts recovery */
     /* (without SACK blocks outside recovery nothing above snd_una was sent before what was just
      * delivered: new data goes out in sequence order; skip the scan on the common path) */
-    if (tcpi_rack_on(c) && can_send_data_state(c->state) && (c->sb_n || (c->flags & TCPF_IN_RECOVERY))) {
+    if (!old_ack && tcpi_rack_on(c) && can_send_data_state(c->state) && (c->sb_n || (c->flags & TCPF_IN_RECOVERY))) {
         int lost = tcpi_rack_detect(c, now);
         if (lost) {
             if (env->counters) env->counters[CTR_RACK_LOST] += (uint64_t)lost;
@@ -563,7 +582,7 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
 
     /* window update (RFC 9293 3.10.7.4: SND.WL1 < SEG.SEQ or (SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK)) */
     uint32_t wseq = probe ? c->rcv_nxt : seg->seq;     /* a probe's window is current */
-    if (seq_lt(c->snd_wl1, wseq) || (c->snd_wl1 == wseq && seq_le(c->snd_wl2, ack))) {
+    if (!old_ack && (seq_lt(c->snd_wl1, wseq) || (c->snd_wl1 == wseq && seq_le(c->snd_wl2, ack)))) {
         c->snd_wnd = new_wnd;
         c->snd_wl1 = wseq;
         c->snd_wl2 = ack;

@@ -21,7 +21,7 @@
  * occupy sequence space (data or FIN) without SYN are exempt, as in Linux's tcp_oow_rate_limited:
  * they are not part of an ACK loop (a retransmitted FIN in TIME-WAIT is always ACKed). Challenge
  * ACKs also draw on the engine-wide budget (env->challenge_ok). */
-#define TCP_OOW_ACK_INTERVAL_MS 500u
+#define TCP_OOW_ACK_INTERVAL_MS 500u   /* default of cfg->invalid_ratelimit_ms (Linux tcp_invalid_ratelimit) */
 struct tcp_conn;
 struct tcp_env;
 void tcpi_rec_take(const struct tcp_env *env, struct tcp_conn *c);

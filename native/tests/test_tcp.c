@@ -133,6 +133,7 @@ static void cfg_default(struct mtcp_config *cfg)
     cfg->keepalive_intvl_us = 75000000;
     cfg->keepalive_cnt = 9;
     cfg->challenge_ack_limit = 1000;
+    cfg->invalid_ratelimit_ms = 500;
     cfg->cc = MTCP_CC_RENO;
     cfg->sack = 1;
     cfg->timestamps = 0;

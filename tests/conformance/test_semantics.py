@@ -8,6 +8,7 @@ import errno
 import asyncio
 import socket
 import struct
+import sys
 
 import pytest
 
@@ -102,6 +103,9 @@ class _TestWriteBufferTypes:
         self._deliver(memoryview(a), a.tobytes())
 
     def test_writelines_of_memoryviews(self):
+        if self.kind == "asyncio" and sys.version_info[:2] == (3, 12):
+            pytest.xfail("CPython 3.12's selector transport writelines() fails on memoryviews of "
+                         "non-byte formats (IndexError: pop from an empty deque); fixed in 3.13")
         async def main():
             srv, port, sinks = await _sink_server(self.loop)
             _, w = await asyncio.open_connection(HOST, port)
@@ -714,6 +718,32 @@ bind(globals(), _TestArgumentErrors)
 
 # ------------------------------------------------------------------------------------------
 class _TestServerVariants:
+    def test_wait_closed_follows_the_running_python(self):
+        """Server.wait_closed(): Python 3.11 returns once close() ran; 3.12+ also waits until
+        every accepted connection is gone."""
+        async def main():
+            made = []
+
+            class Keep(asyncio.Protocol):
+                def connection_made(self, tr):
+                    made.append(tr)
+            srv = await self.loop.create_server(Keep, HOST, 0)
+            port = srv.sockets[0].getsockname()[1]
+            r, w = await asyncio.open_connection(HOST, port)
+            for _ in range(200):
+                if made:
+                    break
+                await asyncio.sleep(0.01)
+            assert made
+            srv.close()
+            waiting = asyncio.ensure_future(srv.wait_closed())
+            await asyncio.sleep(0.2)
+            assert waiting.done() is (sys.version_info < (3, 12))
+            made[0].close()
+            w.close()
+            await asyncio.wait_for(waiting, 10)
+        self.run(main())
+
     def test_start_serving_false_refuses_until_started(self):
         async def main():
             srv = await self.loop.create_server(EchoProto, HOST, 0, start_serving=False)

@@ -74,7 +74,7 @@ IMPAIR_GRID = (
     ("rate 4MB/s 2ms", 0, 0, 0, 0, 2000, 0, 4_000_000),
 )
 
-TIGHT_POOL = bool(os.environ.get("SIM_TIGHT_POOL"))   # off until the WRITABLE bug below is fixed
+TIGHT_POOL = bool(os.environ.get("SIM_TIGHT_POOL"))   # opt-in: a quarter-size chunk pool (see test_tight_pool_ooo_deadlock)
 TOTAL_CAP = 1_500_000      # bytes over all streams of one example (keeps an example ~1 s)
 MSL_US = 3_000_000         # TIME-WAIT = 6 s virtual; also the orphaned FIN-WAIT-2 timeout (2*MSL) of a
                            # side that closed first, which must outlast the longest reader pause (4 s)
@@ -1052,6 +1052,38 @@ def test_known_bug_ack_storm_timewait_vs_cookie_ghost():
     tcp_invalid_ratelimit); now 15 segments out."""
     sim = run_scenario(Scenario.from_json(ACK_STORM))
     assert sim.ctr_a["segs_out"] < 200, summary(sim)
+
+
+TIGHT_POOL_OOO = ('{"seed":1,"v6":false,"impair":null,"bufs":[[4096,1024,256],[1024,4096,256]],"sack":0,"ts":0,'
+                  '"wscale":0,"cc":0,"nodelay":0,"mtu":576,"conns":[{"c_bytes":5896,"s_bytes":2072,'
+                  '"order":"client_first","c_style":"close","s_style":"close","abort_frac":0.0,"slow":"c",'
+                  '"pause_frac":0.0,"pause_us":300000,"start_us":0}],"cookies":0,"pool":1}')
+
+
+def test_tight_pool_ooo_deadlock():
+    """Found by SIM_TIGHT_POOL=1: 15-chunk pools on both ends, one connection. Each end's pool is
+    held by its unacked data and by out-of-order data beyond a hole, so the segment that fills the
+    hole finds no chunk and is dropped (rcv_pruned), on both ends, at every retransmission: no
+    progress for 30 virtual minutes (SimStall). Fixed: in-order data goes first; the out-of-order
+    queue is dropped to store it (ooo_pruned, like Linux tcp_prune_ofo_queue)."""
+    sim = run_scenario(Scenario.from_json(TIGHT_POOL_OOO))
+    assert sim.ctr_a["ooo_pruned"] + sim.ctr_b["ooo_pruned"] > 0, summary(sim)
+
+
+TIGHT_POOL_SEND = ('{"seed":1,"v6":true,"impair":null,"bufs":[[16384,1024,256],[1024,4096,256]],"sack":0,"ts":0,'
+                   '"wscale":0,"cc":0,"nodelay":0,"mtu":1500,"conns":[{"c_bytes":200705,"s_bytes":10241,'
+                   '"order":"client_first","c_style":"close","s_style":"close","abort_frac":0.0,"slow":"",'
+                   '"pause_frac":0.0,"pause_us":300000,"start_us":0}],"cookies":0,"pool":1}')
+
+
+def test_tight_pool_send_buffer_starves_receive():
+    """Found by SIM_TIGHT_POOL=1 after the fix above: the client's 16 KiB send buffer is larger
+    than its whole 51-chunk pool, so its own unsent data took every chunk and each in-order segment
+    from the server was dropped (rcv_pruned); the server's RTO backed off to 60 s and the last 257
+    bytes were still missing after 30 virtual minutes. Fixed: send buffers leave the pool's last
+    nchunks/16 to received data (buf_pool_reserve), so in-order data always gets in."""
+    sim = run_scenario(Scenario.from_json(TIGHT_POOL_SEND))
+    assert sim.ctr_b["timeouts"] < 10, summary(sim)
 
 
 def test_sim_detects_corruption():

@@ -117,3 +117,15 @@ def test_the_checker_sees_an_upward_import(tmp_path):
     found = [t for _, t in imports_of("mtcp_loop.links", str(p))]
     assert "mtcp_loop.workers" in found and "mtcp_loop.tools.cli" in found
     assert _layer_of("mtcp_loop.workers") > _layer_of("mtcp_loop.links")
+
+
+COMPILED = {"mtcp_loop._mtcp_cffi", "mtcp_loop._aio.core"}     # built extensions, not .py files
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_every_package_import_names_a_module(name):
+    """A relative import moved with its module (e.g. into mtcp_loop/tools/) still names a module
+    of the package: caught here, not when the command runs."""
+    bad = [f"line {line}: {t}" for line, t in imports_of(name, MODULES[name])
+           if t.startswith("mtcp_loop") and t not in MODULES and t not in COMPILED]
+    assert not bad, f"{name}: no such module:\n  " + "\n  ".join(bad)

@@ -504,9 +504,15 @@ def test_cli_run_aiohttp_and_stats(tb, tmp_path):
         assert st["total"]["misdirected"] == 0
         assert st["total"]["accepted"] >= 40
         assert all(w["accepted"] > 0 for w in st["workers"].values())     # both workers served
+        # ring-level counters per worker (the TAP device's, through the steering wrapper)
+        for w in st["workers"].values():
+            for k in ("rx_dropped", "tx_dropped", "ring_full", "kicks_refused"):
+                assert isinstance(w[k], int), (k, w)
+            assert w["link"]["rx_frames"] > 0 and w["link"]["tx_frames"] > 0, w["link"]
         r = subprocess.run([sys.executable, "-m", "mtcp_loop.tools.cli", "stats", "--rundir", rundir],
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=20)
         assert "misdirected" in r.stdout and "total" in r.stdout
+        assert "ring_full" in r.stdout and "kicks_refused" in r.stdout
     finally:
         p.send_signal(signal.SIGTERM)
         try:

@@ -2,7 +2,8 @@
 
     mtcp-loop demo                 aiohttp app served AND queried over the embedded user-space stack
     mtcp-loop stats [--json]       a short loopback exchange, then the engine counters
-    mtcp-loop bench loop [--json]  echo + aiohttp hello: MTCPLoop vs stock asyncio vs uvloop (kernel)
+    mtcp-loop bench loop [--json]  echo, stream, short connections, aiohttp hello: MTCPLoop vs stock
+                                   asyncio vs uvloop (kernel)
     mtcp-loop bench rings [--json] raw frame rate RX/TX of the tap/packet/xdp rings (namespaces)
     mtcp-loop testbed up|down|status  the netns testbed (--kind tap|packet|xdp)
     mtcp-loop bench engine         the C engine benchmark (lib.mtcp_bench_engine, no Python in the loop)
@@ -241,6 +242,26 @@ async def _bench_stream(duration: float):
     return (g1 - g0) / (t1 - t0) / 1e6, (p1 - p0) / mb * 1e3, (p1 - p0) / (t1 - t0)
 
 
+async def _bench_short(duration: float, clients: int):
+    """Short connections (connect, 64 B echo, client closes), client and server on this loop:
+    connections per second and process CPU per connection (both ends)."""
+    from ..bench_short import Echo, _clients
+    loop = asyncio.get_running_loop()
+    srv = await loop.create_server(Echo, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    counter = [0]
+    stop_at = [time.perf_counter() + 0.2]
+    await _clients(port, clients, stop_at, counter)          # warm-up
+    c0, t0, p0 = counter[0], time.perf_counter(), time.process_time()
+    stop_at[0] = t0 + duration
+    await _clients(port, clients, stop_at, counter)
+    c1, t1, p1 = counter[0], time.perf_counter(), time.process_time()
+    srv.close()
+    await asyncio.sleep(0.05)
+    n = max(c1 - c0, 1)
+    return (c1 - c0) / (t1 - t0), (p1 - p0) / n * 1e6, (p1 - p0) / (t1 - t0)
+
+
 async def _bench_http(duration: float, concurrency: int):
     from aiohttp import ClientSession, TCPConnector, web
 
@@ -280,7 +301,8 @@ async def _bench_http(duration: float, concurrency: int):
 def _bench_one(kind: str, args) -> dict:
     if kind == "mtcp":
         from mtcp_loop.policy import loop_factory
-        factory = loop_factory(base=args.base)
+        # short TIME-WAIT: the short-connection clients close first (as bench_short's client loop)
+        factory = loop_factory(base=args.base, msl_us=1000)
     elif kind == "uvloop":
         import uvloop
         factory = uvloop.new_event_loop
@@ -292,6 +314,8 @@ def _bench_one(kind: str, args) -> dict:
          res["echo_cpu_share"]) = r.run(_bench_echo(args.duration, args.clients, args.msg))
         (res["stream_MBps"], res["stream_cpu_ms_per_MB"],
          res["stream_cpu_share"]) = r.run(_bench_stream(args.duration))
+        (res["short_conn_per_s"], res["short_cpu_us_per_conn"],
+         res["short_cpu_share"]) = r.run(_bench_short(args.duration, args.clients))
         try:
             import aiohttp  # noqa: F401
             (res["http_req_per_s"], res["http_cpu_us_per_req"],
@@ -320,12 +344,13 @@ def cmd_bench_loop(args) -> int:
         results[k] = _bench_one(k, args)
     ratios = {}
     for other in kinds[1:]:
-        for metric in ("echo_rtt_per_s", "stream_MBps", "http_req_per_s"):
+        for metric in ("echo_rtt_per_s", "stream_MBps", "short_conn_per_s", "http_req_per_s"):
             a, b = results["mtcp"].get(metric), results[other].get(metric)
             if a and b:
                 ratios[f"mtcp/{other} {metric}"] = a / b
         # CPU cost per operation: robust on a shared machine (lower is better, so other/mtcp)
-        for metric in ("echo_cpu_us_per_rtt", "stream_cpu_ms_per_MB", "http_cpu_us_per_req"):
+        for metric in ("echo_cpu_us_per_rtt", "stream_cpu_ms_per_MB", "short_cpu_us_per_conn",
+                       "http_cpu_us_per_req"):
             a, b = results["mtcp"].get(metric), results[other].get(metric)
             if a and b:
                 ratios[f"{other}/mtcp {metric} (efficiency)"] = b / a
@@ -339,16 +364,17 @@ def cmd_bench_loop(args) -> int:
         print(json.dumps(out, indent=2))
         return 0
     print(f"{'loop':10s} {'echo RTT/s':>11s} {'cpu us/RTT':>11s} {'stream MB/s':>12s} {'cpu ms/MB':>10s} "
-          f"{'http req/s':>11s} {'cpu us/req':>11s}")
+          f"{'short c/s':>10s} {'us/conn':>8s} {'http req/s':>11s} {'cpu us/req':>11s}")
     for k in kinds:
         r = results[k]
         h = r.get("http_req_per_s")
         http = f"{h:11.0f} {r['http_cpu_us_per_req']:11.1f}" if h else f"{'n/a':>11s} {'':>11s}"
         print(f"{k:10s} {r['echo_rtt_per_s']:11.0f} {r['echo_cpu_us_per_rtt']:11.2f} "
-              f"{r['stream_MBps']:12.1f} {r['stream_cpu_ms_per_MB']:10.3f} {http}")
+              f"{r['stream_MBps']:12.1f} {r['stream_cpu_ms_per_MB']:10.3f} "
+              f"{r['short_conn_per_s']:10.0f} {r['short_cpu_us_per_conn']:8.2f} {http}")
     for k, v in ratios.items():
         print(f"  {k:52s} {v:6.2f}x")
-    shares = [results[k][m] for k in kinds for m in ("echo_cpu_share", "stream_cpu_share")]
+    shares = [results[k][m] for k in kinds for m in ("echo_cpu_share", "stream_cpu_share", "short_cpu_share")]
     if min(shares) < 0.8:
         print(f"note: the process got as little as {min(shares):.0%} of a CPU during a measurement "
               "(shared machine): compare the cpu-per-operation columns.")

@@ -12,7 +12,7 @@ from mtcp_loop.workers import _kind, default_rundir, load_target, resolve_cores,
 
 def format_stats(st: dict) -> str:
     cols = ("connections", "conn_per_s", "conns_total", "segs_in", "segs_out", "retransmits", "drops",
-            "misdirected", "restarts")
+            "misdirected", "rx_dropped", "tx_dropped", "ring_full", "kicks_refused", "restarts")
     lines = ["worker  pid      cpu  " + "  ".join(f"{c:>12}" for c in cols)]
     for q, w in st["workers"].items():
         if "error" in w:

@@ -1,0 +1,1 @@
+"""The compiled data path (Cython): see core.pyx and docs/architecture.md."""
