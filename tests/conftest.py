@@ -3,7 +3,8 @@
 tests/ is a package: pytest puts the project root on sys.path, test modules import as
 ``tests.<layer>.test_x`` and share helpers with ``from tests.helpers import ...``. The layout
 mirrors the layers (docs/architecture.md): conformance (the stock-asyncio oracle suites), engine,
-interop (real rings against the Linux kernel, in network namespaces), workers, ops, tools.
+interop (real rings against the Linux kernel, in network namespaces), security, workers, ops,
+tools, package.
 """
 from __future__ import annotations
 
