@@ -16,7 +16,7 @@ import dataclasses
 import os
 import re
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Tuple
 
 __all__ = ["MTCPConfig", "ImpairConfig", "parse_impair"]
 
@@ -311,7 +311,6 @@ class MTCPConfig:
             if v is not None:
                 setattr(self, name, v.strip() or None)
         if self.metrics is not None:
-            from .metrics import parse_addr
             parse_addr(self.metrics)
         if self.control is not None and ("/" in self.control or self.control in (".", "..")):
             raise ValueError(f"control must be an instance name (no '/'), got {self.control!r}")
@@ -432,3 +431,22 @@ def _unknown_field_check(init):
 
 
 MTCPConfig.__init__ = _unknown_field_check(MTCPConfig.__init__)
+
+
+def parse_addr(spec: str) -> Tuple[str, int]:
+    """"ADDR:PORT", ":PORT", "PORT" or "[v6]:PORT" -> (addr, port); ValueError naming the spec."""
+    if not isinstance(spec, str):
+        raise TypeError(f"metrics must be an 'ADDR:PORT' string, got {type(spec).__name__}")
+    s = spec.strip()
+    host, port = "127.0.0.1", s
+    if s.startswith("["):
+        end = s.find("]")
+        if end < 0 or not s[end + 1:].startswith(":"):
+            raise ValueError(f"metrics: bad address {spec!r} (expected [ADDR]:PORT)")
+        host, port = s[1:end], s[end + 2:]
+    elif ":" in s:
+        host, port = s.rsplit(":", 1)
+        host = host or "0.0.0.0"
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"metrics: bad port in {spec!r}")
+    return host, int(port)

@@ -44,9 +44,29 @@ import struct
 from typing import Optional
 
 __all__ = ["REAL_BACKENDS", "validate_link_config", "open_link", "fill_interface", "owns",
-           "routes", "LinkError", "interface_mac", "interface_mtu", "describe"]
+           "routes", "LinkError", "interface_mac", "interface_mtu", "describe", "set_queue_context",
+           "queue_context", "in_worker"]
 
 REAL_BACKENDS = ("tap", "packet", "xdp")
+
+# This process's queue of a multi-queue device: set once in a forked worker (mtcp_loop/workers.py)
+# with its queue, queue count, flow-table slots, shared counters and event fds; open_link then
+# joins that queue and wraps the ring pair in the steering wrapper. None outside a worker.
+_QUEUE_CTX: Optional[dict] = None
+
+
+def set_queue_context(ctx: Optional[dict]) -> None:
+    global _QUEUE_CTX
+    _QUEUE_CTX = ctx
+
+
+def queue_context() -> Optional[dict]:
+    return _QUEUE_CTX
+
+
+def in_worker() -> bool:
+    """Is this process one per-core worker of a supervisor (mtcp_loop/workers.py)?"""
+    return _QUEUE_CTX is not None
 
 _SIOCGIFHWADDR = 0x8927
 _SIOCGIFMTU = 0x8921
@@ -235,8 +255,10 @@ def _privilege_hint() -> str:
 # --------------------------------------------------------------------------------------------
 def open_link(cfg, ffi, lib):
     """Open the backend's ring pair. Returns (link, mac_bytes). Raises LinkError with a clear
-    message (privileges, missing interface, unsupported kernel feature)."""
+    message (privileges, missing interface, unsupported kernel feature). In a worker (a queue
+    context is set): this worker's queue of the device, wrapped by the steering wrapper."""
     backend = cfg.backend
+    ctx = _QUEUE_CTX
     err = ffi.new("char[]", 256)
     name = (cfg.ifname or "").encode()
     flags = 0
@@ -249,6 +271,8 @@ def open_link(cfg, ffi, lib):
     if backend == "tap":
         link = lib.mtcp_tap_open(name, cfg.queue, cfg.nqueues, flags, err, 256)
     elif backend == "packet":
+        if ctx is not None:
+            flags |= lib.MTCP_PACKET_FANOUT_CBPF        # the kernel's fanout follows the flow table
         link = lib.mtcp_packet_open(name, cfg.queue, cfg.nqueues, flags, err, 256)
     elif backend == "xdp":
         if cfg.xdp_mode == "skb":
@@ -274,7 +298,49 @@ def open_link(cfg, ffi, lib):
         mac = tap_auto_mac(cfg.ifname) if cfg.ifname else _random_mac()
     else:
         mac = interface_mac(cfg.ifname) or _random_mac()
+    if ctx is not None:
+        link = _steer(link, backend, ctx, ffi, lib)
     return link, mac
+
+
+def _eph_range(ffi, lib):
+    c = ffi.new("struct mtcp_config *")
+    lib.mtcp_config_default(c)
+    return int(c.eph_port_lo), int(c.eph_port_hi)
+
+
+def _steer(link, backend, ctx, ffi, lib):
+    """Wrap a worker's queue in the steering wrapper (flow table shared by the workers, hand-off
+    of misdirected frames to their owner). Keeps the C buffers alive in ctx."""
+    n = ctx["nqueues"]
+    sc = ffi.new("struct mtcp_steer_cfg *")
+    sc.queue = ctx["queue"]
+    sc.nqueues = n
+    sc.eph_lo, sc.eph_hi = _eph_range(ffi, lib)
+    flags = 0
+    if backend in ("tap", "packet") and n > 1:
+        flags |= lib.MTCP_STEER_INSTALL
+    if backend == "xdp":
+        flags |= lib.MTCP_STEER_HANDOFF
+    sc.flags = flags
+    slots = ffi.new("uint32_t[]", ctx["slots"])
+    sc.slots = slots
+    shm = ctx.get("shm")
+    if shm is not None:
+        buf = ffi.from_buffer(shm)
+        sc.shm = buf
+        sc.shm_len = len(shm)
+        ctx["_shm_buf"] = buf
+    evfds = ffi.new("int32_t[]", ctx["evfds"])
+    sc.evfds = evfds
+    ctx["_keep"] = (slots, evfds)
+    err = ffi.new("char[]", 256)
+    w = lib.mtcp_steer_wrap(link, sc, err, 256)
+    if w == ffi.NULL:
+        lib.mtcp_link_close(link)
+        raise OSError(errno.EIO, f"steering for queue {ctx['queue']}/{n}: {ffi.string(err).decode()}")
+    ctx["steer_link"] = w
+    return w
 
 
 def fill_interface(cfg, ffi, c, mac: bytes) -> None:
@@ -358,81 +424,3 @@ def describe(cfg) -> str:
         if v is not None:
             parts.append(f"{k}={v}")
     return " ".join(parts)
-
-
-# --------------------------------------------------------------------------------------------
-# CLI: `mtcp-loop testbed up|down|status` and `mtcp-loop bench rings` (wired in cli.py)
-# --------------------------------------------------------------------------------------------
-def cmd_testbed(args) -> int:
-    """Forward to the testbed (mtcp_loop/testbed.py, pyroute2 namespaces)."""
-    from . import testbed
-    argv = [args.action, "--kind", args.kind, "--prefix", args.prefix, "--queues", str(args.queues)]
-    if args.no_offload:
-        argv.append("--no-offload")
-    if args.json:
-        argv.append("--json")
-    return testbed.main(argv)
-
-
-def _fps(d, key):
-    v = d.get(key)
-    if v is None:
-        v = d.get(key + "_fps")
-    return v
-
-
-def cmd_bench_rings(args) -> int:
-    """Raw frame rate of each backend's ring pair (lib.mtcp_bench_link: the engine's code path),
-    TX (stack -> kernel peer) and RX (kernel peer -> stack), each backend in namespaces created and
-    torn down for it. Plus the in-memory sim pair and the in-process loopback."""
-    import json
-    import sys
-    try:
-        from . import testbed
-        from ._native import lib  # noqa: F401
-    except ImportError as exc:
-        print(f"mtcp-loop bench rings: {exc}", file=sys.stderr)
-        return 2
-    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
-    bad = [k for k in kinds if k not in REAL_BACKENDS]
-    if bad:
-        print(f"mtcp-loop bench rings: unknown backend(s) {', '.join(bad)} (known: {', '.join(REAL_BACKENDS)})",
-              file=sys.stderr)
-        return 2
-    raw = testbed.bench_rings(kinds=kinds, seconds=args.seconds, frame_len=args.frame_len,
-                              prefix=f"mtcpbr{os.getpid() % 100000}")
-    res = {"frame_len": args.frame_len, "seconds_per_direction": args.seconds, "backends": {}}
-    for name, d in raw.items():
-        if "error" in d:
-            res["backends"][name] = {"error": d["error"]}
-        else:
-            res["backends"][name] = {"tx_fps": _fps(d, "tx"), "rx_fps": _fps(d, "rx")}
-    if args.json:
-        print(json.dumps(res, indent=2))
-    else:
-        print(f"raw ring frame rates, {args.frame_len}-byte frames, {args.seconds:g} s per direction, one core:")
-        for name, d in res["backends"].items():
-            if "error" in d:
-                print(f"  {name:9s} error: {d['error']}")
-            else:
-                print(f"  {name:9s} TX {d['tx_fps'] / 1e6:7.3f} Mframes/s   RX {d['rx_fps'] / 1e6:7.3f} Mframes/s")
-    errors = [k for k in kinds if "error" in res["backends"].get(k, {"error": 1})]
-    return 1 if errors else 0
-
-
-def add_cli_parsers(sub, bsub) -> None:
-    """Add `testbed` (to the top-level subparsers) and `rings` (to `bench`)."""
-    t = sub.add_parser("testbed", help="network-namespace testbed for the tap/packet/xdp backends")
-    t.add_argument("action", choices=("up", "down", "status"))
-    t.add_argument("--kind", choices=REAL_BACKENDS, default="tap")
-    t.add_argument("--prefix", default=os.environ.get("MTCP_TESTBED_PREFIX", "mtcp"))
-    t.add_argument("--queues", type=int, default=int(os.environ.get("MTCP_NQUEUES", "1")))
-    t.add_argument("--no-offload", action="store_true", help="turn TSO/GSO/tx-csum off on the kernel peer")
-    t.add_argument("--json", action="store_true")
-    t.set_defaults(func=cmd_testbed)
-    r = bsub.add_parser("rings", help="raw frame rate RX/TX of each ring backend (needs root: namespaces)")
-    r.add_argument("--kinds", default=",".join(REAL_BACKENDS), help="comma-separated: tap,packet,xdp")
-    r.add_argument("--seconds", type=float, default=1.0, help="seconds per direction")
-    r.add_argument("--frame-len", type=int, default=64, help="frame length in bytes (incl. Ethernet header)")
-    r.add_argument("--json", action="store_true")
-    r.set_defaults(func=cmd_bench_rings)

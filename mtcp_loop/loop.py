@@ -122,8 +122,7 @@ class _Engine(EngineCore):
         err = ffi.new("char[]", 256)
         self._real = config.backend != "loopback"     # tap/packet/xdp: mtcp_loop/links.py
         if self._real:
-            from . import workers as _workers    # per-core workers: this queue + steering wrapper
-            link, mac = _workers.open_link(config, ffi, lib)
+            link, mac = _links.open_link(config, ffi, lib)    # in a worker: its queue, steered
         elif loop._mtcp_loopback_isolated:      # virtual time: a switch of its own
             link = lib.mtcp_loopback_open_isolated(config.loopback_slots, err, 256)
         else:
@@ -1269,8 +1268,7 @@ class _MTCPLoopMixin:
                     targets.append((fam, sa[0]))
         stack_t = [t for t in targets if self._stack_owns(t[0], t[1], listen=True)]
         if reuse_port is None:
-            from . import workers as _workers
-            if _workers.in_worker():
+            if _links.in_worker():
                 reuse_port = True    # every worker binds the same kernel ports: the kernel spreads clients
         if not stack_t:
             if self._mtcp_config.fallback == "error":

@@ -22,7 +22,9 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import threading
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional
+
+from .config import parse_addr   # noqa: F401  (the endpoint's ADDR:PORT syntax; config checks it)
 
 __all__ = ["parse_addr", "Collector", "serve_loop", "serve_supervisor", "COUNTER_NAMES"]
 
@@ -43,25 +45,6 @@ COUNTER_NAMES = {
 _LINK_NAMES = {"rx_frames": ("link_frames_received", None), "tx_frames": ("link_frames_sent", None),
                "rx_dropped": ("link_drops", "rx"), "tx_dropped": ("link_drops", "tx"),
                "rx_errors": ("link_errors", "rx"), "tx_errors": ("link_errors", "tx")}
-
-
-def parse_addr(spec: str) -> Tuple[str, int]:
-    """"ADDR:PORT", ":PORT", "PORT" or "[v6]:PORT" -> (addr, port); ValueError naming the spec."""
-    if not isinstance(spec, str):
-        raise TypeError(f"metrics must be an 'ADDR:PORT' string, got {type(spec).__name__}")
-    s = spec.strip()
-    host, port = "127.0.0.1", s
-    if s.startswith("["):
-        end = s.find("]")
-        if end < 0 or not s[end + 1:].startswith(":"):
-            raise ValueError(f"metrics: bad address {spec!r} (expected [ADDR]:PORT)")
-        host, port = s[1:end], s[end + 2:]
-    elif ":" in s:
-        host, port = s.rsplit(":", 1)
-        host = host or "0.0.0.0"
-    if not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"metrics: bad port in {spec!r}")
-    return host, int(port)
 
 
 class Collector:

@@ -621,17 +621,23 @@ def query(path: str, cmd: str, args: Optional[dict] = None, timeout: float = 10.
 _seq = 0
 
 
+def default_rundir(name: str = "default") -> str:
+    """Where an instance's control sockets live: $MTCP_RUNDIR/NAME (default /tmp/mtcp-loop-UID/NAME)."""
+    base = os.environ.get("MTCP_RUNDIR") or f"/tmp/mtcp-loop-{os.getuid()}"
+    return os.path.join(base, name)
+
+
 def attach_loop(loop) -> None:
     """Called when a loop's engine starts: serve its control socket and/or metrics endpoint."""
     global _seq
     cfg = loop._mtcp_config
-    from . import workers as _workers
-    if _workers.in_worker():
+    from . import links as _links
+    if _links.in_worker():
         return                     # the worker's own control socket and the supervisor's endpoint
     _seq += 1
     loop._mtcp_ops_label = f"{os.getpid()}/{_seq}"     # the `Worker` column / worker="..." label
     if cfg.control:
-        rundir = _workers.default_rundir(cfg.control)
+        rundir = default_rundir(cfg.control)
         os.makedirs(rundir, exist_ok=True)
         path = os.path.join(rundir, f"loop-{os.getpid()}-{_seq}.sock")
         loop._mtcp_control_path = path

@@ -9,7 +9,7 @@ __all__ = ["MTCPPolicy", "new_event_loop", "loop_factory", "run", "install"]
 
 
 def _split_worker_options(overrides: dict) -> dict:
-    from .workers import WORKER_OPTIONS
+    from .program import WORKER_OPTIONS
     return {k: overrides.pop(k) for k in WORKER_OPTIONS if k in overrides}
 
 
@@ -17,7 +17,7 @@ def new_event_loop(config: MTCPConfig | None = None, *, cores=None, **overrides)
     """A new MTCPLoop configured by ``config``/keyword overrides/MTCP_* environment variables.
 
     cores=N or "auto" (default None: one loop, no fork): the first such loop made in the main
-    thread of a program forks one worker process per core (mtcp_loop/workers.py,
+    thread of a program forks one worker process per core (mtcp_loop/program.py,
     ``program_loop``); each worker gets this call's loop on its own core and queue, the
     original process supervises them and never returns. rundir=, name=, drain_timeout=,
     restart= configure the supervisor as for `mtcp-loop run`. virtual_time=True gives one
@@ -31,11 +31,11 @@ def new_event_loop(config: MTCPConfig | None = None, *, cores=None, **overrides)
         from .vtime import virtual_loop_class
         return virtual_loop_class()(config=cfg)
     if cores is not None or opts:
-        from . import workers
-        cores = workers.check_cores(cores)
-        workers.check_worker_options(opts)
+        from . import program
+        cores = program.check_cores(cores)
+        program.check_worker_options(opts)
         if cores is not None and cores != 1:
-            return workers.program_loop(cfg, cores, opts)
+            return program.program_loop(cfg, cores, opts)
     from .loop import make_loop_class
     return make_loop_class(cfg.base)(config=cfg)
 
@@ -46,9 +46,9 @@ def loop_factory(config: MTCPConfig | None = None, *, cores=None, **overrides):
     opts = _split_worker_options(overrides)
     cfg = MTCPConfig.coerce(config, **overrides)
     if cores is not None or opts:
-        from . import workers
-        cores = workers.check_cores(cores)
-        opts = workers.check_worker_options(opts)
+        from . import program
+        cores = program.check_cores(cores)
+        opts = program.check_worker_options(opts)
 
     def factory():
         return new_event_loop(config=cfg, cores=cores, **opts)
@@ -105,9 +105,9 @@ class MTCPPolicy(asyncio.DefaultEventLoopPolicy):
         opts = _split_worker_options(overrides)
         self._mtcp_config = MTCPConfig.coerce(config, **overrides)
         if cores is not None or opts:
-            from . import workers
-            cores = workers.check_cores(cores)
-            opts = workers.check_worker_options(opts)
+            from . import program
+            cores = program.check_cores(cores)
+            opts = program.check_worker_options(opts)
         self._mtcp_cores = cores
         self._mtcp_worker_options = opts
 

@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 $PY -m pip install -q --disable-pip-version-check '.[aiohttp,uvloop]' 2>&1 | grep -v -i "running pip as the 'root'" || true
-cd /tmp && exec $PY -m mtcp_loop.cli demo "$@"
+cd /tmp && exec $PY -m mtcp_loop.tools.cli demo "$@"

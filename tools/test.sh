@@ -4,7 +4,9 @@
 #   2. coverage-guided fuzzing of the wire parsers and the engine (native/fuzz/run.sh, ~60 s)
 #   3. the Python suite (pytest): conformance on stock asyncio vs MTCPLoop, aiohttp, impairment,
 #      and - as root with network namespaces - interop with the Linux kernel over real rings;
-#   4. the suite without its root/netns part on the other supported Pythons (3.12, 3.13).
+#   4. the package as users get it: python -m build (sdist + wheel), the sdist installed into a
+#      fresh venv, `mtcp-loop demo` there (tests/package/test_packaging.py, marker "packaging");
+#   5. the suite without its root/netns part on the other supported Pythons (3.12, 3.13).
 # Env: FUZZ_SECONDS (default 60), PYTEST_ARGS (extra pytest arguments), EXTRA_PYTHONS (default
 # "3.12 3.13"; empty to skip), MTCP_REQUIRE_NETNS=1
 # turns a missing root/netns capability into a failure instead of a skip (CI sets it).
@@ -61,6 +63,10 @@ run_pytest() {
 echo "== pytest ($($PY --version 2>&1))"
 run_pytest "$PY" tests
 
+# --- the package as users get it: sdist + wheel, the sdist installed into a fresh venv ---------
+echo "== packaging: python -m build, pip install the sdist, mtcp-loop demo"
+run_pytest "$PY" -m packaging tests/package/test_packaging.py
+
 # --- the other supported Pythons (without the root/network-namespace part) --------------------
 # Each gets its own virtual environment with the package installed from this tree.
 find_python() {
@@ -83,6 +89,6 @@ for v in ${EXTRA_PYTHONS-3.12 3.13}; do
     echo "== pytest ($("$py" --version 2>&1), without the root/netns tests)"
     "$py" -m venv "$venv"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -i "running pip as the 'root'" || true
-    MTCP_REQUIRE_NETNS= run_pytest "$venv/bin/python" -m "not netns and not long" tests
+    MTCP_REQUIRE_NETNS= run_pytest "$venv/bin/python" -m "not netns and not long and not packaging" tests
     rm -rf "$venv"; trap - EXIT
 done

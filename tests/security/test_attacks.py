@@ -30,9 +30,9 @@ import time
 
 import pytest
 
-from conftest import raw_engine_config
+from tests.helpers import raw_engine_config
 
-from mtcp_loop import testbed as tbmod
+from mtcp_loop.tools import testbed as tbmod
 
 REQUIRE = os.environ.get("MTCP_REQUIRE_NETNS") == "1"
 SECONDS = float(os.environ.get("MTCP_SECURITY_SECONDS", "2"))
@@ -596,12 +596,12 @@ def test_malformed_storm(bed):
 
 # ------------------------------------------------------------- the product: `mtcp-loop run`
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TESTS = os.path.join(ROOT, "tests")
+TESTS = os.path.join(ROOT, "tests", "workers")      # _workers_app.py
 
 
 def test_syn_flood_mtcp_loop_run(bed, tmp_path):
     """The same flood against a worker of `mtcp-loop run` (workers.serve, packet backend, one core,
-    MTCPLoop serving tests/_workers_app.py's Echo): what an operator runs."""
+    MTCPLoop serving tests/workers/_workers_app.py's Echo): what an operator runs."""
     tb, info, ffi, lib = bed
     from mtcp_loop import workers
     rundir = str(tmp_path / "run")

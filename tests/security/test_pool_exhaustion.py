@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import HAVE_UVLOOP, make_loop
+from tests.helpers import HAVE_UVLOOP, make_loop
 
 N = 20
 
