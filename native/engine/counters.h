@@ -116,6 +116,6 @@ enum mtcp_counter {
 /* wire error (negative WIRE_E_*) -> counter index */
 static inline int ctr_wire_drop(int wire_err) { return CTR_DROP_WIRE_BASE + (-wire_err) - 1; }
 
-const char *ctr_name(unsigned i);
+const char *eng_ctr_name(unsigned i);
 
 #endif

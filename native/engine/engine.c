@@ -4,11 +4,11 @@
  * event queue and the public connection API of mtcp.h.
  *
  *   mtcp_engine_poll(now)
- *     rxsync -> rx_frame (each RX slot) -> eth -> arp_input | ip4_rx | ip6_rx
- *                 ip*_rx -> icmp4/6_input | tcp_rx -> conn_lookup -> tcp_input
- *                                                   | listener_lookup -> listen_input
+ *     rxsync -> rx_frame (each RX slot) -> eth -> eng_arp_input | ip4_rx | ip6_rx
+ *                 ip*_rx -> icmp4/6_input | tcp_rx -> eng_conn_lookup -> tcp_input
+ *                                                   | eng_listener_lookup -> eng_listen_input
  *                                                   | RST (tcp_rst_for)
- *     wheel_advance -> tcp_timer; neigh_tick
+ *     eng_wheel_advance -> tcp_timer; eng_neigh_tick
  *     output_pass: control queue -> TX; conns marked want_output -> tcp_output -> tx_begin/commit
  *     txsync
  *     (IP links: repeat up to LOOP_ROUNDS while frames moved, so a loopback handshake
@@ -20,7 +20,7 @@
  * Connection lifecycle (engine side):
  *   alloc -> hashed -> [TCP] -> env->closed: unhashed; freed now if the app released the cid
  *   (CF_DETACHED) or never saw it (CF_HIDDEN), else kept (CF_CLOSED) until mtcp_close.
- *   Freeing is deferred to engine_reap (a "zombie" list) so TCP code never sees a reused block.
+ *   Freeing is deferred to eng_reap (a "zombie" list) so TCP code never sees a reused block.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -170,7 +170,7 @@ static int in_prefix(const uint8_t *a, const uint8_t *b, int bits) {
     return 1;
 }
 
-int is_local(const struct mtcp_engine *e, int family, const uint8_t *ip) {
+int eng_is_local(const struct mtcp_engine *e, int family, const uint8_t *ip) {
     if (family == MTCP_AF_INET) {
         if (zero(e->cfg.ipv4, 4)) return 0;
         if (memcmp(ip, e->cfg.ipv4, 4) == 0) return 1;
@@ -181,20 +181,20 @@ int is_local(const struct mtcp_engine *e, int family, const uint8_t *ip) {
     return e->cfg.own_prefix && in_prefix(ip, e->cfg.ipv6, e->cfg.ipv6_prefix);
 }
 
-uint16_t engine_path_mss(const struct mtcp_engine *e, int family) {
+uint16_t eng_path_mss(const struct mtcp_engine *e, int family) {
     return (uint16_t)(e->mtu - (family == MTCP_AF_INET ? 40 : 60));
 }
 
 static inline void set_now(struct mtcp_engine *e, uint64_t now) {
     if (now > e->now) e->now = now;
-    if (!e->wheel.started) wheel_start(&e->wheel, now);
+    if (!e->wheel.started) eng_wheel_start(&e->wheel, now);
 }
 
-int tb_take(struct tbucket *b, uint64_t now, uint32_t rate, uint32_t burst) {
-    return tb_take_above(b, now, rate, burst, 0);
+int eng_tb_take(struct tbucket *b, uint64_t now, uint32_t rate, uint32_t burst) {
+    return eng_tb_take_above(b, now, rate, burst, 0);
 }
 
-int tb_take_above(struct tbucket *b, uint64_t now, uint32_t rate, uint32_t burst, uint32_t keep) {
+int eng_tb_take_above(struct tbucket *b, uint64_t now, uint32_t rate, uint32_t burst, uint32_t keep) {
     if (!rate) return 1;
     uint64_t cap = (uint64_t)(burst ? burst : 1) * 1000000u;
     if (!b->init) { b->init = 1; b->x = cap; b->last = now; }
@@ -209,7 +209,7 @@ int tb_take_above(struct tbucket *b, uint64_t now, uint32_t rate, uint32_t burst
     return 1;
 }
 
-uint32_t frame_get(struct mtcp_engine *e) {
+uint32_t eng_frame_get(struct mtcp_engine *e) {
     uint32_t f = e->ffree;
     if (f == NONE32) return NONE32;
     e->ffree = e->frames[f].next;
@@ -219,19 +219,19 @@ uint32_t frame_get(struct mtcp_engine *e) {
     return f;
 }
 
-void frame_put(struct mtcp_engine *e, uint32_t f) {
+void eng_frame_put(struct mtcp_engine *e, uint32_t f) {
     e->frames[f].next = e->ffree;
     e->ffree = f;
 }
 
-void frame_drop(struct mtcp_engine *e, uint32_t f) {
+void eng_frame_drop(struct mtcp_engine *e, uint32_t f) {
     switch (e->frames[f].kind) {
     case FK_COOKIE: e->counters[CTR_SYNCOOKIES_UNSENT]++; break;
     case FK_RST: e->counters[CTR_RST_UNSENT]++; break;
     case FK_ICMP: e->counters[CTR_ICMP_UNSENT]++; break;
     default: break;
     }
-    frame_put(e, f);
+    eng_frame_put(e, f);
 }
 
 /* a control frame reached the wire (TX ring or output queue) */
@@ -261,7 +261,7 @@ static uint32_t fifo_pop(struct mtcp_engine *e, struct fifo *q) {
     return f;
 }
 
-void ctrl_push(struct mtcp_engine *e, uint32_t f) { fifo_push(e, &e->ctrlq, f); }
+void eng_ctrl_push(struct mtcp_engine *e, uint32_t f) { fifo_push(e, &e->ctrlq, f); }
 
 /* Write IP header (+ Ethernet header when dmac != NULL) in front of an l4 payload at
  * buf + l2len + iphl. Returns the frame length. */
@@ -307,9 +307,9 @@ static inline uint32_t iphl_of(int family) { return family == MTCP_AF_INET ? 20 
 
 static void ctrl_flush(struct mtcp_engine *e);
 
-uint32_t ctrl_begin(struct mtcp_engine *e, int family, uint8_t **l4, uint32_t *cap) {
-    ctrl_room(e);
-    uint32_t f = e->ctrlq.n < CTRLQ_MAX ? frame_get(e) : NONE32;
+uint32_t eng_ctrl_begin(struct mtcp_engine *e, int family, uint8_t **l4, uint32_t *cap) {
+    eng_ctrl_room(e);
+    uint32_t f = e->ctrlq.n < CTRLQ_MAX ? eng_frame_get(e) : NONE32;
     if (f == NONE32) { e->counters[CTR_DROP_CTRL_QUEUE]++; return NONE32; }
     e->frames[f].kind = FK_OTHER;
     uint32_t hl = e->l2len + iphl_of(family);
@@ -318,46 +318,46 @@ uint32_t ctrl_begin(struct mtcp_engine *e, int family, uint8_t **l4, uint32_t *c
     return f;
 }
 
-void ctrl_commit(struct mtcp_engine *e, uint32_t f, int family, const uint8_t *src, const uint8_t *dst,
+void eng_ctrl_commit(struct mtcp_engine *e, uint32_t f, int family, const uint8_t *src, const uint8_t *dst,
                  uint8_t proto, uint32_t l4len, const uint8_t *dmac, uint8_t hop_limit) {
     uint32_t ni = NONE32;
     uint8_t mac[6];
     if (e->l2len && !dmac) {
         uint8_t nh[16];
-        if (route_nexthop(e, family, dst, nh) < 0 || (ni = neigh_resolve_weak(e, family, nh)) == NONE32 ||
+        if (eng_route_nexthop(e, family, dst, nh) < 0 || (ni = eng_neigh_resolve_weak(e, family, nh)) == NONE32 ||
             e->neigh.ent[ni].state == NS_FAILED) {
-            frame_drop(e, f);
+            eng_frame_drop(e, f);
             e->counters[CTR_DROP_NEIGH_QUEUE]++;
             return;
         }
         if (e->neigh.ent[ni].state == NS_REACHABLE) { memcpy(mac, e->neigh.ent[ni].mac, 6); dmac = mac; ni = NONE32; }
     }
     e->frames[f].len = write_headers(e, e->frames[f].buf, family, src, dst, proto, l4len, dmac, hop_limit);
-    if (ni != NONE32) neigh_enqueue(e, ni, f);
-    else ctrl_push(e, f);
+    if (ni != NONE32) eng_neigh_enqueue(e, ni, f);
+    else eng_ctrl_push(e, f);
 }
 
-void ctrl_tcp(struct mtcp_engine *e, int family, const uint8_t *src, const uint8_t *dst,
+void eng_ctrl_tcp(struct mtcp_engine *e, int family, const uint8_t *src, const uint8_t *dst,
               const struct wire_tcp *t, const uint8_t *dmac) {
     uint8_t kind = (t->flags & WIRE_TCP_RST) ? FK_RST : FK_COOKIE;
-    if (kind == FK_RST && !tb_take(&e->tb_rst, e->now, e->cfg.rst_ratelimit, e->cfg.rst_burst)) {
+    if (kind == FK_RST && !eng_tb_take(&e->tb_rst, e->now, e->cfg.rst_ratelimit, e->cfg.rst_burst)) {
         e->counters[CTR_RST_RATELIMITED]++;
         return;
     }
     uint8_t *l4;
     uint32_t cap;
-    uint32_t f = ctrl_begin(e, family, &l4, &cap);
+    uint32_t f = eng_ctrl_begin(e, family, &l4, &cap);
     if (f == NONE32) {
         e->counters[kind == FK_RST ? CTR_RST_UNSENT : CTR_SYNCOOKIES_UNSENT]++;
         return;
     }
     e->frames[f].kind = kind;
     size_t hl = wire_tcp_emit(l4, cap, t);
-    if (!hl) { frame_drop(e, f); return; }
+    if (!hl) { eng_frame_drop(e, f); return; }
     uint32_t ps = family == MTCP_AF_INET ? wire_pseudo4(src, dst, WIRE_PROTO_TCP, (uint32_t)hl)
                                          : wire_pseudo6(src, dst, WIRE_PROTO_TCP, (uint32_t)hl);
     wire_tcp_csum_fill(l4, hl, ps);
-    ctrl_commit(e, f, family, src, dst, WIRE_PROTO_TCP, (uint32_t)hl, dmac, 64);
+    eng_ctrl_commit(e, f, family, src, dst, WIRE_PROTO_TCP, (uint32_t)hl, dmac, 64);
 }
 
 /* ------------------------------------------------------------------ events */
@@ -367,7 +367,7 @@ static inline uint32_t ev_slot(const struct mtcp_engine *e, uint32_t i) {
     return x >= e->ev_cap ? x - e->ev_cap : x;
 }
 
-void engine_push_event(struct mtcp_engine *e, struct conn *k, uint32_t type, int32_t err, uint32_t len,
+void eng_push_event(struct mtcp_engine *e, struct conn *k, uint32_t type, int32_t err, uint32_t len,
                        mtcp_cid parent) {
     mtcp_cid cid = conn_cid(e, k);
     if (type == MTCP_EV_READABLE && e->ev_n) {
@@ -391,10 +391,10 @@ uint32_t mtcp_engine_events(mtcp_engine *e, struct mtcp_event *out, uint32_t max
         struct mtcp_event ev = e->ev[e->ev_head];
         e->ev_head = ev_slot(e, 1);
         e->ev_n--;
-        struct conn *k = conn_get(e, ev.cid);
+        struct conn *k = eng_conn_get(e, ev.cid);
         if (!k) continue;                        /* released or stale: no more events for it */
         if (ev.type == MTCP_EV_ACCEPT && (k->eflags & CF_CHILD)) {
-            listen_child_unlink(e, k);           /* leaves the listener's backlog */
+            eng_listen_child_unlink(e, k);           /* leaves the listener's backlog */
             k->eflags &= (uint16_t)~CF_ACCEPTQ;
         }
         out[n++] = ev;
@@ -410,7 +410,7 @@ static struct buf_ooo *env_ooo_get(void *ctx, struct tcp_conn *c, int alloc) {
     if (!alloc || e->ooo_free == NONE32) return NULL;
     uint32_t i = e->ooo_free;
     e->ooo_free = e->ooo_next[i];
-    buf_ooo_init(&e->ooo[i]);
+    tcp_buf_ooo_init(&e->ooo[i]);
     c->ooo = (uint16_t)i;
     e->ooo_used++;
     return &e->ooo[i];
@@ -439,7 +439,7 @@ static void env_ooo_put(void *ctx, struct tcp_conn *c) {
     struct mtcp_engine *e = ctx;
     if (c->ooo == 0xffff) return;
     uint32_t i = c->ooo;
-    buf_ooo_clear(&e->pool, &e->ooo[i]);
+    tcp_buf_ooo_clear(&e->pool, &e->ooo[i]);
     e->ooo_next[i] = e->ooo_free;
     e->ooo_free = i;
     e->ooo_used--;
@@ -447,7 +447,7 @@ static void env_ooo_put(void *ctx, struct tcp_conn *c) {
 }
 
 static void tx_release(struct mtcp_engine *e) {
-    if ((e->tx_kind == TXK_OUTQ || e->tx_kind == TXK_NEIGH) && e->tx_frame != NONE32) frame_put(e, e->tx_frame);
+    if ((e->tx_kind == TXK_OUTQ || e->tx_kind == TXK_NEIGH) && e->tx_frame != NONE32) eng_frame_put(e, e->tx_frame);
     e->tx_kind = TXK_NONE;
     e->tx_frame = NONE32;
 }
@@ -468,8 +468,8 @@ static uint8_t *env_tx_begin(void *ctx, struct tcp_conn *c, uint32_t *cap) {
             uint8_t nh[16];
             /* a passive open not yet established answers a source nothing has verified */
             int weak = (c->flags & TCPF_PASSIVE) && c->state == MTCP_ST_SYN_RECEIVED;
-            uint32_t ni = route_nexthop(e, family, k->rip, nh) < 0 ? NONE32
-                        : weak ? neigh_resolve_weak(e, family, nh) : neigh_resolve(e, family, nh);
+            uint32_t ni = eng_route_nexthop(e, family, k->rip, nh) < 0 ? NONE32
+                        : weak ? eng_neigh_resolve_weak(e, family, nh) : eng_neigh_resolve(e, family, nh);
             n = ni == NONE32 ? NULL : &e->neigh.ent[ni];
             if (n && n->state == NS_REACHABLE) { k->nidx = ni; k->ngen = n->gen; }
             else k->ngen = 0;
@@ -479,7 +479,7 @@ static uint8_t *env_tx_begin(void *ctx, struct tcp_conn *c, uint32_t *cap) {
             memcpy(e->tx_dmac, n->mac, 6);
         } else {
             direct = 0;
-            uint32_t f = n && n->state == NS_INCOMPLETE ? frame_get(e) : NONE32;
+            uint32_t f = n && n->state == NS_INCOMPLETE ? eng_frame_get(e) : NONE32;
             if (f != NONE32) {
                 e->tx_kind = TXK_NEIGH;
                 e->tx_frame = f;
@@ -505,7 +505,7 @@ static uint8_t *env_tx_begin(void *ctx, struct tcp_conn *c, uint32_t *cap) {
                 room = r->buf_size;
             }
         } else {
-            uint32_t f = e->outq.n < OUTQ_MAX ? frame_get(e) : NONE32;
+            uint32_t f = e->outq.n < OUTQ_MAX ? eng_frame_get(e) : NONE32;
             if (f == NONE32) { e->tx_full = 1; e->tx_nulled = 1; return NULL; }
             e->tx_kind = TXK_OUTQ;
             e->tx_frame = f;
@@ -557,7 +557,7 @@ static void env_tx_commit(void *ctx, struct tcp_conn *c, uint32_t tcp_len) {
         break;
     case TXK_NEIGH:
         e->frames[e->tx_frame].len = len;
-        neigh_enqueue(e, e->tx_neigh, e->tx_frame);
+        eng_neigh_enqueue(e, e->tx_neigh, e->tx_frame);
         break;
     default:
         e->counters[CTR_DROP_NEIGH_QUEUE]++;
@@ -609,11 +609,11 @@ static void env_event(void *ctx, struct tcp_conn *c, uint32_t type, int32_t err,
             e->abort_head = conn_idx(e, k);
             return;
         }
-        engine_push_event(e, k, MTCP_EV_ACCEPT, 0, 0, parent);
+        eng_push_event(e, k, MTCP_EV_ACCEPT, 0, 0, parent);
         return;
     }
     if (k->eflags & (CF_HIDDEN | CF_DETACHED | CF_ZOMBIE)) return;
-    engine_push_event(e, k, type, err, len, 0);
+    eng_push_event(e, k, type, err, len, 0);
 }
 
 /* ---- TIME-WAIT FIFO: detached blocks in TIME-WAIT, oldest first, O(1) add/remove/pop ---- */
@@ -646,8 +646,8 @@ static void env_timer(void *ctx, struct tcp_conn *c, uint64_t deadline) {
     struct conn *k = conn_of(c);
     uint32_t idx = conn_idx(e, k);
     tw_check(e, k);
-    if (deadline == 0 || (k->eflags & CF_ZOMBIE) || k->kind != CK_CONN) { wheel_remove(&e->wheel, idx); return; }
-    wheel_insert(&e->wheel, idx, deadline);
+    if (deadline == 0 || (k->eflags & CF_ZOMBIE) || k->kind != CK_CONN) { eng_wheel_remove(&e->wheel, idx); return; }
+    eng_wheel_insert(&e->wheel, idx, deadline);
 }
 
 static void out_add(struct mtcp_engine *e, struct conn *k) {
@@ -679,7 +679,7 @@ static void env_want_output(void *ctx, struct tcp_conn *c) {
 static void make_zombie(struct mtcp_engine *e, struct conn *k) {
     if (k->eflags & CF_ZOMBIE) return;
     k->eflags |= CF_ZOMBIE;
-    wheel_remove(&e->wheel, conn_idx(e, k));
+    eng_wheel_remove(&e->wheel, conn_idx(e, k));
     k->hnext = e->reap_head;
     e->reap_head = conn_idx(e, k);
 }
@@ -688,8 +688,8 @@ static void env_closed(void *ctx, struct tcp_conn *c) {
     struct mtcp_engine *e = ctx;
     struct conn *k = conn_of(c);
     tw_del(e, k);
-    conn_unhash(e, k);
-    wheel_remove(&e->wheel, conn_idx(e, k));
+    eng_conn_unhash(e, k);
+    eng_wheel_remove(&e->wheel, conn_idx(e, k));
     if (k->eflags & (CF_DETACHED | CF_HIDDEN)) make_zombie(e, k);
     else k->eflags |= CF_CLOSED;
 }
@@ -706,21 +706,21 @@ static int env_challenge_ok(void *ctx, uint64_t now) {
 static void conn_release(struct mtcp_engine *e, struct conn *k) {
     resv_release(e, k);
     tw_del(e, k);
-    wheel_remove(&e->wheel, conn_idx(e, k));
-    conn_unhash(e, k);
-    listen_child_unlink(e, k);
-    buf_stream_clear(&e->pool, &k->tcp.snd);
-    buf_stream_clear(&e->pool, &k->tcp.rcv);
+    eng_wheel_remove(&e->wheel, conn_idx(e, k));
+    eng_conn_unhash(e, k);
+    eng_listen_child_unlink(e, k);
+    tcp_buf_stream_clear(&e->pool, &k->tcp.snd);
+    tcp_buf_stream_clear(&e->pool, &k->tcp.rcv);
     env_ooo_put(e, &k->tcp);
     if (k->tcp.recs) env_rec_put(e, &k->tcp, k->tcp.recs);
     k->tcp.recs = NULL;
     k->tcp.rec_n = 0;
-    if (k->eflags & CF_PORTREF) port_unref(e, k->tcp.family, k->tcp.local_port);
+    if (k->eflags & CF_PORTREF) eng_port_unref(e, k->tcp.family, k->tcp.local_port);
     e->counters[CTR_CONN_CLOSED]++;
-    conn_free(e, k);
+    eng_conn_free(e, k);
 }
 
-void engine_reap(struct mtcp_engine *e) {
+void eng_reap(struct mtcp_engine *e) {
     while (e->abort_head != NONE32) {
         struct conn *k = &e->conns[e->abort_head];
         e->abort_head = k->anext;
@@ -752,8 +752,8 @@ static int blocks_room(struct mtcp_engine *e, uint32_t need) {
     return e->nconns - e->conns_used >= e->resv + need;
 }
 
-struct conn *conn_alloc_recycle(struct mtcp_engine *e) {
-    return blocks_room(e, 1) ? conn_alloc(e) : NULL;
+struct conn *eng_conn_alloc_recycle(struct mtcp_engine *e) {
+    return blocks_room(e, 1) ? eng_conn_alloc(e) : NULL;
 }
 
 static void resv_release(struct mtcp_engine *e, struct conn *k) {
@@ -762,24 +762,24 @@ static void resv_release(struct mtcp_engine *e, struct conn *k) {
     e->resv--;
 }
 
-struct conn *conn_take_reserved(struct mtcp_engine *e, struct conn *client) {
+struct conn *eng_conn_take_reserved(struct mtcp_engine *e, struct conn *client) {
     if (!(client->eflags & CF_RESV)) return NULL;
     resv_release(e, client);
-    return conn_alloc(e);               /* a reserved block is always free */
+    return eng_conn_alloc(e);               /* a reserved block is always free */
 }
 
-uint32_t conn_setup(struct mtcp_engine *e, struct conn *k, int family, const uint8_t *lip, uint16_t lport,
+uint32_t eng_conn_setup(struct mtcp_engine *e, struct conn *k, int family, const uint8_t *lip, uint16_t lport,
                     const uint8_t *rip, uint16_t rport) {
     k->kind = CK_CONN;
     memset(k->lip, 0, 16);
     memset(k->rip, 0, 16);
     memcpy(k->lip, lip, (size_t)addr_len(family));
     memcpy(k->rip, rip, (size_t)addr_len(family));
-    tcp_conn_init(&e->env, &k->tcp, family, lport, rport, engine_path_mss(e, family));
+    tcp_conn_init(&e->env, &k->tcp, family, lport, rport, eng_path_mss(e, family));
     k->tcp.ooo = 0xffff;
     /* RFC 7323 5.4: per-connection timestamp offset; a keyed hash of the 4-tuple, so a SYN-cookie
      * SYN-ACK (no state) and the connection created from it later agree on it */
-    uint64_t h = isn_hash(e->isn_key, family, lip, lport, rip, rport);
+    uint64_t h = eng_isn_hash(e->isn_key, family, lip, lport, rip, rport);
     k->tcp.ts_offset = (uint32_t)(h >> 32);
     return (uint32_t)h;
 }
@@ -791,9 +791,9 @@ static void derive_key(uint64_t seed, uint32_t n, uint8_t out[16]) {
     uint8_t m[12];
     memcpy(m, &seed, 8);
     memcpy(m + 8, &n, 4);
-    uint64_t a = siphash24(k0, m, 12);
+    uint64_t a = eng_siphash24(k0, m, 12);
     m[11] ^= 0x80;
-    uint64_t b = siphash24(k0, m, 12);
+    uint64_t b = eng_siphash24(k0, m, 12);
     memcpy(out, &a, 8);
     memcpy(out + 8, &b, 8);
 }
@@ -825,7 +825,7 @@ mtcp_engine *mtcp_engine_new(const struct mtcp_config *cfg, mtcp_link *link, cha
     derive_key(seed, 1, e->isn_key);
     derive_key(seed, 2, e->cookie_key);
     derive_key(seed, 3, e->port_key);
-    e->hash_seed = siphash24(e->port_key, &seed, sizeof seed);
+    e->hash_seed = eng_siphash24(e->port_key, &seed, sizeof seed);
 
     e->nconns = cfg->max_conns;
     e->out_head = e->out_tail = NONE32;
@@ -836,8 +836,8 @@ mtcp_engine *mtcp_engine_new(const struct mtcp_config *cfg, mtcp_link *link, cha
     e->ffree = NONE32;
     e->ctrlq.head = e->ctrlq.tail = NONE32;
     e->outq.head = e->outq.tail = NONE32;
-    if (table_init(e) < 0) goto oom;
-    if (buf_pool_init(&e->pool, cfg->chunk_size, cfg->max_chunks) < 0) goto oom;
+    if (eng_table_init(e) < 0) goto oom;
+    if (tcp_buf_pool_init(&e->pool, cfg->chunk_size, cfg->max_chunks) < 0) goto oom;
     uint32_t nooo = cfg->max_conns / 4;
     if (nooo < 16) nooo = 16;
     if (nooo > 8192) nooo = 8192;
@@ -870,8 +870,8 @@ mtcp_engine *mtcp_engine_new(const struct mtcp_config *cfg, mtcp_link *link, cha
         e->frames[i].next = i + 1 < e->nframes ? i + 1 : NONE32;
     }
     e->ffree = 0;
-    wheel_init(&e->wheel, e->conns, sizeof(struct conn), offsetof(struct conn, wn));
-    neigh_init(e);
+    eng_wheel_init(&e->wheel, e->conns, sizeof(struct conn), offsetof(struct conn, wn));
+    eng_neigh_init(e);
 
     struct tcp_env *env = &e->env;
     env->ctx = e;
@@ -911,17 +911,17 @@ void mtcp_engine_free(mtcp_engine *e) {
         const struct link_ops *ops = e->link->ops;
         for (uint32_t i = 0; i < e->nconns; i++) {
             struct conn *k = &e->conns[i];
-            if (k->kind == CK_LISTEN && ops->release_port && listener_count_port(e, k->tcp.family, k->tcp.local_port) == 1)
+            if (k->kind == CK_LISTEN && ops->release_port && eng_listener_count_port(e, k->tcp.family, k->tcp.local_port) == 1)
                 ops->release_port(e->link, k->tcp.family, k->tcp.local_port, 1);
-            if (k->kind == CK_LISTEN) listener_unhash(e, k);
+            if (k->kind == CK_LISTEN) eng_listener_unhash(e, k);
         }
         for (int f = 0; f < 2 && e->portref[f]; f++)
             for (uint32_t p = 0; p < 65536; p++)
                 if (e->portref[f][p] && ops->release_port)
                     ops->release_port(e->link, f ? MTCP_AF_INET6 : MTCP_AF_INET, (uint16_t)p, 0);
     }
-    table_fini(e);
-    if (e->pool.mem) buf_pool_fini(&e->pool);
+    eng_table_fini(e);
+    if (e->pool.mem) tcp_buf_pool_fini(&e->pool);
     free(e->ooo);
     free(e->ooo_next);
     free(e->recs);
@@ -946,36 +946,36 @@ static void tcp_rx(struct mtcp_engine *e, int family, const uint8_t *src, const 
     int rc = wire_tcp_parse(seg, len, &t);
     if (rc < 0) { e->counters[ctr_wire_drop(rc)]++; return; }
     e->counters[CTR_SEGS_IN]++;
-    struct conn *k = conn_lookup(e, family, dst, t.dport, src, t.sport);
+    struct conn *k = eng_conn_lookup(e, family, dst, t.dport, src, t.sport);
     struct conn *l = NULL;
     if (k) {
         /* RFC 6191 / RFC 1122 4.2.2.13: a clearly newer SYN for a TIME-WAIT connection of a
          * listener's port starts a new incarnation (as Linux does) instead of a challenge ACK */
         if (k->tcp.state == MTCP_ST_TIME_WAIT && (t.flags & (WIRE_TCP_SYN | WIRE_TCP_ACK | WIRE_TCP_RST)) == WIRE_TCP_SYN &&
-            (l = listener_lookup(e, family, dst, t.dport)) != NULL &&
+            (l = eng_listener_lookup(e, family, dst, t.dport)) != NULL &&
             tcp_timewait_reuse(&e->env, &k->tcp, e->now, &t)) {
-            listen_input(e, l, family, dst, src, &t);
+            eng_listen_input(e, l, family, dst, src, &t);
             return;
         }
         tcp_input(&e->env, &k->tcp, e->now, &t);
         return;
     }
-    l = listener_lookup(e, family, dst, t.dport);
-    if (l) { listen_input(e, l, family, dst, src, &t); return; }
+    l = eng_listener_lookup(e, family, dst, t.dport);
+    if (l) { eng_listen_input(e, l, family, dst, src, &t); return; }
     e->counters[CTR_DROP_NO_LISTENER]++;
     struct wire_tcp rst;
-    if (tcp_rst_for(&t, &rst)) ctrl_tcp(e, family, dst, src, &rst, NULL);
+    if (tcp_rst_for(&t, &rst)) eng_ctrl_tcp(e, family, dst, src, &rst, NULL);
 }
 
 static void ip4_rx(struct mtcp_engine *e, const uint8_t *p, uint32_t len) {
     struct wire_ipv4 ip;
     int rc = wire_ipv4_parse(p, len, &ip);
     if (rc < 0) { e->counters[ctr_wire_drop(rc)]++; return; }
-    if (!is_local(e, MTCP_AF_INET, ip.dst)) { e->counters[CTR_DROP_NOT_FOR_US]++; return; }
+    if (!eng_is_local(e, MTCP_AF_INET, ip.dst)) { e->counters[CTR_DROP_NOT_FOR_US]++; return; }
     if (ip.src[0] >= 224 || zero(ip.src, 4)) { e->counters[CTR_DROP_BAD_ADDR]++; return; }
     switch (ip.proto) {
     case WIRE_PROTO_TCP: tcp_rx(e, MTCP_AF_INET, ip.src, ip.dst, ip.payload, ip.payload_len); break;
-    case WIRE_PROTO_ICMP: icmp4_input(e, &ip); break;
+    case WIRE_PROTO_ICMP: eng_icmp4_input(e, &ip); break;
     default: e->counters[CTR_DROP_UNSUPPORTED]++; break;
     }
 }
@@ -984,10 +984,10 @@ static void ip6_rx(struct mtcp_engine *e, const uint8_t *p, uint32_t len) {
     struct wire_ipv6 ip;
     int rc = wire_ipv6_parse(p, len, &ip);
     if (rc < 0) { e->counters[ctr_wire_drop(rc)]++; return; }
-    int local = is_local(e, MTCP_AF_INET6, ip.dst);
+    int local = eng_is_local(e, MTCP_AF_INET6, ip.dst);
     if (ip.next == WIRE_PROTO_ICMPV6) {
         if (!local && !(ip.dst[0] == 0xff && ip.dst[1] == 0x02)) { e->counters[CTR_DROP_NOT_FOR_US]++; return; }
-        icmp6_input(e, &ip);
+        eng_icmp6_input(e, &ip);
         return;
     }
     if (!local) { e->counters[CTR_DROP_NOT_FOR_US]++; return; }
@@ -1013,7 +1013,7 @@ static void rx_frame(struct mtcp_engine *e, const uint8_t *p, uint32_t len, uint
         p += WIRE_ETH_HLEN;
         len -= WIRE_ETH_HLEN;
         switch (eth.ethertype) {
-        case WIRE_ETHERTYPE_ARP: arp_input(e, p, len); break;
+        case WIRE_ETHERTYPE_ARP: eng_arp_input(e, p, len); break;
         case WIRE_ETHERTYPE_IPV4: ip4_rx(e, p, len); break;
         case WIRE_ETHERTYPE_IPV6: ip6_rx(e, p, len); break;
         default: e->counters[CTR_DROP_UNSUPPORTED]++; break;
@@ -1040,9 +1040,9 @@ static void fire(void *ctx, uint32_t idx) {
 }
 
 static void run_timers(struct mtcp_engine *e) {
-    wheel_advance(&e->wheel, e->now, fire, e);
-    neigh_tick(e);
-    engine_reap(e);
+    eng_wheel_advance(&e->wheel, e->now, fire, e);
+    eng_neigh_tick(e);
+    eng_reap(e);
 }
 
 /* Control frames -> TX ring / output queue. Returns frames moved; sets tx_full when it stopped
@@ -1055,7 +1055,7 @@ static uint32_t ctrl_out(struct mtcp_engine *e) {
             struct link_ring *r = &e->link->tx;
             if (link_ring_space(r) == 0) { e->tx_full = 1; e->counters[CTR_TX_RING_FULL]++; break; }
             fifo_pop(e, &e->ctrlq);
-            if (e->frames[f].len > r->buf_size) { e->counters[CTR_DROP_TX_TOO_BIG]++; frame_drop(e, f); continue; }
+            if (e->frames[f].len > r->buf_size) { e->counters[CTR_DROP_TX_TOO_BIG]++; eng_frame_drop(e, f); continue; }
             struct link_slot *s = &r->slot[r->head];
             memcpy(s->buf, e->frames[f].buf, e->frames[f].len);
             s->len = e->frames[f].len;
@@ -1064,7 +1064,7 @@ static uint32_t ctrl_out(struct mtcp_engine *e) {
             s->csum_start = s->csum_offset = 0;
             r->head = r->cur = link_ring_next(r, r->head);
             frame_sent(e, f);
-            frame_put(e, f);
+            eng_frame_put(e, f);
         } else {
             if (e->outq.n >= OUTQ_MAX) { e->tx_full = 1; break; }
             fifo_pop(e, &e->ctrlq);
@@ -1092,7 +1092,7 @@ static void ctrl_flush(struct mtcp_engine *e) {
     e->tx_full = full;
 }
 
-void ctrl_room(struct mtcp_engine *e) {
+void eng_ctrl_room(struct mtcp_engine *e) {
     if (e->ctrlq.n >= CTRLQ_MAX) ctrl_flush(e);
 }
 
@@ -1128,7 +1128,7 @@ static uint32_t output_pass(struct mtcp_engine *e) {
             }
         }
     }
-    engine_reap(e);
+    eng_reap(e);
     return moved;
 }
 
@@ -1154,7 +1154,7 @@ static void wake_starved(struct mtcp_engine *e) {
         }
     } else {
         for (uint32_t i = 0; i < e->starved_n; i++) {
-            struct conn *k = conn_get(e, e->starved[i]);
+            struct conn *k = eng_conn_get(e, e->starved[i]);
             if (k && starved_can_send(k)) {
                 k->tcp.flags &= (uint16_t)~TCPF_WANT_WRITABLE;
                 env_event(e, &k->tcp, MTCP_EV_WRITABLE, 0, 0);
@@ -1175,11 +1175,11 @@ static uint32_t rx_batch(struct mtcp_engine *e, struct mtcp_link *l) {
         rx_frame(e, s->buf, s->len, s->flags);
         rx->head = link_ring_next(rx, rx->head);
         n++;
-        if ((n & 63) == 0) engine_reap(e);
+        if ((n & 63) == 0) eng_reap(e);
         if (e->ctrlq.n >= CTRLQ_FLUSH) ctrl_flush(e);   /* control replies never wait for a slot */
     }
     rx->cur = rx->head;
-    engine_reap(e);
+    eng_reap(e);
     return n;
 }
 
@@ -1235,7 +1235,7 @@ int mtcp_engine_poll(mtcp_engine *e, uint64_t now_us) {
 
 int64_t mtcp_engine_next_deadline(mtcp_engine *e) {
     if (e->out_head != NONE32 || e->ctrlq.n || e->outq.n) return (int64_t)e->now;
-    int64_t d = wheel_next_deadline(&e->wheel);
+    int64_t d = eng_wheel_next_deadline(&e->wheel);
     if (e->neigh.incomplete && e->neigh_deadline && (d < 0 || (int64_t)e->neigh_deadline < d))
         d = (int64_t)e->neigh_deadline;
     if (e->link && e->link->ops->next_deadline) {
@@ -1254,7 +1254,7 @@ void mtcp_engine_input(mtcp_engine *e, uint64_t now_us, const uint8_t *frame, ui
     set_now(e, now_us);
     if (!frame) return;
     rx_frame(e, frame, len, 0);
-    engine_reap(e);
+    eng_reap(e);
     if (e->ctrlq.n >= CTRLQ_FLUSH) { e->tx_full = 0; ctrl_out(e); e->tx_full = 0; }
 }
 
@@ -1270,7 +1270,7 @@ uint32_t mtcp_engine_output(mtcp_engine *e, uint64_t now_us, uint8_t *buf, uint3
             uint32_t fl = e->frames[f].len;
             if (fl > bufcap) {                       /* can never fit: drop */
                 fifo_pop(e, &e->outq);
-                frame_put(e, f);
+                eng_frame_put(e, f);
                 e->counters[CTR_DROP_TX_TOO_BIG]++;
                 continue;
             }
@@ -1279,7 +1279,7 @@ uint32_t mtcp_engine_output(mtcp_engine *e, uint64_t now_us, uint8_t *buf, uint3
             memcpy(buf + off, e->frames[f].buf, fl);
             lens[n++] = fl;
             off += fl;
-            frame_put(e, f);
+            eng_frame_put(e, f);
         }
         if (e->outq.n || n >= maxframes) break;
         if (e->out_head == NONE32 && e->ctrlq.n == 0) break;
@@ -1290,10 +1290,10 @@ uint32_t mtcp_engine_output(mtcp_engine *e, uint64_t now_us, uint8_t *buf, uint3
 
 /* ------------------------------------------------------------------ API */
 
-static void api_done(struct mtcp_engine *e) { engine_reap(e); }
+static void api_done(struct mtcp_engine *e) { eng_reap(e); }
 
 int64_t mtcp_listen(mtcp_engine *e, const struct mtcp_addr *local, int backlog) {
-    return listen_open(e, local, backlog);
+    return eng_listen_open(e, local, backlog);
 }
 
 int64_t mtcp_connect(mtcp_engine *e, uint64_t now_us, const struct mtcp_addr *remote,
@@ -1308,33 +1308,33 @@ int64_t mtcp_connect(mtcp_engine *e, uint64_t now_us, const struct mtcp_addr *re
     if (zero(own, addr_len(family))) return -EADDRNOTAVAIL;
     uint8_t lip[16] = {0};
     if (local && !zero(local->ip, addr_len(family))) {
-        if (!is_local(e, family, local->ip)) return -EADDRNOTAVAIL;
+        if (!eng_is_local(e, family, local->ip)) return -EADDRNOTAVAIL;
         memcpy(lip, local->ip, (size_t)addr_len(family));
     } else {
         memcpy(lip, own, (size_t)addr_len(family));
     }
     uint8_t nh[16];
-    if (route_nexthop(e, family, remote->ip, nh) < 0) return -ENETUNREACH;
+    if (eng_route_nexthop(e, family, remote->ip, nh) < 0) return -ENETUNREACH;
     int port;
     if (local && local->port) {
-        if (conn_lookup(e, family, lip, local->port, remote->ip, remote->port)) return -EADDRINUSE;
-        if (listener_count_port(e, family, local->port)) return -EADDRINUSE;
-        port = port_ref(e, family, local->port);
+        if (eng_conn_lookup(e, family, lip, local->port, remote->ip, remote->port)) return -EADDRINUSE;
+        if (eng_listener_count_port(e, family, local->port)) return -EADDRINUSE;
+        port = eng_port_ref(e, family, local->port);
         if (port < 0) return port == -EAGAIN ? -EADDRNOTAVAIL : port;
         port = local->port;
     } else {
-        port = port_ephemeral(e, family, lip, remote->ip, remote->port);
+        port = eng_port_ephemeral(e, family, lip, remote->ip, remote->port);
         if (port < 0) return port;
     }
     /* to ourselves: the listener's child needs a block too; reserve it now (admission) */
-    int self = is_local(e, family, remote->ip);
-    if (!blocks_room(e, self ? 2 : 1)) { port_unref(e, family, (uint16_t)port); return -ENOMEM; }
-    struct conn *k = conn_alloc(e);
-    if (!k) { port_unref(e, family, (uint16_t)port); return -ENOMEM; }
-    uint32_t iss = conn_setup(e, k, family, lip, (uint16_t)port, remote->ip, remote->port) + (uint32_t)(e->now / 4);
+    int self = eng_is_local(e, family, remote->ip);
+    if (!blocks_room(e, self ? 2 : 1)) { eng_port_unref(e, family, (uint16_t)port); return -ENOMEM; }
+    struct conn *k = eng_conn_alloc(e);
+    if (!k) { eng_port_unref(e, family, (uint16_t)port); return -ENOMEM; }
+    uint32_t iss = eng_conn_setup(e, k, family, lip, (uint16_t)port, remote->ip, remote->port) + (uint32_t)(e->now / 4);
     k->eflags |= CF_PORTREF;
     if (self) { k->eflags |= CF_RESV; e->resv++; }
-    conn_hash(e, k);
+    eng_conn_hash(e, k);
     e->counters[CTR_ACTIVE_OPENS]++;
     mtcp_cid cid = conn_cid(e, k);
     tcp_open_active(&e->env, &k->tcp, e->now, iss);
@@ -1343,7 +1343,7 @@ int64_t mtcp_connect(mtcp_engine *e, uint64_t now_us, const struct mtcp_addr *re
 }
 
 static struct conn *get_conn(struct mtcp_engine *e, mtcp_cid cid, int *err) {
-    struct conn *k = conn_get(e, cid);
+    struct conn *k = eng_conn_get(e, cid);
     if (!k) { *err = -EBADF; return NULL; }
     if (k->kind != CK_CONN) { *err = -ENOTCONN; return NULL; }
     return k;
@@ -1391,9 +1391,9 @@ int mtcp_shutdown(mtcp_engine *e, mtcp_cid cid) {
 }
 
 static int release(struct mtcp_engine *e, mtcp_cid cid, int abort) {
-    struct conn *k = conn_get(e, cid);
+    struct conn *k = eng_conn_get(e, cid);
     if (!k) return -EBADF;
-    if (k->kind == CK_LISTEN) { listen_close(e, k); return 0; }
+    if (k->kind == CK_LISTEN) { eng_listen_close(e, k); return 0; }
     k->eflags |= CF_DETACHED;
     k->tcp.flags |= TCPF_DETACHED;
     if (k->eflags & CF_CLOSED) {
@@ -1413,7 +1413,7 @@ int mtcp_close(mtcp_engine *e, mtcp_cid cid) { return release(e, cid, 0); }
 int mtcp_abort(mtcp_engine *e, mtcp_cid cid) { return release(e, cid, 1); }
 
 int mtcp_setopt(mtcp_engine *e, mtcp_cid cid, int opt, int64_t val) {
-    struct conn *k = conn_get(e, cid);
+    struct conn *k = eng_conn_get(e, cid);
     if (!k) return -EBADF;
     int rc = tcp_setopt(&e->env, &k->tcp, opt, val);
     api_done(e);
@@ -1421,7 +1421,7 @@ int mtcp_setopt(mtcp_engine *e, mtcp_cid cid, int opt, int64_t val) {
 }
 
 int mtcp_getopt(mtcp_engine *e, mtcp_cid cid, int opt, int64_t *val) {
-    struct conn *k = conn_get(e, cid);
+    struct conn *k = eng_conn_get(e, cid);
     if (!k) return -EBADF;
     if (!val) return -EINVAL;
     return tcp_getopt(&k->tcp, opt, val);
@@ -1435,7 +1435,7 @@ static void fill_addr(struct mtcp_addr *a, int family, const uint8_t *ip, uint16
 }
 
 int mtcp_getaddrs(mtcp_engine *e, mtcp_cid cid, struct mtcp_addr *local, struct mtcp_addr *remote) {
-    struct conn *k = conn_get(e, cid);
+    struct conn *k = eng_conn_get(e, cid);
     if (!k) return -EBADF;
     if (local) fill_addr(local, k->tcp.family, k->lip, k->tcp.local_port);
     if (remote) fill_addr(remote, k->tcp.family, k->rip, k->kind == CK_LISTEN ? 0 : k->tcp.remote_port);
@@ -1443,7 +1443,7 @@ int mtcp_getaddrs(mtcp_engine *e, mtcp_cid cid, struct mtcp_addr *local, struct 
 }
 
 int mtcp_conn_info(mtcp_engine *e, mtcp_cid cid, struct mtcp_conn_info *out) {
-    struct conn *k = conn_get(e, cid);
+    struct conn *k = eng_conn_get(e, cid);
     if (!k) return -EBADF;
     memset(out, 0, sizeof *out);
     if (k->kind == CK_LISTEN) {

@@ -134,7 +134,7 @@ static uint32_t bucket_of(const uint64_t *bounds, uint32_t nb, uint64_t v)
     return i;
 }
 
-void introspect_conn_freed(struct mtcp_engine *e, const struct conn *k)
+void eng_introspect_conn_freed(struct mtcp_engine *e, const struct conn *k)
 {
     if (k->kind != CK_CONN) return;
     uint64_t end = k->tcp.last_rx_us && k->tcp.last_rx_us >= k->t_open_us ? k->tcp.last_rx_us : e->now;

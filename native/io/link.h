@@ -113,8 +113,8 @@ void link_pcap_flush(struct mtcp_link *l);
 /* Like link_pcap_frame for a whole slot: a partial checksum is completed in the captured copy. */
 void link_pcap_slot(struct mtcp_link *l, const struct link_slot *s, uint64_t now_us);
 /* Diagnostics for tests: frames dropped on arrival (RX ring full / frame too long). */
-uint64_t sim_link_drops(struct mtcp_link *l);
-uint64_t loopback_drops(struct mtcp_link *l);
+uint64_t link_sim_drops(struct mtcp_link *l);
+uint64_t link_loopback_drops(struct mtcp_link *l);
 static inline int64_t link_next_deadline(struct mtcp_link *l)
 {
     return l->ops->next_deadline ? l->ops->next_deadline(l) : -1;

@@ -45,7 +45,7 @@ mtcp_link *mtcp_xdp_open(const char *ifname, uint32_t queue, uint32_t flags, cha
     io_errf(err, errlen, "xdp: not built (linux/if_xdp.h or linux/bpf.h missing at build time)");
     return NULL;
 }
-int xdp_link_skb_mode(struct mtcp_link *l) { (void)l; return -1; }
+int link_xdp_skb_mode(struct mtcp_link *l) { (void)l; return -1; }
 int mtcp_xdp_share(const char *ifname, uint32_t flags, char *err, size_t errlen)
 {
     (void)ifname; (void)flags;
@@ -659,7 +659,7 @@ fail:
 }
 
 /* 1 if the shared XDP program of this interface runs in generic (SKB) mode. */
-int xdp_link_skb_mode(struct mtcp_link *l)
+int link_xdp_skb_mode(struct mtcp_link *l)
 {
     if (!l || l->ops != &xdp_ops)
         return -1;

@@ -11,9 +11,9 @@
  * Call chains (engine -> tcp, tcp -> engine through struct tcp_env):
  *   engine_input -> tcp_input -> { input_syn_sent | input_synchronized }
  *                     input_synchronized -> paws -> rst_check -> acceptability -> syn_check
- *                                        -> ack_process (-> ack_advance -> rtt_sample / cc_on_ack,
+ *                                        -> ack_process (-> ack_advance -> rtt_sample / tcp_cc_on_ack,
  *                                           sack_update, dupack -> enter_recovery)
- *                                        -> data_process (-> buf_stream_append / buf_ooo_*)
+ *                                        -> data_process (-> tcp_buf_stream_append / buf_ooo_*)
  *                                        -> fin_process
  *                   -> env->event / env->want_output / env->timer
  *   engine poll end -> tcp_output -> output_data -> send_seg -> emit -> env->tx_begin/tx_commit
@@ -134,7 +134,7 @@ void tcpi_rec_release(const struct tcp_env *env, struct tcp_conn *c)
 void tcpi_ooo_release(const struct tcp_env *env, struct tcp_conn *c)
 {
     struct buf_ooo *o = tcpi_ooo_of(env, c, 0);
-    if (o) buf_ooo_clear(env->pool, o);
+    if (o) tcp_buf_ooo_clear(env->pool, o);
     if (c->ooo != 0xffff && env->ooo_put) env->ooo_put(env->ctx, c);
     c->ooo = 0xffff;
 }
@@ -151,9 +151,9 @@ void tcpi_conn_closed(const struct tcp_env *env, struct tcp_conn *c)
     tcpi_rec_release(env, c);
     c->persist = 0;
     tcpi_ooo_release(env, c);
-    buf_stream_clear(env->pool, &c->snd);
+    tcp_buf_stream_clear(env->pool, &c->snd);
     memset(&c->snd_cur, 0, sizeof c->snd_cur);
-    if (c->flags & TCPF_DETACHED) buf_stream_clear(env->pool, &c->rcv);
+    if (c->flags & TCPF_DETACHED) tcp_buf_stream_clear(env->pool, &c->rcv);
     tcpi_sync_timer(env, c);
     c->closed_done = 1;
     if (env->closed) env->closed(env->ctx, c);
@@ -163,7 +163,7 @@ void tcpi_conn_closed(const struct tcp_env *env, struct tcp_conn *c)
 void tcpi_conn_fail(const struct tcp_env *env, struct tcp_conn *c, uint32_t type, int err)
 {
     if (type) tcpi_ev(env, c, type, err, 0);
-    buf_stream_clear(env->pool, &c->rcv);
+    tcp_buf_stream_clear(env->pool, &c->rcv);
     tcpi_conn_closed(env, c);
 }
 
@@ -193,7 +193,7 @@ void tcpi_enter_time_wait(const struct tcp_env *env, struct tcp_conn *c, uint64_
     c->persist = 0;
     c->t_timewait = now + 2ull * env->cfg->msl_us;
     tcpi_ooo_release(env, c);
-    buf_stream_clear(env->pool, &c->snd);
+    tcp_buf_stream_clear(env->pool, &c->snd);
     memset(&c->snd_cur, 0, sizeof c->snd_cur);
     tcpi_ev(env, c, MTCP_EV_CLOSED, 0, 0);
 }
@@ -228,8 +228,8 @@ void tcp_conn_init(const struct tcp_env *env, struct tcp_conn *c, int family, ui
     c->ka_intvl_us = cfg->keepalive_intvl_us;
     c->ka_cnt = (uint8_t)min32(cfg->keepalive_cnt, 255);
     if (cfg->nodelay_default) c->flags |= TCPF_NODELAY;
-    buf_stream_init(&c->snd);
-    buf_stream_init(&c->rcv);
+    tcp_buf_stream_init(&c->snd);
+    tcp_buf_stream_init(&c->rcv);
     c->cc.mss = path_mss;
 }
 
@@ -248,7 +248,7 @@ void tcpi_establish(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
     c->quickacks = QUICKACKS;
     c->flags |= TCPF_QUICKACK;
     c->recover = c->snd_una;
-    cc_init(&c->cc, env->cfg->cc, eff_mss(c), env->cfg->initial_cwnd);
+    tcp_cc_init(&c->cc, env->cfg->cc, eff_mss(c), env->cfg->initial_cwnd);
     c->last_rx_us = now;
     if (c->flags & TCPF_KEEPALIVE) c->t_keepalive = now + c->ka_idle_us;
     /* RFC 9293 3.10.4: a CLOSE issued before establishment takes effect now */
@@ -365,7 +365,7 @@ int64_t tcp_send(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, co
                          (p->nfree > rsv ? (uint64_t)(p->nfree - rsv) * p->chunk_size : 0);
     if (pool_room < room) room = (uint32_t)pool_room;
     uint32_t n = min32(room, len);
-    if (n) n = buf_stream_append(env->pool, &c->snd, data, n);
+    if (n) n = tcp_buf_stream_append(env->pool, &c->snd, data, n);
     if (n < len) c->flags |= TCPF_WANT_WRITABLE;
     if (n && can_send_data_state(c->state)) tcpi_want_output(env, c);
     return n;
@@ -374,9 +374,9 @@ int64_t tcp_send(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, co
 int64_t tcp_recv(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, uint8_t *out, uint32_t cap)
 {
     (void)now;
-    uint32_t n = buf_stream_peek(env->pool, &c->rcv, 0, out, min32(cap, c->rcv.len));
+    uint32_t n = tcp_buf_stream_peek(env->pool, &c->rcv, 0, out, min32(cap, c->rcv.len));
     if (!n) return 0;
-    buf_stream_consume(env->pool, &c->rcv, n);
+    tcp_buf_stream_consume(env->pool, &c->rcv, n);
     /* window update (RFC 9293 3.8.6.2.2, RFC 1122 4.2.3.3): tell the peer when the window grew by
      * min(rcvbuf/2, 2*MSS) since the last advertisement */
     if (!c->closed_done && synchronized_state(c->state) && !(c->flags & TCPF_RCVD_FIN)) {
@@ -426,8 +426,8 @@ int tcp_close(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
     c->flags |= TCPF_DETACHED;
     if (c->state == MTCP_ST_CLOSED || c->closed_done) {
         /* already CLOSED (env->closed was called): just release the buffers */
-        buf_stream_clear(env->pool, &c->rcv);
-        buf_stream_clear(env->pool, &c->snd);
+        tcp_buf_stream_clear(env->pool, &c->rcv);
+        tcp_buf_stream_clear(env->pool, &c->snd);
         memset(&c->snd_cur, 0, sizeof c->snd_cur);
         tcpi_ooo_release(env, c);
         if (!c->closed_done) tcpi_conn_closed(env, c);
@@ -442,7 +442,7 @@ int tcp_close(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
         tcp_abort(env, c, now);
         return 0;
     }
-    buf_stream_clear(env->pool, &c->rcv);
+    tcp_buf_stream_clear(env->pool, &c->rcv);
     int r = close_write(env, c);
     if (c->state == MTCP_ST_FIN_WAIT_2 && !c->t_timewait) c->t_timewait = now + fin_timeout_us(env->cfg);
     tcpi_sync_timer(env, c);
@@ -454,7 +454,7 @@ void tcp_abort(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
     (void)now;
     c->flags |= TCPF_DETACHED;
     if (c->closed_done) {
-        buf_stream_clear(env->pool, &c->rcv);
+        tcp_buf_stream_clear(env->pool, &c->rcv);
         return;
     }
     switch (c->state) {
@@ -469,7 +469,7 @@ void tcp_abort(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
     default:
         break;
     }
-    buf_stream_clear(env->pool, &c->rcv);
+    tcp_buf_stream_clear(env->pool, &c->rcv);
     tcpi_conn_closed(env, c);
 }
 
@@ -574,7 +574,7 @@ void tcp_pmtu(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, uint1
     c->mss = mss;
     if (c->rcv_mss > mss) c->rcv_mss = mss;
     if (synchronized_state(c->state)) {
-        cc_set_mss(&c->cc, eff_mss(c));
+        tcp_cc_set_mss(&c->cc, eff_mss(c));
         if (c->snd_max != c->snd_una) {
             c->snd_nxt = c->snd_una;
             c->rtt_active = 0;

@@ -8,9 +8,9 @@
  *          PAWS (RFC 7323 5.3) -> RST (RFC 5961 3.2) -> sequence acceptability (+ probes,
  *          zero-window allowance) -> TS.Recent -> SYN (RFC 5961 4.2) -> trim -> ACK:
  *            SYN-RECEIVED -> ESTABLISHED; RFC 5961 5.2 range; tcpi_sb_update (tcp_sack.c);
- *            ack_advance (-> rtt_sample, cc_on_ack, NewReno partial ACK) | duplicate ACK
+ *            ack_advance (-> rtt_sample, tcp_cc_on_ack, NewReno partial ACK) | duplicate ACK
  *            (-> enter_recovery); window update; FIN-WAIT-1/CLOSING/LAST-ACK transitions
- *          -> data_process (in order -> c->rcv (+ buf_ooo_pull); out of order -> buf_ooo_insert;
+ *          -> data_process (in order -> c->rcv (+ tcp_buf_ooo_pull); out of order -> tcp_buf_ooo_insert;
  *             delayed-ACK decision) -> FIN
  *   -> env->event / env->want_output; tcpi_sync_timer -> env->timer
  * tcp_rst_for: the RST answering a segment that matched no connection (3.10.7.1).
@@ -93,7 +93,7 @@ static void exit_recovery(const struct tcp_env *env, struct tcp_conn *c, uint64_
     c->rec_inflate = 0;
     c->dupacks = 0;
     /* after an RTO, slow start went on during the recovery: cwnd stays where it got */
-    if (!c->rto_rec) cc_on_recovery_exit(&c->cc, now);
+    if (!c->rto_rec) tcp_cc_on_recovery_exit(&c->cc, now);
     c->rto_rec = 0;
     tcpi_rack_recovery_exit(c);
     (void)env;
@@ -106,7 +106,7 @@ void tcpi_enter_recovery(const struct tcp_env *env, struct tcp_conn *c, uint64_t
     uint32_t flight = c->snd_max - c->snd_una;
     c->recover = c->snd_max;
     c->flags |= TCPF_IN_RECOVERY;
-    cc_on_congestion(&c->cc, now, flight);
+    tcp_cc_on_congestion(&c->cc, now, flight);
     c->rec_inflate = (c->flags & TCPF_SACK_OK) ? 0 : DUPTHRESH * eff_mss(c);
     c->high_rxt = c->snd_una;
     c->tlp_active = 0;
@@ -126,7 +126,7 @@ static int ack_advance(const struct tcp_env *env, struct tcp_conn *c, uint64_t n
     uint32_t flight = c->snd_max - c->snd_una;
     uint32_t data_acked = min32(acked, c->snd.len);
     int fin_acked = (c->flags & TCPF_FIN_SENT) && acked > data_acked;
-    buf_stream_consume(env->pool, &c->snd, data_acked);
+    tcp_buf_stream_consume(env->pool, &c->snd, data_acked);
     c->snd_una = ack;
     if (seq_lt(c->snd_nxt, ack)) c->snd_nxt = ack;
     if (seq_lt(c->high_rxt, ack)) c->high_rxt = ack;
@@ -151,7 +151,7 @@ static int ack_advance(const struct tcp_env *env, struct tcp_conn *c, uint64_t n
             /* RFC 6582 3.2 step 3 (full ACK) / RFC 6675 5 step 4: leave recovery */
             exit_recovery(env, c, now);
         } else if (c->rto_rec) {
-            cc_on_ack(&c->cc, now, data_acked, rtt ? rtt - 1 : 0, flight);   /* slow start after RTO */
+            tcp_cc_on_ack(&c->cc, now, data_acked, rtt ? rtt - 1 : 0, flight);   /* slow start after RTO */
         } else if (!(c->flags & TCPF_SACK_OK)) {
             /* RFC 6582 3.2 step 3 (partial ACK): retransmit the next unacked segment, deflate
              * by the amount acked, add back one SMSS, reset the RTO timer */
@@ -162,7 +162,7 @@ static int ack_advance(const struct tcp_env *env, struct tcp_conn *c, uint64_t n
         }
     } else {
         c->dupacks = 0;
-        cc_on_ack(&c->cc, now, data_acked, rtt ? rtt - 1 : 0, flight);
+        tcp_cc_on_ack(&c->cc, now, data_acked, rtt ? rtt - 1 : 0, flight);
     }
 
     /* RFC 6298 5.2 / 5.3 */
@@ -178,7 +178,7 @@ static int ack_advance(const struct tcp_env *env, struct tcp_conn *c, uint64_t n
     if (c->tlp_active && seq_ge(ack, c->tlp_end)) {
         c->tlp_active = 0;
         if (c->tlp_rxt && !tcpi_seg_dsack(seg) && !(c->flags & TCPF_IN_RECOVERY))
-            cc_on_congestion(&c->cc, now, flight);
+            tcp_cc_on_congestion(&c->cc, now, flight);
     }
     tcpi_tlp_arm(env, c, now);
 
@@ -277,18 +277,18 @@ static int data_process(const struct tcp_env *env, struct tcp_conn *c, uint64_t 
         return 0;
     }
     if (seq == c->rcv_nxt) {
-        uint32_t n = buf_stream_append(env->pool, &c->rcv, data, len);
+        uint32_t n = tcp_buf_stream_append(env->pool, &c->rcv, data, len);
         if (n < len) {
             /* the chunk pool is empty: data that fills the hole goes before the data queued beyond
              * it (Linux tcp_prune_ofo_queue). Otherwise two ends whose pools are held by unacked
              * and out-of-order data refuse each other's retransmissions forever. The peer resends
              * what is dropped (reneging on SACKed data is allowed, RFC 2018 8). */
             struct buf_ooo *po = tcpi_ooo_of(env, c, 0);
-            if (po && buf_ooo_bytes(po)) {
+            if (po && tcp_buf_ooo_bytes(po)) {
                 CNT(env, CTR_OOO_PRUNED);
                 tcpi_ooo_release(env, c);
                 c->ooo_fin_valid = 0;
-                n += buf_stream_append(env->pool, &c->rcv, data + n, len - n);
+                n += tcp_buf_stream_append(env->pool, &c->rcv, data + n, len - n);
             }
         }
         if (n < len) { CNT(env, CTR_RCV_PRUNED); *fin = 0; c->flags |= TCPF_ACK_NOW; }
@@ -297,13 +297,13 @@ static int data_process(const struct tcp_env *env, struct tcp_conn *c, uint64_t 
         readable = n > 0;
         struct buf_ooo *o = tcpi_ooo_of(env, c, 0);
         if (o) {
-            uint32_t pulled = buf_ooo_pull(env->pool, o, c->rcv_nxt, &c->rcv);
+            uint32_t pulled = tcp_buf_ooo_pull(env->pool, o, c->rcv_nxt, &c->rcv);
             if (pulled) *fin = 0;                  /* data beyond a FIN: bogus, ignore the FIN */
             c->rcv_nxt += pulled;
             c->bytes_received += pulled;
             /* RFC 5681 4.2: ACK immediately a segment that fills (part of) a gap */
             c->flags |= TCPF_ACK_NOW;
-            if (buf_ooo_bytes(o) == 0) tcpi_ooo_release(env, c);
+            if (tcp_buf_ooo_bytes(o) == 0) tcpi_ooo_release(env, c);
         }
         if (c->ooo_fin_valid && c->ooo_fin == c->rcv_nxt) { *fin = 1; c->ooo_fin_valid = 0; }
         if (!(c->flags & TCPF_ACK_NOW)) {
@@ -322,11 +322,11 @@ static int data_process(const struct tcp_env *env, struct tcp_conn *c, uint64_t 
     } else {
         /* out of order (RFC 9293 3.10.7.4 seventh; RFC 5681 4.2: immediate duplicate ACK) */
         struct buf_ooo *o = tcpi_ooo_of(env, c, 1);
-        int r = o ? buf_ooo_insert(env->pool, o, c->rcv_nxt, seq, data, len) : -ENOBUFS;
+        int r = o ? tcp_buf_ooo_insert(env->pool, o, c->rcv_nxt, seq, data, len) : -ENOBUFS;
         if (r < 0) CNT(env, CTR_OOO_DROPS);
         else CNT(env, CTR_OOO_SEGS);
         if (*fin && r >= 0 && (uint32_t)r == len) { c->ooo_fin = seq + len; c->ooo_fin_valid = 1; }
-        if (o && buf_ooo_bytes(o) == 0) tcpi_ooo_release(env, c);
+        if (o && tcp_buf_ooo_bytes(o) == 0) tcpi_ooo_release(env, c);
         *fin = 0;
         c->flags |= TCPF_ACK_NOW;
     }

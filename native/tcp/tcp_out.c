@@ -9,8 +9,8 @@
  *          +RFC 3042 limited transmit), peer window), Nagle + sender SWS -> FIN -> ACK if due
  *          -> persist timer when data waits on a closed window
  *     -> tcpi_send_seg (snd_nxt/snd_max, RTT timing + Karn, RTO start) -> tcpi_emit (header +
- *        options: MSS/WS/SACK-perm/TS on SYNs, TS, SACK blocks from buf_ooo_sack, window
- *        advertisement) -> env->tx_begin / wire_tcp_emit / buf_stream_peek_cur (c->snd_cur) / env->tx_commit
+ *        options: MSS/WS/SACK-perm/TS on SYNs, TS, SACK blocks from tcp_buf_ooo_sack, window
+ *        advertisement) -> env->tx_begin / wire_tcp_emit / tcp_buf_stream_peek_cur (c->snd_cur) / env->tx_commit
  *   tcpi_emit_rst: bare RST replies (no connection state touched).
  */
 #include "tcp_int.h"
@@ -86,7 +86,7 @@ int tcpi_emit(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, uint3
             struct buf_ooo *o = tcpi_ooo_of(env, c, 0);
             if (o) {
                 uint32_t l[WIRE_TCP_MAX_SACK], r[WIRE_TCP_MAX_SACK];
-                uint32_t n = buf_ooo_sack(o, l, r, maxb - t.nsack);
+                uint32_t n = tcp_buf_ooo_sack(o, l, r, maxb - t.nsack);
                 for (uint32_t i = 0; i < n; i++) {
                     t.sack[t.nsack + i].left = l[i];
                     t.sack[t.nsack + i].right = r[i];
@@ -119,7 +119,7 @@ int tcpi_emit(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, uint3
         /* the cursor makes reads at increasing offsets O(1) (a plain peek walks the chunk chain
          * from snd_una: ~flight/chunk_size links per segment) */
         uint32_t ds = data_seq(c);
-        uint32_t got = buf_stream_peek_cur(env->pool, &c->snd, ds, seq - ds, p + h, len, &c->snd_cur);
+        uint32_t got = tcp_buf_stream_peek_cur(env->pool, &c->snd, ds, seq - ds, p + h, len, &c->snd_cur);
         len = got;
     }
     /* TSO super-segment: every segment the link cuts carries this header (options included), so

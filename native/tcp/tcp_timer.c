@@ -8,7 +8,7 @@
  *     -> TIME-WAIT / orphan FIN-WAIT-2 end -> tcpi_conn_closed -> env->closed
  *     -> delayed ACK -> ACK_NOW -> env->want_output
  *     -> on_rto: persist probe (RFC 9293 3.8.6.1) | SYN/SYN-ACK/data retransmission with
- *        backoff (RFC 6298 5.5-5.7), cc_on_rto, go-back-N, give up -> ETIMEDOUT
+ *        backoff (RFC 6298 5.5-5.7), tcp_cc_on_rto, go-back-N, give up -> ETIMEDOUT
  *     -> on_keepalive (RFC 1122 4.2.3.6) -> probe | give up -> RST + ETIMEDOUT
  *     -> t_rack: RACK reordering timer -> tcpi_rack_detect (tcp_sack.c) -> recovery + output
  *     -> t_tlp: tail loss probe -> tcpi_tlp_fire (tcp_sack.c)
@@ -73,7 +73,7 @@ static void on_rto(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
          * kept, so only unSACKed bytes go again (by NextSeg, from cwnd = 1 SMSS in slow start:
          * rto_rec), not go-back-N over what the peer holds. A second RTO in a row falls back to
          * the RFC 6675 5.1 behaviour below (in case the receiver reneged). */
-        cc_on_rto(&c->cc, now, c->snd_max - c->snd_una);
+        tcp_cc_on_rto(&c->cc, now, c->snd_max - c->snd_una);
         tcpi_rack_mark_all_lost(c);
         c->flags |= TCPF_IN_RECOVERY;
         c->rto_rec = 1;
@@ -84,7 +84,7 @@ static void on_rto(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
         c->rexmit_now = 1;
     } else if (synchronized_state(c->state)) {
         /* RFC 5681 3.1 eq. 4 via cc; RFC 6582 / RFC 6675 5.1: leave recovery, forget SACK info */
-        cc_on_rto(&c->cc, now, c->snd_max - c->snd_una);
+        tcp_cc_on_rto(&c->cc, now, c->snd_max - c->snd_una);
         c->flags &= (uint16_t)~TCPF_IN_RECOVERY;
         c->rec_inflate = 0;
         c->dupacks = 0;

@@ -194,7 +194,7 @@ static void test_sim_ring_full(void)
         CHECK_EQ(tx_put(a, f, 64, 0), 0);
     }
     CHECK_EQ(link_txsync(a, 0), 0);
-    CHECK_EQ(sim_link_drops(b), 7);
+    CHECK_EQ(link_sim_drops(b), 7);
     CHECK_EQ(link_rxsync(b, 0), 7);
     /* consume only 3: released slots are reusable, the rest stay with the user */
     struct link_ring *r = &b->rx;
@@ -205,7 +205,7 @@ static void test_sim_ring_full(void)
         CHECK_EQ(tx_put(a, f, 64, 0), 0);
     }
     CHECK_EQ(link_txsync(a, 0), 3);
-    CHECK_EQ(sim_link_drops(b), 9);
+    CHECK_EQ(link_sim_drops(b), 9);
     CHECK_EQ(link_rxsync(b, 0), 3);
     CHECK_EQ(link_ring_space(r), 7);
     uint32_t expect[7] = {3, 4, 5, 6, 100, 101, 102};
@@ -219,7 +219,7 @@ static void test_sim_ring_full(void)
     a->tx.head = a->tx.cur = link_ring_next(&a->tx, a->tx.head);
     b->rx.buf_size = 100;    /* pretend the peer's buffers are small */
     CHECK_EQ(link_txsync(a, 0), 0);
-    CHECK_EQ(sim_link_drops(b), 10);
+    CHECK_EQ(link_sim_drops(b), 10);
     b->rx.buf_size = a->tx.buf_size;
     uint64_t st[MTCP_LINK_NSTATS + 1];
     memset(st, 0xff, sizeof(st));
@@ -364,7 +364,7 @@ static void test_loopback_routing(void)
         if (i == 5) link_txsync(a, 0);
     }
     link_txsync(a, 0);
-    CHECK_EQ(loopback_drops(c), 3);
+    CHECK_EQ(link_loopback_drops(c), 3);
     CHECK_EQ(link_rxsync(c, 0), 7);
     uint64_t st[MTCP_LINK_NSTATS];
     mtcp_link_stats(c, st, MTCP_LINK_NSTATS);
@@ -416,7 +416,7 @@ static void *lt_thread(void *p)
             }
         }
         /* let the ring drain: the other side could be slow; drops are counted separately */
-        if (a->sent >= LT_FRAMES && a->received + loopback_drops(a->l) >= LT_FRAMES)
+        if (a->sent >= LT_FRAMES && a->received + link_loopback_drops(a->l) >= LT_FRAMES)
             break;
     }
     return NULL;
@@ -459,7 +459,7 @@ static void test_loopback_threads(void)
     fprintf(stderr, "    claimer thread: %u claim/release cycles meanwhile\n", ca.cycles);
     CHECK(ca.cycles > 0);
     mtcp_link_close(cl);
-    uint64_t da = loopback_drops(a), db = loopback_drops(b);
+    uint64_t da = link_loopback_drops(a), db = link_loopback_drops(b);
     fprintf(stderr, "    threads: a got %u (+%llu dropped), b got %u (+%llu dropped)\n",
             x.received, (unsigned long long)da, y.received, (unsigned long long)db);
     CHECK_EQ(x.received + da, LT_FRAMES);     /* every frame delivered or counted as dropped */
@@ -1206,7 +1206,7 @@ static void test_impair_parse_and_proxy(void)
 #include <arpa/inet.h>
 #include <fcntl.h>
 
-const char *tap_link_ifname(struct mtcp_link *l);
+const char *link_tap_ifname(struct mtcp_link *l);
 
 static const uint8_t ME_MAC[6] = {0x02, 0, 0, 0, 0, 0x02};
 static const uint8_t ME_IP[4] = {198, 18, 0, 2}, PEER_IP[4] = {198, 18, 0, 1};
@@ -1342,7 +1342,7 @@ static int tap_child(void)
     if (unshare(CLONE_NEWNET) != 0) { perror("unshare"); return 1; }
     mtcp_link *t = mtcp_tap_open("mtcptest0", 0, 1, 0, err, sizeof(err));
     if (!t) { fprintf(stderr, "tap open: %s\n", err); return 1; }
-    TCHECK(strcmp(tap_link_ifname(t), "mtcptest0") == 0);
+    TCHECK(strcmp(link_tap_ifname(t), "mtcptest0") == 0);
     TCHECK(t->features & LINK_FEAT_TSO);
     TCHECK(t->mtu == 1500);
     TCHECK(ns_if_up("mtcptest0", PEER_IP, 24) == 0);
@@ -1589,7 +1589,7 @@ static void test_packet(void)
 #include <linux/if_link.h>
 #include <linux/veth.h>
 
-int xdp_link_skb_mode(struct mtcp_link *l);
+int link_xdp_skb_mode(struct mtcp_link *l);
 
 static struct rtattr *nla_put(struct nlmsghdr *n, unsigned short type, const void *data, size_t len)
 {
@@ -1653,7 +1653,7 @@ static int xdp_child(void)
     TCHECK(if_up_only("mtx0") == 0 && if_up_only("mtx1") == 0);
     mtcp_link *x = mtcp_xdp_open("mtx1", 0, 0, err, sizeof(err));
     if (!x) { fprintf(stderr, "xdp: %s\n", err); return 1; }
-    fprintf(stderr, "    xdp attached in %s mode\n", xdp_link_skb_mode(x) ? "generic (skb)" : "native");
+    fprintf(stderr, "    xdp attached in %s mode\n", link_xdp_skb_mode(x) ? "generic (skb)" : "native");
     mtcp_link *p = mtcp_packet_open("mtx0", 0, 1, 0, err, sizeof(err));
     if (!p) { fprintf(stderr, "packet: %s\n", err); return 1; }
     TCHECK(mtcp_xdp_open("mtx1", 0, 0, err, sizeof(err)) == NULL);     /* queue taken */

@@ -52,7 +52,7 @@ static struct buf_ooo *f_ooo_get(void *ctx, struct tcp_conn *c, int alloc)
     struct fake *f = ctx;
     if (f->ooo_used) return &f->ooo;
     if (!alloc) return NULL;
-    buf_ooo_init(&f->ooo);
+    tcp_buf_ooo_init(&f->ooo);
     f->ooo_used = 1;
     c->ooo = 0;
     return &f->ooo;
@@ -144,7 +144,7 @@ static struct fake *fake_new(void)
 {
     struct fake *f = calloc(1, sizeof *f);
     cfg_default(&f->cfg);
-    CHECK_EQ(buf_pool_init(&f->pool, 2048, 2048), 0);
+    CHECK_EQ(tcp_buf_pool_init(&f->pool, 2048, 2048), 0);
     f->cap = 1460 + 60;
     f->challenge_budget = -1;
     f->env.ctx = f;
@@ -167,11 +167,11 @@ static struct fake *fake_new(void)
 }
 static void fake_free(struct fake *f)
 {
-    buf_stream_clear(&f->pool, &f->c.snd);
-    buf_stream_clear(&f->pool, &f->c.rcv);
-    if (f->ooo_used) buf_ooo_clear(&f->pool, &f->ooo);
+    tcp_buf_stream_clear(&f->pool, &f->c.snd);
+    tcp_buf_stream_clear(&f->pool, &f->c.rcv);
+    if (f->ooo_used) tcp_buf_ooo_clear(&f->pool, &f->ooo);
     CHECK_EQ(f->pool.nfree, f->pool.nchunks);      /* no chunk leaked */
-    buf_pool_fini(&f->pool);
+    tcp_buf_pool_fini(&f->pool);
     free(f->bigtx);
     free(f);
 }
@@ -1423,7 +1423,7 @@ static void test_fast_retransmit_sack(void)
     fake_free(f);
 }
 
-/* The send-buffer read cursor (c->snd_cur, buf_stream_peek_cur) gives exactly the bytes at each
+/* The send-buffer read cursor (c->snd_cur, tcp_buf_stream_peek_cur) gives exactly the bytes at each
  * sequence number: new data in order, after ACKs consume chunks, and for reads that go backwards
  * (go-back-N after an RTO, a SACK retransmission in the middle). Non-periodic content, so a read
  * at a wrong offset cannot match by accident. */
