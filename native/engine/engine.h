@@ -84,7 +84,7 @@ int64_t eng_wheel_next_deadline(const struct wheel *w);
 #define CF_ABORTQ   0x0200   /* on the abort list */
 #define CF_TWLIST   0x0400   /* on the TIME-WAIT FIFO (detached, in TIME-WAIT: recyclable) */
 #define CF_RESV     0x0800   /* active open to a local address holding a reserved block for the
-                              * listener's child (engine.c admission) */
+                              * listener's child (admission, api.c) */
 
 struct conn {
     struct tcp_conn tcp;      /* first member: (struct conn *)tcp_conn_ptr */
@@ -136,7 +136,7 @@ struct neigh_table {
     uint32_t incomplete;
 };
 
-/* ---------------- frame pool (engine.c) ---------------- */
+/* ---------------- frame pool (tx.c) ---------------- */
 /* Control frames (ARP/NDP, ICMP replies, RSTs, cookie SYN-ACKs) wait here until the output pass;
  * an RX batch flushes them to the link whenever CTRLQ_FLUSH are queued, so a burst of replies is
  * limited by the TX ring and the rate limits, not by this queue. */
@@ -270,10 +270,10 @@ void eng_introspect_conn_freed(struct mtcp_engine *e, const struct conn *k);
 int eng_table_init(struct mtcp_engine *e);
 void eng_table_fini(struct mtcp_engine *e);
 struct conn *eng_conn_alloc(struct mtcp_engine *e);
-/* eng_conn_alloc, and when the pool is empty recycle the oldest TIME-WAIT block (engine.c; Linux
+/* eng_conn_alloc, and when the pool is empty recycle the oldest TIME-WAIT block (tcp_env.c; Linux
  * never fails an open for TIME-WAIT state). NULL only when no block is free or recyclable. */
 struct conn *eng_conn_alloc_recycle(struct mtcp_engine *e);
-/* Admission (engine.c): an active open to one of our own addresses takes two blocks, its own and
+/* Admission (api.c, tcp_env.c): an active open to one of our own addresses takes two blocks, its own and
  * one reserved for the listener's child, so that a client is told "connected" only for a
  * connection the server can hold (else -ENOMEM at once). The child takes the reserved block
  * (eng_conn_take_reserved, via the client's block); CONNECTED/CONNECT_FAILED or freeing the client
@@ -328,7 +328,7 @@ void eng_listen_input(struct mtcp_engine *e, struct conn *l, int family, const u
 void eng_listen_child_unlink(struct mtcp_engine *e, struct conn *k);
 uint8_t eng_wscale(uint32_t rcvbuf);
 
-/* engine.c helpers shared by the files above */
+/* helpers of config.c, tx.c, events.c and tcp_env.c shared by the files above */
 int eng_is_local(const struct mtcp_engine *e, int family, const uint8_t *ip);
 uint32_t eng_frame_get(struct mtcp_engine *e);
 void eng_frame_put(struct mtcp_engine *e, uint32_t f);
@@ -353,5 +353,55 @@ uint16_t eng_path_mss(const struct mtcp_engine *e, int family);
  * (iss = F + now/4, RFC 6528). */
 uint32_t eng_conn_setup(struct mtcp_engine *e, struct conn *k, int family, const uint8_t *lip, uint16_t lport,
                     const uint8_t *rip, uint16_t rport);
+
+/* config.c */
+int eng_config_validate(const struct mtcp_config *c, const struct mtcp_link *l, char *err, size_t el);
+/* "field: why" into err; returns -EINVAL */
+int eng_config_error(char *err, size_t errlen, const char *field, const char *why);
+int eng_addr_zero(const uint8_t *a, int n);
+/* tx.c */
+/* IP header (+ Ethernet header when dmac != NULL) in front of an l4 payload at
+ * buf + l2len + iphl; returns the frame length */
+uint32_t eng_write_headers(struct mtcp_engine *e, uint8_t *buf, int family, const uint8_t *src,
+                           const uint8_t *dst, uint8_t proto, uint32_t l4len, const uint8_t *dmac,
+                           uint8_t hop);
+uint32_t eng_ctrl_out(struct mtcp_engine *e);
+void eng_ctrl_flush(struct mtcp_engine *e);
+uint32_t eng_output_pass(struct mtcp_engine *e);
+void eng_wake_starved(struct mtcp_engine *e);
+/* tcp_env.c */
+void eng_env_init(struct mtcp_engine *e);
+void eng_env_event(void *ctx, struct tcp_conn *c, uint32_t type, int32_t err, uint32_t len);
+void eng_tx_release(struct mtcp_engine *e);
+void eng_out_add(struct mtcp_engine *e, struct conn *k);
+void eng_out_del(struct mtcp_engine *e, struct conn *k);
+void eng_tw_check(struct mtcp_engine *e, struct conn *k);
+void eng_make_zombie(struct mtcp_engine *e, struct conn *k);
+int eng_blocks_room(struct mtcp_engine *e, uint32_t need);
+void eng_resv_release(struct mtcp_engine *e, struct conn *k);
+/* rx.c */
+void eng_rx_frame(struct mtcp_engine *e, const uint8_t *p, uint32_t len, uint16_t flags);
+uint32_t eng_rx_batch(struct mtcp_engine *e, struct mtcp_link *l);
+
+/* Helpers shared by engine.c, rx.c, tx.c, tcp_env.c, poll.c and api.c */
+static inline void eng_set_now(struct mtcp_engine *e, uint64_t now) {
+    if (now > e->now) e->now = now;
+    if (!e->wheel.started) eng_wheel_start(&e->wheel, now);
+}
+static inline uint32_t eng_iphl_of(int family) { return family == MTCP_AF_INET ? 20 : 40; }
+static inline void eng_fifo_push(struct mtcp_engine *e, struct fifo *q, uint32_t f) {
+    e->frames[f].next = NONE32;
+    if (q->tail == NONE32) q->head = f; else e->frames[q->tail].next = f;
+    q->tail = f;
+    q->n++;
+}
+static inline uint32_t eng_fifo_pop(struct mtcp_engine *e, struct fifo *q) {
+    uint32_t f = q->head;
+    if (f == NONE32) return NONE32;
+    q->head = e->frames[f].next;
+    if (q->head == NONE32) q->tail = NONE32;
+    q->n--;
+    return f;
+}
 
 #endif

@@ -127,7 +127,7 @@ static struct conn *child_new(struct mtcp_engine *e, struct conn *l, int family,
                               const uint8_t *rip, const struct wire_tcp *seg, uint32_t *f) {
     struct conn *k = NULL;
     if (e->resv && eng_is_local(e, family, rip)) {
-        /* our own active open: it reserved this block (admission, engine.c) */
+        /* our own active open: it reserved this block (admission, api.c) */
         struct conn *cl = eng_conn_lookup(e, family, rip, seg->sport, lip, seg->dport);
         if (cl && cl->kind == CK_CONN) k = eng_conn_take_reserved(e, cl);
     }
