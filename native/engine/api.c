@@ -169,7 +169,7 @@ int mtcp_conn_info(mtcp_engine *e, mtcp_cid cid, struct mtcp_conn_info *out) {
         out->state = MTCP_ST_LISTEN;
         out->mss = k->tcp.mss;
     } else {
-        tcp_info(&k->tcp, out);
+        eng_conn_info(k, out);
         if (k->eflags & CF_CLOSED) out->state = MTCP_ST_CLOSED;
     }
     fill_addr(&out->local, k->tcp.family, k->lip, k->tcp.local_port);
@@ -203,4 +203,25 @@ void mtcp_engine_pool_usage(mtcp_engine *e, uint64_t out[4]) {
 void mtcp_engine_rack_usage(mtcp_engine *e, uint64_t out[2]) {
     out[0] = e->rec_used;
     out[1] = e->nrec;
+}
+
+void eng_conn_info(const struct conn *k, struct mtcp_conn_info *out) {
+    struct tcp_conn_stats s;
+    tcp_info(&k->tcp, &s);
+    out->state = s.state;
+    out->mss = s.mss;
+    out->srtt_us = s.srtt_us;
+    out->rttvar_us = s.rttvar_us;
+    out->rto_us = s.rto_us;
+    out->cwnd = s.cwnd;
+    out->ssthresh = s.ssthresh;
+    out->snd_wnd = s.snd_wnd;
+    out->rcv_wnd = s.rcv_wnd;
+    out->unacked = s.unacked;
+    out->sndbuf_used = s.sndbuf_used;
+    out->rcvbuf_used = s.rcvbuf_used;
+    out->bytes_sent = s.bytes_sent;
+    out->bytes_received = s.bytes_received;
+    out->retransmits = s.retransmits;
+    out->flags = s.flags;
 }

@@ -154,3 +154,29 @@ int eng_is_local(const struct mtcp_engine *e, int family, const uint8_t *ip) {
 uint16_t eng_path_mss(const struct mtcp_engine *e, int family) {
     return (uint16_t)(e->mtu - (family == MTCP_AF_INET ? 40 : 60));
 }
+
+void eng_tcp_cfg(struct tcp_cfg *t, const struct mtcp_config *c) {
+    memset(t, 0, sizeof *t);
+    t->sndbuf = c->sndbuf;
+    t->rcvbuf = c->rcvbuf;
+    t->initial_rto_us = c->initial_rto_us;
+    t->min_rto_us = c->min_rto_us;
+    t->max_rto_us = c->max_rto_us;
+    t->max_retries = c->max_retries;
+    t->syn_retries = c->syn_retries;
+    t->synack_retries = c->synack_retries;
+    t->msl_us = c->msl_us;
+    t->delack_us = c->delack_us;
+    t->initial_cwnd = c->initial_cwnd;
+    t->keepalive_idle_us = c->keepalive_idle_us;
+    t->keepalive_intvl_us = c->keepalive_intvl_us;
+    t->keepalive_cnt = c->keepalive_cnt;
+    t->challenge_ack_limit = c->challenge_ack_limit;
+    t->fin_timeout_us = c->fin_timeout_us;
+    t->invalid_ratelimit_ms = c->invalid_ratelimit_ms;
+    t->cc = c->cc;
+    t->sack = c->sack;
+    t->timestamps = c->timestamps;
+    t->window_scaling = c->window_scaling;
+    t->nodelay_default = c->nodelay_default;
+}

@@ -41,7 +41,7 @@ enum mtcp_counter {
     CTR_DROP_NEIGH_QUEUE,     /* frame waiting for ARP/NDP dropped (queue full or resolution failed) */
     CTR_DROP_BAD_COOKIE,      /* ACK to a listener that is not a valid SYN cookie */
     CTR_DROP_TX_TOO_BIG,      /* frame larger than the link's slot */
-    /* TCP (tcp module) */
+    /* TCP (tcp module): the same slots as enum tcp_counter in tcp/tcp.h (static asserts in engine.h) */
     CTR_RETRANS_SEGS,
     CTR_FAST_RETRANS,
     CTR_TIMEOUTS,             /* RTO expiries */

@@ -42,7 +42,7 @@ static void fill_record(const struct mtcp_engine *e, uint64_t now, const struct 
         r->lastrcv_ms = 0xffffffffu;
         return;
     }
-    tcp_info(c, &r->info);
+    eng_conn_info(k, &r->info);
     if (k->eflags & CF_CLOSED) r->info.state = MTCP_ST_CLOSED;
     rec_addr(&r->info.local, c->family, k->lip, c->local_port);
     rec_addr(&r->info.remote, c->family, k->rip, c->remote_port);

@@ -410,7 +410,8 @@ uint32_t eng_conn_setup(struct mtcp_engine *e, struct conn *k, int family, const
 void eng_env_init(struct mtcp_engine *e) {
     struct tcp_env *env = &e->env;
     env->ctx = e;
-    env->cfg = &e->cfg;
+    eng_tcp_cfg(&e->tcp_cfg, &e->cfg);
+    env->cfg = &e->tcp_cfg;
     env->pool = &e->pool;
     env->counters = e->counters;
     env->ooo_get = env_ooo_get;

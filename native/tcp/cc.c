@@ -34,7 +34,6 @@
  *   k_ms = K, cwnd_cnt = W_est's byte accumulator, bytes_acked = remainder of the cwnd increase.
  */
 #include "cc.h"
-#include "../include/mtcp.h"
 
 #define CC_INF 0x7fffffffu        /* "arbitrarily high" initial ssthresh; also the cwnd cap */
 #define CUBIC_BETA_NUM 7          /* beta_cubic = 7/10 */
@@ -49,8 +48,8 @@ static inline uint32_t min32(uint32_t a, uint32_t b) { return a < b ? a : b; }
 const char *tcp_cc_name(int algo)
 {
     switch (algo) {
-    case MTCP_CC_CUBIC: return "cubic";
-    case MTCP_CC_RENO: return "reno";
+    case TCP_CC_CUBIC: return "cubic";
+    case TCP_CC_RENO: return "reno";
     default: return "unknown";
     }
 }
@@ -61,7 +60,7 @@ void tcp_cc_init(struct cc_state *s, int algo, uint32_t mss, uint32_t initial_cw
         mss = 536;
     if (initial_cwnd_segments == 0)
         initial_cwnd_segments = 1;
-    s->algo = (uint8_t)(algo == MTCP_CC_RENO ? MTCP_CC_RENO : MTCP_CC_CUBIC);
+    s->algo = (uint8_t)(algo == TCP_CC_RENO ? TCP_CC_RENO : TCP_CC_CUBIC);
     s->mss = mss;
     uint64_t w = (uint64_t)initial_cwnd_segments * mss;
     s->cwnd = w > CC_INF ? CC_INF : (uint32_t)w;
@@ -210,7 +209,7 @@ void tcp_cc_on_ack(struct cc_state *s, uint64_t now_us, uint32_t acked, uint32_t
         if (acked == 0)
             return;
     }
-    if (s->algo == MTCP_CC_RENO)
+    if (s->algo == TCP_CC_RENO)
         reno_avoid(s, acked);
     else
         cubic_avoid(s, now_us, acked);
@@ -221,7 +220,7 @@ static uint32_t decrease(struct cc_state *s, uint32_t inflight)
 {
     uint32_t flight = inflight ? inflight : s->cwnd;
     uint64_t t;
-    if (s->algo == MTCP_CC_RENO) {
+    if (s->algo == TCP_CC_RENO) {
         t = flight / 2;
     } else {
         t = (uint64_t)flight * CUBIC_BETA_NUM / CUBIC_BETA_DEN;
@@ -249,7 +248,7 @@ void tcp_cc_on_rto(struct cc_state *s, uint64_t now_us, uint32_t inflight)
 {
     (void)now_us;
     s->ssthresh = decrease(s, inflight);
-    if (s->algo != MTCP_CC_RENO)
+    if (s->algo != TCP_CC_RENO)
         s->w_max = 0;            /* 4.8: next stage has K = 0, W_max = cwnd at its start */
     s->cwnd = s->mss;
 }

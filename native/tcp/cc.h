@@ -12,10 +12,14 @@
  */
 #ifndef MTCP_TCP_CC_H
 #define MTCP_TCP_CC_H
+
+/* Congestion control algorithms (struct tcp_cfg.cc, struct tcp_cc.algo). */
+#define TCP_CC_CUBIC 0
+#define TCP_CC_RENO 1
 #include <stdint.h>
 
 struct cc_state {
-    uint8_t algo;             /* MTCP_CC_CUBIC / MTCP_CC_RENO */
+    uint8_t algo;             /* TCP_CC_CUBIC / TCP_CC_RENO */
     uint32_t mss;
     uint32_t cwnd;
     uint32_t ssthresh;

@@ -2,7 +2,6 @@
  * from the RFC formulas (in double precision) and compared with the integer implementation. */
 #include "ctest.h"
 #include "tcp/cc.h"
-#include "include/mtcp.h"
 #include <math.h>
 
 #define MSS 1000u
@@ -23,16 +22,16 @@ static uint64_t round_trip(struct cc_state *s, uint64_t now, uint32_t rtt_us, ui
 static void test_init(void)
 {
     struct cc_state s;
-    tcp_cc_init(&s, MTCP_CC_CUBIC, 1460, 10);
-    CHECK_EQ(s.algo, MTCP_CC_CUBIC);
+    tcp_cc_init(&s, TCP_CC_CUBIC, 1460, 10);
+    CHECK_EQ(s.algo, TCP_CC_CUBIC);
     CHECK_EQ(s.cwnd, 14600);            /* RFC 6928 IW10 */
     CHECK(s.ssthresh >= 0x7fffffffu);
     CHECK_EQ(s.epoch_start_us, 0);
-    tcp_cc_init(&s, MTCP_CC_RENO, 536, 4);
-    CHECK_EQ(s.algo, MTCP_CC_RENO);
+    tcp_cc_init(&s, TCP_CC_RENO, 536, 4);
+    CHECK_EQ(s.algo, TCP_CC_RENO);
     CHECK_EQ(s.cwnd, 2144);
-    CHECK(strcmp(tcp_cc_name(MTCP_CC_CUBIC), "cubic") == 0);
-    CHECK(strcmp(tcp_cc_name(MTCP_CC_RENO), "reno") == 0);
+    CHECK(strcmp(tcp_cc_name(TCP_CC_CUBIC), "cubic") == 0);
+    CHECK(strcmp(tcp_cc_name(TCP_CC_RENO), "reno") == 0);
 }
 
 static void test_slow_start(void)
@@ -67,7 +66,7 @@ static void test_slow_start(void)
 static void test_reno_avoidance(void)
 {
     struct cc_state s;
-    tcp_cc_init(&s, MTCP_CC_RENO, MSS, 10);
+    tcp_cc_init(&s, TCP_CC_RENO, MSS, 10);
     s.cwnd = 100 * MSS;
     tcp_cc_on_congestion(&s, 0, 100 * MSS);        /* ssthresh = flight/2 */
     CHECK_EQ(s.ssthresh, 50 * MSS);
@@ -80,7 +79,7 @@ static void test_reno_avoidance(void)
         CHECK_EQ(s.cwnd, (50 + r) * MSS);
     }
     /* slow start stops at ssthresh and hands the rest to congestion avoidance */
-    tcp_cc_init(&s, MTCP_CC_RENO, MSS, 10);
+    tcp_cc_init(&s, TCP_CC_RENO, MSS, 10);
     s.ssthresh = 11 * MSS;
     s.cwnd = 10 * MSS + MSS / 2;
     tcp_cc_on_ack(&s, now, 2 * MSS, 1000, s.cwnd);
@@ -91,7 +90,7 @@ static void test_reno_avoidance(void)
 static void test_reno_loss(void)
 {
     struct cc_state s;
-    tcp_cc_init(&s, MTCP_CC_RENO, MSS, 10);
+    tcp_cc_init(&s, TCP_CC_RENO, MSS, 10);
     s.cwnd = 64 * MSS;
     tcp_cc_on_congestion(&s, 0, 40 * MSS);           /* flight, not cwnd, sets ssthresh */
     CHECK_EQ(s.ssthresh, 20 * MSS);
@@ -118,7 +117,7 @@ static void test_reno_loss(void)
 static void test_cubic_loss(void)
 {
     struct cc_state s;
-    tcp_cc_init(&s, MTCP_CC_CUBIC, MSS, 10);
+    tcp_cc_init(&s, TCP_CC_CUBIC, MSS, 10);
     s.cwnd = 100 * MSS;
     tcp_cc_on_congestion(&s, 5000000, 100 * MSS);    /* beta = 0.7 */
     CHECK_EQ(s.ssthresh, 70 * MSS);
@@ -166,7 +165,7 @@ static double w_cubic(double t, double k, double wmax) { return 0.4 * (t - k) * 
 static void cubic_curve(uint32_t mss, uint32_t wmax_seg)
 {
     struct cc_state s;
-    tcp_cc_init(&s, MTCP_CC_CUBIC, mss, 10);
+    tcp_cc_init(&s, TCP_CC_CUBIC, mss, 10);
     s.cwnd = wmax_seg * mss;
     tcp_cc_on_congestion(&s, 1000000, s.cwnd);
     const double wmax = wmax_seg, cwnd0 = 0.7 * wmax_seg;
@@ -228,7 +227,7 @@ static void test_cubic_curve(void)
 static void test_cubic_reno_friendly(void)
 {
     struct cc_state s;
-    tcp_cc_init(&s, MTCP_CC_CUBIC, MSS, 10);
+    tcp_cc_init(&s, TCP_CC_CUBIC, MSS, 10);
     s.cwnd = 100 * MSS;
     tcp_cc_on_congestion(&s, 1000000, s.cwnd);
     const double K = cbrt(30 / 0.4);
@@ -253,7 +252,7 @@ static void test_cubic_reno_friendly(void)
 static void test_set_mss(void)
 {
     struct cc_state s;
-    tcp_cc_init(&s, MTCP_CC_CUBIC, 1460, 10);
+    tcp_cc_init(&s, TCP_CC_CUBIC, 1460, 10);
     tcp_cc_set_mss(&s, 1200);
     CHECK_EQ(s.mss, 1200);
     CHECK_EQ(s.cwnd, 14600);

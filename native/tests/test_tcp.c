@@ -6,7 +6,6 @@
  * (conn_syn_sent, conn_established, conn_fin_wait_1, ...). Sections per behaviour below. */
 #include "ctest.h"
 #include "tcp/tcp.h"
-#include "engine/counters.h"
 #include <errno.h>
 
 #define MAXSEG 128
@@ -22,9 +21,9 @@
 struct event { uint32_t type; int32_t err; uint32_t len; };
 
 struct fake {
-    struct mtcp_config cfg;
+    struct tcp_cfg cfg;
     struct buf_pool pool;
-    uint64_t counters[CTR_COUNT];
+    uint64_t counters[TCP_CTR_SLOTS];
     struct buf_ooo ooo;
     int ooo_used;
     uint8_t tx[MAXSEG][2048];
@@ -113,11 +112,9 @@ static int f_challenge(void *ctx, uint64_t now)
     return 1;
 }
 
-static void cfg_default(struct mtcp_config *cfg)
+static void cfg_default(struct tcp_cfg *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
-    cfg->chunk_size = 2048;
-    cfg->max_chunks = 2048;
     cfg->sndbuf = 262144;
     cfg->rcvbuf = 262144;
     cfg->initial_rto_us = 1000000;
@@ -134,7 +131,7 @@ static void cfg_default(struct mtcp_config *cfg)
     cfg->keepalive_cnt = 9;
     cfg->challenge_ack_limit = 1000;
     cfg->invalid_ratelimit_ms = 500;
-    cfg->cc = MTCP_CC_RENO;
+    cfg->cc = TCP_CC_RENO;
     cfg->sack = 1;
     cfg->timestamps = 0;
     cfg->window_scaling = 1;
@@ -162,7 +159,7 @@ static struct fake *fake_new(void)
     f->env.want_output = f_want;
     f->env.closed = f_closed;
     f->env.challenge_ok = f_challenge;
-    tcp_conn_init(&f->env, &f->c, MTCP_AF_INET, LPORT, RPORT, 1460);
+    tcp_conn_init(&f->env, &f->c, TCP_AF_INET, LPORT, RPORT, 1460);
     return f;
 }
 static void fake_free(struct fake *f)
@@ -270,21 +267,21 @@ static struct fake *conn_fin_wait_1(void)
     struct wire_tcp t = next_seg(f);
     CHECK_EQ(t.flags, A | F | P);
     CHECK_EQ(t.seq, ISS + 1);
-    CHECK_EQ(f->c.state, MTCP_ST_FIN_WAIT_1);
+    CHECK_EQ(f->c.state, TCP_ST_FIN_WAIT_1);
     return f;
 }
 static struct fake *conn_fin_wait_2(void)
 {
     struct fake *f = conn_fin_wait_1();
     in(f, 30 * MS, tmpl(A, PISS + 1, ISS + 2, 65535));
-    CHECK_EQ(f->c.state, MTCP_ST_FIN_WAIT_2);
+    CHECK_EQ(f->c.state, TCP_ST_FIN_WAIT_2);
     return f;
 }
 static struct fake *conn_close_wait(void)
 {
     struct fake *f = conn_established();
     in(f, 20 * MS, tmpl(A | F, PISS + 1, ISS + 1, 65535));
-    CHECK_EQ(f->c.state, MTCP_ST_CLOSE_WAIT);
+    CHECK_EQ(f->c.state, TCP_ST_CLOSE_WAIT);
     out(f, 20 * MS);
     drain(f);
     drain_ev(f);
@@ -294,7 +291,7 @@ static struct fake *conn_time_wait(void)
 {
     struct fake *f = conn_fin_wait_2();
     in(f, 40 * MS, tmpl(A | F, PISS + 1, ISS + 2, 65535));
-    CHECK_EQ(f->c.state, MTCP_ST_TIME_WAIT);
+    CHECK_EQ(f->c.state, TCP_ST_TIME_WAIT);
     out(f, 40 * MS);
     drain(f);
     drain_ev(f);
@@ -308,7 +305,7 @@ static struct fake *conn_time_wait(void)
 static void test_handshake_active(void)
 {
     struct fake *f = conn_syn_sent_cfg(1, 1, 1);
-    CHECK_EQ(f->c.state, MTCP_ST_SYN_SENT);
+    CHECK_EQ(f->c.state, TCP_ST_SYN_SENT);
     struct wire_tcp t = next_seg(f);
     CHECK_EQ(t.flags, S);
     CHECK_EQ(t.seq, ISS);
@@ -326,9 +323,9 @@ static void test_handshake_active(void)
     sa.sack_perm = 1;
     sa.has_ts = 1; sa.tsval = 99; sa.tsecr = 0;
     in(f, 50 * MS, sa);
-    CHECK_EQ(f->c.state, MTCP_ST_ESTABLISHED);
+    CHECK_EQ(f->c.state, TCP_ST_ESTABLISHED);
     CHECK_EQ(n_events(f), 1);
-    CHECK_EQ(next_ev(f).type, MTCP_EV_CONNECTED);
+    CHECK_EQ(next_ev(f).type, TCP_EV_CONNECTED);
     CHECK_EQ(f->c.mss, 1400);
     CHECK_EQ(f->c.snd_wnd, 20000);                   /* SYN window is not scaled */
     CHECK_EQ(f->c.snd_wscale, 2);
@@ -355,7 +352,7 @@ static void test_handshake_active_no_options(void)
     drain(f);
     /* peer without WS/SACK/MSS: defaults (RFC 9293 3.7.1: MSS 536), no scaling either way */
     in(f, 1 * MS, tmpl(S | A, PISS, ISS + 1, 8192));
-    CHECK_EQ(f->c.state, MTCP_ST_ESTABLISHED);
+    CHECK_EQ(f->c.state, TCP_ST_ESTABLISHED);
     CHECK_EQ(f->c.mss, 536);
     CHECK_EQ(f->c.rcv_wscale, 0);
     CHECK(!(f->c.flags & (TCPF_SACK_OK | TCPF_WS_OK)));
@@ -375,7 +372,7 @@ static void test_handshake_passive(void)
     syn.sack_perm = 1;
     syn.has_ts = 1; syn.tsval = 4242;
     tcp_open_passive(&f->env, &f->c, 0, ISS, &syn);
-    CHECK_EQ(f->c.state, MTCP_ST_SYN_RECEIVED);
+    CHECK_EQ(f->c.state, TCP_ST_SYN_RECEIVED);
     CHECK(f->want > 0);
     out(f, 0);
     struct wire_tcp t = next_seg(f);
@@ -392,10 +389,10 @@ static void test_handshake_passive(void)
     struct wire_tcp ack = tmpl(A, PISS + 1, ISS + 1, 500);
     ack.has_ts = 1; ack.tsval = 4243; ack.tsecr = t.tsval;
     in(f, 30 * MS, ack);
-    CHECK_EQ(f->c.state, MTCP_ST_ESTABLISHED);
+    CHECK_EQ(f->c.state, TCP_ST_ESTABLISHED);
     CHECK_EQ(n_events(f), 1);
     struct event e = next_ev(f);
-    CHECK_EQ(e.type, MTCP_EV_ACCEPT);                /* passive -> ACCEPT (engine fills parent) */
+    CHECK_EQ(e.type, TCP_EV_ACCEPT);                /* passive -> ACCEPT (engine fills parent) */
     CHECK_EQ(f->c.snd_wnd, 500u << 7);
     CHECK_EQ(f->c.mss, 1400);
     CHECK_EQ(f->c.ts_recent, 4243);
@@ -437,9 +434,9 @@ static void test_synack_retransmit_and_dup_syn(void)
     tcp_timer(&f->env, &f->c, f->timer);
     t = next_seg(f);
     CHECK_EQ(t.flags, S | A);
-    CHECK_EQ(f->counters[CTR_SYN_RETRANS], 2);
+    CHECK_EQ(f->counters[TCP_CTR_SYN_RETRANS], 2);
     tcp_timer(&f->env, &f->c, f->timer);
-    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    CHECK_EQ(f->c.state, TCP_ST_CLOSED);
     CHECK_EQ(f->closed, 1);
     CHECK_EQ(n_events(f), 0);
     fake_free(f);
@@ -457,7 +454,7 @@ static void test_syn_received_bad_ack_rst(void)
     struct wire_tcp t = next_seg(f);
     CHECK_EQ(t.flags, R);
     CHECK_EQ(t.seq, ISS + 77);
-    CHECK_EQ(f->c.state, MTCP_ST_SYN_RECEIVED);
+    CHECK_EQ(f->c.state, TCP_ST_SYN_RECEIVED);
     fake_free(f);
 }
 
@@ -467,17 +464,17 @@ static void test_syn_sent_rst(void)
     drain(f);
     /* RST without ACK: ignored (RFC 5961 3.2 / RFC 9293 3.10.7.3) */
     in(f, 1 * MS, tmpl(R, 0, 0, 0));
-    CHECK_EQ(f->c.state, MTCP_ST_SYN_SENT);
+    CHECK_EQ(f->c.state, TCP_ST_SYN_SENT);
     /* RST with an unacceptable ACK: ignored, and no RST answered to a RST */
     in(f, 1 * MS, tmpl(R | A, 0, ISS + 5, 0));
-    CHECK_EQ(f->c.state, MTCP_ST_SYN_SENT);
+    CHECK_EQ(f->c.state, TCP_ST_SYN_SENT);
     CHECK_EQ(pending(f), 0);
     /* acceptable: connection refused */
     in(f, 2 * MS, tmpl(R | A, 0, ISS + 1, 0));
-    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    CHECK_EQ(f->c.state, TCP_ST_CLOSED);
     CHECK_EQ(n_events(f), 1);
     struct event e = next_ev(f);
-    CHECK_EQ(e.type, MTCP_EV_CONNECT_FAILED);
+    CHECK_EQ(e.type, TCP_EV_CONNECT_FAILED);
     CHECK_EQ(e.err, ECONNREFUSED);
     CHECK_EQ(f->closed, 1);
     CHECK_EQ(f->timer, 0);
@@ -493,8 +490,8 @@ static void test_syn_sent_bad_ack(void)
     struct wire_tcp t = next_seg(f);
     CHECK_EQ(t.flags, R);
     CHECK_EQ(t.seq, ISS + 10);
-    CHECK_EQ(f->c.state, MTCP_ST_SYN_SENT);
-    CHECK_EQ(f->counters[CTR_RST_OUT], 1);
+    CHECK_EQ(f->c.state, TCP_ST_SYN_SENT);
+    CHECK_EQ(f->counters[TCP_CTR_RST_OUT], 1);
     fake_free(f);
 }
 
@@ -514,9 +511,9 @@ static void test_syn_retries_timeout(void)
     CHECK_EQ(f->timer, 7 * SEC);
     tcp_timer(&f->env, &f->c, 7 * SEC);
     CHECK_EQ(pending(f), 0);
-    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    CHECK_EQ(f->c.state, TCP_ST_CLOSED);
     struct event e = next_ev(f);
-    CHECK_EQ(e.type, MTCP_EV_CONNECT_FAILED);
+    CHECK_EQ(e.type, TCP_EV_CONNECT_FAILED);
     CHECK_EQ(e.err, ETIMEDOUT);
     CHECK_EQ(f->closed, 1);
     fake_free(f);
@@ -544,8 +541,8 @@ static void test_simultaneous_open(void)
     /* SYNs cross */
     shuttle(a, b, 1 * MS);
     shuttle(b, a, 1 * MS);
-    CHECK_EQ(a->c.state, MTCP_ST_SYN_RECEIVED);
-    CHECK_EQ(b->c.state, MTCP_ST_SYN_RECEIVED);
+    CHECK_EQ(a->c.state, TCP_ST_SYN_RECEIVED);
+    CHECK_EQ(b->c.state, TCP_ST_SYN_RECEIVED);
     out(a, 2 * MS);
     out(b, 2 * MS);
     struct wire_tcp t = a->ntx > a->rd ? (struct wire_tcp){0} : (struct wire_tcp){0};
@@ -558,10 +555,10 @@ static void test_simultaneous_open(void)
     CHECK_EQ(t.ack, PISS + 1);
     shuttle(a, b, 3 * MS);
     shuttle(b, a, 3 * MS);
-    CHECK_EQ(a->c.state, MTCP_ST_ESTABLISHED);
-    CHECK_EQ(b->c.state, MTCP_ST_ESTABLISHED);
-    CHECK_EQ(next_ev(a).type, MTCP_EV_CONNECTED);
-    CHECK_EQ(next_ev(b).type, MTCP_EV_CONNECTED);
+    CHECK_EQ(a->c.state, TCP_ST_ESTABLISHED);
+    CHECK_EQ(b->c.state, TCP_ST_ESTABLISHED);
+    CHECK_EQ(next_ev(a).type, TCP_EV_CONNECTED);
+    CHECK_EQ(next_ev(b).type, TCP_EV_CONNECTED);
     CHECK_EQ(a->c.snd_una, ISS + 1);
     CHECK_EQ(a->c.rcv_nxt, PISS + 1);
     fake_free(a);
@@ -624,7 +621,7 @@ static void test_send_limited_by_peer_window_and_writable(void)
     CHECK_EQ(n_events(f), 0);
     in(f, 30 * MS, tmpl(A, PISS + 1, ISS + 1461, 2000));
     struct event e = next_ev(f);
-    CHECK_EQ(e.type, MTCP_EV_WRITABLE);
+    CHECK_EQ(e.type, TCP_EV_WRITABLE);
     CHECK_EQ(e.len, 1460);
     fake_free(f);
 }
@@ -636,7 +633,7 @@ static void test_receive_in_order(void)
     in(f, 20 * MS, with_data(tmpl(A, PISS + 1, ISS + 1, 65535), 0, 1000));
     CHECK_EQ(f->c.rcv_nxt, PISS + 1001);
     struct event e = next_ev(f);
-    CHECK_EQ(e.type, MTCP_EV_READABLE);
+    CHECK_EQ(e.type, TCP_EV_READABLE);
     CHECK_EQ(e.len, 1000);
     out(f, 20 * MS);                                 /* quick ACK */
     struct wire_tcp t = next_seg(f);
@@ -654,7 +651,7 @@ static void test_window_closes_and_reopens(void)
 {
     struct fake *f = fake_new();
     f->cfg.window_scaling = 0;
-    tcp_setopt(&f->env, &f->c, MTCP_OPT_RCVBUF, 4000);
+    tcp_setopt(&f->env, &f->c, TCP_OPT_RCVBUF, 4000);
     tcp_open_active(&f->env, &f->c, 0, ISS);
     out(f, 0);
     drain(f);
@@ -702,12 +699,12 @@ static void test_active_close_time_wait(void)
 {
     struct fake *f = conn_fin_wait_1();
     in(f, 30 * MS, tmpl(A, PISS + 1, ISS + 2, 65535));
-    CHECK_EQ(f->c.state, MTCP_ST_FIN_WAIT_2);
+    CHECK_EQ(f->c.state, TCP_ST_FIN_WAIT_2);
     CHECK_EQ(f->timer, 0);
     in(f, 40 * MS, tmpl(A | F, PISS + 1, ISS + 2, 65535));
-    CHECK_EQ(f->c.state, MTCP_ST_TIME_WAIT);
-    CHECK_EQ(next_ev(f).type, MTCP_EV_PEER_CLOSED);
-    CHECK_EQ(next_ev(f).type, MTCP_EV_CLOSED);
+    CHECK_EQ(f->c.state, TCP_ST_TIME_WAIT);
+    CHECK_EQ(next_ev(f).type, TCP_EV_PEER_CLOSED);
+    CHECK_EQ(next_ev(f).type, TCP_EV_CLOSED);
     out(f, 40 * MS);
     struct wire_tcp t = next_seg(f);
     CHECK_EQ(t.flags, A);
@@ -719,7 +716,7 @@ static void test_active_close_time_wait(void)
     CHECK_EQ(f->closed, 0);
     tcp_timer(&f->env, &f->c, 40 * MS + 60 * SEC);
     CHECK_EQ(f->closed, 1);
-    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    CHECK_EQ(f->c.state, TCP_ST_CLOSED);
     fake_free(f);
 }
 
@@ -741,11 +738,11 @@ static void test_passive_close(void)
 {
     struct fake *f = conn_established();
     in(f, 20 * MS, with_data(tmpl(A | F, PISS + 1, ISS + 1, 65535), 0, 10));
-    CHECK_EQ(f->c.state, MTCP_ST_CLOSE_WAIT);
+    CHECK_EQ(f->c.state, TCP_ST_CLOSE_WAIT);
     struct event e = next_ev(f);
-    CHECK_EQ(e.type, MTCP_EV_READABLE); CHECK_EQ(e.len, 10);
+    CHECK_EQ(e.type, TCP_EV_READABLE); CHECK_EQ(e.len, 10);
     e = next_ev(f);
-    CHECK_EQ(e.type, MTCP_EV_PEER_CLOSED);
+    CHECK_EQ(e.type, TCP_EV_PEER_CLOSED);
     out(f, 20 * MS);
     struct wire_tcp t = next_seg(f);
     CHECK_EQ(t.ack, PISS + 12);                      /* data + FIN acknowledged at once */
@@ -754,14 +751,14 @@ static void test_passive_close(void)
     uint8_t buf[16];
     CHECK_EQ(tcp_recv(&f->env, &f->c, 21 * MS, buf, sizeof buf), 10);
     CHECK_EQ(tcp_close(&f->env, &f->c, 22 * MS), 0);
-    CHECK_EQ(f->c.state, MTCP_ST_LAST_ACK);
+    CHECK_EQ(f->c.state, TCP_ST_LAST_ACK);
     out(f, 22 * MS);
     t = next_seg(f);
     CHECK_EQ(t.flags, A | F | P);                    /* data and FIN together */
     CHECK_EQ(t.seq, ISS + 1);
     CHECK_EQ(t.payload_len, 5);
     in(f, 30 * MS, tmpl(A, PISS + 12, ISS + 7, 65535));
-    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    CHECK_EQ(f->c.state, TCP_ST_CLOSED);
     CHECK_EQ(f->closed, 1);
     CHECK_EQ(n_events(f), 0);                        /* detached by close: no more events */
     fake_free(f);
@@ -771,14 +768,14 @@ static void test_last_ack_event_when_shutdown(void)
 {
     struct fake *f = conn_close_wait();
     CHECK_EQ(tcp_shutdown(&f->env, &f->c, 22 * MS), 0);
-    CHECK_EQ(f->c.state, MTCP_ST_LAST_ACK);
+    CHECK_EQ(f->c.state, TCP_ST_LAST_ACK);
     out(f, 22 * MS);
     struct wire_tcp t = next_seg(f);
     CHECK_EQ(t.flags, A | F | P);
     CHECK_EQ(t.seq, ISS + 1);
     in(f, 30 * MS, tmpl(A, PISS + 2, ISS + 2, 65535));
-    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
-    CHECK_EQ(next_ev(f).type, MTCP_EV_CLOSED);
+    CHECK_EQ(f->c.state, TCP_ST_CLOSED);
+    CHECK_EQ(next_ev(f).type, TCP_EV_CLOSED);
     CHECK_EQ(f->closed, 1);
     fake_free(f);
 }
@@ -788,7 +785,7 @@ static void test_simultaneous_close(void)
     struct fake *f = conn_fin_wait_1();
     /* the peer's FIN crosses ours: it does not ack our FIN -> CLOSING */
     in(f, 30 * MS, tmpl(A | F, PISS + 1, ISS + 1, 65535));
-    CHECK_EQ(f->c.state, MTCP_ST_CLOSING);
+    CHECK_EQ(f->c.state, TCP_ST_CLOSING);
     out(f, 30 * MS);
     struct wire_tcp t = next_seg(f);
     CHECK_EQ(t.flags, A);
@@ -796,7 +793,7 @@ static void test_simultaneous_close(void)
     CHECK_EQ(t.seq, ISS + 2);
     /* its ACK of our FIN -> TIME-WAIT */
     in(f, 40 * MS, tmpl(A, PISS + 2, ISS + 2, 65535));
-    CHECK_EQ(f->c.state, MTCP_ST_TIME_WAIT);
+    CHECK_EQ(f->c.state, TCP_ST_TIME_WAIT);
     CHECK_EQ(f->timer, 40 * MS + 60 * SEC);
     fake_free(f);
 }
@@ -806,7 +803,7 @@ static void test_fin_with_ack_of_fin(void)
     /* FIN-WAIT-1: FIN that also acks our FIN -> TIME-WAIT directly */
     struct fake *f = conn_fin_wait_1();
     in(f, 30 * MS, tmpl(A | F, PISS + 1, ISS + 2, 65535));
-    CHECK_EQ(f->c.state, MTCP_ST_TIME_WAIT);
+    CHECK_EQ(f->c.state, TCP_ST_TIME_WAIT);
     fake_free(f);
 }
 
@@ -815,9 +812,9 @@ static void test_half_close(void)
     struct fake *f = conn_fin_wait_2();
     /* write side shut: the peer keeps sending, we keep reading */
     in(f, 50 * MS, with_data(tmpl(A, PISS + 1, ISS + 2, 65535), 0, 500));
-    CHECK_EQ(f->c.state, MTCP_ST_FIN_WAIT_2);
+    CHECK_EQ(f->c.state, TCP_ST_FIN_WAIT_2);
     struct event e = next_ev(f);
-    CHECK_EQ(e.type, MTCP_EV_READABLE);
+    CHECK_EQ(e.type, TCP_EV_READABLE);
     CHECK_EQ(e.len, 500);
     CHECK_EQ(tcp_send(&f->env, &f->c, 50 * MS, payload, 10), -EPIPE);
     f->c.quickacks = 1;
@@ -842,14 +839,14 @@ static void test_fin_wait_1_data_then_fin(void)
     CHECK_EQ(t.flags, A | F | P);
     CHECK_EQ(t.payload_len, 100);
     in(f, 30 * MS, tmpl(A, PISS + 1, ISS + 101, 65535));  /* acks the data only */
-    CHECK_EQ(f->c.state, MTCP_ST_FIN_WAIT_1);
+    CHECK_EQ(f->c.state, TCP_ST_FIN_WAIT_1);
     tcp_timer(&f->env, &f->c, f->timer);
     t = next_seg(f);
     CHECK_EQ(t.flags, A | F | P);
     CHECK_EQ(t.seq, ISS + 101);
     CHECK_EQ(t.payload_len, 0);
     in(f, 40 * MS, tmpl(A, PISS + 1, ISS + 102, 65535));
-    CHECK_EQ(f->c.state, MTCP_ST_FIN_WAIT_2);
+    CHECK_EQ(f->c.state, TCP_ST_FIN_WAIT_2);
     fake_free(f);
 }
 
@@ -861,12 +858,12 @@ static void test_rst_exact_resets(void)
 {
     struct fake *f = conn_established();
     in(f, 20 * MS, tmpl(R, PISS + 1, 0, 0));
-    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    CHECK_EQ(f->c.state, TCP_ST_CLOSED);
     struct event e = next_ev(f);
-    CHECK_EQ(e.type, MTCP_EV_ERROR);
+    CHECK_EQ(e.type, TCP_EV_ERROR);
     CHECK_EQ(e.err, ECONNRESET);
     CHECK_EQ(f->closed, 1);
-    CHECK_EQ(f->counters[CTR_RST_IN], 1);
+    CHECK_EQ(f->counters[TCP_CTR_RST_IN], 1);
     CHECK_EQ(pending(f), 0);
     fake_free(f);
 }
@@ -875,18 +872,18 @@ static void test_rst_in_window_challenge(void)
 {
     struct fake *f = conn_established();
     in(f, 20 * MS, tmpl(R, PISS + 100, 0, 0));       /* in window, not exact */
-    CHECK_EQ(f->c.state, MTCP_ST_ESTABLISHED);
+    CHECK_EQ(f->c.state, TCP_ST_ESTABLISHED);
     out(f, 20 * MS);
     struct wire_tcp t = next_seg(f);
     CHECK_EQ(t.flags, A);                            /* challenge ACK <SEQ=SND.NXT><ACK=RCV.NXT> */
     CHECK_EQ(t.seq, ISS + 1);
     CHECK_EQ(t.ack, PISS + 1);
-    CHECK_EQ(f->counters[CTR_CHALLENGE_ACKS], 1);
+    CHECK_EQ(f->counters[TCP_CTR_CHALLENGE_ACKS], 1);
     /* out of window: silently dropped */
     in(f, 21 * MS, tmpl(R, PISS + 1 + 300000, 0, 0));
     out(f, 21 * MS);
     CHECK_EQ(pending(f), 0);
-    CHECK_EQ(f->c.state, MTCP_ST_ESTABLISHED);
+    CHECK_EQ(f->c.state, TCP_ST_ESTABLISHED);
     CHECK_EQ(n_events(f), 0);
     fake_free(f);
 }
@@ -895,19 +892,19 @@ static void test_syn_in_established_challenge(void)
 {
     struct fake *f = conn_established();
     in(f, 20 * MS, tmpl(S, PISS + 50, 0, 1000));
-    CHECK_EQ(f->c.state, MTCP_ST_ESTABLISHED);
+    CHECK_EQ(f->c.state, TCP_ST_ESTABLISHED);
     out(f, 20 * MS);
     struct wire_tcp t = next_seg(f);
     CHECK_EQ(t.flags, A);
     CHECK_EQ(t.ack, PISS + 1);
-    CHECK_EQ(f->counters[CTR_CHALLENGE_ACKS], 1);
+    CHECK_EQ(f->counters[TCP_CTR_CHALLENGE_ACKS], 1);
     /* rate limit: engine budget exhausted -> no ACK (after the per-connection interval) */
     f->challenge_budget = 0;
     in(f, 600 * MS, tmpl(S, PISS + 50, 0, 1000));
     out(f, 600 * MS);
     CHECK_EQ(pending(f), 0);
-    CHECK_EQ(f->counters[CTR_CHALLENGE_ACKS_LIMITED], 1);
-    CHECK_EQ(f->counters[CTR_OOW_ACKS_LIMITED], 0);
+    CHECK_EQ(f->counters[TCP_CTR_CHALLENGE_ACKS_LIMITED], 1);
+    CHECK_EQ(f->counters[TCP_CTR_OOW_ACKS_LIMITED], 0);
     fake_free(f);
 }
 
@@ -930,9 +927,9 @@ static void test_oow_ack_per_conn_limit(void)
     in(f, 519 * MS, tmpl(A, PISS, ISS + 1, 65535));          /* probe <SEQ=RCV.NXT-1> */
     out(f, 519 * MS);
     CHECK_EQ(pending(f), 0);
-    CHECK_EQ(f->counters[CTR_OOW_ACKS_LIMITED], 3);
-    CHECK_EQ(f->counters[CTR_CHALLENGE_ACKS], 0);
-    CHECK_EQ(f->counters[CTR_CHALLENGE_ACKS_LIMITED], 0);
+    CHECK_EQ(f->counters[TCP_CTR_OOW_ACKS_LIMITED], 3);
+    CHECK_EQ(f->counters[TCP_CTR_CHALLENGE_ACKS], 0);
+    CHECK_EQ(f->counters[TCP_CTR_CHALLENGE_ACKS_LIMITED], 0);
     /* out-of-window data is exempt (not part of an ACK loop) */
     in(f, 519 * MS, with_data(tmpl(A, PISS + 1 + 400000, ISS + 1, 65535), 0, 100));
     out(f, 519 * MS);
@@ -945,14 +942,14 @@ static void test_oow_ack_per_conn_limit(void)
     t = next_seg(f);
     CHECK_EQ(t.flags, A);
     CHECK_EQ(t.ack, PISS + 1);
-    CHECK_EQ(f->counters[CTR_CHALLENGE_ACKS], 1);
+    CHECK_EQ(f->counters[TCP_CTR_CHALLENGE_ACKS], 1);
     in(f, 521 * MS, tmpl(A, PISS, ISS + 1, 65535));
     out(f, 521 * MS);
     CHECK_EQ(pending(f), 0);
     in(f, 1020 * MS, tmpl(A, PISS, ISS + 1, 65535));
     out(f, 1020 * MS);
     CHECK_EQ(pending(f), 1);
-    CHECK_EQ(f->counters[CTR_OOW_ACKS_LIMITED], 4);
+    CHECK_EQ(f->counters[TCP_CTR_OOW_ACKS_LIMITED], 4);
     fake_free(f);
 
     /* TIME-WAIT: an old ACK is answered at most once per 500 ms; a retransmitted FIN always */
@@ -974,7 +971,7 @@ static void test_oow_ack_per_conn_limit(void)
     in(f, 600 * MS, tmpl(A, PISS + 1, ISS + 1, 65535));
     out(f, 600 * MS);
     CHECK_EQ(pending(f), 1);
-    CHECK_EQ(f->c.state, MTCP_ST_TIME_WAIT);
+    CHECK_EQ(f->c.state, TCP_ST_TIME_WAIT);
     fake_free(f);
 }
 
@@ -988,7 +985,7 @@ static void test_ack_beyond_snd_nxt_challenge(void)
     struct wire_tcp t = next_seg(f);
     CHECK_EQ(t.flags, A);
     CHECK_EQ(t.ack, PISS + 1);
-    CHECK_EQ(f->counters[CTR_CHALLENGE_ACKS], 1);
+    CHECK_EQ(f->counters[TCP_CTR_CHALLENGE_ACKS], 1);
     fake_free(f);
 }
 
@@ -1000,7 +997,7 @@ static void test_out_of_window_data_acked(void)
     struct wire_tcp t = next_seg(f);
     CHECK_EQ(t.flags, A);
     CHECK_EQ(t.ack, PISS + 1);
-    CHECK_EQ(f->counters[CTR_OUT_OF_WINDOW], 1);
+    CHECK_EQ(f->counters[TCP_CTR_OUT_OF_WINDOW], 1);
     /* an old duplicate: ACKed at once too */
     in(f, 21 * MS, with_data(tmpl(A, PISS - 99, ISS + 1, 65535), 0, 100));
     out(f, 21 * MS);
@@ -1020,7 +1017,7 @@ static void test_abort_sends_rst(void)
     CHECK_EQ(t.flags, R | A);
     CHECK_EQ(t.seq, ISS + 101);
     CHECK_EQ(t.ack, PISS + 1);
-    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    CHECK_EQ(f->c.state, TCP_ST_CLOSED);
     CHECK_EQ(f->closed, 1);
     CHECK_EQ(f->timer, 0);
     fake_free(f);
@@ -1035,7 +1032,7 @@ static void test_close_with_unread_data_resets(void)
     out(f, 21 * MS);
     struct wire_tcp t = next_seg(f);
     CHECK(t.flags & R);
-    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    CHECK_EQ(f->c.state, TCP_ST_CLOSED);
     fake_free(f);
 }
 
@@ -1075,8 +1072,8 @@ static void test_rto_backoff_and_timeout(void)
     CHECK_EQ(t.seq, ISS + 1);
     CHECK_EQ(t.payload_len, 100);
     CHECK_EQ(f->timer, t0 + 600 * MS);
-    CHECK_EQ(f->counters[CTR_TIMEOUTS], 1);
-    CHECK_EQ(f->counters[CTR_RETRANS_SEGS], 1);
+    CHECK_EQ(f->counters[TCP_CTR_TIMEOUTS], 1);
+    CHECK_EQ(f->counters[TCP_CTR_RETRANS_SEGS], 1);
     CHECK_EQ(f->c.cc.cwnd, f->c.mss);                 /* RFC 5681: 1 SMSS after RTO */
     tcp_timer(&f->env, &f->c, t0 + 600 * MS);
     next_seg(f);
@@ -1085,9 +1082,9 @@ static void test_rto_backoff_and_timeout(void)
     next_seg(f);
     CHECK_EQ(f->timer, t0 + 3000 * MS);
     tcp_timer(&f->env, &f->c, t0 + 3000 * MS);
-    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    CHECK_EQ(f->c.state, TCP_ST_CLOSED);
     struct event e = next_ev(f);
-    CHECK_EQ(e.type, MTCP_EV_ERROR);
+    CHECK_EQ(e.type, TCP_EV_ERROR);
     CHECK_EQ(e.err, ETIMEDOUT);
     CHECK_EQ(f->closed, 1);
     fake_free(f);
@@ -1216,7 +1213,7 @@ static void test_rtt_stale_echo_syn(void)
     sa.has_mss = 1; sa.mss = 1460;
     sa.has_ts = 1; sa.tsval = 5000; sa.tsecr = first;
     in(f, 1120 * MS, sa);
-    CHECK_EQ(f->c.state, MTCP_ST_ESTABLISHED);
+    CHECK_EQ(f->c.state, TCP_ST_ESTABLISHED);
     CHECK_EQ(f->c.srtt_us, 0);
     CHECK_EQ(f->c.rto_us, 1000000);
     fake_free(f);
@@ -1363,7 +1360,7 @@ static void test_fast_retransmit_newreno(void)
     CHECK_EQ(t.seq, ISS + 1);
     CHECK_EQ(t.payload_len, 1460);
     CHECK_EQ(pending(f), 0);
-    CHECK_EQ(f->counters[CTR_FAST_RETRANS], 1);
+    CHECK_EQ(f->counters[TCP_CTR_FAST_RETRANS], 1);
     /* partial ACK (segments 1..3; 4 lost too): retransmit 4 at once (RFC 6582 3.2 step 3) */
     in(f, 200 * MS, tmpl(A, PISS + 1, ISS + 1 + 3 * 1460, 65535));
     CHECK(f->c.flags & TCPF_IN_RECOVERY);
@@ -1398,7 +1395,7 @@ static void test_fast_retransmit_sack(void)
     CHECK_EQ(f->c.sb_n, 2);
     in(f, 150 * MS, sack_ack(b, b + 3 * 1460, b + 5 * 1460));
     CHECK(f->c.flags & TCPF_IN_RECOVERY);           /* 3 dupACKs */
-    CHECK_EQ(f->counters[CTR_SACK_RECOVERY], 1);
+    CHECK_EQ(f->counters[TCP_CTR_SACK_RECOVERY], 1);
     CHECK_EQ(f->c.sacked_bytes, 3 * 1460);
     out(f, 150 * MS);
     struct wire_tcp t = next_seg(f);
@@ -1515,7 +1512,7 @@ static void test_rack_records_pool(void)
     tcp_abort(&f->env, &f->c, 210 * MS);
     CHECK_EQ(f->recs_used, 0);
     CHECK(f->c.recs == NULL);
-    CHECK_EQ(f->counters[CTR_RACK_NO_REC], 0);
+    CHECK_EQ(f->counters[TCP_CTR_RACK_NO_REC], 0);
     fake_free(f);
 
     /* pool empty: counted, no records, loss found by DupThresh (3 segments SACKed above a hole) */
@@ -1524,7 +1521,7 @@ static void test_rack_records_pool(void)
     fill_flight(f, 100 * MS, 10);
     CHECK(f->c.recs == NULL);
     CHECK_EQ(f->c.rec_n, 0);
-    CHECK_EQ(f->counters[CTR_RACK_NO_REC], 10);    /* per segment sent without records */
+    CHECK_EQ(f->counters[TCP_CTR_RACK_NO_REC], 10);    /* per segment sent without records */
     in(f, 130 * MS, sack_ack(b, b + 1460, b + 2 * 1460));
     in(f, 131 * MS, sack_ack(b, b + 1460, b + 3 * 1460));
     out(f, 131 * MS);
@@ -1536,7 +1533,7 @@ static void test_rack_records_pool(void)
     CHECK(pending(f) >= 1);
     struct wire_tcp t = next_seg(f);
     CHECK_EQ(t.seq, b);
-    CHECK_EQ(f->counters[CTR_RACK_LOST], 0);
+    CHECK_EQ(f->counters[TCP_CTR_RACK_LOST], 0);
     fake_free(f);
 }
 
@@ -1559,8 +1556,8 @@ static void test_rack_reo_wnd_and_lost_retransmit(void)
     CHECK_EQ(pending(f), 0);
     tcp_timer(&f->env, &f->c, 137500);               /* the reordering timer: lost now */
     CHECK(f->c.flags & TCPF_IN_RECOVERY);
-    CHECK_EQ(f->counters[CTR_RACK_LOST], 1);
-    CHECK_EQ(f->counters[CTR_TIMEOUTS], 0);
+    CHECK_EQ(f->counters[TCP_CTR_RACK_LOST], 1);
+    CHECK_EQ(f->counters[TCP_CTR_TIMEOUTS], 0);
     CHECK_EQ(pending(f), 1);
     struct wire_tcp t = next_seg(f);
     CHECK_EQ(t.seq, b);
@@ -1580,7 +1577,7 @@ static void test_rack_reo_wnd_and_lost_retransmit(void)
     t = next_seg(f);
     CHECK_EQ(t.seq, b);
     CHECK_EQ(t.payload_len, 1460);
-    CHECK_EQ(f->counters[CTR_TIMEOUTS], 0);
+    CHECK_EQ(f->counters[TCP_CTR_TIMEOUTS], 0);
     CHECK_EQ(f->c.retransmits, 3);
     /* the cumulative ACK ends recovery */
     in(f, 200 * MS, tmpl(A, PISS + 1, b + 10 * 1460, 65535));
@@ -1629,7 +1626,7 @@ static void test_tlp(void)
     struct wire_tcp t = next_seg(f);
     CHECK_EQ(t.seq, b + 10 * 1460);
     CHECK_EQ(t.payload_len, 1460);
-    CHECK_EQ(f->counters[CTR_TLP_PROBES], 1);
+    CHECK_EQ(f->counters[TCP_CTR_TLP_PROBES], 1);
     CHECK_EQ(f->c.t_rexmit, 120 * MS + 200 * MS);    /* RTO restarted after the probe */
     CHECK(f->c.tlp_active);
     CHECK_EQ(f->c.t_tlp, 0);                         /* one probe per episode */
@@ -1648,7 +1645,7 @@ static void test_tlp(void)
     CHECK_EQ(t.payload_len, 1460);
     CHECK_EQ(f->c.tlp_end, b + 3 * 1460);
     CHECK(f->c.tlp_rxt);
-    CHECK_EQ(f->counters[CTR_TIMEOUTS], 0);
+    CHECK_EQ(f->counters[TCP_CTR_TIMEOUTS], 0);
     /* everything ACKed, no DSACK: the probe repaired a loss -> congestion response */
     in(f, 130 * MS, tmpl(A, PISS + 1, b + 3 * 1460, 65535));
     CHECK(!f->c.tlp_active);
@@ -1678,12 +1675,12 @@ static void test_sack_blocks_sent_for_ooo(void)
     CHECK_EQ(t.nsack, 1);
     CHECK_EQ(t.sack[0].left, PISS + 1001);
     CHECK_EQ(t.sack[0].right, PISS + 2001);
-    CHECK_EQ(f->counters[CTR_OOO_SEGS], 1);
+    CHECK_EQ(f->counters[TCP_CTR_OOO_SEGS], 1);
     /* the gap is filled: both delivered, ACK at once, no SACK left */
     in(f, 21 * MS, with_data(tmpl(A, PISS + 1, ISS + 1, 65535), 0, 1000));
     CHECK_EQ(f->c.rcv_nxt, PISS + 2001);
     struct event e = next_ev(f);
-    CHECK_EQ(e.type, MTCP_EV_READABLE);
+    CHECK_EQ(e.type, TCP_EV_READABLE);
     CHECK_EQ(e.len, 2000);
     out(f, 21 * MS);
     t = next_seg(f);
@@ -1700,12 +1697,12 @@ static void test_ooo_fin(void)
     struct fake *f = conn_established();
     /* data+FIN beyond a gap, then the gap: FIN processed when it becomes in order */
     in(f, 20 * MS, with_data(tmpl(A | F, PISS + 101, ISS + 1, 65535), 100, 100));
-    CHECK_EQ(f->c.state, MTCP_ST_ESTABLISHED);
+    CHECK_EQ(f->c.state, TCP_ST_ESTABLISHED);
     in(f, 21 * MS, with_data(tmpl(A, PISS + 1, ISS + 1, 65535), 0, 100));
     CHECK_EQ(f->c.rcv_nxt, PISS + 202);
-    CHECK_EQ(f->c.state, MTCP_ST_CLOSE_WAIT);
-    CHECK_EQ(next_ev(f).type, MTCP_EV_READABLE);
-    CHECK_EQ(next_ev(f).type, MTCP_EV_PEER_CLOSED);
+    CHECK_EQ(f->c.state, TCP_ST_CLOSE_WAIT);
+    CHECK_EQ(next_ev(f).type, TCP_EV_READABLE);
+    CHECK_EQ(next_ev(f).type, TCP_EV_PEER_CLOSED);
     fake_free(f);
 }
 
@@ -1731,7 +1728,7 @@ static void test_zero_window_persist(void)
     CHECK_EQ(t.payload_len, 0);
     CHECK_EQ(t.flags, A);
     CHECK_EQ(f->c.snd_max, ISS + 1);                 /* nothing put in flight */
-    CHECK_EQ(f->counters[CTR_PERSIST_PROBES], 1);
+    CHECK_EQ(f->counters[TCP_CTR_PERSIST_PROBES], 1);
     CHECK_EQ(f->timer, t1 + 400 * MS);               /* backed off */
     /* the peer still has no room: ACK without progress, window 0 — not a dupACK */
     in(f, t1 + 10 * MS, tmpl(A, PISS + 1, ISS + 1, 0));
@@ -1741,7 +1738,7 @@ static void test_zero_window_persist(void)
     CHECK_EQ(t.seq, ISS);
     CHECK_EQ(t.payload_len, 0);
     CHECK_EQ(f->timer, t1 + 400 * MS + 800 * MS);
-    CHECK_EQ(f->c.state, MTCP_ST_ESTABLISHED);       /* probing never times out the connection */
+    CHECK_EQ(f->c.state, TCP_ST_ESTABLISHED);       /* probing never times out the connection */
     /* window opens: the rest flows */
     in(f, t1 + 3 * SEC, tmpl(A, PISS + 1, ISS + 1, 65535));
     CHECK(!f->c.persist);
@@ -1749,7 +1746,7 @@ static void test_zero_window_persist(void)
     t = next_seg(f);
     CHECK_EQ(t.seq, ISS + 1);
     CHECK_EQ(t.payload_len, 1000);
-    CHECK_EQ(f->counters[CTR_RETRANS_SEGS], 0);
+    CHECK_EQ(f->counters[TCP_CTR_RETRANS_SEGS], 0);
     fake_free(f);
 }
 
@@ -1758,7 +1755,7 @@ static void test_zero_window_probe_answered(void)
     /* our window is 0: a probe (data at rcv_nxt) is not accepted but ACKed with window 0 */
     struct fake *f = fake_new();
     f->cfg.window_scaling = 0;
-    tcp_setopt(&f->env, &f->c, MTCP_OPT_RCVBUF, 1000);
+    tcp_setopt(&f->env, &f->c, TCP_OPT_RCVBUF, 1000);
     tcp_open_active(&f->env, &f->c, 0, ISS);
     out(f, 0);
     in(f, 1 * MS, tmpl(S | A, PISS, ISS + 1, 65535));
@@ -1794,7 +1791,7 @@ static void test_paws(void)
     old.has_ts = 1; old.tsval = 999; old.tsecr = 10;
     in(f, 30 * MS, old);
     CHECK_EQ(f->c.rcv_nxt, PISS + 101);
-    CHECK_EQ(f->counters[CTR_PAWS_DROPS], 1);
+    CHECK_EQ(f->counters[TCP_CTR_PAWS_DROPS], 1);
     out(f, 30 * MS);
     struct wire_tcp t = next_seg(f);
     CHECK_EQ(t.ack, PISS + 101);
@@ -1803,7 +1800,7 @@ static void test_paws(void)
     struct wire_tcp rst = tmpl(R, PISS + 101, 0, 0);
     rst.has_ts = 1; rst.tsval = 5;
     in(f, 31 * MS, rst);
-    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    CHECK_EQ(f->c.state, TCP_ST_CLOSED);
     fake_free(f);
 }
 
@@ -1825,7 +1822,7 @@ static void test_delayed_ack(void)
     out(f, 140 * MS);
     struct wire_tcp t = next_seg(f);
     CHECK_EQ(t.ack, PISS + 1461);
-    CHECK_EQ(f->counters[CTR_DELAYED_ACKS], 1);
+    CHECK_EQ(f->counters[TCP_CTR_DELAYED_ACKS], 1);
     CHECK_EQ(f->timer, 0);
     /* two full segments: ACK at once */
     in(f, 200 * MS, with_data(tmpl(A, PISS + 1461, ISS + 1, 65535), 0, 1460));
@@ -1870,14 +1867,14 @@ static void test_nagle(void)
     CHECK_EQ(t.seq, ISS + 101);
     CHECK_EQ(t.payload_len, 150);                    /* coalesced */
     /* no-delay: small segments go at once */
-    CHECK_EQ(tcp_setopt(&f->env, &f->c, MTCP_OPT_NODELAY, 1), 0);
+    CHECK_EQ(tcp_setopt(&f->env, &f->c, TCP_OPT_NODELAY, 1), 0);
     tcp_send(&f->env, &f->c, 130 * MS, payload, 10);
     out(f, 130 * MS);
     t = next_seg(f);
     CHECK_EQ(t.seq, ISS + 251);
     CHECK_EQ(t.payload_len, 10);
     /* a full segment is never delayed */
-    tcp_setopt(&f->env, &f->c, MTCP_OPT_NODELAY, 0);
+    tcp_setopt(&f->env, &f->c, TCP_OPT_NODELAY, 0);
     tcp_send(&f->env, &f->c, 140 * MS, payload, 1500);
     out(f, 140 * MS);
     CHECK_EQ(pending(f), 1);
@@ -1889,16 +1886,16 @@ static void test_nagle(void)
 static void test_keepalive(void)
 {
     struct fake *f = conn_established();
-    tcp_setopt(&f->env, &f->c, MTCP_OPT_KEEPIDLE, 10 * SEC);
-    tcp_setopt(&f->env, &f->c, MTCP_OPT_KEEPINTVL, 1 * SEC);
-    tcp_setopt(&f->env, &f->c, MTCP_OPT_KEEPCNT, 2);
-    tcp_setopt(&f->env, &f->c, MTCP_OPT_KEEPALIVE, 1);
+    tcp_setopt(&f->env, &f->c, TCP_OPT_KEEPIDLE, 10 * SEC);
+    tcp_setopt(&f->env, &f->c, TCP_OPT_KEEPINTVL, 1 * SEC);
+    tcp_setopt(&f->env, &f->c, TCP_OPT_KEEPCNT, 2);
+    tcp_setopt(&f->env, &f->c, TCP_OPT_KEEPALIVE, 1);
     CHECK_EQ(f->timer, 10 * MS + 10 * SEC);
     tcp_timer(&f->env, &f->c, f->timer);
     struct wire_tcp t = next_seg(f);
     CHECK_EQ(t.seq, ISS);                            /* SND.NXT - 1, no data */
     CHECK_EQ(t.payload_len, 0);
-    CHECK_EQ(f->counters[CTR_KEEPALIVE_PROBES], 1);
+    CHECK_EQ(f->counters[TCP_CTR_KEEPALIVE_PROBES], 1);
     /* answered: idle timer restarts */
     in(f, 10 * SEC + 20 * MS, tmpl(A, PISS + 1, ISS + 1, 65535));
     CHECK_EQ(f->timer, 20 * SEC + 20 * MS);
@@ -1907,9 +1904,9 @@ static void test_keepalive(void)
     tcp_timer(&f->env, &f->c, f->timer);
     next_seg(f);
     tcp_timer(&f->env, &f->c, f->timer);             /* 2 unanswered probes: give up */
-    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    CHECK_EQ(f->c.state, TCP_ST_CLOSED);
     struct event e = next_ev(f);
-    CHECK_EQ(e.type, MTCP_EV_ERROR);
+    CHECK_EQ(e.type, TCP_EV_ERROR);
     CHECK_EQ(e.err, ETIMEDOUT);
     fake_free(f);
 }
@@ -1921,24 +1918,24 @@ static void test_keepalive_default(void)
     CHECK_EQ(f->cfg.keepalive_idle_us, 7200ull * SEC);
     struct tcp_conn c2;
     memset(&c2, 0, sizeof c2);
-    tcp_conn_init(&f->env, &c2, MTCP_AF_INET, 1, 2, 1460);
+    tcp_conn_init(&f->env, &c2, TCP_AF_INET, 1, 2, 1460);
     CHECK_EQ(c2.ka_idle_us, 7200ull * SEC);
-    CHECK_EQ(tcp_setopt(&f->env, &f->c, MTCP_OPT_KEEPIDLE, 7200ll * SEC), 0);
+    CHECK_EQ(tcp_setopt(&f->env, &f->c, TCP_OPT_KEEPIDLE, 7200ll * SEC), 0);
     int64_t v = 0;
-    CHECK_EQ(tcp_getopt(&f->c, MTCP_OPT_KEEPIDLE, &v), 0);
+    CHECK_EQ(tcp_getopt(&f->c, TCP_OPT_KEEPIDLE, &v), 0);
     CHECK_EQ(v, 7200ll * SEC);
-    CHECK_EQ(tcp_setopt(&f->env, &f->c, MTCP_OPT_KEEPALIVE, 1), 0);
+    CHECK_EQ(tcp_setopt(&f->env, &f->c, TCP_OPT_KEEPALIVE, 1), 0);
     CHECK_EQ(f->timer, 10 * MS + 7200ull * SEC);     /* first probe after 2 idle hours */
     tcp_timer(&f->env, &f->c, 10 * MS + 7199ull * SEC);
     CHECK_EQ(pending(f), 0);
     tcp_timer(&f->env, &f->c, f->timer);
     struct wire_tcp t = next_seg(f);
     CHECK_EQ(t.payload_len, 0);
-    CHECK_EQ(f->counters[CTR_KEEPALIVE_PROBES], 1);
+    CHECK_EQ(f->counters[TCP_CTR_KEEPALIVE_PROBES], 1);
     /* Linux's bounds: 1..32767 s */
-    CHECK_EQ(tcp_setopt(&f->env, &f->c, MTCP_OPT_KEEPIDLE, 32767ll * SEC), 0);
-    CHECK_EQ(tcp_setopt(&f->env, &f->c, MTCP_OPT_KEEPIDLE, 32768ll * SEC), -EINVAL);
-    CHECK_EQ(tcp_setopt(&f->env, &f->c, MTCP_OPT_KEEPINTVL, 32768ll * SEC), -EINVAL);
+    CHECK_EQ(tcp_setopt(&f->env, &f->c, TCP_OPT_KEEPIDLE, 32767ll * SEC), 0);
+    CHECK_EQ(tcp_setopt(&f->env, &f->c, TCP_OPT_KEEPIDLE, 32768ll * SEC), -EINVAL);
+    CHECK_EQ(tcp_setopt(&f->env, &f->c, TCP_OPT_KEEPINTVL, 32768ll * SEC), -EINVAL);
     fake_free(f);
 }
 
@@ -2005,7 +2002,7 @@ static void test_old_ack_challenge(void)
     struct fake *f = conn_established();
     in(f, 20 * MS, with_data(tmpl(A, PISS + 1, ISS + 1 - 70000, 65535), 0, 10));
     CHECK_EQ(f->c.rcv_nxt, PISS + 1);
-    CHECK_EQ(f->counters[CTR_CHALLENGE_ACKS], 1);
+    CHECK_EQ(f->counters[TCP_CTR_CHALLENGE_ACKS], 1);
     out(f, 20 * MS);
     CHECK_EQ(next_seg(f).ack, PISS + 1);
     /* an old ACK within MAX.SND.WND is fine: its data is taken */
@@ -2021,7 +2018,7 @@ static void test_cookie_open(void)
     struct wire_tcp ack = with_data(tmpl(A | P, PISS + 1, ISS + 1, 1000), 0, 50);
     ack.has_ts = 1; ack.tsval = 321; ack.tsecr = 5;
     tcp_open_cookie(&f->env, &f->c, 10 * MS, ISS, &ack, 1400, 7, 1);
-    CHECK_EQ(f->c.state, MTCP_ST_ESTABLISHED);
+    CHECK_EQ(f->c.state, TCP_ST_ESTABLISHED);
     CHECK_EQ(f->c.mss, 1400);
     CHECK_EQ(f->c.snd_wscale, 7);
     CHECK_EQ(f->c.rcv_wscale, tcp_wscale_for(262144));
@@ -2032,9 +2029,9 @@ static void test_cookie_open(void)
     CHECK_EQ(f->c.snd_una, ISS + 1);
     CHECK_EQ(f->c.rcv_nxt, PISS + 51);
     struct event e = next_ev(f);
-    CHECK_EQ(e.type, MTCP_EV_ACCEPT);
+    CHECK_EQ(e.type, TCP_EV_ACCEPT);
     e = next_ev(f);
-    CHECK_EQ(e.type, MTCP_EV_READABLE);
+    CHECK_EQ(e.type, TCP_EV_READABLE);
     CHECK_EQ(e.len, 50);
     /* no wscale in the cookie: none either way */
     struct fake *g = fake_new();
@@ -2082,11 +2079,11 @@ static void test_persist_gives_up_on_silent_peer(void)
     tcp_timer(&f->env, &f->c, f->timer);
     tcp_timer(&f->env, &f->c, f->timer);
     CHECK_EQ(pending(f), 2);
-    CHECK_EQ(f->c.state, MTCP_ST_ESTABLISHED);
+    CHECK_EQ(f->c.state, TCP_ST_ESTABLISHED);
     tcp_timer(&f->env, &f->c, f->timer);
-    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    CHECK_EQ(f->c.state, TCP_ST_CLOSED);
     struct event e = next_ev(f);
-    CHECK_EQ(e.type, MTCP_EV_ERROR);
+    CHECK_EQ(e.type, TCP_EV_ERROR);
     CHECK_EQ(e.err, ETIMEDOUT);
     /* but a peer that answers (window still 0) is probed forever */
     struct fake *g = conn_established();
@@ -2099,8 +2096,8 @@ static void test_persist_gives_up_on_silent_peer(void)
         tcp_timer(&g->env, &g->c, t);
         in(g, t + 1 * MS, tmpl(A, PISS + 1, ISS + 1, 0));
     }
-    CHECK_EQ(g->c.state, MTCP_ST_ESTABLISHED);
-    CHECK_EQ(g->counters[CTR_PERSIST_PROBES], 10);
+    CHECK_EQ(g->c.state, TCP_ST_ESTABLISHED);
+    CHECK_EQ(g->counters[TCP_CTR_PERSIST_PROBES], 10);
     fake_free(f);
     fake_free(g);
 }
@@ -2148,10 +2145,10 @@ static void test_shutdown_before_established(void)
     struct fake *f = conn_syn_sent();
     drain(f);
     CHECK_EQ(tcp_shutdown(&f->env, &f->c, 1 * MS), 0);
-    CHECK_EQ(f->c.state, MTCP_ST_SYN_SENT);          /* FIN waits for ESTABLISHED (3.10.4) */
+    CHECK_EQ(f->c.state, TCP_ST_SYN_SENT);          /* FIN waits for ESTABLISHED (3.10.4) */
     in(f, 5 * MS, tmpl(S | A, PISS, ISS + 1, 65535));
-    CHECK_EQ(f->c.state, MTCP_ST_FIN_WAIT_1);
-    CHECK_EQ(next_ev(f).type, MTCP_EV_CONNECTED);
+    CHECK_EQ(f->c.state, TCP_ST_FIN_WAIT_1);
+    CHECK_EQ(next_ev(f).type, TCP_EV_CONNECTED);
     out(f, 5 * MS);
     struct wire_tcp t = next_seg(f);
     CHECK_EQ(t.flags, A | F | P);
@@ -2164,13 +2161,13 @@ static void test_time_wait_syn_and_rst(void)
 {
     struct fake *f = conn_time_wait();
     in(f, 1 * SEC, tmpl(S, PISS + 100000, 0, 1000));   /* new SYN: challenge ACK (RFC 5961 4.2) */
-    CHECK_EQ(f->c.state, MTCP_ST_TIME_WAIT);
+    CHECK_EQ(f->c.state, TCP_ST_TIME_WAIT);
     out(f, 1 * SEC);
     struct wire_tcp t = next_seg(f);
     CHECK_EQ(t.flags, A);
     CHECK_EQ(t.ack, PISS + 2);
     in(f, 2 * SEC, tmpl(R, PISS + 2, 0, 0));          /* exact RST: CLOSED, no event */
-    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    CHECK_EQ(f->c.state, TCP_ST_CLOSED);
     CHECK_EQ(f->closed, 1);
     CHECK_EQ(n_events(f), 0);
     fake_free(f);
@@ -2183,9 +2180,9 @@ static void test_rst_in_last_ack(void)
     out(f, 30 * MS);
     drain(f);
     in(f, 40 * MS, tmpl(R, PISS + 2, 0, 0));
-    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    CHECK_EQ(f->c.state, TCP_ST_CLOSED);
     struct event e = next_ev(f);
-    CHECK_EQ(e.type, MTCP_EV_ERROR);
+    CHECK_EQ(e.type, TCP_EV_ERROR);
     CHECK_EQ(e.err, ECONNRESET);
     fake_free(f);
 }
@@ -2198,9 +2195,9 @@ static void test_fin_wait_2_orphan_timeout(void)
     CHECK_EQ(tcp_close(&f->env, &f->c, 50 * MS), 0);
     CHECK_EQ(f->timer, 50 * MS + 10 * SEC);          /* orphaned: gives up after fin_timeout, not 2 MSL */
     tcp_timer(&f->env, &f->c, 50 * MS + 10 * SEC - 1);
-    CHECK_EQ(f->c.state, MTCP_ST_FIN_WAIT_2);
+    CHECK_EQ(f->c.state, TCP_ST_FIN_WAIT_2);
     tcp_timer(&f->env, &f->c, 50 * MS + 10 * SEC);
-    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    CHECK_EQ(f->c.state, TCP_ST_CLOSED);
     CHECK_EQ(f->closed, 1);
     fake_free(f);
 
@@ -2209,13 +2206,13 @@ static void test_fin_wait_2_orphan_timeout(void)
     f->cfg.fin_timeout_us = 5 * SEC;
     CHECK_EQ(tcp_close(&f->env, &f->c, 20 * MS), 0);
     out(f, 20 * MS);
-    CHECK_EQ(f->c.state, MTCP_ST_FIN_WAIT_1);
+    CHECK_EQ(f->c.state, TCP_ST_FIN_WAIT_1);
     in(f, 30 * MS, tmpl(A, PISS + 1, ISS + 2, 65535));
-    CHECK_EQ(f->c.state, MTCP_ST_FIN_WAIT_2);
+    CHECK_EQ(f->c.state, TCP_ST_FIN_WAIT_2);
     CHECK_EQ(f->c.t_timewait, 30 * MS + 5 * SEC);
     /* the peer's FIN in time: TIME-WAIT for 2 MSL as usual */
     in(f, 1 * SEC, tmpl(A | F, PISS + 1, ISS + 2, 65535));
-    CHECK_EQ(f->c.state, MTCP_ST_TIME_WAIT);
+    CHECK_EQ(f->c.state, TCP_ST_TIME_WAIT);
     CHECK_EQ(f->c.t_timewait, 1 * SEC + 60 * SEC);
     fake_free(f);
 
@@ -2247,10 +2244,10 @@ static void test_info(void)
     tcp_send(&f->env, &f->c, 20 * MS, payload, 3000);
     out(f, 20 * MS);
     in(f, 21 * MS, with_data(tmpl(A, PISS + 1, ISS + 1, 65535), 0, 10));
-    struct mtcp_conn_info ci;
+    struct tcp_conn_stats ci;
     memset(&ci, 0, sizeof ci);
     tcp_info(&f->c, &ci);
-    CHECK_EQ(ci.state, MTCP_ST_ESTABLISHED);
+    CHECK_EQ(ci.state, TCP_ST_ESTABLISHED);
     CHECK_EQ(ci.mss, 1460 - 12);
     CHECK_EQ(ci.unacked, 3000);
     CHECK_EQ(ci.sndbuf_used, 3000);
@@ -2261,10 +2258,10 @@ static void test_info(void)
     CHECK_EQ(ci.cwnd, 10 * 1448);
     CHECK_EQ(ci.flags, 1 | 2 | 4 | 8);
     int64_t v = -1;
-    CHECK_EQ(tcp_getopt(&f->c, MTCP_OPT_NODELAY, &v), 0);
+    CHECK_EQ(tcp_getopt(&f->c, TCP_OPT_NODELAY, &v), 0);
     CHECK_EQ(v, 1);
     CHECK_EQ(tcp_setopt(&f->env, &f->c, 999, 1), -ENOPROTOOPT);
-    CHECK_EQ(tcp_setopt(&f->env, &f->c, MTCP_OPT_KEEPCNT, 0), -EINVAL);
+    CHECK_EQ(tcp_setopt(&f->env, &f->c, TCP_OPT_KEEPCNT, 0), -EINVAL);
     fake_free(f);
 }
 
@@ -2297,10 +2294,10 @@ static void test_timewait_reuse(void)
     struct fake *f = conn_time_wait();
     struct wire_tcp syn = tmpl(S, PISS + 1, 0, 1000);          /* not newer: RCV.NXT = PISS+2 */
     CHECK_EQ(tcp_timewait_reuse(&f->env, &f->c, 1 * SEC, &syn), 0);
-    CHECK_EQ(f->c.state, MTCP_ST_TIME_WAIT);
+    CHECK_EQ(f->c.state, TCP_ST_TIME_WAIT);
     syn.seq = PISS + 100000;
     CHECK_EQ(tcp_timewait_reuse(&f->env, &f->c, 1 * SEC, &syn), 1);
-    CHECK_EQ(f->c.state, MTCP_ST_CLOSED);
+    CHECK_EQ(f->c.state, TCP_ST_CLOSED);
     CHECK_EQ(f->closed, 1);
     CHECK_EQ(f->timer, 0);
     CHECK_EQ(n_events(f), 0);
@@ -2312,7 +2309,7 @@ static void test_timewait_reuse(void)
     struct wire_tcp fa = tmpl(A | F, PISS + 1, ISS + 2, 65535);
     fa.has_ts = 1; fa.tsval = 900; fa.tsecr = 20;
     in(f, 30 * MS, fa);
-    CHECK_EQ(f->c.state, MTCP_ST_TIME_WAIT);
+    CHECK_EQ(f->c.state, TCP_ST_TIME_WAIT);
     struct wire_tcp s2 = tmpl(S, PISS - 5000, 0, 1000);
     s2.has_ts = 1; s2.tsval = 900;
     CHECK_EQ(tcp_timewait_reuse(&f->env, &f->c, 1 * SEC, &s2), 0);
@@ -2324,7 +2321,7 @@ static void test_timewait_reuse(void)
     f = conn_established();
     syn = tmpl(S, PISS + 100000, 0, 1000);
     CHECK_EQ(tcp_timewait_reuse(&f->env, &f->c, 1 * SEC, &syn), 0);
-    CHECK_EQ(f->c.state, MTCP_ST_ESTABLISHED);
+    CHECK_EQ(f->c.state, TCP_ST_ESTABLISHED);
     fake_free(f);
 }
 
@@ -2385,8 +2382,8 @@ static int check_invariants(struct fake *f)
     struct tcp_conn *c = &f->c;
     int ok = 1;
     if (c->closed_done) return 1;
-    if (c->state > MTCP_ST_TIME_WAIT) ok = 0;
-    if (c->state >= MTCP_ST_ESTABLISHED) {
+    if (c->state > TCP_ST_TIME_WAIT) ok = 0;
+    if (c->state >= TCP_ST_ESTABLISHED) {
         if (!seq_le(c->snd_una, c->snd_nxt) || !seq_le(c->snd_nxt, c->snd_max)) ok = 0;
         if (c->snd.len > c->sndbuf) ok = 0;
         if (c->rcv.len > c->rcvbuf + (1u << c->rcv_wscale)) ok = 0;
@@ -2520,9 +2517,9 @@ struct simapp {
 static void app_step(struct fake *f, struct simapp *a, uint64_t now, const uint8_t *src)
 {
     for (int i = f->evrd; i < f->nev; i++) {
-        if (f->ev[i].type == MTCP_EV_PEER_CLOSED) a->peer_closed = 1;
-        if (f->ev[i].type == MTCP_EV_CLOSED) a->closed_ev = 1;
-        if (f->ev[i].type == MTCP_EV_ERROR || f->ev[i].type == MTCP_EV_CONNECT_FAILED) a->err = f->ev[i].err;
+        if (f->ev[i].type == TCP_EV_PEER_CLOSED) a->peer_closed = 1;
+        if (f->ev[i].type == TCP_EV_CLOSED) a->closed_ev = 1;
+        if (f->ev[i].type == TCP_EV_ERROR || f->ev[i].type == TCP_EV_CONNECT_FAILED) a->err = f->ev[i].err;
     }
     f->nev = f->evrd = 0;
     uint8_t buf[4096];
@@ -2540,14 +2537,14 @@ static void app_step(struct fake *f, struct simapp *a, uint64_t now, const uint8
         return;
     }
     if (a->close_mode == 1) {
-        if (st == MTCP_ST_CLOSE_WAIT && a->sent == a->total && a->rcvd == a->peer_total) {
+        if (st == TCP_ST_CLOSE_WAIT && a->sent == a->total && a->rcvd == a->peer_total) {
             CHECK_EQ(tcp_close(&f->env, &f->c, now), 0);
             return;
         }
         if (a->sent == a->total) a->shut = 1;          /* wait for the peer's FIN instead */
     }
     if (a->close_mode == 2 && a->peer_total) a->shut = 1;   /* aborts instead */
-    if (st == MTCP_ST_ESTABLISHED || st == MTCP_ST_CLOSE_WAIT) {
+    if (st == TCP_ST_ESTABLISHED || st == TCP_ST_CLOSE_WAIT) {
         while (a->sent < a->total) {
             uint32_t chunk = 1 + (uint32_t)((a->sent * 2654435761u) % 3000);
             if (chunk > a->total - a->sent) chunk = a->total - a->sent;
@@ -2651,16 +2648,16 @@ static int run_pair(uint64_t seed, uint32_t loss_pm, uint32_t dup_pm, uint32_t j
 #define SIMCHECK(x) do { if (!(x)) { ok = 0; fprintf(stderr, "  sim seed=%llu loss=%u dup=%u jit=%u na=%u nb=%u rcvbuf=%u sack=%d ts=%d mode=%d slow=%d: %s (a: st=%d rcvd=%u sent=%u err=%d; b: st=%d rcvd=%u sent=%u err=%d; steps=%d now=%llu)\n", \
     (unsigned long long)seed, loss_pm, dup_pm, jitter_us, na, nb, rcvbuf, sack, ts, sim_close_mode_b, sim_slow, #x, fa->c.state, aa.rcvd, aa.sent, aa.err, fb->c.state, ab.rcvd, ab.sent, ab.err, steps, (unsigned long long)now); } } while (0)
     if (sim_trace) fprintf(stderr, "a: retrans=%llu timeouts=%llu fast=%llu persist=%llu; b: retrans=%llu timeouts=%llu fast=%llu persist=%llu; now=%llu\n",
-        (unsigned long long)fa->counters[CTR_RETRANS_SEGS], (unsigned long long)fa->counters[CTR_TIMEOUTS],
-        (unsigned long long)fa->counters[CTR_FAST_RETRANS], (unsigned long long)fa->counters[CTR_PERSIST_PROBES],
-        (unsigned long long)fb->counters[CTR_RETRANS_SEGS], (unsigned long long)fb->counters[CTR_TIMEOUTS],
-        (unsigned long long)fb->counters[CTR_FAST_RETRANS], (unsigned long long)fb->counters[CTR_PERSIST_PROBES],
+        (unsigned long long)fa->counters[TCP_CTR_RETRANS_SEGS], (unsigned long long)fa->counters[TCP_CTR_TIMEOUTS],
+        (unsigned long long)fa->counters[TCP_CTR_FAST_RETRANS], (unsigned long long)fa->counters[TCP_CTR_PERSIST_PROBES],
+        (unsigned long long)fb->counters[TCP_CTR_RETRANS_SEGS], (unsigned long long)fb->counters[TCP_CTR_TIMEOUTS],
+        (unsigned long long)fb->counters[TCP_CTR_FAST_RETRANS], (unsigned long long)fb->counters[TCP_CTR_PERSIST_PROBES],
         (unsigned long long)now);
     if (sim_close_mode_b == 2 && na) {
         /* b aborted half way: a is reset — or, if the RST was lost after a had nothing left
          * to send, a waits in FIN-WAIT-2 (as a non-orphaned Linux socket would) */
         SIMCHECK(fb->closed == 1);
-        SIMCHECK((aa.err == ECONNRESET && fa->closed == 1) || fa->c.state == MTCP_ST_FIN_WAIT_2);
+        SIMCHECK((aa.err == ECONNRESET && fa->closed == 1) || fa->c.state == TCP_ST_FIN_WAIT_2);
     } else {
     SIMCHECK(fa->closed == 1 && fb->closed == 1);
     SIMCHECK(aa.rcvd == nb);
@@ -2669,8 +2666,8 @@ static int run_pair(uint64_t seed, uint32_t loss_pm, uint32_t dup_pm, uint32_t j
     SIMCHECK(aa.peer_closed && ab.peer_closed);
     if (loss_pm == 0 && dup_pm == 0 && jitter_us == 0) {
         /* a clean network: no retransmission of any kind */
-        SIMCHECK(fa->counters[CTR_RETRANS_SEGS] + fb->counters[CTR_RETRANS_SEGS] == 0);
-        SIMCHECK(fa->counters[CTR_TIMEOUTS] + fb->counters[CTR_TIMEOUTS] == 0);
+        SIMCHECK(fa->counters[TCP_CTR_RETRANS_SEGS] + fb->counters[TCP_CTR_RETRANS_SEGS] == 0);
+        SIMCHECK(fa->counters[TCP_CTR_TIMEOUTS] + fb->counters[TCP_CTR_TIMEOUTS] == 0);
     }
     }
     tcp_close(&fa->env, &fa->c, now);
