@@ -43,6 +43,7 @@
 #include <string.h>
 #include <time.h>
 #include "mtcp.h"
+#include "mtcp_bench.h"
 #include "engine/counters.h"
 #include "io/link.h"
 

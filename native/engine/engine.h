@@ -20,6 +20,8 @@
 #include <stdint.h>
 #include <stddef.h>
 #include "mtcp.h"
+#include "mtcp_bench.h"
+#include "mtcp_debug.h"
 #include "wire/wire.h"
 #include "tcp/tcp.h"
 #include "tcp/buf.h"

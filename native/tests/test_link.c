@@ -7,6 +7,8 @@
 #include <math.h>
 #include "ctest.h"
 #include "io/link.h"
+#include "mtcp_bench.h"
+#include "mtcp_debug.h"
 #include "io/io_util.h"
 
 /* ---- helpers ---- */
