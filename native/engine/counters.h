@@ -89,7 +89,7 @@ enum mtcp_counter {
     CTR_NEIGH_FAILED,
     /* events */
     CTR_EVENTS_OVERFLOW,
-    /* additions */
+    /* connection pool, loss recovery, ACK rate limits (appended: indexes stay stable) */
     CTR_TW_RECYCLED,          /* TIME-WAIT blocks recycled because the connection pool was empty */
     CTR_TLP_PROBES,           /* tail loss probes sent (RFC 8985 7) */
     CTR_RACK_LOST,            /* sent ranges RACK marked lost (RFC 8985 6.2) */

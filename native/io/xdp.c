@@ -22,9 +22,8 @@
  *   that in copy mode a TCP segment whose checksum field holds exactly its folded pseudo-header
  *   sum is taken as a partial checksum (LINK_SLOT_F_CSUM_PARTIAL, csum_start = TCP header,
  *   csum_offset 16): that is what a local kernel peer with tx checksum offload (a veth end, our
- *   own packet backend with CSUM_TX) puts there, and without this every such frame was dropped
- *   as a bad checksum (loadgen on xdp against a kernel server: 0 conn/s, drop_bad_csum = every
- *   frame). On a wire frame the field equals that value by chance with probability 2^-16, like
+ *   own packet backend with CSUM_TX) puts there; otherwise every frame of such a peer would fail
+ *   the checksum check. On a wire frame the field equals that value by chance with probability 2^-16, like
  *   any checksum collision. TSO from such a peer still needs the testbed's offload-off setting
  *   (a super-frame does not fit a 2 KiB UMEM frame).
  */

@@ -90,7 +90,7 @@ static inline int seq_le(uint32_t a, uint32_t b) { return (int32_t)(a - b) <= 0;
 static inline int seq_gt(uint32_t a, uint32_t b) { return (int32_t)(a - b) > 0; }
 static inline int seq_ge(uint32_t a, uint32_t b) { return (int32_t)(a - b) >= 0; }
 
-/* --- additions (buf.c owner): raw chunk access and zero-copy reads --- */
+/* --- raw chunk access and zero-copy reads --- */
 /* One chunk from the pool (BUF_NONE when dry) / back to it. O(1). */
 uint32_t tcp_buf_chunk_get(struct buf_pool *p);
 void tcp_buf_chunk_put(struct buf_pool *p, uint32_t c);

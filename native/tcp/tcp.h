@@ -233,7 +233,7 @@ struct tcp_conn {
     uint32_t retransmits;
     uint32_t pad;
 
-    /* --- additions (TCP engineer): tcp.c internals, the engine need not touch them --- */
+    /* tcp.c internals: the engine need not touch them */
     uint32_t last_ack_sent;       /* RFC 7323 Last.ACK.sent (ack field of our last segment) */
     uint32_t max_snd_wnd;         /* largest window the peer offered (sender SWS, RFC 5961 5.2) */
     uint32_t rec_inflate;         /* NewReno (RFC 6582): cwnd inflation during fast recovery */
@@ -321,7 +321,6 @@ struct tcp_env {
     void (*want_output)(void *ctx, struct tcp_conn *c);
     /* c reached CLOSED (or TIME-WAIT ended): the engine unhashes it and frees it if detached. */
     void (*closed)(void *ctx, struct tcp_conn *c);
-    /* --- additions (TCP engineer) --- */
     /* RFC 5961 7: may a challenge ACK be sent now? The engine keeps the per-second budget
      * (cfg->challenge_ack_limit). NULL = always allowed. */
     int (*challenge_ok)(void *ctx, uint64_t now_us);
@@ -372,7 +371,6 @@ void tcp_pmtu(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, uint1
  * Fills rst (ports swapped); returns 0 if no RST must be sent. */
 int tcp_rst_for(const struct wire_tcp *seg, struct wire_tcp *rst);
 
-/* --- additions (TCP engineer) --- */
 /* Window scale we advertise for a receive buffer of rcvbuf bytes (RFC 7323 2.3): the engine
  * uses it in SYN-ACKs it builds for SYN cookies, so tcp_open_cookie agrees with them. */
 uint8_t tcp_wscale_for(uint32_t rcvbuf);

@@ -1913,7 +1913,7 @@ static void test_keepalive(void)
 
 static void test_keepalive_default(void)
 {
-    /* Linux's 7200 s idle time is representable (it used to be clamped to 2^32 us = 71.6 min) */
+    /* Linux's 7200 s idle time is representable (more than 2^32 us = 71.6 min) */
     struct fake *f = conn_established();
     CHECK_EQ(f->cfg.keepalive_idle_us, 7200ull * SEC);
     struct tcp_conn c2;
