@@ -45,10 +45,13 @@ def _sources():
 
 
 ffibuilder = FFI()
-ffibuilder.cdef(_cdef_from_header(os.path.join(NATIVE, "include", "mtcp.h")))
+# the public header tiers the binding exposes: the API (mtcp.h), benchmark entry points
+# (mtcp_bench.h), debugging and introspection (mtcp_debug.h)
+HEADERS = ("mtcp.h", "mtcp_bench.h", "mtcp_debug.h")
+ffibuilder.cdef("\n".join(_cdef_from_header(os.path.join(NATIVE, "include", h)) for h in HEADERS))
 ffibuilder.set_source(
     "mtcp_loop._mtcp_cffi",
-    '#include "mtcp.h"\n',
+    "".join(f'#include "{h}"\n' for h in HEADERS),
     sources=_sources(),
     include_dirs=[os.path.relpath(os.path.join(NATIVE, "include"), ROOT), os.path.relpath(NATIVE, ROOT)],
     extra_compile_args=["-std=c11", "-D_GNU_SOURCE", "-O2", "-g", "-Wall", "-Wextra", "-Werror",

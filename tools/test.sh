@@ -41,6 +41,7 @@ $PY -c "import mtcp_loop._mtcp_cffi, mtcp_loop._aio.core" || { echo "extensions 
 # --- C tests (sanitizers) ---------------------------------------------------------------------
 echo "== C unit tests (ASan+UBSan)"
 make -s -C native test
+make -s -C native check      # include direction + layer-prefixed symbols
 
 # --- fuzzing ----------------------------------------------------------------------------------
 if [ "$FUZZ_SECONDS" != 0 ]; then

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "mtcp.h"
+#include "mtcp_bench.h"
 
 static void usage(void)
 {

@@ -43,6 +43,7 @@
 #include <string.h>
 #include <time.h>
 #include "mtcp.h"
+#include "mtcp_bench.h"
 #include "engine/counters.h"
 #include "io/link.h"
 
@@ -444,7 +445,7 @@ int mtcp_bench_engine(int mode, double seconds, uint32_t param, struct mtcp_benc
             mtcp_engine_counters(b.srv, cnt[1], CTR_COUNT);
             retr0 = cnt[0][CTR_RETRANS_SEGS] + cnt[1][CTR_RETRANS_SEGS];
             segs0 = cnt[0][CTR_SEGS_OUT] + cnt[1][CTR_SEGS_OUT];
-            drops0 = frames ? 0 : sim_link_drops(b.la) + sim_link_drops(b.lb);
+            drops0 = frames ? 0 : link_sim_drops(b.la) + link_sim_drops(b.lb);
             cpu0 = clock_us(CLOCK_THREAD_CPUTIME_ID);
         }
         if (measuring && (double)(now - t_meas) >= seconds * 1e6) {
@@ -487,7 +488,7 @@ int mtcp_bench_engine(int mode, double seconds, uint32_t param, struct mtcp_benc
     out->verified = mode == 0 ? b.conns_done * BENCH_MSG : b.verified;
     out->segments = cnt[0][CTR_SEGS_OUT] + cnt[1][CTR_SEGS_OUT] - segs0;
     out->link_drops = frames ? cnt[0][CTR_DROP_TX_TOO_BIG] + cnt[1][CTR_DROP_TX_TOO_BIG]
-                             : sim_link_drops(b.la) + sim_link_drops(b.lb) - drops0;
+                             : link_sim_drops(b.la) + link_sim_drops(b.lb) - drops0;
     bench_free(&b);
     return 0;
 }

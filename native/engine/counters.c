@@ -89,7 +89,7 @@ static const char *const names[CTR_COUNT] = {
 
 _Static_assert(CTR_DROP_UNSUPPORTED - CTR_DROP_TRUNCATED + 2 == WIRE_E_COUNT_, "one drop counter per WIRE_E_* reason");
 
-const char *ctr_name(unsigned i) { return i < CTR_COUNT && names[i] ? names[i] : "?"; }
+const char *eng_ctr_name(unsigned i) { return i < CTR_COUNT && names[i] ? names[i] : "?"; }
 
 uint32_t mtcp_counter_count(void) { return CTR_COUNT; }
-const char *mtcp_counter_name(uint32_t i) { return i < CTR_COUNT ? ctr_name(i) : (const char *)0; }
+const char *mtcp_counter_name(uint32_t i) { return i < CTR_COUNT ? eng_ctr_name(i) : (const char *)0; }

@@ -41,7 +41,7 @@ enum mtcp_counter {
     CTR_DROP_NEIGH_QUEUE,     /* frame waiting for ARP/NDP dropped (queue full or resolution failed) */
     CTR_DROP_BAD_COOKIE,      /* ACK to a listener that is not a valid SYN cookie */
     CTR_DROP_TX_TOO_BIG,      /* frame larger than the link's slot */
-    /* TCP (tcp module) */
+    /* TCP (tcp module): the same slots as enum tcp_counter in tcp/tcp.h (static asserts in engine.h) */
     CTR_RETRANS_SEGS,
     CTR_FAST_RETRANS,
     CTR_TIMEOUTS,             /* RTO expiries */
@@ -89,7 +89,7 @@ enum mtcp_counter {
     CTR_NEIGH_FAILED,
     /* events */
     CTR_EVENTS_OVERFLOW,
-    /* additions */
+    /* connection pool, loss recovery, ACK rate limits (appended: indexes stay stable) */
     CTR_TW_RECYCLED,          /* TIME-WAIT blocks recycled because the connection pool was empty */
     CTR_TLP_PROBES,           /* tail loss probes sent (RFC 8985 7) */
     CTR_RACK_LOST,            /* sent ranges RACK marked lost (RFC 8985 6.2) */
@@ -116,6 +116,6 @@ enum mtcp_counter {
 /* wire error (negative WIRE_E_*) -> counter index */
 static inline int ctr_wire_drop(int wire_err) { return CTR_DROP_WIRE_BASE + (-wire_err) - 1; }
 
-const char *ctr_name(unsigned i);
+const char *eng_ctr_name(unsigned i);
 
 #endif

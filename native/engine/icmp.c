@@ -9,7 +9,7 @@
 
 static void pmtu(struct mtcp_engine *e, int family, const uint8_t *lip, const uint8_t *rip,
                  uint16_t lport, uint16_t rport, uint32_t seq, uint32_t mtu) {
-    struct conn *k = conn_lookup(e, family, lip, lport, rip, rport);
+    struct conn *k = eng_conn_lookup(e, family, lip, lport, rip, rport);
     if (!k || k->kind != CK_CONN) { e->counters[CTR_ICMP_PMTU_IGNORED]++; return; }
     struct tcp_conn *c = &k->tcp;
     if (!(seq_ge(seq, c->snd_una) && seq_lt(seq, c->snd_max)) && !(seq == c->snd_una && c->snd_una == c->snd_max)) {
@@ -26,28 +26,28 @@ static void pmtu(struct mtcp_engine *e, int family, const uint8_t *lip, const ui
     e->counters[CTR_ICMP_PMTU]++;
 }
 
-void icmp4_input(struct mtcp_engine *e, const struct wire_ipv4 *ip) {
+void eng_icmp4_input(struct mtcp_engine *e, const struct wire_ipv4 *ip) {
     struct wire_icmp4 m;
     e->counters[CTR_ICMP_IN]++;
     int rc = wire_icmp4_parse(ip->payload, ip->payload_len, &m);
     if (rc < 0) { e->counters[ctr_wire_drop(rc)]++; return; }
     if (m.type == WIRE_ICMP4_ECHO_REQUEST && m.code == 0) {
-        if (!tb_take(&e->tb_icmp, e->now, e->cfg.icmp_ratelimit, e->cfg.icmp_burst)) {
+        if (!eng_tb_take(&e->tb_icmp, e->now, e->cfg.icmp_ratelimit, e->cfg.icmp_burst)) {
             e->counters[CTR_ICMP_RATELIMITED]++;
             return;
         }
         uint8_t *l4;
         uint32_t cap;
-        uint32_t f = ctrl_begin(e, MTCP_AF_INET, &l4, &cap);
+        uint32_t f = eng_ctrl_begin(e, MTCP_AF_INET, &l4, &cap);
         if (f == NONE32) { e->counters[CTR_ICMP_UNSENT]++; return; }
         e->frames[f].kind = FK_ICMP;
         struct wire_icmp4 r = m;
         r.type = WIRE_ICMP4_ECHO_REPLY;
         r.code = 0;
         size_t l = wire_icmp4_emit(l4, cap, &r);
-        if (!l) { frame_drop(e, f); e->counters[CTR_DROP_TX_TOO_BIG]++; return; }
+        if (!l) { eng_frame_drop(e, f); e->counters[CTR_DROP_TX_TOO_BIG]++; return; }
         /* to the MAC ARP knows for the source, never to the frame's source MAC */
-        ctrl_commit(e, f, MTCP_AF_INET, ip->dst, ip->src, WIRE_PROTO_ICMP, (uint32_t)l, NULL, 64);
+        eng_ctrl_commit(e, f, MTCP_AF_INET, ip->dst, ip->src, WIRE_PROTO_ICMP, (uint32_t)l, NULL, 64);
         return;
     }
     if (m.type == WIRE_ICMP4_DEST_UNREACH && m.code == 4) {
@@ -64,7 +64,7 @@ void icmp4_input(struct mtcp_engine *e, const struct wire_ipv4 *ip) {
     /* other ICMP (replies, unreachables other than frag-needed, ...): counted, ignored */
 }
 
-void icmp6_input(struct mtcp_engine *e, const struct wire_ipv6 *ip) {
+void eng_icmp6_input(struct mtcp_engine *e, const struct wire_ipv6 *ip) {
     struct wire_icmp6 m;
     e->counters[CTR_ICMP_IN]++;
     int rc = wire_icmp6_parse(ip->payload, ip->upper_len, ip->src, ip->dst, &m);
@@ -72,17 +72,17 @@ void icmp6_input(struct mtcp_engine *e, const struct wire_ipv6 *ip) {
     switch (m.type) {
     case WIRE_ICMP6_NEIGH_SOLICIT:
     case WIRE_ICMP6_NEIGH_ADVERT:
-        ndp_input(e, ip, &m);
+        eng_ndp_input(e, ip, &m);
         return;
     case WIRE_ICMP6_ECHO_REQUEST: {
-        if (!is_local(e, MTCP_AF_INET6, ip->dst)) return;     /* no answers to multicast pings */
-        if (!tb_take(&e->tb_icmp, e->now, e->cfg.icmp_ratelimit, e->cfg.icmp_burst)) {
+        if (!eng_is_local(e, MTCP_AF_INET6, ip->dst)) return;     /* no answers to multicast pings */
+        if (!eng_tb_take(&e->tb_icmp, e->now, e->cfg.icmp_ratelimit, e->cfg.icmp_burst)) {
             e->counters[CTR_ICMP_RATELIMITED]++;
             return;
         }
         uint8_t *l4;
         uint32_t cap;
-        uint32_t f = ctrl_begin(e, MTCP_AF_INET6, &l4, &cap);
+        uint32_t f = eng_ctrl_begin(e, MTCP_AF_INET6, &l4, &cap);
         if (f == NONE32) { e->counters[CTR_ICMP_UNSENT]++; return; }
         e->frames[f].kind = FK_ICMP;
         struct wire_icmp6 r;
@@ -93,8 +93,8 @@ void icmp6_input(struct mtcp_engine *e, const struct wire_ipv6 *ip) {
         r.data = m.data;
         r.data_len = m.data_len;
         size_t l = wire_icmp6_emit(l4, cap, ip->dst, ip->src, &r);
-        if (!l) { frame_drop(e, f); e->counters[CTR_DROP_TX_TOO_BIG]++; return; }
-        ctrl_commit(e, f, MTCP_AF_INET6, ip->dst, ip->src, WIRE_PROTO_ICMPV6, (uint32_t)l, NULL, 64);
+        if (!l) { eng_frame_drop(e, f); e->counters[CTR_DROP_TX_TOO_BIG]++; return; }
+        eng_ctrl_commit(e, f, MTCP_AF_INET6, ip->dst, ip->src, WIRE_PROTO_ICMPV6, (uint32_t)l, NULL, 64);
         return;
     }
     case WIRE_ICMP6_PACKET_TOO_BIG: {

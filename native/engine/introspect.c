@@ -42,7 +42,7 @@ static void fill_record(const struct mtcp_engine *e, uint64_t now, const struct 
         r->lastrcv_ms = 0xffffffffu;
         return;
     }
-    tcp_info(c, &r->info);
+    eng_conn_info(k, &r->info);
     if (k->eflags & CF_CLOSED) r->info.state = MTCP_ST_CLOSED;
     rec_addr(&r->info.local, c->family, k->lip, c->local_port);
     rec_addr(&r->info.remote, c->family, k->rip, c->remote_port);
@@ -134,7 +134,7 @@ static uint32_t bucket_of(const uint64_t *bounds, uint32_t nb, uint64_t v)
     return i;
 }
 
-void introspect_conn_freed(struct mtcp_engine *e, const struct conn *k)
+void eng_introspect_conn_freed(struct mtcp_engine *e, const struct conn *k)
 {
     if (k->kind != CK_CONN) return;
     uint64_t end = k->tcp.last_rx_us && k->tcp.last_rx_us >= k->t_open_us ? k->tcp.last_rx_us : e->now;

@@ -5,7 +5,7 @@
  *   M   = 4-microsecond clock (now_us / 4, as RFC 793 suggests), F = SipHash-2-4 keyed with the
  *         engine's 128-bit secret (derived from cfg->seed).
  * One SipHash per connection: its low 32 bits are F (the ISN), its high 32 bits the RFC 7323
- * timestamp offset (isn_hash; recomputable statelessly for SYN cookies).
+ * timestamp offset (eng_isn_hash; recomputable statelessly for SYN cookies).
  * SYN cookies (listen.c) and the ephemeral port offset (table.c, RFC 6056 alg. 3) use the same
  * function with their own keys.
  */
@@ -25,7 +25,7 @@ static uint64_t le64(const uint8_t *p) {
     return v;
 }
 
-uint64_t siphash24(const uint8_t key[16], const void *data, size_t len) {
+uint64_t eng_siphash24(const uint8_t key[16], const void *data, size_t len) {
     const uint8_t *in = data;
     uint64_t k0 = le64(key), k1 = le64(key + 8);
     uint64_t v0 = 0x736f6d6570736575ULL ^ k0;
@@ -50,7 +50,7 @@ uint64_t siphash24(const uint8_t key[16], const void *data, size_t len) {
     return v0 ^ v1 ^ v2 ^ v3;
 }
 
-uint64_t isn_hash(const uint8_t key[16], int family, const uint8_t *lip, uint16_t lport,
+uint64_t eng_isn_hash(const uint8_t key[16], int family, const uint8_t *lip, uint16_t lport,
                   const uint8_t *rip, uint16_t rport) {
     uint8_t m[36];
     int al = addr_len(family);
@@ -58,10 +58,10 @@ uint64_t isn_hash(const uint8_t key[16], int family, const uint8_t *lip, uint16_
     memcpy(m + al, rip, (size_t)al);
     m[2 * al] = (uint8_t)(lport >> 8); m[2 * al + 1] = (uint8_t)lport;
     m[2 * al + 2] = (uint8_t)(rport >> 8); m[2 * al + 3] = (uint8_t)rport;
-    return siphash24(key, m, (size_t)(2 * al + 4));
+    return eng_siphash24(key, m, (size_t)(2 * al + 4));
 }
 
-uint32_t isn_make(const uint8_t key[16], int family, const uint8_t *lip, uint16_t lport,
+uint32_t eng_isn_make(const uint8_t key[16], int family, const uint8_t *lip, uint16_t lport,
                   const uint8_t *rip, uint16_t rport, uint64_t now_us) {
-    return (uint32_t)isn_hash(key, family, lip, lport, rip, rport) + (uint32_t)(now_us / 4);
+    return (uint32_t)eng_isn_hash(key, family, lip, lport, rip, rport) + (uint32_t)(now_us / 4);
 }

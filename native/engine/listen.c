@@ -31,31 +31,31 @@ static uint32_t cookie_mac(struct mtcp_engine *e, int family, const uint8_t *lip
     uint8_t *p = m + 2 * al;
     wire_put16(p, lport); wire_put16(p + 2, rport);
     wire_put32(p + 4, cisn); wire_put32(p + 8, cnt);
-    return (uint32_t)siphash24(e->cookie_key, m, (size_t)(2 * al + 12)) & 0x3ffffff;
+    return (uint32_t)eng_siphash24(e->cookie_key, m, (size_t)(2 * al + 12)) & 0x3ffffff;
 }
 
-uint8_t engine_wscale(uint32_t rcvbuf) { return tcp_wscale_for(rcvbuf); }
+uint8_t eng_wscale(uint32_t rcvbuf) { return tcp_wscale_for(rcvbuf); }
 
 static int zero_addr(const uint8_t *ip, int family) {
     for (int i = 0; i < addr_len(family); i++) if (ip[i]) return 0;
     return 1;
 }
 
-int64_t listen_open(struct mtcp_engine *e, const struct mtcp_addr *local, int backlog) {
+int64_t eng_listen_open(struct mtcp_engine *e, const struct mtcp_addr *local, int backlog) {
     if (!local || (local->family != MTCP_AF_INET && local->family != MTCP_AF_INET6)) return -EINVAL;
     int family = local->family;
     const uint8_t *own = family == MTCP_AF_INET ? e->cfg.ipv4 : e->cfg.ipv6;
     if (zero_addr(own, family)) return -EADDRNOTAVAIL;
-    if (!zero_addr(local->ip, family) && !is_local(e, family, local->ip)) return -EADDRNOTAVAIL;
+    if (!zero_addr(local->ip, family) && !eng_is_local(e, family, local->ip)) return -EADDRNOTAVAIL;
     uint16_t port = local->port;
     struct mtcp_link *lk = e->link;
     if (port == 0) {
         uint32_t lo = e->cfg.eph_port_lo, n = (uint32_t)e->cfg.eph_port_hi - lo + 1;
-        uint32_t off = (uint32_t)siphash24(e->port_key, &e->eph_next, sizeof e->eph_next);
+        uint32_t off = (uint32_t)eng_siphash24(e->port_key, &e->eph_next, sizeof e->eph_next);
         int found = 0;
         for (uint32_t i = 0; i < n && !found; i++) {
             uint16_t p = (uint16_t)(lo + (off + i) % n);
-            if (listener_count_port(e, family, p) || e->portref[family == MTCP_AF_INET ? 0 : 1][p]) continue;
+            if (eng_listener_count_port(e, family, p) || e->portref[family == MTCP_AF_INET ? 0 : 1][p]) continue;
             if (lk && lk->ops->claim_port && lk->ops->claim_port(lk, family, p, 1) < 0) continue;
             port = p;
             found = 1;
@@ -63,30 +63,30 @@ int64_t listen_open(struct mtcp_engine *e, const struct mtcp_addr *local, int ba
         e->eph_next++;
         if (!found) return -EADDRINUSE;
     } else {
-        if (listener_conflict(e, family, local->ip, port)) return -EADDRINUSE;
-        if (listener_count_port(e, family, port) == 0 && lk && lk->ops->claim_port) {
+        if (eng_listener_conflict(e, family, local->ip, port)) return -EADDRINUSE;
+        if (eng_listener_count_port(e, family, port) == 0 && lk && lk->ops->claim_port) {
             int rc = lk->ops->claim_port(lk, family, port, 1);
             if (rc < 0) return rc == -EAGAIN ? -EADDRNOTAVAIL : rc;
         }
     }
-    struct conn *k = conn_alloc(e);
+    struct conn *k = eng_conn_alloc(e);
     if (!k) {
-        if (listener_count_port(e, family, port) == 0 && lk && lk->ops->release_port)
+        if (eng_listener_count_port(e, family, port) == 0 && lk && lk->ops->release_port)
             lk->ops->release_port(lk, family, port, 1);
         return -ENOMEM;
     }
     k->kind = CK_LISTEN;
     memcpy(k->lip, local->ip, (size_t)addr_len(family));
-    tcp_conn_init(&e->env, &k->tcp, family, port, 0, engine_path_mss(e, family));
+    tcp_conn_init(&e->env, &k->tcp, family, port, 0, eng_path_mss(e, family));
     k->tcp.state = MTCP_ST_LISTEN;
     k->u.ls.backlog = backlog <= 0 ? 128 : (uint32_t)(backlog > 65535 ? 65535 : backlog);
     k->u.ls.synq = k->u.ls.acceptq = 0;
     k->u.ls.head = NONE32;
-    listener_hash(e, k);
+    eng_listener_hash(e, k);
     return (int64_t)conn_cid(e, k);
 }
 
-void listen_child_unlink(struct mtcp_engine *e, struct conn *k) {
+void eng_listen_child_unlink(struct mtcp_engine *e, struct conn *k) {
     if (!(k->eflags & CF_CHILD)) return;
     struct conn *l = &e->conns[k->u.ch.parent];
     if (l->kind == CK_LISTEN && l->gen == k->u.ch.parent_gen) {
@@ -100,14 +100,14 @@ void listen_child_unlink(struct mtcp_engine *e, struct conn *k) {
     k->u.ch.cnext = k->u.ch.cprev = NONE32;
 }
 
-void listen_close(struct mtcp_engine *e, struct conn *l) {
+void eng_listen_close(struct mtcp_engine *e, struct conn *l) {
     int family = l->tcp.family;
     uint16_t port = l->tcp.local_port;
-    listener_unhash(e, l);
+    eng_listener_unhash(e, l);
     /* reset children not yet handed to the application */
     while (l->u.ls.head != NONE32) {
         struct conn *k = &e->conns[l->u.ls.head];
-        listen_child_unlink(e, k);
+        eng_listen_child_unlink(e, k);
         k->eflags |= CF_DETACHED;
         k->tcp.flags |= TCPF_DETACHED;
         if (!(k->eflags & (CF_ZOMBIE | CF_CLOSED))) tcp_abort(&e->env, &k->tcp, e->now);
@@ -117,23 +117,23 @@ void listen_close(struct mtcp_engine *e, struct conn *l) {
             e->reap_head = conn_idx(e, k);
         }
     }
-    if (listener_count_port(e, family, port) == 0 && e->link && e->link->ops->release_port)
+    if (eng_listener_count_port(e, family, port) == 0 && e->link && e->link->ops->release_port)
         e->link->ops->release_port(e->link, family, port, 1);
-    conn_free(e, l);
-    engine_reap(e);
+    eng_conn_free(e, l);
+    eng_reap(e);
 }
 
 static struct conn *child_new(struct mtcp_engine *e, struct conn *l, int family, const uint8_t *lip,
                               const uint8_t *rip, const struct wire_tcp *seg, uint32_t *f) {
     struct conn *k = NULL;
-    if (e->resv && is_local(e, family, rip)) {
-        /* our own active open: it reserved this block (admission, engine.c) */
-        struct conn *cl = conn_lookup(e, family, rip, seg->sport, lip, seg->dport);
-        if (cl && cl->kind == CK_CONN) k = conn_take_reserved(e, cl);
+    if (e->resv && eng_is_local(e, family, rip)) {
+        /* our own active open: it reserved this block (admission, api.c) */
+        struct conn *cl = eng_conn_lookup(e, family, rip, seg->sport, lip, seg->dport);
+        if (cl && cl->kind == CK_CONN) k = eng_conn_take_reserved(e, cl);
     }
-    if (!k) k = conn_alloc_recycle(e);
+    if (!k) k = eng_conn_alloc_recycle(e);
     if (!k) return NULL;
-    *f = conn_setup(e, k, family, lip, seg->dport, rip, seg->sport);
+    *f = eng_conn_setup(e, k, family, lip, seg->dport, rip, seg->sport);
     /* inherit the listener's options */
     struct tcp_conn *c = &k->tcp, *lc = &l->tcp;
     c->flags = (uint16_t)((c->flags & ~(TCPF_NODELAY | TCPF_KEEPALIVE)) | (lc->flags & (TCPF_NODELAY | TCPF_KEEPALIVE)));
@@ -150,7 +150,7 @@ static struct conn *child_new(struct mtcp_engine *e, struct conn *l, int family,
     if (l->u.ls.head != NONE32) e->conns[l->u.ls.head].u.ch.cprev = conn_idx(e, k);
     l->u.ls.head = conn_idx(e, k);
     l->u.ls.synq++;
-    conn_hash(e, k);
+    eng_conn_hash(e, k);
     /* no MAC is learned from the segment (a spoofed SYN would redirect the peer's traffic):
      * the SYN-ACK waits for ARP/NDP like any reply (neigh.c) */
     return k;
@@ -158,7 +158,7 @@ static struct conn *child_new(struct mtcp_engine *e, struct conn *l, int family,
 
 static void send_cookie(struct mtcp_engine *e, struct conn *l, int family, const uint8_t *lip,
                         const uint8_t *rip, const struct wire_tcp *syn) {
-    uint16_t our = engine_path_mss(e, family);
+    uint16_t our = eng_path_mss(e, family);
     uint16_t peer = syn->has_mss ? syn->mss : (family == MTCP_AF_INET ? 536 : 1220);
     uint16_t want = peer < our ? peer : our;
     uint32_t mi = 0;
@@ -180,7 +180,7 @@ static void send_cookie(struct mtcp_engine *e, struct conn *l, int family, const
     if (syn->has_ts && e->cfg.timestamps) {
         uint32_t ws = 15, sack = 0;
         if (syn->has_wscale && e->cfg.window_scaling) {
-            ws = engine_wscale(rcvbuf);
+            ws = eng_wscale(rcvbuf);
             t.has_wscale = 1;
             t.wscale = (uint8_t)ws;
             ws = syn->wscale;               /* what we must remember: the peer's shift */
@@ -189,13 +189,13 @@ static void send_cookie(struct mtcp_engine *e, struct conn *l, int family, const
         t.has_ts = 1;
         /* our clock as the connection will run it (tcp.c: now_ms + ts_offset), low 6 bits
          * replaced, never ahead of it (so later segments don't look older to PAWS) */
-        uint32_t tsnow = (uint32_t)(e->now / 1000) + (uint32_t)(isn_hash(e->isn_key, family, lip, syn->dport, rip, syn->sport) >> 32);
+        uint32_t tsnow = (uint32_t)(e->now / 1000) + (uint32_t)(eng_isn_hash(e->isn_key, family, lip, syn->dport, rip, syn->sport) >> 32);
         uint32_t bits = (ws & 0xf) | (sack << 4) | (1u << 5);
         t.tsval = (tsnow & ~0x3fu) | bits;
         if ((int32_t)(t.tsval - tsnow) > 0) t.tsval -= 64;
         t.tsecr = syn->tsval;
     }
-    ctrl_tcp(e, family, lip, rip, &t, NULL);       /* SYNCOOKIES_SENT counted on the wire */
+    eng_ctrl_tcp(e, family, lip, rip, &t, NULL);       /* SYNCOOKIES_SENT counted on the wire */
     l->u.ls.cookies_sent++;                         /* per listener: cookies issued */
 }
 
@@ -223,10 +223,10 @@ static int check_cookie(struct mtcp_engine *e, int family, const uint8_t *lip, c
 static void rst_reply(struct mtcp_engine *e, int family, const uint8_t *lip, const uint8_t *rip,
                       const struct wire_tcp *seg) {
     struct wire_tcp rst;
-    if (tcp_rst_for(seg, &rst)) ctrl_tcp(e, family, lip, rip, &rst, NULL);
+    if (tcp_rst_for(seg, &rst)) eng_ctrl_tcp(e, family, lip, rip, &rst, NULL);
 }
 
-void listen_input(struct mtcp_engine *e, struct conn *l, int family, const uint8_t *lip,
+void eng_listen_input(struct mtcp_engine *e, struct conn *l, int family, const uint8_t *lip,
                   const uint8_t *rip, const struct wire_tcp *seg) {
     if (seg->flags & WIRE_TCP_RST) return;                  /* RFC 9293 3.10.7.2: ignore */
     if ((seg->flags & (WIRE_TCP_SYN | WIRE_TCP_ACK)) == (WIRE_TCP_SYN | WIRE_TCP_ACK)) {
@@ -241,7 +241,7 @@ void listen_input(struct mtcp_engine *e, struct conn *l, int family, const uint8
         if (!cookie && l->u.ls.synq >= e->cfg.syn_backlog) { e->counters[CTR_DROP_LISTEN_OVERFLOW]++; l->u.ls.overflows++; return; }
         uint32_t f = 0;
         struct conn *k = cookie ? NULL : child_new(e, l, family, lip, rip, seg, &f);
-        if (!k && !cookie && is_local(e, family, rip)) {
+        if (!k && !cookie && eng_is_local(e, family, rip)) {
             /* no block for a connection from one of our own addresses (another engine of this
              * host, or a local open without a reservation): refuse it at once — a cookie would
              * tell the client "connected" for a connection no block can hold */
@@ -252,7 +252,7 @@ void listen_input(struct mtcp_engine *e, struct conn *l, int family, const uint8
         }
         if (!k) {
             if (mode == MTCP_SYNCOOKIES_OFF) { e->counters[CTR_DROP_NO_MEM]++; return; }
-            if (neigh_reply_hopeless(e, family, rip)) {
+            if (eng_neigh_reply_hopeless(e, family, rip)) {
                 e->counters[CTR_SYNCOOKIES_UNSENT]++;
                 e->counters[CTR_NEIGH_TABLE_FULL]++;
                 return;
@@ -276,7 +276,7 @@ void listen_input(struct mtcp_engine *e, struct conn *l, int family, const uint8
             return;
         }
         if (l->u.ls.acceptq >= l->u.ls.backlog) { e->counters[CTR_DROP_LISTEN_OVERFLOW]++; l->u.ls.overflows++; return; }
-        uint16_t our = engine_path_mss(e, family);
+        uint16_t our = eng_path_mss(e, family);
         if (mss > our) mss = our;
         uint32_t f;
         struct conn *k = child_new(e, l, family, lip, rip, seg, &f);

@@ -14,7 +14,7 @@
  * its sender IP if there is one, and creates it only when it is a packet for our address; an NS
  * for our address creates/updates its source's entry, an NA updates an existing one. A TCP
  * segment never teaches a MAC: replies to a SYN, a segment to a closed port or a ping go out
- * only after the source resolved (neigh_resolve_weak: at most NEIGH_N/2 such resolutions at a
+ * only after the source resolved (eng_neigh_resolve_weak: at most NEIGH_N/2 such resolutions at a
  * time, one waiting frame each, half the wait queue at most), so a spoofed frame can neither
  * redirect a known peer's traffic nor draw a reply to an unverified MAC. Requests are limited
  * to cfg.solicit_ratelimit per second; weak resolutions may use half of that budget.
@@ -25,7 +25,7 @@
 
 static const uint8_t bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
 
-void neigh_init(struct mtcp_engine *e) {
+void eng_neigh_init(struct mtcp_engine *e) {
     memset(&e->neigh, 0, sizeof e->neigh);
     for (int i = 0; i < NEIGH_BUCKETS; i++) e->neigh.bucket[i] = NONE32;
     for (int i = 0; i < NEIGH_N; i++) {
@@ -49,7 +49,7 @@ static int zero(const uint8_t *a, int n) {
     return 1;
 }
 
-int route_nexthop(struct mtcp_engine *e, int family, const uint8_t *dst, uint8_t *nh) {
+int eng_route_nexthop(struct mtcp_engine *e, int family, const uint8_t *dst, uint8_t *nh) {
     const struct mtcp_config *c = &e->cfg;
     if (family == MTCP_AF_INET) {
         if (zero(c->ipv4, 4)) return -ENETUNREACH;
@@ -89,7 +89,7 @@ static void neigh_drop_queue(struct mtcp_engine *e, struct neigh *n) {
     uint32_t f = n->qhead;
     while (f != NONE32) {
         uint32_t nx = e->frames[f].next;
-        frame_drop(e, f);
+        eng_frame_drop(e, f);
         e->counters[CTR_DROP_NEIGH_QUEUE]++;
         f = nx;
     }
@@ -145,15 +145,15 @@ static void solicit(struct mtcp_engine *e, struct neigh *n) {
     /* resolutions for unverified sources (weak) may use half the budget: the rest is kept for our
      * own connections and for peers that talked ARP/NDP to us */
     uint32_t keep = n->weak ? e->cfg.solicit_ratelimit / 2 : 0;
-    if (!tb_take_above(&e->tb_solicit, e->now, e->cfg.solicit_ratelimit, e->cfg.solicit_ratelimit, keep)) {
+    if (!eng_tb_take_above(&e->tb_solicit, e->now, e->cfg.solicit_ratelimit, e->cfg.solicit_ratelimit, keep)) {
         e->counters[CTR_SOLICIT_RATELIMITED]++;      /* retried at the next probe time */
         return;
     }
     if (n->family == MTCP_AF_INET) {
-        ctrl_room(e);
-        uint32_t f = frame_get(e);
+        eng_ctrl_room(e);
+        uint32_t f = eng_frame_get(e);
         if (f == NONE32 || e->ctrlq.n >= CTRLQ_MAX) {
-            if (f != NONE32) frame_put(e, f);
+            if (f != NONE32) eng_frame_put(e, f);
             e->counters[CTR_DROP_CTRL_QUEUE]++;
             return;
         }
@@ -173,12 +173,12 @@ static void solicit(struct mtcp_engine *e, struct neigh *n) {
         e->frames[f].len = (uint32_t)l;
         e->frames[f].next = NONE32;
         /* push on the control queue */
-        ctrl_push(e, f);
+        eng_ctrl_push(e, f);
         e->counters[CTR_ARP_REQUESTS]++;
     } else {
         uint8_t *l4;
         uint32_t cap;
-        uint32_t f = ctrl_begin(e, MTCP_AF_INET6, &l4, &cap);
+        uint32_t f = eng_ctrl_begin(e, MTCP_AF_INET6, &l4, &cap);
         if (f == NONE32) return;
         uint8_t dst[16] = {0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, n->ip[13], n->ip[14], n->ip[15]};
         uint8_t dmac[6] = {0x33, 0x33, 0xff, n->ip[13], n->ip[14], n->ip[15]};
@@ -189,8 +189,8 @@ static void solicit(struct mtcp_engine *e, struct neigh *n) {
         m.has_lladdr = 1;
         memcpy(m.lladdr, e->cfg.mac, 6);
         size_t l = wire_icmp6_emit(l4, cap, e->cfg.ipv6, dst, &m);
-        if (!l) { frame_put(e, f); return; }
-        ctrl_commit(e, f, MTCP_AF_INET6, e->cfg.ipv6, dst, WIRE_PROTO_ICMPV6, (uint32_t)l, dmac, 255);
+        if (!l) { eng_frame_put(e, f); return; }
+        eng_ctrl_commit(e, f, MTCP_AF_INET6, e->cfg.ipv6, dst, WIRE_PROTO_ICMPV6, (uint32_t)l, dmac, 255);
         e->counters[CTR_NDP_SOLICITS]++;
     }
 }
@@ -227,19 +227,19 @@ static uint32_t resolve(struct mtcp_engine *e, int family, const uint8_t *nh, in
     return i;
 }
 
-uint32_t neigh_resolve(struct mtcp_engine *e, int family, const uint8_t *nh) { return resolve(e, family, nh, 0); }
+uint32_t eng_neigh_resolve(struct mtcp_engine *e, int family, const uint8_t *nh) { return resolve(e, family, nh, 0); }
 
-int neigh_reply_hopeless(struct mtcp_engine *e, int family, const uint8_t *dst) {
+int eng_neigh_reply_hopeless(struct mtcp_engine *e, int family, const uint8_t *dst) {
     if (!e->l2len) return 0;
     uint8_t nh[16];
-    if (route_nexthop(e, family, dst, nh) < 0) return 1;
+    if (eng_route_nexthop(e, family, dst, nh) < 0) return 1;
     uint32_t i = neigh_find(e, family, nh);
     if (i != NONE32) return e->neigh.ent[i].state == NS_FAILED && e->now < e->neigh.ent[i].expires;
     return e->neigh.incomplete >= NEIGH_N / 2;
 }
-uint32_t neigh_resolve_weak(struct mtcp_engine *e, int family, const uint8_t *nh) { return resolve(e, family, nh, 1); }
+uint32_t eng_neigh_resolve_weak(struct mtcp_engine *e, int family, const uint8_t *nh) { return resolve(e, family, nh, 1); }
 
-void neigh_learn(struct mtcp_engine *e, int family, const uint8_t *ip, const uint8_t *mac, int create) {
+void eng_neigh_learn(struct mtcp_engine *e, int family, const uint8_t *ip, const uint8_t *mac, int create) {
     if (mac[0] & 1) return;                       /* multicast/broadcast MAC: ignore */
     uint32_t i = neigh_find(e, family, ip);
     if (i == NONE32) {
@@ -264,7 +264,7 @@ void neigh_learn(struct mtcp_engine *e, int family, const uint8_t *ip, const uin
         uint32_t nx = e->frames[f].next;
         memcpy(e->frames[f].buf, mac, 6);
         e->frames[f].next = NONE32;
-        ctrl_push(e, f);
+        eng_ctrl_push(e, f);
         f = nx;
     }
     e->neighq_n -= n->nq;
@@ -272,16 +272,16 @@ void neigh_learn(struct mtcp_engine *e, int family, const uint8_t *ip, const uin
     n->nq = 0;
 }
 
-void neigh_enqueue(struct mtcp_engine *e, uint32_t ni, uint32_t f) {
+void eng_neigh_enqueue(struct mtcp_engine *e, uint32_t ni, uint32_t f) {
     struct neigh *n = &e->neigh.ent[ni];
     /* a weak entry keeps its newest frame only, and weak entries fill half the queue at most */
     uint32_t qmax = n->weak ? 1 : NEIGH_QMAX, gmax = n->weak ? NEIGHQ_MAX / 2 : NEIGHQ_MAX;
     if (n->nq >= qmax || e->neighq_n >= gmax) {
-        if (n->qhead == NONE32) { frame_drop(e, f); e->counters[CTR_DROP_NEIGH_QUEUE]++; return; }
+        if (n->qhead == NONE32) { eng_frame_drop(e, f); e->counters[CTR_DROP_NEIGH_QUEUE]++; return; }
         uint32_t old = n->qhead;                   /* drop the oldest */
         n->qhead = e->frames[old].next;
         if (n->qhead == NONE32) n->qtail = NONE32;
-        frame_drop(e, old);
+        eng_frame_drop(e, old);
         n->nq--;
         e->neighq_n--;
         e->counters[CTR_DROP_NEIGH_QUEUE]++;
@@ -294,7 +294,7 @@ void neigh_enqueue(struct mtcp_engine *e, uint32_t ni, uint32_t f) {
 }
 
 /* Resolution failed: connections still in SYN-SENT whose SYN waits in n's queue fail with
- * EHOSTUNREACH (as Linux reports an unanswered ARP/NDP to connect()). Runs from neigh_tick,
+ * EHOSTUNREACH (as Linux reports an unanswered ARP/NDP to connect()). Runs from eng_neigh_tick,
  * outside any TCP call. */
 static void neigh_fail_connects(struct mtcp_engine *e, struct neigh *n) {
     for (uint32_t f = n->qhead; f != NONE32; f = e->frames[f].next) {
@@ -309,16 +309,16 @@ static void neigh_fail_connects(struct mtcp_engine *e, struct neigh *n) {
             if (len < e->l2len + 60 || p[6] != WIRE_PROTO_TCP) continue;
             family = MTCP_AF_INET6; src = p + 8; dst = p + 24; th = p + 40;
         }
-        struct conn *k = conn_lookup(e, family, src, wire_get16(th), dst, wire_get16(th + 2));
+        struct conn *k = eng_conn_lookup(e, family, src, wire_get16(th), dst, wire_get16(th + 2));
         if (!k || k->kind != CK_CONN || (k->eflags & CF_ZOMBIE) || k->tcp.state != MTCP_ST_SYN_SENT) continue;
         e->counters[CTR_CONN_FAILED]++;
         if (!(k->eflags & (CF_DETACHED | CF_HIDDEN)))
-            engine_push_event(e, k, MTCP_EV_CONNECT_FAILED, EHOSTUNREACH, 0, 0);
+            eng_push_event(e, k, MTCP_EV_CONNECT_FAILED, EHOSTUNREACH, 0, 0);
         tcp_abort(&e->env, &k->tcp, e->now);      /* SYN-SENT: no RST, no event; -> CLOSED */
     }
 }
 
-void neigh_tick(struct mtcp_engine *e) {
+void eng_neigh_tick(struct mtcp_engine *e) {
     if (!e->neigh.incomplete || e->now < e->neigh_deadline) return;
     uint64_t next = 0;
     for (uint32_t i = 0; i < NEIGH_N; i++) {
@@ -345,18 +345,18 @@ void neigh_tick(struct mtcp_engine *e) {
 }
 
 /* ---- ARP (RFC 826 "merge" algorithm) ---- */
-void arp_input(struct mtcp_engine *e, const uint8_t *p, uint32_t len) {
+void eng_arp_input(struct mtcp_engine *e, const uint8_t *p, uint32_t len) {
     struct wire_arp a;
     int rc = wire_arp_parse(p, len, &a);
     e->counters[CTR_ARP_IN]++;
     if (rc < 0) { e->counters[ctr_wire_drop(rc)]++; return; }
-    int for_us = is_local(e, MTCP_AF_INET, a.tpa) && !zero(e->cfg.ipv4, 4);
-    if (!zero(a.spa, 4)) neigh_learn(e, MTCP_AF_INET, a.spa, a.sha, for_us);
+    int for_us = eng_is_local(e, MTCP_AF_INET, a.tpa) && !zero(e->cfg.ipv4, 4);
+    if (!zero(a.spa, 4)) eng_neigh_learn(e, MTCP_AF_INET, a.spa, a.sha, for_us);
     if (!for_us || a.op != WIRE_ARP_REQUEST) return;
-    ctrl_room(e);
-    uint32_t f = frame_get(e);
+    eng_ctrl_room(e);
+    uint32_t f = eng_frame_get(e);
     if (f == NONE32 || e->ctrlq.n >= CTRLQ_MAX) {
-        if (f != NONE32) frame_put(e, f);
+        if (f != NONE32) eng_frame_put(e, f);
         e->counters[CTR_DROP_CTRL_QUEUE]++;
         return;
     }
@@ -375,25 +375,25 @@ void arp_input(struct mtcp_engine *e, const uint8_t *p, uint32_t len) {
     l += wire_arp_emit(o + l, e->fsize - l, &r);
     e->frames[f].len = (uint32_t)l;
     e->frames[f].next = NONE32;
-    ctrl_push(e, f);
+    eng_ctrl_push(e, f);
     e->counters[CTR_ARP_REPLIES]++;
 }
 
 /* ---- NDP: answer solicitations for our addresses, learn from advertisements ---- */
-void ndp_input(struct mtcp_engine *e, const struct wire_ipv6 *ip, const struct wire_icmp6 *m) {
+void eng_ndp_input(struct mtcp_engine *e, const struct wire_ipv6 *ip, const struct wire_icmp6 *m) {
     e->counters[CTR_NDP_IN]++;
     if (ip->hop_limit != 255) { e->counters[CTR_DROP_BAD_ADDR]++; return; }   /* RFC 4861 7.1.1 */
     if (m->type == WIRE_ICMP6_NEIGH_ADVERT) {
-        if (m->has_lladdr) neigh_learn(e, MTCP_AF_INET6, m->target, m->lladdr, 0);
+        if (m->has_lladdr) eng_neigh_learn(e, MTCP_AF_INET6, m->target, m->lladdr, 0);
         return;
     }
     /* solicitation */
-    if (!is_local(e, MTCP_AF_INET6, m->target)) return;
+    if (!eng_is_local(e, MTCP_AF_INET6, m->target)) return;
     int dad = zero(ip->src, 16);
-    if (!dad && m->has_lladdr) neigh_learn(e, MTCP_AF_INET6, ip->src, m->lladdr, 1);
+    if (!dad && m->has_lladdr) eng_neigh_learn(e, MTCP_AF_INET6, ip->src, m->lladdr, 1);
     uint8_t *l4;
     uint32_t cap;
-    uint32_t f = ctrl_begin(e, MTCP_AF_INET6, &l4, &cap);
+    uint32_t f = eng_ctrl_begin(e, MTCP_AF_INET6, &l4, &cap);
     if (f == NONE32) return;
     static const uint8_t all_nodes[16] = {0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
     const uint8_t *dst = dad ? all_nodes : ip->src;
@@ -410,7 +410,7 @@ void ndp_input(struct mtcp_engine *e, const struct wire_ipv6 *ip, const struct w
     na.has_lladdr = 1;
     memcpy(na.lladdr, e->cfg.mac, 6);
     size_t l = wire_icmp6_emit(l4, cap, m->target, dst, &na);
-    if (!l) { frame_put(e, f); return; }
-    ctrl_commit(e, f, MTCP_AF_INET6, m->target, dst, WIRE_PROTO_ICMPV6, (uint32_t)l, dmac, 255);
+    if (!l) { eng_frame_put(e, f); return; }
+    eng_ctrl_commit(e, f, MTCP_AF_INET6, m->target, dst, WIRE_PROTO_ICMPV6, (uint32_t)l, dmac, 255);
     e->counters[CTR_NDP_ADVERTS]++;
 }

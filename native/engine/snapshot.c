@@ -114,7 +114,7 @@ void mtcp_engine_restore(mtcp_snapshot *s) {
     for (uint32_t i = 0; i < s->nused; i++)
         memcpy(e->pool.mem + (size_t)s->used_chunks[i] * e->pool.chunk_size, s->cdata + (size_t)i * e->pool.chunk_size,
                e->pool.chunk_size);
-    /* port references taken since the snapshot (port_ref logs them; cleared here, the snapshot's
+    /* port references taken since the snapshot (eng_port_ref logs them; cleared here, the snapshot's
      * own entries are put back below), or everything if the log overflowed */
     if (logged <= PORT_LOG_MAX) {
         for (uint32_t i = 0; i < logged; i++) e->portref[log[i] >> 16][log[i] & 0xffff] = 0;

@@ -19,7 +19,7 @@
 
 static inline int fam_i(int family) { return family == MTCP_AF_INET ? 0 : 1; }
 
-int table_init(struct mtcp_engine *e) {
+int eng_table_init(struct mtcp_engine *e) {
     e->conns = calloc(e->nconns, sizeof *e->conns);
     uint32_t nb = 1;
     while (nb < e->nconns) nb <<= 1;
@@ -43,14 +43,14 @@ int table_init(struct mtcp_engine *e) {
     return 0;
 }
 
-void table_fini(struct mtcp_engine *e) {
+void eng_table_fini(struct mtcp_engine *e) {
     free(e->conns);
     free(e->htab);
     free(e->portref[0]);
     free(e->portref[1]);
 }
 
-struct conn *conn_alloc(struct mtcp_engine *e) {
+struct conn *eng_conn_alloc(struct mtcp_engine *e) {
     if (e->free_head == NONE32) return NULL;
     struct conn *k = &e->conns[e->free_head];
     e->free_head = k->hnext;
@@ -66,9 +66,9 @@ struct conn *conn_alloc(struct mtcp_engine *e) {
     return k;
 }
 
-void conn_free(struct mtcp_engine *e, struct conn *k) {
+void eng_conn_free(struct mtcp_engine *e, struct conn *k) {
     if (k->kind == CK_FREE) return;
-    introspect_conn_freed(e, k);
+    eng_introspect_conn_freed(e, k);
     k->kind = CK_FREE;
     k->eflags = 0;
     k->gen++;
@@ -78,7 +78,7 @@ void conn_free(struct mtcp_engine *e, struct conn *k) {
     e->conns_used--;
 }
 
-struct conn *conn_get(struct mtcp_engine *e, mtcp_cid cid) {
+struct conn *eng_conn_get(struct mtcp_engine *e, mtcp_cid cid) {
     uint32_t idx = (uint32_t)cid, gen = (uint32_t)(cid >> 32);
     if (idx >= e->nconns) return NULL;
     struct conn *k = &e->conns[idx];
@@ -123,7 +123,7 @@ static inline int tuple_eq(const struct conn *k, int family, const uint8_t *lip,
            addr_eq(k->rip, rip, family) && addr_eq(k->lip, lip, family);
 }
 
-struct conn *conn_lookup(struct mtcp_engine *e, int family, const uint8_t *lip, uint16_t lport,
+struct conn *eng_conn_lookup(struct mtcp_engine *e, int family, const uint8_t *lip, uint16_t lport,
                          const uint8_t *rip, uint16_t rport) {
     uint32_t b = tuple_hash(e, family, lip, lport, rip, rport) & e->hmask;
     for (uint32_t i = e->htab[b]; i != NONE32; i = e->conns[i].hnext) {
@@ -133,7 +133,7 @@ struct conn *conn_lookup(struct mtcp_engine *e, int family, const uint8_t *lip, 
     return NULL;
 }
 
-void conn_hash(struct mtcp_engine *e, struct conn *k) {
+void eng_conn_hash(struct mtcp_engine *e, struct conn *k) {
     if (k->eflags & CF_HASHED) return;
     uint32_t b = tuple_hash(e, k->tcp.family, k->lip, k->tcp.local_port, k->rip, k->tcp.remote_port) & e->hmask;
     k->hnext = e->htab[b];
@@ -141,7 +141,7 @@ void conn_hash(struct mtcp_engine *e, struct conn *k) {
     k->eflags |= CF_HASHED;
 }
 
-void conn_unhash(struct mtcp_engine *e, struct conn *k) {
+void eng_conn_unhash(struct mtcp_engine *e, struct conn *k) {
     if (!(k->eflags & CF_HASHED)) return;
     uint32_t b = tuple_hash(e, k->tcp.family, k->lip, k->tcp.local_port, k->rip, k->tcp.remote_port) & e->hmask;
     uint32_t idx = conn_idx(e, k);
@@ -162,7 +162,7 @@ static int addr_zero(const uint8_t *ip, int family) {
     return 1;
 }
 
-struct conn *listener_lookup(struct mtcp_engine *e, int family, const uint8_t *lip, uint16_t lport) {
+struct conn *eng_listener_lookup(struct mtcp_engine *e, int family, const uint8_t *lip, uint16_t lport) {
     struct conn *wild = NULL;
     for (uint32_t i = e->ltab[lbucket(family, lport)]; i != NONE32; i = e->conns[i].hnext) {
         struct conn *k = &e->conns[i];
@@ -173,7 +173,7 @@ struct conn *listener_lookup(struct mtcp_engine *e, int family, const uint8_t *l
     return wild;
 }
 
-int listener_conflict(struct mtcp_engine *e, int family, const uint8_t *lip, uint16_t lport) {
+int eng_listener_conflict(struct mtcp_engine *e, int family, const uint8_t *lip, uint16_t lport) {
     int z = addr_zero(lip, family);
     for (uint32_t i = e->ltab[lbucket(family, lport)]; i != NONE32; i = e->conns[i].hnext) {
         struct conn *k = &e->conns[i];
@@ -183,7 +183,7 @@ int listener_conflict(struct mtcp_engine *e, int family, const uint8_t *lip, uin
     return 0;
 }
 
-int listener_count_port(struct mtcp_engine *e, int family, uint16_t port) {
+int eng_listener_count_port(struct mtcp_engine *e, int family, uint16_t port) {
     int n = 0;
     for (uint32_t i = e->ltab[lbucket(family, port)]; i != NONE32; i = e->conns[i].hnext) {
         struct conn *k = &e->conns[i];
@@ -192,14 +192,14 @@ int listener_count_port(struct mtcp_engine *e, int family, uint16_t port) {
     return n;
 }
 
-void listener_hash(struct mtcp_engine *e, struct conn *k) {
+void eng_listener_hash(struct mtcp_engine *e, struct conn *k) {
     uint32_t b = lbucket(k->tcp.family, k->tcp.local_port);
     k->hnext = e->ltab[b];
     e->ltab[b] = conn_idx(e, k);
     k->eflags |= CF_HASHED;
 }
 
-void listener_unhash(struct mtcp_engine *e, struct conn *k) {
+void eng_listener_unhash(struct mtcp_engine *e, struct conn *k) {
     if (!(k->eflags & CF_HASHED)) return;
     uint32_t *pp = &e->ltab[lbucket(k->tcp.family, k->tcp.local_port)];
     uint32_t idx = conn_idx(e, k);
@@ -212,7 +212,7 @@ void listener_unhash(struct mtcp_engine *e, struct conn *k) {
 }
 
 /* ---- ports ---- */
-int port_ref(struct mtcp_engine *e, int family, uint16_t port) {
+int eng_port_ref(struct mtcp_engine *e, int family, uint16_t port) {
     uint16_t *r = &e->portref[fam_i(family)][port];
     if (*r == 0xffff) return -EADDRINUSE;
     if (*r == 0 && e->link && e->link->ops->claim_port) {
@@ -229,7 +229,7 @@ int port_ref(struct mtcp_engine *e, int family, uint16_t port) {
     return 0;
 }
 
-void port_unref(struct mtcp_engine *e, int family, uint16_t port) {
+void eng_port_unref(struct mtcp_engine *e, int family, uint16_t port) {
     uint16_t *r = &e->portref[fam_i(family)][port];
     if (*r == 0) return;
     if (--(*r) == 0 && e->link && e->link->ops->release_port)
@@ -238,7 +238,7 @@ void port_unref(struct mtcp_engine *e, int family, uint16_t port) {
 
 /* Pick a local port for (lip, ?, rip, rport) and take a reference on it. Returns the port or
  * -EADDRNOTAVAIL when the range is exhausted. */
-int port_ephemeral(struct mtcp_engine *e, int family, const uint8_t *lip, const uint8_t *rip, uint16_t rport) {
+int eng_port_ephemeral(struct mtcp_engine *e, int family, const uint8_t *lip, const uint8_t *rip, uint16_t rport) {
     uint32_t lo = e->cfg.eph_port_lo, hi = e->cfg.eph_port_hi;
     uint32_t n = hi - lo + 1;
     int al = addr_len(family);
@@ -251,7 +251,7 @@ int port_ephemeral(struct mtcp_engine *e, int family, const uint8_t *lip, const 
         memcpy(m, lip, (size_t)al);
         memcpy(m + al, rip, (size_t)al);
         m[2 * al] = (uint8_t)(rport >> 8); m[2 * al + 1] = (uint8_t)rport;
-        off = (uint32_t)siphash24(e->port_key, m, (size_t)(2 * al + 2));
+        off = (uint32_t)eng_siphash24(e->port_key, m, (size_t)(2 * al + 2));
         if (al == 4) {                           /* cache (v4 only: rip + lip fit in 16 bytes) */
             memcpy(e->eph_rip, rip, 4);
             memcpy(e->eph_rip + 4, lip, 4);
@@ -264,9 +264,9 @@ int port_ephemeral(struct mtcp_engine *e, int family, const uint8_t *lip, const 
     }
     for (uint32_t i = 0; i < n; i++) {
         uint16_t port = (uint16_t)(lo + (off + e->eph_next + i) % n);
-        if (conn_lookup(e, family, lip, port, rip, rport)) continue;
-        if (listener_count_port(e, family, port)) continue;
-        int rc = port_ref(e, family, port);
+        if (eng_conn_lookup(e, family, lip, port, rip, rport)) continue;
+        if (eng_listener_count_port(e, family, port)) continue;
+        int rc = eng_port_ref(e, family, port);
         if (rc < 0) continue;          /* -EAGAIN: not steered to us; -EADDRINUSE: taken */
         e->eph_next += i + 1;
         return port;

@@ -18,7 +18,7 @@ static inline struct wheel_node *node(const struct wheel *w, uint32_t i) {
     return (struct wheel_node *)(w->base + (size_t)i * w->stride + w->off);
 }
 
-void wheel_init(struct wheel *w, void *base, size_t stride, size_t off) {
+void eng_wheel_init(struct wheel *w, void *base, size_t stride, size_t off) {
     memset(w, 0, sizeof *w);
     w->base = base;
     w->stride = stride;
@@ -27,7 +27,7 @@ void wheel_init(struct wheel *w, void *base, size_t stride, size_t off) {
         for (uint32_t s = 0; s < WHEEL_SLOTS; s++) w->head[l][s] = NONE32;
 }
 
-void wheel_start(struct wheel *w, uint64_t now_us) {
+void eng_wheel_start(struct wheel *w, uint64_t now_us) {
     if (w->started) return;
     w->started = 1;
     w->cur = now_us / WHEEL_TICK_US;
@@ -53,17 +53,17 @@ static void place(struct wheel *w, uint32_t idx) {
         link_slot(w, idx, 1, (uint32_t)((t >> WHEEL_BITS) & WHEEL_MASK));
 }
 
-void wheel_insert(struct wheel *w, uint32_t idx, uint64_t deadline_us) {
+void eng_wheel_insert(struct wheel *w, uint32_t idx, uint64_t deadline_us) {
     struct wheel_node *n = node(w, idx);
-    if (n->linked) wheel_remove(w, idx);
-    if (!w->started) wheel_start(w, deadline_us);
+    if (n->linked) eng_wheel_remove(w, idx);
+    if (!w->started) eng_wheel_start(w, deadline_us);
     uint64_t t = (deadline_us + WHEEL_TICK_US - 1) / WHEEL_TICK_US;
     if (t <= w->cur) t = w->cur + 1;
     n->tick = t;
     place(w, idx);
 }
 
-void wheel_remove(struct wheel *w, uint32_t idx) {
+void eng_wheel_remove(struct wheel *w, uint32_t idx) {
     struct wheel_node *n = node(w, idx);
     if (!n->linked) return;
     int level = n->slot >> 15;
@@ -77,7 +77,7 @@ void wheel_remove(struct wheel *w, uint32_t idx) {
     if (level) w->n1--; else w->n0--;
 }
 
-int wheel_linked(const struct wheel *w, uint32_t idx) { return node(w, idx)->linked; }
+int eng_wheel_linked(const struct wheel *w, uint32_t idx) { return node(w, idx)->linked; }
 
 /* Move the level-1 entries of the block starting at w->cur + 1 into level 0. */
 static void cascade(struct wheel *w, uint64_t block) {
@@ -87,7 +87,7 @@ static void cascade(struct wheel *w, uint64_t block) {
         struct wheel_node *n = node(w, i);
         uint32_t nx = n->next;
         if ((n->tick >> WHEEL_BITS) == block) {
-            wheel_remove(w, i);
+            eng_wheel_remove(w, i);
             link_slot(w, i, 0, (uint32_t)(n->tick & WHEEL_MASK));
         }
         i = nx;
@@ -106,8 +106,8 @@ static int bm_next(const uint64_t *bm, uint32_t from) {
     }
 }
 
-uint32_t wheel_advance(struct wheel *w, uint64_t now_us, void (*fire)(void *ctx, uint32_t idx), void *ctx) {
-    if (!w->started) { wheel_start(w, now_us); return 0; }
+uint32_t eng_wheel_advance(struct wheel *w, uint64_t now_us, void (*fire)(void *ctx, uint32_t idx), void *ctx) {
+    if (!w->started) { eng_wheel_start(w, now_us); return 0; }
     uint64_t target = now_us / WHEEL_TICK_US;
     uint32_t fired = 0;
     while (w->cur < target) {
@@ -136,7 +136,7 @@ uint32_t wheel_advance(struct wheel *w, uint64_t now_us, void (*fire)(void *ctx,
         uint32_t slot = (uint32_t)(next & WHEEL_MASK);
         uint32_t i;
         while ((i = w->head[0][slot]) != NONE32) {
-            wheel_remove(w, i);
+            eng_wheel_remove(w, i);
             fired++;
             fire(ctx, i);
         }
@@ -150,7 +150,7 @@ uint32_t wheel_advance(struct wheel *w, uint64_t now_us, void (*fire)(void *ctx,
     return fired;
 }
 
-int64_t wheel_next_deadline(const struct wheel *w) {
+int64_t eng_wheel_next_deadline(const struct wheel *w) {
     if (!w->started || (w->n0 == 0 && w->n1 == 0)) return -1;
     if (w->n0) {
         int s = bm_next(w->bm[0], (uint32_t)((w->cur & WHEEL_MASK) + 1));

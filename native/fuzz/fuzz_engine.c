@@ -40,6 +40,7 @@
  * counters and connection states (the restore is exact).
  */
 #include "mtcp.h"
+#include "mtcp_debug.h"
 #include "wire/wire.h"
 #include "engine/snapshot.h"
 #include <stdio.h>

@@ -1,5 +1,10 @@
 /*
- * mtcp.h — the one public header of the mtcp_loop native stack.
+ * mtcp.h — the public API of the mtcp_loop native stack: what applications and the Python
+ * binding use (engine, configuration, connections, events, counters, links' open functions,
+ * impairment, fault injection, steering, capture).
+ *
+ * Header tiers (like lwIP's): this file; the link contract for backends (native/io/link.h);
+ * benchmark entry points (mtcp_bench.h) and debugging / introspection (mtcp_debug.h) apart.
  *
  * cffi reads the part between CDEF-BEGIN and CDEF-END (build script strips the
  * preprocessor lines), so that part sticks to plain C declarations: structs,
@@ -253,12 +258,6 @@ uint32_t mtcp_counter_count(void);
 const char *mtcp_counter_name(uint32_t i);
 /* Copies min(n, mtcp_counter_count()) counters into out. */
 void mtcp_engine_counters(mtcp_engine *e, uint64_t *out, uint32_t n);
-/* Debug / leak checks (engine engineer): out[0] connection blocks in use (incl. listeners and
- * TIME-WAIT), out[1] buffer chunks in use, out[2] out-of-order buffers in use, out[3] events queued. */
-void mtcp_engine_pool_usage(mtcp_engine *e, uint64_t out[4]);
-/* out[0] RACK transmit-record sets in use, out[1] pool size (mtcp_config.max_rack). */
-void mtcp_engine_rack_usage(mtcp_engine *e, uint64_t out[2]);
-
 /* --- links (ring pairs). Backends live in native/io; see native/io/link.h for the contract. --- */
 void mtcp_link_close(mtcp_link *l);
 int mtcp_link_fd(mtcp_link *l);
@@ -353,30 +352,6 @@ void mtcp_fault_clear(mtcp_link *l);
  * 0 or -ENOENT. */
 int mtcp_fault_stats(mtcp_link *l, int id, uint64_t *out2);
 
-/* --- engine benchmark (native/engine/bench.c): two engines in one thread, no Python in the loop.
- * mode 0: short connections (handshake, 64 B each way, close), param = concurrent clients;
- * mode 1: one bulk flow, param = write size in bytes. Modes 0/1 join the engines with
- * mtcp_simlink_pair and drive them with mtcp_engine_poll (RX + TX in one call, events after);
- * modes 2/3 are the same workloads over the frame API (mtcp_engine_output -> mtcp_engine_input),
- * where each engine's output runs after its events were dispatched, so replies carry the ACKs.
- * mode | 4 (sim link only): the link offers checksum offload (like veth/loopback).
- * Runs `seconds` after a 0.2 s warm-up. Returns 0 or -errno. --- */
-struct mtcp_bench_result {
-    double conns_per_sec;
-    double gbps;
-    uint64_t conns;
-    uint64_t bytes;
-    double seconds;
-    uint64_t retransmits;
-    uint64_t errors;          /* failed/reset connections or refused writes seen by the bench */
-    double cpu_seconds;       /* CPU time this thread used while measuring (the machine may be shared) */
-    uint64_t link_drops;      /* frames the in-memory link dropped (ring full): should be 0 */
-    uint64_t segments;        /* TCP segments sent by both engines while measuring */
-    uint64_t verified;        /* bytes compared byte for byte with what was sent (bulk: during the
-                                 warm-up; short: every echo, always) */
-};
-int mtcp_bench_engine(int mode, double seconds, uint32_t param, struct mtcp_bench_result *out);
-
 /* --- real ring-pair backends (native/io). Each returns NULL with a message in err on failure. --- */
 #define MTCP_LINK_NO_OFFLOAD 0x1   /* open flag: no TSO/GRO/checksum offload (plain MTU frames, full checksums) */
 
@@ -390,12 +365,6 @@ mtcp_link *mtcp_tap_open(const char *ifname, uint32_t queue, uint32_t nqueues, u
  * NIC). nqueues > 1: the sockets of queues 0..nqueues-1 share a PACKET_FANOUT_HASH group. */
 mtcp_link *mtcp_packet_open(const char *ifname, uint32_t queue, uint32_t nqueues, uint32_t flags,
                             char *err, size_t errlen);
-
-/* Raw frame rate through the ring contract (the engine's code path): fills tx's TX ring with
- * frame_len-byte frames, txsync per batch, rxsync rx (may be NULL) per batch, for `seconds`.
- * Frames/s out through tx and in through rx. 0 or -errno. (`mtcp-loop bench rings`) */
-int mtcp_bench_link(mtcp_link *tx, mtcp_link *rx, double seconds, uint32_t frame_len,
-                    double *tx_fps, double *rx_fps);
 
 /* AF_XDP socket on (interface, queue) with its own UMEM; loads and attaches (shared per
  * interface within the process) a minimal XDP program redirecting the queue's frames to it.
@@ -457,79 +426,6 @@ const char *mtcp_steer_counter_name(uint32_t i);
 void mtcp_link_stats(mtcp_link *l, uint64_t *out, uint32_t n);
 const char *mtcp_link_stat_name(uint32_t i);
 const char *mtcp_link_kind(mtcp_link *l);
-
-/* --- introspection (native/engine/introspect.c): ss / metrics without stopping the data path.
- * Called from the engine's own thread between polls (a poll boundary), so each call sees one
- * consistent engine state; a walk over many calls is a rolling snapshot (like /proc/net/tcp). */
-#define MTCP_SOCK_LISTENER 0x1   /* a listening socket (info.state = LISTEN) */
-#define MTCP_SOCK_DETACHED 0x2   /* released by the application, finishing its close (orphan) */
-#define MTCP_SOCK_PENDING 0x4    /* passive open not yet handed to the application (SYN-RECEIVED) */
-#define MTCP_SOCK_ACCEPTQ 0x8    /* established, waiting in its listener's accept queue */
-
-struct mtcp_sock_record {
-    mtcp_cid cid;              /* the connection id (also of detached blocks: no longer usable) */
-    uint32_t flags;            /* MTCP_SOCK_* */
-    uint32_t cc;               /* MTCP_CC_* */
-    struct mtcp_conn_info info; /* as mtcp_conn_info (listeners: state, mss, local) */
-    uint32_t rcv_mss;          /* MSS we advertised */
-    uint8_t snd_wscale, rcv_wscale;
-    uint8_t retries;           /* consecutive RTO expiries now */
-    uint8_t dupacks;
-    uint32_t lastrcv_ms;       /* since the last segment received, ms (0xffffffff = never) */
-    uint32_t min_rtt_us;       /* lowest RTT sample (0 = none yet) */
-    uint32_t sacked;           /* bytes above snd_una covered by SACK blocks */
-    uint64_t bytes_acked;      /* data bytes the peer acknowledged */
-    uint64_t timer_ms;         /* next timer of the connection from now, ms (0 = none armed) */
-    uint32_t backlog;          /* listeners: accept-queue limit */
-    uint32_t acceptq;          /* listeners: established connections not yet accepted */
-    uint32_t synq;             /* listeners: SYN-RECEIVED children (SYN queue) */
-    uint32_t cookies_sent;     /* listeners: SYN cookies sent (SYN queue full or cookies always) */
-    uint32_t cookies_ok;       /* listeners: connections opened from a valid cookie */
-    uint32_t overflows;        /* listeners: SYNs/ACKs dropped, accept or SYN queue full */
-    uint64_t age_us;           /* since the block was allocated (SYN sent / received, listen) */
-};
-
-/* Which records mtcp_engine_sockets returns: states is a bit mask of (1 << MTCP_ST_*), 0 = all;
- * sport/dport 0 = any; family 0 = any. */
-struct mtcp_sock_filter {
-    uint32_t states;
-    uint16_t sport, dport;
-    uint8_t family;
-    uint8_t pad[3];
-};
-
-/* Copies up to max records of the connection blocks with index >= *cursor that pass f (NULL =
- * all), in block order (ages and timers relative to now_us, the clock passed to the poll;
- * earlier values than the engine's last poll are taken as that), and advances *cursor past the last block looked at (to the block count
- * when the walk is complete). Looks at no more than max_scan blocks per call (0 = no limit), so
- * one call's cost is bounded; returns the number of records written. */
-uint32_t mtcp_engine_sockets(mtcp_engine *e, uint64_t now_us, uint32_t *cursor, const struct mtcp_sock_filter *f,
-                             struct mtcp_sock_record *out, uint32_t max, uint32_t max_scan);
-/* Gauges for metrics, computed in one pass over the connection blocks (cost ~ block count). */
-#define MTCP_SRTT_BUCKETS 12     /* upper bounds: mtcp_srtt_bound_us(i); the last is +Inf */
-#define MTCP_DUR_BUCKETS 14      /* upper bounds: mtcp_duration_bound_us(i); the last is +Inf */
-struct mtcp_engine_gauges {
-    uint64_t states[11];       /* connections per MTCP_ST_* (listeners in [MTCP_ST_LISTEN]) */
-    uint64_t orphans;          /* released by the application, still closing */
-    uint64_t acceptq;          /* sum over listeners: accepted by TCP, not yet by the application */
-    uint64_t synq;             /* sum over listeners: SYN-RECEIVED children */
-    uint64_t backlog;          /* sum over listeners: accept-queue limits */
-    uint64_t sndbuf_bytes;     /* bytes queued to send (unsent + unacknowledged) */
-    uint64_t rcvbuf_bytes;     /* bytes received, not yet read by the application */
-    uint64_t srtt_hist[MTCP_SRTT_BUCKETS]; /* synchronized connections with an RTT sample, by srtt */
-    uint64_t srtt_sum_us;
-};
-void mtcp_engine_gauges(mtcp_engine *e, struct mtcp_engine_gauges *out);
-uint64_t mtcp_srtt_bound_us(uint32_t i);       /* UINT64_MAX for the last bucket */
-/* Durations of connections whose block was released: from the block's allocation (SYN sent or
- * received) to the last segment received from the peer (TIME-WAIT is not counted; never
- * answered: to the release). counts[i] per bucket (not cumulative), *sum_us their sum. */
-void mtcp_engine_conn_durations(mtcp_engine *e, uint64_t *counts, uint32_t n, uint64_t *sum_us);
-uint64_t mtcp_duration_bound_us(uint32_t i);   /* UINT64_MAX for the last bucket */
-/* Connection blocks of the engine (the walk's end). */
-uint32_t mtcp_engine_nblocks(mtcp_engine *e);
-/* The engine's clock: now_us of the last poll / input / output call. */
-uint64_t mtcp_engine_now(mtcp_engine *e);
 
 /* Live capture (native/io/pcap.c): like mtcp_link_pcap, started and stopped at run time from
  * the link owner's thread, with a host/port filter and bounds. Frames of both directions whose

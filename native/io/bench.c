@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 #include "link.h"
+#include "mtcp_bench.h"
 
 static double mono_s(void)
 {

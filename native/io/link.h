@@ -15,7 +15,7 @@
  *
  * One rxsync and one txsync per engine poll: at most one syscall per batch in real backends.
  *
- * Buffers (added by the io engineer, as the backends are built):
+ * Buffers:
  *   - RX slot->buf may point into kernel-shared memory (AF_PACKET blocks, AF_XDP UMEM, netmap)
  *     and may change at every rxsync: read it fresh per frame, never keep it after releasing.
  *   - TX slot->buf is the backend's (possibly kernel-shared): write at most tx.buf_size bytes,
@@ -86,7 +86,7 @@ struct link_ops {
     int (*claim_port)(struct mtcp_link *l, int family, uint16_t port, int listener);
     void (*release_port)(struct mtcp_link *l, int family, uint16_t port, int listener);
     void (*destroy)(struct mtcp_link *l);
-    /* Added (io engineer), may be NULL: frame counters for mtcp_link_stats. Wrappers report
+    /* May be NULL: frame counters for mtcp_link_stats. Wrappers report
      * their inner link's. */
     void (*stats)(struct mtcp_link *l, struct link_stats *out);
 };
@@ -107,14 +107,14 @@ void link_rings_free(struct mtcp_link *l);
 /* Called by backends for each frame they deliver (rx=1) or transmit (rx=0) when l->pcap is set. */
 void link_pcap_frame(struct mtcp_link *l, const uint8_t *frame, uint32_t len, uint64_t now_us);
 
-/* Additions (io engineer): capture control used by mtcp_link_close / tests. */
+/* Capture control used by mtcp_link_close / tests. */
 void link_pcap_close(struct mtcp_link *l);
 void link_pcap_flush(struct mtcp_link *l);
 /* Like link_pcap_frame for a whole slot: a partial checksum is completed in the captured copy. */
 void link_pcap_slot(struct mtcp_link *l, const struct link_slot *s, uint64_t now_us);
 /* Diagnostics for tests: frames dropped on arrival (RX ring full / frame too long). */
-uint64_t sim_link_drops(struct mtcp_link *l);
-uint64_t loopback_drops(struct mtcp_link *l);
+uint64_t link_sim_drops(struct mtcp_link *l);
+uint64_t link_loopback_drops(struct mtcp_link *l);
 static inline int64_t link_next_deadline(struct mtcp_link *l)
 {
     return l->ops->next_deadline ? l->ops->next_deadline(l) : -1;

@@ -378,7 +378,7 @@ int mtcp_loopback_has_listener(int family, uint16_t port)
 }
 
 /* Frames dropped because this attachment's RX ring was full (tests/diagnostics). */
-uint64_t loopback_drops(struct mtcp_link *l)
+uint64_t link_loopback_drops(struct mtcp_link *l)
 {
     if (!l || l->ops != &lo_ops)
         return 0;

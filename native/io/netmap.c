@@ -119,7 +119,7 @@ static const struct link_ops nm_ops = {
     .destroy = nm_destroy,
 };
 
-struct mtcp_link *netmap_link_attach(int fd, void *mem, size_t memsize, uint64_t nifp_off, uint32_t queue,
+struct mtcp_link *link_netmap_attach(int fd, void *mem, size_t memsize, uint64_t nifp_off, uint32_t queue,
                                      netmap_sync_fn sync, void *sync_arg, int own_mem,
                                      char *err, size_t errlen)
 {
@@ -222,7 +222,7 @@ mtcp_link *mtcp_netmap_open(const char *ifname, uint32_t queue, uint32_t flags, 
         return NULL;
     }
     /* with NR_REG_ONE_NIC the registered ring pair is index `queue` of the interface */
-    struct mtcp_link *l = netmap_link_attach(fd, mem, reg.nr_memsize, reg.nr_offset, queue, NULL, NULL, 1,
+    struct mtcp_link *l = link_netmap_attach(fd, mem, reg.nr_memsize, reg.nr_offset, queue, NULL, NULL, 1,
                                              err, errlen);
     if (!l) {
         munmap(mem, reg.nr_memsize);

@@ -101,7 +101,7 @@ struct nmreq_register {
  * sync(fd, NIOCTXSYNC/NIOCRXSYNC, arg) defaults to ioctl; close_fn may be NULL. */
 struct mtcp_link;
 typedef int (*netmap_sync_fn)(int fd, unsigned long req, void *arg);
-struct mtcp_link *netmap_link_attach(int fd, void *mem, size_t memsize, uint64_t nifp_off, uint32_t queue,
+struct mtcp_link *link_netmap_attach(int fd, void *mem, size_t memsize, uint64_t nifp_off, uint32_t queue,
                                      netmap_sync_fn sync, void *sync_arg, int own_mem,
                                      char *err, size_t errlen);
 

@@ -179,7 +179,7 @@ int mtcp_simlink_pair(uint32_t slots, uint32_t mtu, mtcp_link **a, mtcp_link **b
 }
 
 /* Frames dropped on arrival at this side (RX ring full / too long) — for tests. */
-uint64_t sim_link_drops(struct mtcp_link *l)
+uint64_t link_sim_drops(struct mtcp_link *l)
 {
     return l && l->ops == &sim_ops ? ((struct sim_link *)l)->drops : 0;
 }

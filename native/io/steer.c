@@ -65,7 +65,7 @@ static inline uint32_t steer_tcp(uint32_t fold, uint32_t sport, uint32_t dport, 
     return (h >> 16) % nq;
 }
 
-uint32_t steer_frame(const uint8_t *f, uint32_t len, uint32_t nq, uint16_t lo, uint16_t hi, int *kind)
+uint32_t link_steer_frame(const uint8_t *f, uint32_t len, uint32_t nq, uint16_t lo, uint16_t hi, int *kind)
 {
     *kind = STEER_OTHER;
     if (len < ETH_HLEN_)
@@ -107,7 +107,7 @@ uint32_t mtcp_steer_frame(const uint8_t *frame, uint32_t len, uint32_t nqueues, 
                           uint16_t eph_hi)
 {
     int kind;
-    return steer_frame(frame, len, nqueues, eph_lo, eph_hi, &kind);
+    return link_steer_frame(frame, len, nqueues, eph_lo, eph_hi, &kind);
 }
 
 uint32_t mtcp_steer_flow(int family, const uint8_t *remote_ip, uint16_t remote_port, uint16_t local_port,
@@ -149,7 +149,7 @@ static void c_emit(struct casm *a, uint16_t code, uint32_t k, int lt, int lf, in
 
 static inline uint32_t slot_of(const uint32_t *slots, uint32_t q) { return slots ? slots[q] : q; }
 
-int steer_build_cbpf(struct sock_filter *out, int max, uint32_t nq, uint16_t lo, uint16_t hi,
+int link_steer_build_cbpf(struct sock_filter *out, int max, uint32_t nq, uint16_t lo, uint16_t hi,
                      const uint32_t *slots, int32_t net)
 {
     static const int next = -2;        /* "fall through": offset 0 */
@@ -268,7 +268,7 @@ static void e_emit(struct easm *a, uint8_t code, uint8_t dst, uint8_t src, int16
 #define E_EXIT(a) e_emit(a, BPF_JMP | BPF_EXIT, 0, 0, 0, 0, L_NONE)
 #define E_LABEL(a, l) ((a)->pos[l] = (a)->n)
 
-int steer_build_ebpf(struct bpf_insn *out, int max, uint32_t nq, uint16_t lo, uint16_t hi,
+int link_steer_build_ebpf(struct bpf_insn *out, int max, uint32_t nq, uint16_t lo, uint16_t hi,
                      const uint32_t *slots, int32_t net)
 {
     if (nq == 0 || nq > 256 || max > STEER_PROG_MAX)
@@ -347,7 +347,7 @@ int steer_build_ebpf(struct bpf_insn *out, int max, uint32_t nq, uint16_t lo, ui
     return n;
 }
 
-int steer_load_ebpf(const struct bpf_insn *insns, int n, char *log, size_t loglen)
+int link_steer_load_ebpf(const struct bpf_insn *insns, int n, char *log, size_t loglen)
 {
     union bpf_attr a;
     memset(&a, 0, sizeof(a));
@@ -390,8 +390,8 @@ int mtcp_steer_install(mtcp_link *l, uint32_t nqueues, uint16_t eph_lo, uint16_t
             io_errf(err, errlen, "steer: out of memory");
             return -ENOMEM;
         }
-        int n = steer_build_ebpf(p, STEER_PROG_MAX, nqueues, eph_lo, eph_hi, slots, STEER_NET_TAP);
-        int pfd = n < 0 ? n : steer_load_ebpf(p, n, log, 4096);
+        int n = link_steer_build_ebpf(p, STEER_PROG_MAX, nqueues, eph_lo, eph_hi, slots, STEER_NET_TAP);
+        int pfd = n < 0 ? n : link_steer_load_ebpf(p, n, log, 4096);
         if (pfd < 0) {
             snprintf(msg, sizeof(msg), "steer: loading the TAP steering program: %s%s %.120s",
                      strerror(-pfd), pfd == -EPERM ? " (needs CAP_BPF/CAP_SYS_ADMIN)" : "", log);
@@ -412,7 +412,7 @@ int mtcp_steer_install(mtcp_link *l, uint32_t nqueues, uint16_t eph_lo, uint16_t
     }
     if (strcmp(l->ops->name, "packet") == 0) {
         struct sock_filter f[STEER_PROG_MAX];
-        int n = steer_build_cbpf(f, STEER_PROG_MAX, nqueues, eph_lo, eph_hi, slots, STEER_NET_FANOUT);
+        int n = link_steer_build_cbpf(f, STEER_PROG_MAX, nqueues, eph_lo, eph_hi, slots, STEER_NET_FANOUT);
         if (n < 0) {
             io_errf(err, errlen, "steer: fanout program too large");
             return n;
@@ -617,7 +617,7 @@ static int steer_rxsync(struct mtcp_link *l, uint64_t now)
     for (uint32_t i = ir->head; i != ir->tail; i = link_ring_next(ir, i)) {
         struct link_slot *f = &ir->slot[i];
         int kind;
-        uint32_t q = steer_frame(f->buf, f->len, s->nq, s->lo, s->hi, &kind);
+        uint32_t q = link_steer_frame(f->buf, f->len, s->nq, s->lo, s->hi, &kind);
         s->ctr[S_RX]++;
         if (kind == STEER_TCP && q != s->queue) {
             s->ctr[S_MISDIRECTED]++;

@@ -2,9 +2,9 @@
  * steer.h — per-core flow steering (io/steer.c), internals shared with the tests.
  *
  * The steering function (one definition, three implementations that must agree):
- *   - C: steer_frame() / mtcp_steer_flow(), used by the steering wrapper link and by claim_port;
- *   - eBPF socket filter for TUNSETSTEERINGEBPF (TAP), built by steer_build_ebpf();
- *   - classic BPF for PACKET_FANOUT_CBPF (AF_PACKET), built by steer_build_cbpf().
+ *   - C: link_steer_frame() / mtcp_steer_flow(), used by the steering wrapper link and by claim_port;
+ *   - eBPF socket filter for TUNSETSTEERINGEBPF (TAP), built by link_steer_build_ebpf();
+ *   - classic BPF for PACKET_FANOUT_CBPF (AF_PACKET), built by link_steer_build_cbpf().
  * Both programs take the protocol from skb->protocol and read headers at `net` + offset, where
  * `net` is where the network header is relative to skb->data: 14 on the TAP transmit path
  * (ndo_select_queue sees the frame from its mac header), 0 on the packet-socket receive path
@@ -39,14 +39,14 @@ enum steer_kind { STEER_TCP = 0, STEER_NEIGH = 1, STEER_OTHER = 2 };
 
 /* Logical queue of a frame arriving at the stack, and its kind (TCP / neighbour reply
  * (ARP reply, ICMPv6 neighbour advertisement) / other). */
-uint32_t steer_frame(const uint8_t *f, uint32_t len, uint32_t nq, uint16_t lo, uint16_t hi, int *kind);
+uint32_t link_steer_frame(const uint8_t *f, uint32_t len, uint32_t nq, uint16_t lo, uint16_t hi, int *kind);
 
 /* Program builders: return the instruction count or -E2BIG. slots NULL = identity. */
-int steer_build_cbpf(struct sock_filter *out, int max, uint32_t nq, uint16_t lo, uint16_t hi,
+int link_steer_build_cbpf(struct sock_filter *out, int max, uint32_t nq, uint16_t lo, uint16_t hi,
                      const uint32_t *slots, int32_t net);
-int steer_build_ebpf(struct bpf_insn *out, int max, uint32_t nq, uint16_t lo, uint16_t hi,
+int link_steer_build_ebpf(struct bpf_insn *out, int max, uint32_t nq, uint16_t lo, uint16_t hi,
                      const uint32_t *slots, int32_t net);
 /* Load the eBPF program as BPF_PROG_TYPE_SOCKET_FILTER; fd or -errno (log into log if given). */
-int steer_load_ebpf(const struct bpf_insn *insns, int n, char *log, size_t loglen);
+int link_steer_load_ebpf(const struct bpf_insn *insns, int n, char *log, size_t loglen);
 
 #endif

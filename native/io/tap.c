@@ -298,7 +298,7 @@ mtcp_link *mtcp_tap_open(const char *ifname, uint32_t queue, uint32_t nqueues, u
 }
 
 /* The kernel's name for this tap device (tests, diagnostics). */
-const char *tap_link_ifname(struct mtcp_link *l)
+const char *link_tap_ifname(struct mtcp_link *l)
 {
     return l && l->ops == &tap_ops ? ((struct tap_link *)l)->ifname : NULL;
 }

@@ -22,9 +22,8 @@
  *   that in copy mode a TCP segment whose checksum field holds exactly its folded pseudo-header
  *   sum is taken as a partial checksum (LINK_SLOT_F_CSUM_PARTIAL, csum_start = TCP header,
  *   csum_offset 16): that is what a local kernel peer with tx checksum offload (a veth end, our
- *   own packet backend with CSUM_TX) puts there, and without this every such frame was dropped
- *   as a bad checksum (loadgen on xdp against a kernel server: 0 conn/s, drop_bad_csum = every
- *   frame). On a wire frame the field equals that value by chance with probability 2^-16, like
+ *   own packet backend with CSUM_TX) puts there; otherwise every frame of such a peer would fail
+ *   the checksum check. On a wire frame the field equals that value by chance with probability 2^-16, like
  *   any checksum collision. TSO from such a peer still needs the testbed's offload-off setting
  *   (a super-frame does not fit a 2 KiB UMEM frame).
  */
@@ -45,7 +44,7 @@ mtcp_link *mtcp_xdp_open(const char *ifname, uint32_t queue, uint32_t flags, cha
     io_errf(err, errlen, "xdp: not built (linux/if_xdp.h or linux/bpf.h missing at build time)");
     return NULL;
 }
-int xdp_link_skb_mode(struct mtcp_link *l) { (void)l; return -1; }
+int link_xdp_skb_mode(struct mtcp_link *l) { (void)l; return -1; }
 int mtcp_xdp_share(const char *ifname, uint32_t flags, char *err, size_t errlen)
 {
     (void)ifname; (void)flags;
@@ -659,7 +658,7 @@ fail:
 }
 
 /* 1 if the shared XDP program of this interface runs in generic (SKB) mode. */
-int xdp_link_skb_mode(struct mtcp_link *l)
+int link_xdp_skb_mode(struct mtcp_link *l)
 {
     if (!l || l->ops != &xdp_ops)
         return -1;

@@ -26,7 +26,7 @@
 
 /* ---------- pool ---------- */
 
-int buf_pool_init(struct buf_pool *p, uint32_t chunk_size, uint32_t nchunks)
+int tcp_buf_pool_init(struct buf_pool *p, uint32_t chunk_size, uint32_t nchunks)
 {
     memset(p, 0, sizeof *p);
     p->free_head = BUF_NONE;
@@ -53,7 +53,7 @@ int buf_pool_init(struct buf_pool *p, uint32_t chunk_size, uint32_t nchunks)
     return 0;
 }
 
-void buf_pool_fini(struct buf_pool *p)
+void tcp_buf_pool_fini(struct buf_pool *p)
 {
     free(p->mem);
     free(p->next);
@@ -61,7 +61,7 @@ void buf_pool_fini(struct buf_pool *p)
     p->free_head = BUF_NONE;
 }
 
-uint32_t buf_chunk_get(struct buf_pool *p)
+uint32_t tcp_buf_chunk_get(struct buf_pool *p)
 {
     uint32_t c = p->free_head;
     if (c == BUF_NONE)
@@ -72,7 +72,7 @@ uint32_t buf_chunk_get(struct buf_pool *p)
     return c;
 }
 
-void buf_chunk_put(struct buf_pool *p, uint32_t c)
+void tcp_buf_chunk_put(struct buf_pool *p, uint32_t c)
 {
     p->next[c] = p->free_head;
     p->free_head = c;
@@ -102,7 +102,7 @@ static inline uint32_t cmod(const struct buf_pool *p, uint32_t x)
 
 /* ---------- stream ---------- */
 
-void buf_stream_init(struct buf_stream *s)
+void tcp_buf_stream_init(struct buf_stream *s)
 {
     s->head = s->tail = BUF_NONE;
     s->head_off = 0;
@@ -130,7 +130,7 @@ static uint32_t stream_append_at(struct buf_pool *p, struct buf_stream *s, uint3
     if (len == 0)
         return 0;
     if (s->len == 0) {
-        uint32_t c = buf_chunk_get(p);
+        uint32_t c = tcp_buf_chunk_get(p);
         if (c == BUF_NONE)
             return 0;
         s->head = s->tail = c;
@@ -141,7 +141,7 @@ static uint32_t stream_append_at(struct buf_pool *p, struct buf_stream *s, uint3
     }
     for (;;) {
         if (pos == cs) {
-            uint32_t c = buf_chunk_get(p);
+            uint32_t c = tcp_buf_chunk_get(p);
             if (c == BUF_NONE)
                 break;
             p->next[s->tail] = c;
@@ -171,12 +171,12 @@ static inline uint32_t chunk_at(const struct buf_pool *p, const struct buf_strea
     return c;
 }
 
-uint32_t buf_stream_append(struct buf_pool *p, struct buf_stream *s, const uint8_t *data, uint32_t len)
+uint32_t tcp_buf_stream_append(struct buf_pool *p, struct buf_stream *s, const uint8_t *data, uint32_t len)
 {
     return stream_append_at(p, s, 0, data, len);
 }
 
-uint32_t buf_stream_peek(const struct buf_pool *p, const struct buf_stream *s, uint32_t off,
+uint32_t tcp_buf_stream_peek(const struct buf_pool *p, const struct buf_stream *s, uint32_t off,
                          uint8_t *out, uint32_t len)
 {
     const uint32_t cs = p->chunk_size;
@@ -197,7 +197,7 @@ uint32_t buf_stream_peek(const struct buf_pool *p, const struct buf_stream *s, u
     }
 }
 
-uint32_t buf_stream_peek_cur(const struct buf_pool *p, const struct buf_stream *s, uint32_t base,
+uint32_t tcp_buf_stream_peek_cur(const struct buf_pool *p, const struct buf_stream *s, uint32_t base,
                              uint32_t off, uint8_t *out, uint32_t len, struct buf_cursor *cur)
 {
     const uint32_t cs = p->chunk_size;
@@ -235,7 +235,7 @@ uint32_t buf_stream_peek_cur(const struct buf_pool *p, const struct buf_stream *
     return done;
 }
 
-uint32_t buf_stream_map(const struct buf_pool *p, const struct buf_stream *s, uint32_t off,
+uint32_t tcp_buf_stream_map(const struct buf_pool *p, const struct buf_stream *s, uint32_t off,
                         const uint8_t **ptr)
 {
     const uint32_t cs = p->chunk_size;
@@ -250,25 +250,25 @@ uint32_t buf_stream_map(const struct buf_pool *p, const struct buf_stream *s, ui
     return min32(cs - pos, s->len - off);
 }
 
-void buf_stream_consume(struct buf_pool *p, struct buf_stream *s, uint32_t n)
+void tcp_buf_stream_consume(struct buf_pool *p, struct buf_stream *s, uint32_t n)
 {
     const uint32_t cs = p->chunk_size;
     if (n >= s->len) {
-        buf_stream_clear(p, s);
+        tcp_buf_stream_clear(p, s);
         return;
     }
     uint32_t abs = s->head_off + n;
     while (abs >= cs) {
         uint32_t c = s->head;
         s->head = p->next[c];
-        buf_chunk_put(p, c);
+        tcp_buf_chunk_put(p, c);
         abs -= cs;
     }
     s->head_off = (uint32_t)abs;
     s->len -= n;
 }
 
-void buf_stream_clear(struct buf_pool *p, struct buf_stream *s)
+void tcp_buf_stream_clear(struct buf_pool *p, struct buf_stream *s)
 {
     uint32_t c = s->head;
     if (c != BUF_NONE) {
@@ -282,7 +282,7 @@ void buf_stream_clear(struct buf_pool *p, struct buf_stream *s)
         p->free_head = s->head;
         p->nfree += n;
     }
-    buf_stream_init(s);
+    tcp_buf_stream_init(s);
 }
 
 /* Prepend up to len bytes (data[0..len)) so that the stream's alignment is kept: the new
@@ -310,7 +310,7 @@ static uint32_t stream_prepend(struct buf_pool *p, struct buf_stream *s, const u
     memcpy(cptr(p, s->head), src + rest, h);
     h = 0;
     while (rest) {
-        uint32_t c = buf_chunk_get(p);
+        uint32_t c = tcp_buf_chunk_get(p);
         uint32_t n = min32(cs, rest);
         memcpy(cptr(p, c) + cs - n, src + rest - n, n);
         p->next[c] = s->head;
@@ -333,7 +333,7 @@ static void stream_concat(struct buf_pool *p, struct buf_stream *dst, struct buf
         return;
     if (dst->len == 0) {
         *dst = *src;
-        buf_stream_init(src);
+        tcp_buf_stream_init(src);
         return;
     }
     uint32_t e = tail_end(p, dst);      /* 1..cs */
@@ -341,9 +341,9 @@ static void stream_concat(struct buf_pool *p, struct buf_stream *dst, struct buf
         /* fill dst's tail from src's front, then shift src down so that it starts at 0 */
         if (e < cs) {
             uint32_t n = min32(cs - e, src->len);
-            buf_stream_peek(p, src, 0, cptr(p, dst->tail) + e, n);
+            tcp_buf_stream_peek(p, src, 0, cptr(p, dst->tail) + e, n);
             dst->len += n;
-            buf_stream_consume(p, src, n);
+            tcp_buf_stream_consume(p, src, n);
             if (src->len == 0)
                 return;
         }
@@ -366,7 +366,7 @@ static void stream_concat(struct buf_pool *p, struct buf_stream *dst, struct buf
                 c = nx;
             }
             if (last != src->tail) {        /* the old tail's bytes all moved down */
-                buf_chunk_put(p, src->tail);
+                tcp_buf_chunk_put(p, src->tail);
                 src->tail = last;
             }
             p->next[last] = BUF_NONE;
@@ -375,7 +375,7 @@ static void stream_concat(struct buf_pool *p, struct buf_stream *dst, struct buf
         p->next[dst->tail] = src->head;
         dst->tail = src->tail;
         dst->len += src->len;
-        buf_stream_init(src);
+        tcp_buf_stream_init(src);
         return;
     }
     if (e == cs) {                       /* dst's tail is full, src starts a chunk */
@@ -389,22 +389,22 @@ static void stream_concat(struct buf_pool *p, struct buf_stream *dst, struct buf
             p->next[dst->tail] = p->next[c];
             dst->tail = src->tail;
         }
-        buf_chunk_put(p, c);
+        tcp_buf_chunk_put(p, c);
     }
     dst->len += src->len;
-    buf_stream_init(src);
+    tcp_buf_stream_init(src);
 }
 
 /* ---------- out-of-order reassembly ---------- */
 
-void buf_ooo_init(struct buf_ooo *o)
+void tcp_buf_ooo_init(struct buf_ooo *o)
 {
     o->n = 0;
     o->last = 0;
     for (int i = 0; i < BUF_OOO_MAX; i++) {
         o->r[i].seq = 0;
         o->r[i].len = 0;
-        buf_stream_init(&o->r[i].data);
+        tcp_buf_stream_init(&o->r[i].data);
     }
 }
 
@@ -413,7 +413,7 @@ static void ooo_remove(struct buf_ooo *o, uint32_t i)
     for (uint32_t j = i; j + 1 < o->n; j++)
         o->r[j] = o->r[j + 1];
     o->n--;
-    buf_stream_init(&o->r[o->n].data);
+    tcp_buf_stream_init(&o->r[o->n].data);
     o->r[o->n].len = 0;
     if (o->last > i)
         o->last--;
@@ -430,11 +430,11 @@ static void ooo_trim(struct buf_pool *p, struct buf_ooo *o, uint32_t rcv_nxt)
         struct buf_ooo_range *r = &o->r[0];
         uint32_t d = rcv_nxt - r->seq;
         if (d >= r->len) {
-            buf_stream_clear(p, &r->data);
+            tcp_buf_stream_clear(p, &r->data);
             ooo_remove(o, 0);
             continue;
         }
-        buf_stream_consume(p, &r->data, d);
+        tcp_buf_stream_consume(p, &r->data, d);
         r->seq += d;
         r->len -= d;
         break;
@@ -452,7 +452,7 @@ static uint32_t ooo_align(const struct buf_pool *p, const struct buf_ooo *o, uin
     return (uint32_t)(a < 0 ? a + cs : a);
 }
 
-int buf_ooo_insert(struct buf_pool *p, struct buf_ooo *o, uint32_t rcv_nxt, uint32_t seq,
+int tcp_buf_ooo_insert(struct buf_pool *p, struct buf_ooo *o, uint32_t rcv_nxt, uint32_t seq,
                    const uint8_t *data, uint32_t len)
 {
     if (len == 0)
@@ -534,7 +534,7 @@ int buf_ooo_insert(struct buf_pool *p, struct buf_ooo *o, uint32_t rcv_nxt, uint
             break;
         }
         struct buf_stream ns;
-        buf_stream_init(&ns);
+        tcp_buf_stream_init(&ns);
         uint32_t k = stream_append_at(p, &ns, ooo_align(p, o, rcv_nxt + pos), data + (pos - s), e - pos);
         if (k == 0) {
             err = 1;
@@ -567,7 +567,7 @@ int buf_ooo_insert(struct buf_pool *p, struct buf_ooo *o, uint32_t rcv_nxt, uint
     return err ? -ENOBUFS : (int)stored;
 }
 
-uint32_t buf_ooo_pull(struct buf_pool *p, struct buf_ooo *o, uint32_t rcv_nxt, struct buf_stream *dst)
+uint32_t tcp_buf_ooo_pull(struct buf_pool *p, struct buf_ooo *o, uint32_t rcv_nxt, struct buf_stream *dst)
 {
     ooo_trim(p, o, rcv_nxt);
     if (o->n == 0 || o->r[0].seq != rcv_nxt)
@@ -578,7 +578,7 @@ uint32_t buf_ooo_pull(struct buf_pool *p, struct buf_ooo *o, uint32_t rcv_nxt, s
     return n;
 }
 
-uint32_t buf_ooo_sack(const struct buf_ooo *o, uint32_t *left, uint32_t *right, uint32_t max)
+uint32_t tcp_buf_ooo_sack(const struct buf_ooo *o, uint32_t *left, uint32_t *right, uint32_t max)
 {
     uint32_t k = 0;
     if (o->n == 0 || max == 0)
@@ -597,7 +597,7 @@ uint32_t buf_ooo_sack(const struct buf_ooo *o, uint32_t *left, uint32_t *right, 
     return k;
 }
 
-uint32_t buf_ooo_bytes(const struct buf_ooo *o)
+uint32_t tcp_buf_ooo_bytes(const struct buf_ooo *o)
 {
     uint32_t t = 0;
     for (uint32_t i = 0; i < o->n; i++)
@@ -605,9 +605,9 @@ uint32_t buf_ooo_bytes(const struct buf_ooo *o)
     return t;
 }
 
-void buf_ooo_clear(struct buf_pool *p, struct buf_ooo *o)
+void tcp_buf_ooo_clear(struct buf_pool *p, struct buf_ooo *o)
 {
     for (uint32_t i = 0; i < o->n; i++)
-        buf_stream_clear(p, &o->r[i].data);
-    buf_ooo_init(o);
+        tcp_buf_stream_clear(p, &o->r[i].data);
+    tcp_buf_ooo_init(o);
 }

@@ -11,10 +11,10 @@
  *     treated as limited), so an application-limited or rwnd-limited flow does not inflate cwnd.
  *   - on RTO: cwnd = 1 SMSS (loss window), ssthresh = max(flight * beta, 2*SMSS) with beta = 1/2
  *     (Reno, RFC 5681 eq. 4) or 0.7 (CUBIC, RFC 9438 4.8).
- *   - cc_on_congestion (fast retransmit / start of recovery): ssthresh = max(flight * beta,
+ *   - tcp_cc_on_congestion (fast retransmit / start of recovery): ssthresh = max(flight * beta,
  *     2*SMSS), cwnd = ssthresh (RFC 6675 style: TCP sends by pipe during recovery; a NewReno
  *     implementation that wants RFC 6582's +3*SMSS inflation adds it itself).
- *   - cc_on_recovery_exit: cwnd = ssthresh.
+ *   - tcp_cc_on_recovery_exit: cwnd = ssthresh.
  *
  * Reno congestion avoidance (RFC 5681 3.1, byte counting): bytes_acked accumulates; each time
  * it reaches cwnd, cwnd += SMSS (about 1 SMSS per RTT).
@@ -34,7 +34,6 @@
  *   k_ms = K, cwnd_cnt = W_est's byte accumulator, bytes_acked = remainder of the cwnd increase.
  */
 #include "cc.h"
-#include "../include/mtcp.h"
 
 #define CC_INF 0x7fffffffu        /* "arbitrarily high" initial ssthresh; also the cwnd cap */
 #define CUBIC_BETA_NUM 7          /* beta_cubic = 7/10 */
@@ -46,22 +45,22 @@
 static inline uint32_t max32(uint32_t a, uint32_t b) { return a > b ? a : b; }
 static inline uint32_t min32(uint32_t a, uint32_t b) { return a < b ? a : b; }
 
-const char *cc_name(int algo)
+const char *tcp_cc_name(int algo)
 {
     switch (algo) {
-    case MTCP_CC_CUBIC: return "cubic";
-    case MTCP_CC_RENO: return "reno";
+    case TCP_CC_CUBIC: return "cubic";
+    case TCP_CC_RENO: return "reno";
     default: return "unknown";
     }
 }
 
-void cc_init(struct cc_state *s, int algo, uint32_t mss, uint32_t initial_cwnd_segments)
+void tcp_cc_init(struct cc_state *s, int algo, uint32_t mss, uint32_t initial_cwnd_segments)
 {
     if (mss == 0)
         mss = 536;
     if (initial_cwnd_segments == 0)
         initial_cwnd_segments = 1;
-    s->algo = (uint8_t)(algo == MTCP_CC_RENO ? MTCP_CC_RENO : MTCP_CC_CUBIC);
+    s->algo = (uint8_t)(algo == TCP_CC_RENO ? TCP_CC_RENO : TCP_CC_CUBIC);
     s->mss = mss;
     uint64_t w = (uint64_t)initial_cwnd_segments * mss;
     s->cwnd = w > CC_INF ? CC_INF : (uint32_t)w;
@@ -77,7 +76,7 @@ void cc_init(struct cc_state *s, int algo, uint32_t mss, uint32_t initial_cwnd_s
     s->cwnd_cnt = 0;
 }
 
-void cc_set_mss(struct cc_state *s, uint32_t mss)
+void tcp_cc_set_mss(struct cc_state *s, uint32_t mss)
 {
     if (mss == 0)
         return;
@@ -189,7 +188,7 @@ static void reno_avoid(struct cc_state *s, uint32_t acked)
     s->bytes_acked = (uint32_t)cnt;
 }
 
-void cc_on_ack(struct cc_state *s, uint64_t now_us, uint32_t acked, uint32_t rtt_us, uint32_t inflight)
+void tcp_cc_on_ack(struct cc_state *s, uint64_t now_us, uint32_t acked, uint32_t rtt_us, uint32_t inflight)
 {
     if (rtt_us && (s->min_rtt_us == 0 || rtt_us < s->min_rtt_us))
         s->min_rtt_us = rtt_us;
@@ -210,7 +209,7 @@ void cc_on_ack(struct cc_state *s, uint64_t now_us, uint32_t acked, uint32_t rtt
         if (acked == 0)
             return;
     }
-    if (s->algo == MTCP_CC_RENO)
+    if (s->algo == TCP_CC_RENO)
         reno_avoid(s, acked);
     else
         cubic_avoid(s, now_us, acked);
@@ -221,7 +220,7 @@ static uint32_t decrease(struct cc_state *s, uint32_t inflight)
 {
     uint32_t flight = inflight ? inflight : s->cwnd;
     uint64_t t;
-    if (s->algo == MTCP_CC_RENO) {
+    if (s->algo == TCP_CC_RENO) {
         t = flight / 2;
     } else {
         t = (uint64_t)flight * CUBIC_BETA_NUM / CUBIC_BETA_DEN;
@@ -238,23 +237,23 @@ static uint32_t decrease(struct cc_state *s, uint32_t inflight)
     return (uint32_t)(t > 2 * (uint64_t)s->mss ? t : 2 * (uint64_t)s->mss);
 }
 
-void cc_on_congestion(struct cc_state *s, uint64_t now_us, uint32_t inflight)
+void tcp_cc_on_congestion(struct cc_state *s, uint64_t now_us, uint32_t inflight)
 {
     (void)now_us;
     s->ssthresh = decrease(s, inflight);
     s->cwnd = s->ssthresh;
 }
 
-void cc_on_rto(struct cc_state *s, uint64_t now_us, uint32_t inflight)
+void tcp_cc_on_rto(struct cc_state *s, uint64_t now_us, uint32_t inflight)
 {
     (void)now_us;
     s->ssthresh = decrease(s, inflight);
-    if (s->algo != MTCP_CC_RENO)
+    if (s->algo != TCP_CC_RENO)
         s->w_max = 0;            /* 4.8: next stage has K = 0, W_max = cwnd at its start */
     s->cwnd = s->mss;
 }
 
-void cc_on_recovery_exit(struct cc_state *s, uint64_t now_us)
+void tcp_cc_on_recovery_exit(struct cc_state *s, uint64_t now_us)
 {
     (void)now_us;
     s->cwnd = max32(s->ssthresh, s->mss);

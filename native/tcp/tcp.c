@@ -11,9 +11,9 @@
  * Call chains (engine -> tcp, tcp -> engine through struct tcp_env):
  *   engine_input -> tcp_input -> { input_syn_sent | input_synchronized }
  *                     input_synchronized -> paws -> rst_check -> acceptability -> syn_check
- *                                        -> ack_process (-> ack_advance -> rtt_sample / cc_on_ack,
+ *                                        -> ack_process (-> ack_advance -> rtt_sample / tcp_cc_on_ack,
  *                                           sack_update, dupack -> enter_recovery)
- *                                        -> data_process (-> buf_stream_append / buf_ooo_*)
+ *                                        -> data_process (-> tcp_buf_stream_append / buf_ooo_*)
  *                                        -> fin_process
  *                   -> env->event / env->want_output / env->timer
  *   engine poll end -> tcp_output -> output_data -> send_seg -> emit -> env->tx_begin/tx_commit
@@ -27,19 +27,19 @@
  * to snd_una on RTO: go-back-N), snd_max the highest ever sent.
  *
  * Events (env->event):
- *   MTCP_EV_CONNECTED        active open reached ESTABLISHED
- *   MTCP_EV_ACCEPT           passive open (SYN-RECEIVED or cookie) reached ESTABLISHED; the
+ *   TCP_EV_CONNECTED        active open reached ESTABLISHED
+ *   TCP_EV_ACCEPT           passive open (SYN-RECEIVED or cookie) reached ESTABLISHED; the
  *                            engine fills `parent` (TCP does not know the listener)
- *   MTCP_EV_CONNECT_FAILED   active open died before ESTABLISHED: ECONNREFUSED (RST in SYN-SENT),
+ *   TCP_EV_CONNECT_FAILED   active open died before ESTABLISHED: ECONNREFUSED (RST in SYN-SENT),
  *                            ETIMEDOUT (SYN retries exhausted)
- *   MTCP_EV_READABLE         in-order data arrived; len = bytes readable now
- *   MTCP_EV_WRITABLE         after a short tcp_send, send space freed
- *   MTCP_EV_PEER_CLOSED      FIN received (after READABLE for its data)
- *   MTCP_EV_ERROR            ECONNRESET (RST), ETIMEDOUT (retries / keepalive)
- *   MTCP_EV_CLOSED           both directions closed normally (TIME-WAIT entered or LAST-ACK done)
+ *   TCP_EV_READABLE         in-order data arrived; len = bytes readable now
+ *   TCP_EV_WRITABLE         after a short tcp_send, send space freed
+ *   TCP_EV_PEER_CLOSED      FIN received (after READABLE for its data)
+ *   TCP_EV_ERROR            ECONNRESET (RST), ETIMEDOUT (retries / keepalive)
+ *   TCP_EV_CLOSED           both directions closed normally (TIME-WAIT entered or LAST-ACK done)
  * Timers: all absolute us in c->t_*; env->timer(c, tcp_next_deadline(c)) is called whenever the
  * minimum changes; the engine calls tcp_timer(c, now) once it passed (spurious calls are harmless).
- * Counters: the CTR_* "TCP (tcp module)" section of engine/counters.h. Segment and connection
+ * Counters: enum tcp_counter (tcp.h), slots in the counter array the engine hands over. Segment and connection
  * counters (SEGS_OUT, CONN_*) are the engine's (derive them from tx_commit / events).
  *
  * Implemented: RFC 9293 state diagram (incl. simultaneous open/close, half-close, TIME-WAIT
@@ -120,7 +120,7 @@ void tcpi_rec_take(const struct tcp_env *env, struct tcp_conn *c)
 {
     c->recs = env->rec_get ? env->rec_get(env->ctx, c) : NULL;
     c->rec_n = 0;
-    if (!c->recs) CNT(env, CTR_RACK_NO_REC);
+    if (!c->recs) CNT(env, TCP_CTR_RACK_NO_REC);
 }
 
 void tcpi_rec_release(const struct tcp_env *env, struct tcp_conn *c)
@@ -134,7 +134,7 @@ void tcpi_rec_release(const struct tcp_env *env, struct tcp_conn *c)
 void tcpi_ooo_release(const struct tcp_env *env, struct tcp_conn *c)
 {
     struct buf_ooo *o = tcpi_ooo_of(env, c, 0);
-    if (o) buf_ooo_clear(env->pool, o);
+    if (o) tcp_buf_ooo_clear(env->pool, o);
     if (c->ooo != 0xffff && env->ooo_put) env->ooo_put(env->ctx, c);
     c->ooo = 0xffff;
 }
@@ -144,16 +144,16 @@ void tcpi_ooo_release(const struct tcp_env *env, struct tcp_conn *c)
 void tcpi_conn_closed(const struct tcp_env *env, struct tcp_conn *c)
 {
     if (c->closed_done) return;
-    c->state = MTCP_ST_CLOSED;
+    c->state = TCP_ST_CLOSED;
     c->t_rexmit = c->t_delack = c->t_keepalive = c->t_timewait = 0;
     c->t_rack = c->t_tlp = 0;
     c->rec_n = 0;
     tcpi_rec_release(env, c);
     c->persist = 0;
     tcpi_ooo_release(env, c);
-    buf_stream_clear(env->pool, &c->snd);
+    tcp_buf_stream_clear(env->pool, &c->snd);
     memset(&c->snd_cur, 0, sizeof c->snd_cur);
-    if (c->flags & TCPF_DETACHED) buf_stream_clear(env->pool, &c->rcv);
+    if (c->flags & TCPF_DETACHED) tcp_buf_stream_clear(env->pool, &c->rcv);
     tcpi_sync_timer(env, c);
     c->closed_done = 1;
     if (env->closed) env->closed(env->ctx, c);
@@ -163,28 +163,28 @@ void tcpi_conn_closed(const struct tcp_env *env, struct tcp_conn *c)
 void tcpi_conn_fail(const struct tcp_env *env, struct tcp_conn *c, uint32_t type, int err)
 {
     if (type) tcpi_ev(env, c, type, err, 0);
-    buf_stream_clear(env->pool, &c->rcv);
+    tcp_buf_stream_clear(env->pool, &c->rcv);
     tcpi_conn_closed(env, c);
 }
 
 /* Failure of an open/connection: which event depends on how far it got. */
 void tcpi_conn_die(const struct tcp_env *env, struct tcp_conn *c, int err)
 {
-    if (c->state == MTCP_ST_SYN_SENT ||
-        (c->state == MTCP_ST_SYN_RECEIVED && !(c->flags & TCPF_PASSIVE)))
-        tcpi_conn_fail(env, c, MTCP_EV_CONNECT_FAILED, err);
-    else if (c->state == MTCP_ST_SYN_RECEIVED)
+    if (c->state == TCP_ST_SYN_SENT ||
+        (c->state == TCP_ST_SYN_RECEIVED && !(c->flags & TCPF_PASSIVE)))
+        tcpi_conn_fail(env, c, TCP_EV_CONNECT_FAILED, err);
+    else if (c->state == TCP_ST_SYN_RECEIVED)
         tcpi_conn_fail(env, c, 0, err);                       /* never accepted: nobody to tell */
-    else if (c->state == MTCP_ST_TIME_WAIT)
+    else if (c->state == TCP_ST_TIME_WAIT)
         tcpi_conn_closed(env, c);                             /* CLOSED was already reported */
     else
-        tcpi_conn_fail(env, c, MTCP_EV_ERROR, err);
+        tcpi_conn_fail(env, c, TCP_EV_ERROR, err);
 }
 
 void tcpi_enter_time_wait(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
 {
     /* RFC 9293 3.10.7.4 (FIN bit, TIME-WAIT): start the 2 MSL timer, turn off the others. */
-    c->state = MTCP_ST_TIME_WAIT;
+    c->state = TCP_ST_TIME_WAIT;
     c->t_rexmit = 0;
     c->t_keepalive = 0;
     c->t_rack = c->t_tlp = 0;
@@ -193,9 +193,9 @@ void tcpi_enter_time_wait(const struct tcp_env *env, struct tcp_conn *c, uint64_
     c->persist = 0;
     c->t_timewait = now + 2ull * env->cfg->msl_us;
     tcpi_ooo_release(env, c);
-    buf_stream_clear(env->pool, &c->snd);
+    tcp_buf_stream_clear(env->pool, &c->snd);
     memset(&c->snd_cur, 0, sizeof c->snd_cur);
-    tcpi_ev(env, c, MTCP_EV_CLOSED, 0, 0);
+    tcpi_ev(env, c, TCP_EV_CLOSED, 0, 0);
 }
 
 /* The window to advertise now (bytes from rcv_nxt): the free space in the receive buffer, but
@@ -212,9 +212,9 @@ uint32_t tcpi_rcv_wnd_calc(const struct tcp_conn *c)
 void tcp_conn_init(const struct tcp_env *env, struct tcp_conn *c, int family, uint16_t local_port,
                    uint16_t remote_port, uint16_t path_mss)
 {
-    const struct mtcp_config *cfg = env->cfg;
+    const struct tcp_cfg *cfg = env->cfg;
     memset(c, 0, sizeof *c);
-    c->state = MTCP_ST_CLOSED;
+    c->state = TCP_ST_CLOSED;
     c->family = (uint8_t)family;
     c->local_port = local_port;
     c->remote_port = remote_port;
@@ -228,14 +228,14 @@ void tcp_conn_init(const struct tcp_env *env, struct tcp_conn *c, int family, ui
     c->ka_intvl_us = cfg->keepalive_intvl_us;
     c->ka_cnt = (uint8_t)min32(cfg->keepalive_cnt, 255);
     if (cfg->nodelay_default) c->flags |= TCPF_NODELAY;
-    buf_stream_init(&c->snd);
-    buf_stream_init(&c->rcv);
+    tcp_buf_stream_init(&c->snd);
+    tcp_buf_stream_init(&c->rcv);
     c->cc.mss = path_mss;
 }
 
 void tcpi_set_peer_mss(struct tcp_conn *c, const struct wire_tcp *syn)
 {
-    uint32_t peer = syn->has_mss ? syn->mss : (c->family == MTCP_AF_INET6 ? DEFAULT_MSS6 : DEFAULT_MSS4);
+    uint32_t peer = syn->has_mss ? syn->mss : (c->family == TCP_AF_INET6 ? DEFAULT_MSS6 : DEFAULT_MSS4);
     if (peer < 88) peer = 88;
     c->mss = (uint16_t)min32(c->rcv_mss, peer);
 }
@@ -243,22 +243,22 @@ void tcpi_set_peer_mss(struct tcp_conn *c, const struct wire_tcp *syn)
 /* Common part of reaching ESTABLISHED. */
 void tcpi_establish(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
 {
-    c->state = MTCP_ST_ESTABLISHED;
+    c->state = TCP_ST_ESTABLISHED;
     c->retries = 0;
     c->quickacks = QUICKACKS;
     c->flags |= TCPF_QUICKACK;
     c->recover = c->snd_una;
-    cc_init(&c->cc, env->cfg->cc, eff_mss(c), env->cfg->initial_cwnd);
+    tcp_cc_init(&c->cc, env->cfg->cc, eff_mss(c), env->cfg->initial_cwnd);
     c->last_rx_us = now;
     if (c->flags & TCPF_KEEPALIVE) c->t_keepalive = now + c->ka_idle_us;
     /* RFC 9293 3.10.4: a CLOSE issued before establishment takes effect now */
-    if (c->flags & TCPF_FIN_QUEUED) c->state = MTCP_ST_FIN_WAIT_1;
+    if (c->flags & TCPF_FIN_QUEUED) c->state = TCP_ST_FIN_WAIT_1;
 }
 
 void tcp_open_active(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, uint32_t iss)
 {
     /* RFC 9293 3.10.1 OPEN call, CLOSED state (active): SYN-SENT */
-    c->state = MTCP_ST_SYN_SENT;
+    c->state = TCP_ST_SYN_SENT;
     c->iss = iss;
     c->snd_una = c->snd_nxt = c->snd_max = iss;
     c->recover = iss;
@@ -271,7 +271,7 @@ void tcp_open_active(const struct tcp_env *env, struct tcp_conn *c, uint64_t now
 
 static void passive_common(const struct tcp_env *env, struct tcp_conn *c, uint32_t iss, const struct wire_tcp *syn)
 {
-    const struct mtcp_config *cfg = env->cfg;
+    const struct tcp_cfg *cfg = env->cfg;
     c->flags |= TCPF_PASSIVE;
     c->iss = iss;
     c->snd_una = c->snd_nxt = c->snd_max = iss;
@@ -302,7 +302,7 @@ void tcp_open_passive(const struct tcp_env *env, struct tcp_conn *c, uint64_t no
     /* RFC 9293 3.10.7.2 LISTEN, SYN bit: RCV.NXT = SEG.SEQ+1, IRS = SEG.SEQ, send SYN,ACK,
      * SND.NXT = ISS+1, SND.UNA = ISS, state SYN-RECEIVED. */
     passive_common(env, c, iss, syn);
-    c->state = MTCP_ST_SYN_RECEIVED;
+    c->state = TCP_ST_SYN_RECEIVED;
     c->ts_recent_age_ms = (uint32_t)(now / 1000);
     c->rto_us = env->cfg->initial_rto_us;
     tcpi_want_output(env, c);
@@ -333,7 +333,7 @@ void tcp_open_cookie(const struct tcp_env *env, struct tcp_conn *c, uint64_t now
     c->max_snd_wnd = c->snd_wnd;
     c->snd_wl1 = ack->seq;
     c->snd_wl2 = ack->ack;
-    tcpi_ev(env, c, MTCP_EV_ACCEPT, 0, 0);
+    tcpi_ev(env, c, TCP_EV_ACCEPT, 0, 0);
     /* the ACK may carry data (and FIN): run it through the normal path */
     if (ack->payload_len || (ack->flags & WIRE_TCP_FIN)) tcp_input(env, c, now, ack);
     tcpi_sync_timer(env, c);
@@ -343,15 +343,15 @@ int64_t tcp_send(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, co
 {
     (void)now;
     switch (c->state) {
-    case MTCP_ST_SYN_SENT:
-    case MTCP_ST_SYN_RECEIVED:
-    case MTCP_ST_ESTABLISHED:
-    case MTCP_ST_CLOSE_WAIT:
+    case TCP_ST_SYN_SENT:
+    case TCP_ST_SYN_RECEIVED:
+    case TCP_ST_ESTABLISHED:
+    case TCP_ST_CLOSE_WAIT:
         /* RFC 9293 3.10.2 SEND: queue (also before establishment) */
         if (c->flags & TCPF_FIN_QUEUED) return -EPIPE;
         break;
-    case MTCP_ST_CLOSED:
-    case MTCP_ST_LISTEN:
+    case TCP_ST_CLOSED:
+    case TCP_ST_LISTEN:
         return c->closed_done ? -EPIPE : -ENOTCONN;
     default:
         return -EPIPE;                   /* "connection closing" */
@@ -365,7 +365,7 @@ int64_t tcp_send(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, co
                          (p->nfree > rsv ? (uint64_t)(p->nfree - rsv) * p->chunk_size : 0);
     if (pool_room < room) room = (uint32_t)pool_room;
     uint32_t n = min32(room, len);
-    if (n) n = buf_stream_append(env->pool, &c->snd, data, n);
+    if (n) n = tcp_buf_stream_append(env->pool, &c->snd, data, n);
     if (n < len) c->flags |= TCPF_WANT_WRITABLE;
     if (n && can_send_data_state(c->state)) tcpi_want_output(env, c);
     return n;
@@ -374,9 +374,9 @@ int64_t tcp_send(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, co
 int64_t tcp_recv(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, uint8_t *out, uint32_t cap)
 {
     (void)now;
-    uint32_t n = buf_stream_peek(env->pool, &c->rcv, 0, out, min32(cap, c->rcv.len));
+    uint32_t n = tcp_buf_stream_peek(env->pool, &c->rcv, 0, out, min32(cap, c->rcv.len));
     if (!n) return 0;
-    buf_stream_consume(env->pool, &c->rcv, n);
+    tcp_buf_stream_consume(env->pool, &c->rcv, n);
     /* window update (RFC 9293 3.8.6.2.2, RFC 1122 4.2.3.3): tell the peer when the window grew by
      * min(rcvbuf/2, 2*MSS) since the last advertisement */
     if (!c->closed_done && synchronized_state(c->state) && !(c->flags & TCPF_RCVD_FIN)) {
@@ -393,17 +393,17 @@ static int close_write(const struct tcp_env *env, struct tcp_conn *c)
 {
     /* RFC 9293 3.10.4 CLOSE call */
     switch (c->state) {
-    case MTCP_ST_SYN_SENT:
-    case MTCP_ST_SYN_RECEIVED:
+    case TCP_ST_SYN_SENT:
+    case TCP_ST_SYN_RECEIVED:
         c->flags |= TCPF_FIN_QUEUED;     /* "queue for processing after entering ESTABLISHED" */
         return 0;
-    case MTCP_ST_ESTABLISHED:
+    case TCP_ST_ESTABLISHED:
         c->flags |= TCPF_FIN_QUEUED;
-        c->state = MTCP_ST_FIN_WAIT_1;   /* "form a FIN segment ... enter FIN-WAIT-1" */
+        c->state = TCP_ST_FIN_WAIT_1;   /* "form a FIN segment ... enter FIN-WAIT-1" */
         break;
-    case MTCP_ST_CLOSE_WAIT:
+    case TCP_ST_CLOSE_WAIT:
         c->flags |= TCPF_FIN_QUEUED;
-        c->state = MTCP_ST_LAST_ACK;     /* "send a FIN segment, enter LAST-ACK" */
+        c->state = TCP_ST_LAST_ACK;     /* "send a FIN segment, enter LAST-ACK" */
         break;
     default:
         return (c->flags & TCPF_FIN_QUEUED) ? 0 : -ENOTCONN;   /* already closing */
@@ -415,7 +415,7 @@ static int close_write(const struct tcp_env *env, struct tcp_conn *c)
 int tcp_shutdown(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
 {
     (void)now;
-    if (c->state == MTCP_ST_CLOSED || c->state == MTCP_ST_LISTEN) return -ENOTCONN;
+    if (c->state == TCP_ST_CLOSED || c->state == TCP_ST_LISTEN) return -ENOTCONN;
     int r = close_write(env, c);
     tcpi_sync_timer(env, c);
     return r;
@@ -424,27 +424,27 @@ int tcp_shutdown(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
 int tcp_close(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
 {
     c->flags |= TCPF_DETACHED;
-    if (c->state == MTCP_ST_CLOSED || c->closed_done) {
+    if (c->state == TCP_ST_CLOSED || c->closed_done) {
         /* already CLOSED (env->closed was called): just release the buffers */
-        buf_stream_clear(env->pool, &c->rcv);
-        buf_stream_clear(env->pool, &c->snd);
+        tcp_buf_stream_clear(env->pool, &c->rcv);
+        tcp_buf_stream_clear(env->pool, &c->snd);
         memset(&c->snd_cur, 0, sizeof c->snd_cur);
         tcpi_ooo_release(env, c);
         if (!c->closed_done) tcpi_conn_closed(env, c);
         return 0;
     }
-    if (c->state == MTCP_ST_LISTEN || c->state == MTCP_ST_SYN_SENT) {
+    if (c->state == TCP_ST_LISTEN || c->state == TCP_ST_SYN_SENT) {
         tcpi_conn_closed(env, c);             /* "delete the TCB, enter CLOSED" */
         return 0;
     }
     /* RFC 1122 4.2.2.13 / RFC 2525 2.17: closing with unread data resets; so does SO_LINGER 0 */
-    if ((c->rcv.len && c->state != MTCP_ST_TIME_WAIT) || (c->flags & TCPF_LINGER0)) {
+    if ((c->rcv.len && c->state != TCP_ST_TIME_WAIT) || (c->flags & TCPF_LINGER0)) {
         tcp_abort(env, c, now);
         return 0;
     }
-    buf_stream_clear(env->pool, &c->rcv);
+    tcp_buf_stream_clear(env->pool, &c->rcv);
     int r = close_write(env, c);
-    if (c->state == MTCP_ST_FIN_WAIT_2 && !c->t_timewait) c->t_timewait = now + fin_timeout_us(env->cfg);
+    if (c->state == TCP_ST_FIN_WAIT_2 && !c->t_timewait) c->t_timewait = now + fin_timeout_us(env->cfg);
     tcpi_sync_timer(env, c);
     return r < 0 ? 0 : r;
 }
@@ -454,72 +454,72 @@ void tcp_abort(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
     (void)now;
     c->flags |= TCPF_DETACHED;
     if (c->closed_done) {
-        buf_stream_clear(env->pool, &c->rcv);
+        tcp_buf_stream_clear(env->pool, &c->rcv);
         return;
     }
     switch (c->state) {
-    case MTCP_ST_SYN_RECEIVED:
-    case MTCP_ST_ESTABLISHED:
-    case MTCP_ST_FIN_WAIT_1:
-    case MTCP_ST_FIN_WAIT_2:
-    case MTCP_ST_CLOSE_WAIT:
+    case TCP_ST_SYN_RECEIVED:
+    case TCP_ST_ESTABLISHED:
+    case TCP_ST_FIN_WAIT_1:
+    case TCP_ST_FIN_WAIT_2:
+    case TCP_ST_CLOSE_WAIT:
         /* RFC 9293 3.10.5 ABORT: "send a reset segment <SEQ=SND.NXT><CTL=RST>" */
         tcpi_emit_rst(env, c, c->snd_max, c->rcv_nxt, WIRE_TCP_ACK);
         break;
     default:
         break;
     }
-    buf_stream_clear(env->pool, &c->rcv);
+    tcp_buf_stream_clear(env->pool, &c->rcv);
     tcpi_conn_closed(env, c);
 }
 
 int tcp_setopt(const struct tcp_env *env, struct tcp_conn *c, int opt, int64_t val)
 {
     switch (opt) {
-    case MTCP_OPT_NODELAY:
+    case TCP_OPT_NODELAY:
         if (val) c->flags |= TCPF_NODELAY; else c->flags &= (uint16_t)~TCPF_NODELAY;
         if (val && synchronized_state(c->state)) tcpi_want_output(env, c);
         return 0;
-    case MTCP_OPT_KEEPALIVE:
+    case TCP_OPT_KEEPALIVE:
         if (val) {
             c->flags |= TCPF_KEEPALIVE;
-            if (synchronized_state(c->state) && c->state != MTCP_ST_TIME_WAIT && !c->t_keepalive)
+            if (synchronized_state(c->state) && c->state != TCP_ST_TIME_WAIT && !c->t_keepalive)
                 c->t_keepalive = c->last_rx_us + c->ka_idle_us;
         } else {
             c->flags &= (uint16_t)~TCPF_KEEPALIVE;
             c->t_keepalive = 0;
         }
         break;
-    case MTCP_OPT_KEEPIDLE:
+    case TCP_OPT_KEEPIDLE:
         if (val <= 0 || val > (int64_t)TCP_KEEPALIVE_MAX_US) return -EINVAL;   /* Linux: 1..32767 s */
         c->ka_idle_us = (uint64_t)val;
         if (c->t_keepalive && !c->ka_probes) c->t_keepalive = c->last_rx_us + c->ka_idle_us;
         break;
-    case MTCP_OPT_KEEPINTVL:
+    case TCP_OPT_KEEPINTVL:
         if (val <= 0 || val > (int64_t)TCP_KEEPALIVE_MAX_US) return -EINVAL;
         c->ka_intvl_us = (uint64_t)val;
         break;
-    case MTCP_OPT_KEEPCNT:
+    case TCP_OPT_KEEPCNT:
         if (val <= 0 || val > 255) return -EINVAL;
         c->ka_cnt = (uint8_t)val;
         break;
-    case MTCP_OPT_SNDBUF:
+    case TCP_OPT_SNDBUF:
         if (val <= 0 || val > 0x7fffffffLL) return -EINVAL;
         c->sndbuf = (uint32_t)val;
         break;
-    case MTCP_OPT_RCVBUF: {
+    case TCP_OPT_RCVBUF: {
         if (val <= 0 || val > 0x3fffffffLL) return -EINVAL;
         uint32_t v = (uint32_t)val;
         /* after the handshake the scale is fixed: the window cannot exceed 65535 << rcv_wscale */
-        if (c->state != MTCP_ST_CLOSED && c->state != MTCP_ST_SYN_SENT && v > (65535u << c->rcv_wscale))
+        if (c->state != TCP_ST_CLOSED && c->state != TCP_ST_SYN_SENT && v > (65535u << c->rcv_wscale))
             v = 65535u << c->rcv_wscale;
         c->rcvbuf = v;
-        if (c->state == MTCP_ST_SYN_SENT && env->cfg->window_scaling && c->snd_max == c->iss)
+        if (c->state == TCP_ST_SYN_SENT && env->cfg->window_scaling && c->snd_max == c->iss)
             c->rcv_wscale = tcp_wscale_for(v);
         if (synchronized_state(c->state)) tcpi_want_output(env, c);
         break;
     }
-    case MTCP_OPT_LINGER_ZERO:
+    case TCP_OPT_LINGER_ZERO:
         if (val) c->flags |= TCPF_LINGER0; else c->flags &= (uint16_t)~TCPF_LINGER0;
         return 0;
     default:
@@ -532,19 +532,19 @@ int tcp_setopt(const struct tcp_env *env, struct tcp_conn *c, int opt, int64_t v
 int tcp_getopt(const struct tcp_conn *c, int opt, int64_t *val)
 {
     switch (opt) {
-    case MTCP_OPT_NODELAY: *val = (c->flags & TCPF_NODELAY) != 0; return 0;
-    case MTCP_OPT_KEEPALIVE: *val = (c->flags & TCPF_KEEPALIVE) != 0; return 0;
-    case MTCP_OPT_KEEPIDLE: *val = c->ka_idle_us; return 0;
-    case MTCP_OPT_KEEPINTVL: *val = c->ka_intvl_us; return 0;
-    case MTCP_OPT_KEEPCNT: *val = c->ka_cnt; return 0;
-    case MTCP_OPT_SNDBUF: *val = c->sndbuf; return 0;
-    case MTCP_OPT_RCVBUF: *val = c->rcvbuf; return 0;
-    case MTCP_OPT_LINGER_ZERO: *val = (c->flags & TCPF_LINGER0) != 0; return 0;
+    case TCP_OPT_NODELAY: *val = (c->flags & TCPF_NODELAY) != 0; return 0;
+    case TCP_OPT_KEEPALIVE: *val = (c->flags & TCPF_KEEPALIVE) != 0; return 0;
+    case TCP_OPT_KEEPIDLE: *val = c->ka_idle_us; return 0;
+    case TCP_OPT_KEEPINTVL: *val = c->ka_intvl_us; return 0;
+    case TCP_OPT_KEEPCNT: *val = c->ka_cnt; return 0;
+    case TCP_OPT_SNDBUF: *val = c->sndbuf; return 0;
+    case TCP_OPT_RCVBUF: *val = c->rcvbuf; return 0;
+    case TCP_OPT_LINGER_ZERO: *val = (c->flags & TCPF_LINGER0) != 0; return 0;
     default: return -ENOPROTOOPT;
     }
 }
 
-void tcp_info(const struct tcp_conn *c, struct mtcp_conn_info *out)
+void tcp_info(const struct tcp_conn *c, struct tcp_conn_stats *out)
 {
     out->state = c->state;
     out->mss = eff_mss(c);
@@ -574,7 +574,7 @@ void tcp_pmtu(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, uint1
     c->mss = mss;
     if (c->rcv_mss > mss) c->rcv_mss = mss;
     if (synchronized_state(c->state)) {
-        cc_set_mss(&c->cc, eff_mss(c));
+        tcp_cc_set_mss(&c->cc, eff_mss(c));
         if (c->snd_max != c->snd_una) {
             c->snd_nxt = c->snd_una;
             c->rtt_active = 0;
@@ -588,7 +588,7 @@ void tcp_pmtu(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, uint1
 int tcp_timewait_reuse(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, const struct wire_tcp *syn)
 {
     (void)now;
-    if (c->closed_done || c->state != MTCP_ST_TIME_WAIT) return 0;
+    if (c->closed_done || c->state != TCP_ST_TIME_WAIT) return 0;
     if ((syn->flags & (WIRE_TCP_SYN | WIRE_TCP_ACK | WIRE_TCP_RST)) != WIRE_TCP_SYN) return 0;
     int newer;
     if ((c->flags & TCPF_TS_OK) && syn->has_ts)

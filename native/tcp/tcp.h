@@ -19,12 +19,133 @@
 #ifndef MTCP_TCP_H
 #define MTCP_TCP_H
 #include <stdint.h>
-#include "../include/mtcp.h"
 #include "../wire/wire.h"
 #include "buf.h"
 #include "cc.h"
 
-/* States: MTCP_ST_* from mtcp.h. */
+
+/* ---- the module's own vocabulary: the engine maps it to the public MTCP_* names (engine.h holds
+ * static asserts that the values agree, so it passes them through unchanged) ---- */
+
+/* Address families (header sizes, default MSS). */
+#define TCP_AF_INET 4
+#define TCP_AF_INET6 6
+
+/* Connection states (RFC 9293 3.3.2). */
+enum tcp_state {
+    TCP_ST_CLOSED = 0,
+    TCP_ST_LISTEN = 1,
+    TCP_ST_SYN_SENT = 2,
+    TCP_ST_SYN_RECEIVED = 3,
+    TCP_ST_ESTABLISHED = 4,
+    TCP_ST_FIN_WAIT_1 = 5,
+    TCP_ST_FIN_WAIT_2 = 6,
+    TCP_ST_CLOSE_WAIT = 7,
+    TCP_ST_CLOSING = 8,
+    TCP_ST_LAST_ACK = 9,
+    TCP_ST_TIME_WAIT = 10,
+};
+
+/* Events for the application (struct tcp_env.event). */
+enum tcp_event {
+    TCP_EV_ACCEPT = 1,            /* a passive open reached ESTABLISHED */
+    TCP_EV_CONNECTED = 2,         /* an active open reached ESTABLISHED */
+    TCP_EV_CONNECT_FAILED = 3,    /* an active open failed; err = ECONNREFUSED / ETIMEDOUT ... */
+    TCP_EV_READABLE = 4,          /* new in-order data; len = bytes now readable */
+    TCP_EV_WRITABLE = 5,          /* send space again after tcp_send accepted less than asked */
+    TCP_EV_PEER_CLOSED = 6,       /* FIN received */
+    TCP_EV_ERROR = 7,             /* connection died: err = ECONNRESET, ETIMEDOUT, EPIPE ... */
+    TCP_EV_CLOSED = 8,            /* connection reached CLOSED */
+};
+
+/* Per-connection options (tcp_setopt / tcp_getopt). */
+enum tcp_opt {
+    TCP_OPT_NODELAY = 1,
+    TCP_OPT_KEEPALIVE = 2,
+    TCP_OPT_KEEPIDLE = 3,
+    TCP_OPT_KEEPINTVL = 4,
+    TCP_OPT_KEEPCNT = 5,
+    TCP_OPT_SNDBUF = 6,
+    TCP_OPT_RCVBUF = 7,
+    TCP_OPT_LINGER_ZERO = 8,      /* close sends RST */
+};
+
+/* Counters TCP increments: indexes into struct tcp_env.counters (the engine's counter array;
+ * the engine places its own counters around these slots). */
+enum tcp_counter {
+    TCP_CTR_RETRANS_SEGS = 23,
+    TCP_CTR_FAST_RETRANS = 24,
+    TCP_CTR_TIMEOUTS = 25,
+    TCP_CTR_SYN_RETRANS = 26,
+    TCP_CTR_OUT_OF_WINDOW = 27,
+    TCP_CTR_CHALLENGE_ACKS = 28,
+    TCP_CTR_CHALLENGE_ACKS_LIMITED = 29,
+    TCP_CTR_PAWS_DROPS = 30,
+    TCP_CTR_RST_IN = 31,
+    TCP_CTR_RST_OUT = 32,
+    TCP_CTR_OOO_SEGS = 33,
+    TCP_CTR_OOO_DROPS = 34,
+    TCP_CTR_DUP_ACKS = 35,
+    TCP_CTR_SACK_RECOVERY = 36,
+    TCP_CTR_KEEPALIVE_PROBES = 37,
+    TCP_CTR_PERSIST_PROBES = 38,
+    TCP_CTR_DELAYED_ACKS = 39,
+    TCP_CTR_RCV_PRUNED = 40,
+    TCP_CTR_TLP_PROBES = 66,
+    TCP_CTR_RACK_LOST = 67,
+    TCP_CTR_OOW_ACKS_LIMITED = 68,
+    TCP_CTR_RACK_NO_REC = 69,
+    TCP_CTR_OOO_PRUNED = 80,
+};
+/* the counter array must have at least this many entries */
+#define TCP_CTR_SLOTS (TCP_CTR_OOO_PRUNED + 1)
+
+/* What TCP reads of the engine's configuration (the engine fills it from struct tcp_cfg,
+ * where each field's default and range are documented). */
+struct tcp_cfg {
+    uint32_t sndbuf;              /* per-connection send buffer limit, bytes */
+    uint32_t rcvbuf;              /* per-connection receive buffer (max window), bytes */
+    uint32_t initial_rto_us;
+    uint32_t min_rto_us;
+    uint32_t max_rto_us;
+    uint32_t max_retries;         /* RTO expiries of data before ETIMEDOUT */
+    uint32_t syn_retries;
+    uint32_t synack_retries;
+    uint32_t msl_us;              /* TIME-WAIT lasts 2*msl */
+    uint32_t delack_us;
+    uint32_t initial_cwnd;        /* segments */
+    uint64_t keepalive_idle_us;
+    uint64_t keepalive_intvl_us;
+    uint32_t keepalive_cnt;
+    uint32_t challenge_ack_limit; /* per second per engine (RFC 5961 7) */
+    uint32_t fin_timeout_us;      /* orphaned FIN-WAIT-2 limit; 0 = 2*msl_us */
+    uint32_t invalid_ratelimit_ms; /* at most one ACK answering an invalid segment per interval */
+    uint8_t cc;                   /* TCP_CC_CUBIC or TCP_CC_RENO (cc.h) */
+    uint8_t sack;
+    uint8_t timestamps;
+    uint8_t window_scaling;
+    uint8_t nodelay_default;
+};
+
+/* One connection's figures (tcp_info); the engine adds the addresses. */
+struct tcp_conn_stats {
+    uint32_t state;               /* TCP_ST_* */
+    uint32_t mss;                 /* effective send MSS */
+    uint32_t srtt_us;
+    uint32_t rttvar_us;
+    uint32_t rto_us;
+    uint32_t cwnd;                /* bytes */
+    uint32_t ssthresh;
+    uint32_t snd_wnd;             /* peer's advertised window, bytes (scaled) */
+    uint32_t rcv_wnd;             /* our advertised window, bytes */
+    uint32_t unacked;             /* bytes in flight */
+    uint32_t sndbuf_used;         /* bytes queued (unsent + unacked) */
+    uint32_t rcvbuf_used;         /* bytes readable by the app */
+    uint64_t bytes_sent;
+    uint64_t bytes_received;
+    uint32_t retransmits;
+    uint32_t flags;               /* bit0 sack, bit1 timestamps, bit2 wscale, bit3 nodelay, bit4 keepalive */
+};
 
 /* Keepalive idle/interval upper bound (Linux MAX_TCP_KEEPIDLE / MAX_TCP_KEEPINTVL: 32767 s). */
 #define TCP_KEEPALIVE_MAX_US (32767ull * 1000000ull)
@@ -57,14 +178,14 @@ struct tcp_xmit_rec { uint32_t end, ts; };
 struct tcp_recs { struct tcp_xmit_rec rec[TCP_REC_MAX]; uint8_t fl[TCP_REC_MAX]; };
 
 struct tcp_conn {
-    uint8_t state;                /* MTCP_ST_* */
+    uint8_t state;                /* TCP_ST_* */
     uint8_t snd_wscale, rcv_wscale;
     uint8_t dupacks;
     uint16_t flags;               /* TCPF_* */
     uint16_t local_port, remote_port;
     uint16_t mss;                 /* send MSS (min of peer's MSS option and our path MSS) */
     uint16_t rcv_mss;             /* MSS we advertised */
-    uint8_t family;               /* MTCP_AF_INET / 6 (header sizes) */
+    uint8_t family;               /* TCP_AF_INET / 6 (header sizes) */
     uint8_t retries;              /* consecutive RTO expiries */
     uint8_t ka_probes;
     uint8_t sb_n;
@@ -112,7 +233,7 @@ struct tcp_conn {
     uint32_t retransmits;
     uint32_t pad;
 
-    /* --- additions (TCP engineer): tcp.c internals, the engine need not touch them --- */
+    /* tcp.c internals: the engine need not touch them */
     uint32_t last_ack_sent;       /* RFC 7323 Last.ACK.sent (ack field of our last segment) */
     uint32_t max_snd_wnd;         /* largest window the peer offered (sender SWS, RFC 5961 5.2) */
     uint32_t rec_inflate;         /* NewReno (RFC 6582): cwnd inflation during fast recovery */
@@ -173,9 +294,9 @@ struct tcp_conn {
 /* What the engine gives TCP. */
 struct tcp_env {
     void *ctx;                            /* the engine */
-    const struct mtcp_config *cfg;
+    const struct tcp_cfg *cfg;
     struct buf_pool *pool;
-    uint64_t *counters;                   /* indexed by enum mtcp_counter (engine/counters.h) */
+    uint64_t *counters;                   /* indexed by enum tcp_counter (>= TCP_CTR_SLOTS entries) */
     /* Per-connection out-of-order buffer: get (allocating if alloc) or release. NULL = none/full. */
     struct buf_ooo *(*ooo_get)(void *ctx, struct tcp_conn *c, int alloc);
     void (*ooo_put)(void *ctx, struct tcp_conn *c);
@@ -192,7 +313,7 @@ struct tcp_env {
     /* Finish the segment written at tx_begin's pointer (tcp_len = header + payload): the engine
      * fills the checksum, IP and link headers and queues the frame. */
     void (*tx_commit)(void *ctx, struct tcp_conn *c, uint32_t tcp_len);
-    /* Application event (MTCP_EV_*). The engine drops events for detached connections. */
+    /* Application event (TCP_EV_*). The engine drops events for detached connections. */
     void (*event)(void *ctx, struct tcp_conn *c, uint32_t type, int32_t err, uint32_t len);
     /* c's earliest timer changed: (re)arm to deadline (0 = none). */
     void (*timer)(void *ctx, struct tcp_conn *c, uint64_t deadline_us);
@@ -200,7 +321,6 @@ struct tcp_env {
     void (*want_output)(void *ctx, struct tcp_conn *c);
     /* c reached CLOSED (or TIME-WAIT ended): the engine unhashes it and frees it if detached. */
     void (*closed)(void *ctx, struct tcp_conn *c);
-    /* --- additions (TCP engineer) --- */
     /* RFC 5961 7: may a challenge ACK be sent now? The engine keeps the per-second budget
      * (cfg->challenge_ack_limit). NULL = always allowed. */
     int (*challenge_ok)(void *ctx, uint64_t now_us);
@@ -242,7 +362,7 @@ int tcp_close(const struct tcp_env *env, struct tcp_conn *c, uint64_t now);
 void tcp_abort(const struct tcp_env *env, struct tcp_conn *c, uint64_t now);   /* RST, -> CLOSED */
 int tcp_setopt(const struct tcp_env *env, struct tcp_conn *c, int opt, int64_t val);
 int tcp_getopt(const struct tcp_conn *c, int opt, int64_t *val);
-void tcp_info(const struct tcp_conn *c, struct mtcp_conn_info *out);   /* addresses filled by engine */
+void tcp_info(const struct tcp_conn *c, struct tcp_conn_stats *out);   /* addresses filled by engine */
 
 /* Path MTU lowered (ICMP frag-needed / packet-too-big): new MSS for this connection. */
 void tcp_pmtu(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, uint16_t mss);
@@ -251,7 +371,6 @@ void tcp_pmtu(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, uint1
  * Fills rst (ports swapped); returns 0 if no RST must be sent. */
 int tcp_rst_for(const struct wire_tcp *seg, struct wire_tcp *rst);
 
-/* --- additions (TCP engineer) --- */
 /* Window scale we advertise for a receive buffer of rcvbuf bytes (RFC 7323 2.3): the engine
  * uses it in SYN-ACKs it builds for SYN cookies, so tcp_open_cookie agrees with them. */
 uint8_t tcp_wscale_for(uint32_t rcvbuf);
@@ -265,8 +384,8 @@ int tcp_timewait_reuse(const struct tcp_env *env, struct tcp_conn *c, uint64_t n
 
 /*
  * Event / lifecycle contract (see tcp.c header for details):
- *  - active open established: MTCP_EV_CONNECTED. Passive (listener or cookie) established:
- *    MTCP_EV_ACCEPT with parent unknown to TCP — the engine fills `parent`.
+ *  - active open established: TCP_EV_CONNECTED. Passive (listener or cookie) established:
+ *    TCP_EV_ACCEPT with parent unknown to TCP — the engine fills `parent`.
  *  - READABLE(len = bytes readable now) before PEER_CLOSED for the same segment.
  *  - CONNECT_FAILED(err) for active opens that die before ESTABLISHED (ECONNREFUSED, ETIMEDOUT);
  *    ERROR(err) for established ones (ECONNRESET, ETIMEDOUT); CLOSED when both directions

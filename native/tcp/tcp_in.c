@@ -8,9 +8,9 @@
  *          PAWS (RFC 7323 5.3) -> RST (RFC 5961 3.2) -> sequence acceptability (+ probes,
  *          zero-window allowance) -> TS.Recent -> SYN (RFC 5961 4.2) -> trim -> ACK:
  *            SYN-RECEIVED -> ESTABLISHED; RFC 5961 5.2 range; tcpi_sb_update (tcp_sack.c);
- *            ack_advance (-> rtt_sample, cc_on_ack, NewReno partial ACK) | duplicate ACK
+ *            ack_advance (-> rtt_sample, tcp_cc_on_ack, NewReno partial ACK) | duplicate ACK
  *            (-> enter_recovery); window update; FIN-WAIT-1/CLOSING/LAST-ACK transitions
- *          -> data_process (in order -> c->rcv (+ buf_ooo_pull); out of order -> buf_ooo_insert;
+ *          -> data_process (in order -> c->rcv (+ tcp_buf_ooo_pull); out of order -> tcp_buf_ooo_insert;
  *             delayed-ACK decision) -> FIN
  *   -> env->event / env->want_output; tcpi_sync_timer -> env->timer
  * tcp_rst_for: the RST answering a segment that matched no connection (3.10.7.1).
@@ -25,7 +25,7 @@ static int oow_ack_limited(const struct tcp_env *env, struct tcp_conn *c, uint64
     if (ms == 0) ms = 1;                          /* 0 means "never" */
     uint32_t interval = env->cfg->invalid_ratelimit_ms;
     if (interval && c->last_oow_ack_ms && (uint32_t)(ms - c->last_oow_ack_ms) < interval) {
-        CNT(env, CTR_OOW_ACKS_LIMITED);
+        CNT(env, TCP_CTR_OOW_ACKS_LIMITED);
         return 1;
     }
     c->last_oow_ack_ms = ms;
@@ -46,10 +46,10 @@ static void challenge_ack(const struct tcp_env *env, struct tcp_conn *c, uint64_
     /* RFC 5961 7: rate limited per connection (as Linux) and by the engine's budget */
     if (oow_ack_limited(env, c, now)) return;
     if (env->challenge_ok && !env->challenge_ok(env->ctx, now)) {
-        CNT(env, CTR_CHALLENGE_ACKS_LIMITED);
+        CNT(env, TCP_CTR_CHALLENGE_ACKS_LIMITED);
         return;
     }
-    CNT(env, CTR_CHALLENGE_ACKS);
+    CNT(env, TCP_CTR_CHALLENGE_ACKS);
     c->flags |= TCPF_ACK_NOW;
     tcpi_want_output(env, c);
 }
@@ -93,7 +93,7 @@ static void exit_recovery(const struct tcp_env *env, struct tcp_conn *c, uint64_
     c->rec_inflate = 0;
     c->dupacks = 0;
     /* after an RTO, slow start went on during the recovery: cwnd stays where it got */
-    if (!c->rto_rec) cc_on_recovery_exit(&c->cc, now);
+    if (!c->rto_rec) tcp_cc_on_recovery_exit(&c->cc, now);
     c->rto_rec = 0;
     tcpi_rack_recovery_exit(c);
     (void)env;
@@ -106,14 +106,14 @@ void tcpi_enter_recovery(const struct tcp_env *env, struct tcp_conn *c, uint64_t
     uint32_t flight = c->snd_max - c->snd_una;
     c->recover = c->snd_max;
     c->flags |= TCPF_IN_RECOVERY;
-    cc_on_congestion(&c->cc, now, flight);
+    tcp_cc_on_congestion(&c->cc, now, flight);
     c->rec_inflate = (c->flags & TCPF_SACK_OK) ? 0 : DUPTHRESH * eff_mss(c);
     c->high_rxt = c->snd_una;
     c->tlp_active = 0;
     c->t_tlp = 0;
     c->rexmit_now = 1;      /* with RACK: the first range it marked lost, else snd_una's segment */
-    CNT(env, CTR_FAST_RETRANS);
-    if (c->flags & TCPF_SACK_OK) CNT(env, CTR_SACK_RECOVERY);
+    CNT(env, TCP_CTR_FAST_RETRANS);
+    if (c->flags & TCPF_SACK_OK) CNT(env, TCP_CTR_SACK_RECOVERY);
     tcpi_want_output(env, c);
 }
 
@@ -126,7 +126,7 @@ static int ack_advance(const struct tcp_env *env, struct tcp_conn *c, uint64_t n
     uint32_t flight = c->snd_max - c->snd_una;
     uint32_t data_acked = min32(acked, c->snd.len);
     int fin_acked = (c->flags & TCPF_FIN_SENT) && acked > data_acked;
-    buf_stream_consume(env->pool, &c->snd, data_acked);
+    tcp_buf_stream_consume(env->pool, &c->snd, data_acked);
     c->snd_una = ack;
     if (seq_lt(c->snd_nxt, ack)) c->snd_nxt = ack;
     if (seq_lt(c->high_rxt, ack)) c->high_rxt = ack;
@@ -151,7 +151,7 @@ static int ack_advance(const struct tcp_env *env, struct tcp_conn *c, uint64_t n
             /* RFC 6582 3.2 step 3 (full ACK) / RFC 6675 5 step 4: leave recovery */
             exit_recovery(env, c, now);
         } else if (c->rto_rec) {
-            cc_on_ack(&c->cc, now, data_acked, rtt ? rtt - 1 : 0, flight);   /* slow start after RTO */
+            tcp_cc_on_ack(&c->cc, now, data_acked, rtt ? rtt - 1 : 0, flight);   /* slow start after RTO */
         } else if (!(c->flags & TCPF_SACK_OK)) {
             /* RFC 6582 3.2 step 3 (partial ACK): retransmit the next unacked segment, deflate
              * by the amount acked, add back one SMSS, reset the RTO timer */
@@ -162,7 +162,7 @@ static int ack_advance(const struct tcp_env *env, struct tcp_conn *c, uint64_t n
         }
     } else {
         c->dupacks = 0;
-        cc_on_ack(&c->cc, now, data_acked, rtt ? rtt - 1 : 0, flight);
+        tcp_cc_on_ack(&c->cc, now, data_acked, rtt ? rtt - 1 : 0, flight);
     }
 
     /* RFC 6298 5.2 / 5.3 */
@@ -178,13 +178,13 @@ static int ack_advance(const struct tcp_env *env, struct tcp_conn *c, uint64_t n
     if (c->tlp_active && seq_ge(ack, c->tlp_end)) {
         c->tlp_active = 0;
         if (c->tlp_rxt && !tcpi_seg_dsack(seg) && !(c->flags & TCPF_IN_RECOVERY))
-            cc_on_congestion(&c->cc, now, flight);
+            tcp_cc_on_congestion(&c->cc, now, flight);
     }
     tcpi_tlp_arm(env, c, now);
 
     if ((c->flags & TCPF_WANT_WRITABLE) && c->snd.len < c->sndbuf && data_acked) {
         c->flags &= (uint16_t)~TCPF_WANT_WRITABLE;
-        tcpi_ev(env, c, MTCP_EV_WRITABLE, 0, c->sndbuf - c->snd.len);
+        tcpi_ev(env, c, TCP_EV_WRITABLE, 0, c->sndbuf - c->snd.len);
     }
     return fin_acked;
 }
@@ -192,7 +192,7 @@ static int ack_advance(const struct tcp_env *env, struct tcp_conn *c, uint64_t n
 /* RFC 9293 3.10.7.3: SEGMENT ARRIVES in SYN-SENT. */
 static void input_syn_sent(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, const struct wire_tcp *seg)
 {
-    const struct mtcp_config *cfg = env->cfg;
+    const struct tcp_cfg *cfg = env->cfg;
     int ack_ok = 0;
     /* first: check the ACK bit */
     if (seg->flags & WIRE_TCP_ACK) {
@@ -206,8 +206,8 @@ static void input_syn_sent(const struct tcp_env *env, struct tcp_conn *c, uint64
     /* second: the RST bit. RFC 5961 3.2: only with an acceptable ACK. */
     if (seg->flags & WIRE_TCP_RST) {
         if (ack_ok) {
-            CNT(env, CTR_RST_IN);
-            tcpi_conn_fail(env, c, MTCP_EV_CONNECT_FAILED, ECONNREFUSED);   /* "connection reset" */
+            CNT(env, TCP_CTR_RST_IN);
+            tcpi_conn_fail(env, c, TCP_EV_CONNECT_FAILED, ECONNREFUSED);   /* "connection reset" */
         }
         return;
     }
@@ -249,12 +249,12 @@ static void input_syn_sent(const struct tcp_env *env, struct tcp_conn *c, uint64
         c->t_rexmit = 0;
         tcpi_establish(env, c, now);
         c->flags |= TCPF_ACK_NOW;
-        tcpi_ev(env, c, MTCP_EV_CONNECTED, 0, 0);
+        tcpi_ev(env, c, TCP_EV_CONNECTED, 0, 0);
         tcpi_want_output(env, c);
     } else {
         /* simultaneous open: "enter SYN-RECEIVED, form a SYN,ACK segment
          * <SEQ=ISS><ACK=RCV.NXT><CTL=SYN,ACK> and send it" */
-        c->state = MTCP_ST_SYN_RECEIVED;
+        c->state = TCP_ST_SYN_RECEIVED;
         c->snd_nxt = c->iss;
         c->t_rexmit = 0;
         tcpi_want_output(env, c);
@@ -277,33 +277,33 @@ static int data_process(const struct tcp_env *env, struct tcp_conn *c, uint64_t 
         return 0;
     }
     if (seq == c->rcv_nxt) {
-        uint32_t n = buf_stream_append(env->pool, &c->rcv, data, len);
+        uint32_t n = tcp_buf_stream_append(env->pool, &c->rcv, data, len);
         if (n < len) {
             /* the chunk pool is empty: data that fills the hole goes before the data queued beyond
              * it (Linux tcp_prune_ofo_queue). Otherwise two ends whose pools are held by unacked
              * and out-of-order data refuse each other's retransmissions forever. The peer resends
              * what is dropped (reneging on SACKed data is allowed, RFC 2018 8). */
             struct buf_ooo *po = tcpi_ooo_of(env, c, 0);
-            if (po && buf_ooo_bytes(po)) {
-                CNT(env, CTR_OOO_PRUNED);
+            if (po && tcp_buf_ooo_bytes(po)) {
+                CNT(env, TCP_CTR_OOO_PRUNED);
                 tcpi_ooo_release(env, c);
                 c->ooo_fin_valid = 0;
-                n += buf_stream_append(env->pool, &c->rcv, data + n, len - n);
+                n += tcp_buf_stream_append(env->pool, &c->rcv, data + n, len - n);
             }
         }
-        if (n < len) { CNT(env, CTR_RCV_PRUNED); *fin = 0; c->flags |= TCPF_ACK_NOW; }
+        if (n < len) { CNT(env, TCP_CTR_RCV_PRUNED); *fin = 0; c->flags |= TCPF_ACK_NOW; }
         c->rcv_nxt += n;
         c->bytes_received += n;
         readable = n > 0;
         struct buf_ooo *o = tcpi_ooo_of(env, c, 0);
         if (o) {
-            uint32_t pulled = buf_ooo_pull(env->pool, o, c->rcv_nxt, &c->rcv);
+            uint32_t pulled = tcp_buf_ooo_pull(env->pool, o, c->rcv_nxt, &c->rcv);
             if (pulled) *fin = 0;                  /* data beyond a FIN: bogus, ignore the FIN */
             c->rcv_nxt += pulled;
             c->bytes_received += pulled;
             /* RFC 5681 4.2: ACK immediately a segment that fills (part of) a gap */
             c->flags |= TCPF_ACK_NOW;
-            if (buf_ooo_bytes(o) == 0) tcpi_ooo_release(env, c);
+            if (tcp_buf_ooo_bytes(o) == 0) tcpi_ooo_release(env, c);
         }
         if (c->ooo_fin_valid && c->ooo_fin == c->rcv_nxt) { *fin = 1; c->ooo_fin_valid = 0; }
         if (!(c->flags & TCPF_ACK_NOW)) {
@@ -322,11 +322,11 @@ static int data_process(const struct tcp_env *env, struct tcp_conn *c, uint64_t 
     } else {
         /* out of order (RFC 9293 3.10.7.4 seventh; RFC 5681 4.2: immediate duplicate ACK) */
         struct buf_ooo *o = tcpi_ooo_of(env, c, 1);
-        int r = o ? buf_ooo_insert(env->pool, o, c->rcv_nxt, seq, data, len) : -ENOBUFS;
-        if (r < 0) CNT(env, CTR_OOO_DROPS);
-        else CNT(env, CTR_OOO_SEGS);
+        int r = o ? tcp_buf_ooo_insert(env->pool, o, c->rcv_nxt, seq, data, len) : -ENOBUFS;
+        if (r < 0) CNT(env, TCP_CTR_OOO_DROPS);
+        else CNT(env, TCP_CTR_OOO_SEGS);
         if (*fin && r >= 0 && (uint32_t)r == len) { c->ooo_fin = seq + len; c->ooo_fin_valid = 1; }
-        if (o && buf_ooo_bytes(o) == 0) tcpi_ooo_release(env, c);
+        if (o && tcp_buf_ooo_bytes(o) == 0) tcpi_ooo_release(env, c);
         *fin = 0;
         c->flags |= TCPF_ACK_NOW;
     }
@@ -349,7 +349,7 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
         if ((uint32_t)(now / 1000) - c->ts_recent_age_ms > PAWS_24DAYS_MS) {
             c->ts_recent = seg->tsval;    /* 5.5: ts_recent too old to be trusted */
         } else {
-            CNT(env, CTR_PAWS_DROPS);
+            CNT(env, TCP_CTR_PAWS_DROPS);
             oow_ack(env, c, now, (len || fin) && !syn);
             return;
         }
@@ -359,39 +359,39 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
     if (fl & WIRE_TCP_RST) {
         int inwin = seq_ge(seq, c->rcv_nxt) && seq_lt(seq, c->rcv_nxt + max32(wnd, 1));
         if (seq == c->rcv_nxt) {
-            CNT(env, CTR_RST_IN);
+            CNT(env, TCP_CTR_RST_IN);
             switch (c->state) {
-            case MTCP_ST_SYN_RECEIVED:
+            case TCP_ST_SYN_RECEIVED:
                 /* passive: back to LISTEN = drop it (the engine owns the listener); active
                  * (simultaneous open): "connection refused" */
                 tcpi_conn_die(env, c, ECONNREFUSED);
                 break;
-            case MTCP_ST_ESTABLISHED:
-            case MTCP_ST_FIN_WAIT_1:
-            case MTCP_ST_FIN_WAIT_2:
-            case MTCP_ST_CLOSE_WAIT:
+            case TCP_ST_ESTABLISHED:
+            case TCP_ST_FIN_WAIT_1:
+            case TCP_ST_FIN_WAIT_2:
+            case TCP_ST_CLOSE_WAIT:
                 /* "any outstanding RECEIVEs and SEND should receive reset responses" */
                 tcpi_conn_die(env, c, ECONNRESET);
                 break;
-            case MTCP_ST_CLOSING:
-            case MTCP_ST_LAST_ACK:
-            case MTCP_ST_TIME_WAIT:
+            case TCP_ST_CLOSING:
+            case TCP_ST_LAST_ACK:
+            case TCP_ST_TIME_WAIT:
             default:
                 /* "enter the CLOSED state, delete the TCB, and return" */
-                if (c->state == MTCP_ST_TIME_WAIT) tcpi_conn_closed(env, c);
+                if (c->state == TCP_ST_TIME_WAIT) tcpi_conn_closed(env, c);
                 else tcpi_conn_die(env, c, ECONNRESET);
                 break;
             }
         } else if (inwin) {
             challenge_ack(env, c, now);
         } else {
-            CNT(env, CTR_OUT_OF_WINDOW);
+            CNT(env, TCP_CTR_OUT_OF_WINDOW);
         }
         return;
     }
 
     /* SYN-RECEIVED: a retransmitted SYN means our SYN-ACK was lost (RFC 9293 3.10.7.4 + Linux) */
-    if (syn && c->state == MTCP_ST_SYN_RECEIVED && seq == c->irs && !(fl & WIRE_TCP_ACK)) {
+    if (syn && c->state == TCP_ST_SYN_RECEIVED && seq == c->irs && !(fl & WIRE_TCP_ACK)) {
         c->snd_nxt = c->iss;
         tcpi_want_output(env, c);
         return;
@@ -399,7 +399,7 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
 
     /* simultaneous open (RFC 9293 3.5 figure 7, line 5): in SYN-RECEIVED the peer's SYN,ACK
      * repeats the SYN we already have; take it as the ACK of ours (and ACK it) */
-    if (syn && c->state == MTCP_ST_SYN_RECEIVED && seq == c->irs && (fl & WIRE_TCP_ACK) &&
+    if (syn && c->state == TCP_ST_SYN_RECEIVED && seq == c->irs && (fl & WIRE_TCP_ACK) &&
         !(c->flags & TCPF_PASSIVE)) {
         syn = 0;
         seq++;
@@ -436,10 +436,10 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
     }
     if (!ok) {
         /* "If an incoming segment is not acceptable, an acknowledgment should be sent in reply" */
-        if (!syn) CNT(env, CTR_OUT_OF_WINDOW);
+        if (!syn) CNT(env, TCP_CTR_OUT_OF_WINDOW);
         /* TIME-WAIT: "The only thing that can arrive in this state is a retransmission of the
          * remote FIN. Acknowledge it, and restart the 2 MSL timeout." */
-        if (fin && c->state == MTCP_ST_TIME_WAIT && seq + len + 1 == c->rcv_nxt)
+        if (fin && c->state == TCP_ST_TIME_WAIT && seq + len + 1 == c->rcv_nxt)
             c->t_timewait = now + 2ull * env->cfg->msl_us;
         /* RFC 2883: an old duplicate (all below RCV.NXT) is reported in a D-SACK block */
         if (len && (c->flags & TCPF_SACK_OK) && seq_le(seq + len, c->rcv_nxt) &&
@@ -497,7 +497,7 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
         /* a retransmitted FIN: ACK it (RFC 9293 3.10.7.4 eighth, TIME-WAIT restarts 2 MSL) */
         fin = 0;
         c->flags |= TCPF_ACK_NOW;
-        if (c->state == MTCP_ST_TIME_WAIT) c->t_timewait = now + 2ull * env->cfg->msl_us;
+        if (c->state == TCP_ST_TIME_WAIT) c->t_timewait = now + 2ull * env->cfg->msl_us;
     }
 
     /* fifth: the ACK field */
@@ -509,7 +509,7 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
     if (c->persist) c->retries = 0;                 /* the peer answers our window probes */
 
     uint32_t ack = seg->ack;
-    if (c->state == MTCP_ST_SYN_RECEIVED) {
+    if (c->state == TCP_ST_SYN_RECEIVED) {
         /* "If SND.UNA < SEG.ACK =< SND.NXT, then enter ESTABLISHED state and continue
          * processing; otherwise form a reset segment <SEQ=SEG.ACK><CTL=RST> and send it." */
         if (!(seq_lt(c->snd_una, ack) && seq_le(ack, c->snd_max))) {
@@ -530,7 +530,7 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
         c->max_snd_wnd = max32(c->max_snd_wnd, c->snd_wnd);
         c->snd_wl1 = seq;
         c->snd_wl2 = ack;
-        tcpi_ev(env, c, (c->flags & TCPF_PASSIVE) ? MTCP_EV_ACCEPT : MTCP_EV_CONNECTED, 0, 0);
+        tcpi_ev(env, c, (c->flags & TCPF_PASSIVE) ? TCP_EV_ACCEPT : TCP_EV_CONNECTED, 0, 0);
     }
 
     /* RFC 5961 5.2: acceptable ACKs are (SND.UNA - MAX.SND.WND) =< SEG.ACK =< SND.NXT */
@@ -555,7 +555,7 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
     } else if (ack == c->snd_una && c->snd_max != c->snd_una && len == 0 && !fin && !probe &&
                seg->payload_len == 0 && new_wnd == old_wnd && !c->persist && old_wnd != 0) {
         /* duplicate ACK (RFC 5681 2 definition; RFC 6675 counts those carrying new SACK info) */
-        CNT(env, CTR_DUP_ACKS);
+        CNT(env, TCP_CTR_DUP_ACKS);
         if (c->dupacks < 255) c->dupacks++;
         if (c->flags & TCPF_IN_RECOVERY) {
             if (!(c->flags & TCPF_SACK_OK)) c->rec_inflate += eff_mss(c);   /* RFC 6582 3.2 step 4 */
@@ -574,7 +574,7 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
     if (!old_ack && tcpi_rack_on(c) && can_send_data_state(c->state) && (c->sb_n || (c->flags & TCPF_IN_RECOVERY))) {
         int lost = tcpi_rack_detect(c, now);
         if (lost) {
-            if (env->counters) env->counters[CTR_RACK_LOST] += (uint64_t)lost;
+            if (env->counters) env->counters[TCP_CTR_RACK_LOST] += (uint64_t)lost;
             if (!(c->flags & TCPF_IN_RECOVERY)) tcpi_enter_recovery(env, c, now);
             tcpi_want_output(env, c);
         }
@@ -599,22 +599,22 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
 
     /* state-specific ACK processing (RFC 9293 3.10.7.4 fifth check) */
     switch (c->state) {
-    case MTCP_ST_FIN_WAIT_1:
+    case TCP_ST_FIN_WAIT_1:
         /* "if the FIN segment is now acknowledged, then enter FIN-WAIT-2" */
         if (fin_acked) {
-            c->state = MTCP_ST_FIN_WAIT_2;
+            c->state = TCP_ST_FIN_WAIT_2;
             c->t_rexmit = 0;
             if (c->flags & TCPF_DETACHED) c->t_timewait = now + fin_timeout_us(env->cfg);  /* orphan timeout */
         }
         break;
-    case MTCP_ST_CLOSING:
+    case TCP_ST_CLOSING:
         /* "if the ACK acknowledges our FIN, then enter the TIME-WAIT state" */
         if (fin_acked) tcpi_enter_time_wait(env, c, now);
         break;
-    case MTCP_ST_LAST_ACK:
+    case TCP_ST_LAST_ACK:
         /* "if our FIN is now acknowledged, delete the TCB, enter the CLOSED state" */
         if (fin_acked) {
-            tcpi_ev(env, c, MTCP_EV_CLOSED, 0, 0);
+            tcpi_ev(env, c, TCP_EV_CLOSED, 0, 0);
             tcpi_conn_closed(env, c);
             return;
         }
@@ -625,7 +625,7 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
 
     /* new data for an application that closed (released) the connection: nobody will read
      * it — reset, as Linux does (tcp_rcv_state_process, RCV_SHUTDOWN) */
-    if ((c->flags & TCPF_DETACHED) && len && (c->state == MTCP_ST_FIN_WAIT_1 || c->state == MTCP_ST_FIN_WAIT_2)) {
+    if ((c->flags & TCPF_DETACHED) && len && (c->state == TCP_ST_FIN_WAIT_1 || c->state == TCP_ST_FIN_WAIT_2)) {
         tcpi_emit_rst(env, c, c->snd_max, seq + len, WIRE_TCP_ACK);
         tcpi_conn_die(env, c, ECONNRESET);
         return;
@@ -633,30 +633,30 @@ static void input_synchronized(const struct tcp_env *env, struct tcp_conn *c, ui
 
     /* sixth/seventh: segment text (ESTABLISHED, FIN-WAIT-1, FIN-WAIT-2 only) */
     int readable = 0;
-    if (c->state == MTCP_ST_ESTABLISHED || c->state == MTCP_ST_FIN_WAIT_1 || c->state == MTCP_ST_FIN_WAIT_2)
+    if (c->state == TCP_ST_ESTABLISHED || c->state == TCP_ST_FIN_WAIT_1 || c->state == TCP_ST_FIN_WAIT_2)
         readable = data_process(env, c, now, seq, data, len, &fin);
     else if (len)
         c->flags |= TCPF_ACK_NOW;        /* text after the peer's FIN: just ACK */
 
-    if (readable) tcpi_ev(env, c, MTCP_EV_READABLE, 0, c->rcv.len);
+    if (readable) tcpi_ev(env, c, TCP_EV_READABLE, 0, c->rcv.len);
 
     /* eighth: the FIN bit */
     if (fin && !(c->flags & TCPF_RCVD_FIN) && synchronized_state(c->state)) {
         c->rcv_nxt++;
         c->flags |= TCPF_RCVD_FIN | TCPF_ACK_NOW;
         c->ooo_fin_valid = 0;
-        tcpi_ev(env, c, MTCP_EV_PEER_CLOSED, 0, c->rcv.len);
+        tcpi_ev(env, c, TCP_EV_PEER_CLOSED, 0, c->rcv.len);
         switch (c->state) {
-        case MTCP_ST_SYN_RECEIVED:
-        case MTCP_ST_ESTABLISHED:
-            c->state = MTCP_ST_CLOSE_WAIT;                  /* "Enter the CLOSE-WAIT state" */
+        case TCP_ST_SYN_RECEIVED:
+        case TCP_ST_ESTABLISHED:
+            c->state = TCP_ST_CLOSE_WAIT;                  /* "Enter the CLOSE-WAIT state" */
             break;
-        case MTCP_ST_FIN_WAIT_1:
+        case TCP_ST_FIN_WAIT_1:
             /* "If our FIN has been ACKed ... enter TIME-WAIT ... otherwise, enter the CLOSING state"
              * (the ACK was processed above: FIN-WAIT-2 then) */
-            c->state = MTCP_ST_CLOSING;
+            c->state = TCP_ST_CLOSING;
             break;
-        case MTCP_ST_FIN_WAIT_2:
+        case TCP_ST_FIN_WAIT_2:
             c->t_timewait = 0;
             tcpi_enter_time_wait(env, c, now);                    /* "Enter the TIME-WAIT state" */
             break;
@@ -672,15 +672,15 @@ void tcp_input(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, cons
 {
     if (c->closed_done) return;
     switch (c->state) {
-    case MTCP_ST_CLOSED: {
+    case TCP_ST_CLOSED: {
         /* RFC 9293 3.10.7.1: CLOSED — answer with a reset unless it is one */
         struct wire_tcp rst;
         if (tcp_rst_for(seg, &rst)) tcpi_emit_rst(env, c, rst.seq, rst.ack, rst.flags & WIRE_TCP_ACK);
         return;
     }
-    case MTCP_ST_LISTEN:
+    case TCP_ST_LISTEN:
         return;                          /* the engine owns listeners */
-    case MTCP_ST_SYN_SENT:
+    case TCP_ST_SYN_SENT:
         input_syn_sent(env, c, now, seg);
         break;
     default:

@@ -6,7 +6,6 @@
 #ifndef MTCP_TCP_INT_H
 #define MTCP_TCP_INT_H
 #include "tcp.h"
-#include "../engine/counters.h"
 #include <errno.h>
 #include <string.h>
 #define CNT(env, ctr) do { if ((env)->counters) (env)->counters[(ctr)]++; } while (0)
@@ -35,7 +34,7 @@ static inline uint32_t max32(uint32_t a, uint32_t b) { return a > b ? a : b; }
 static inline uint64_t min_nz(uint64_t a, uint64_t b) { return !a ? b : !b ? a : (a < b ? a : b); }
 static inline int syn_unacked(const struct tcp_conn *c)
 {
-    return c->state == MTCP_ST_SYN_SENT || c->state == MTCP_ST_SYN_RECEIVED;
+    return c->state == TCP_ST_SYN_SENT || c->state == TCP_ST_SYN_RECEIVED;
 }
 /* sequence number of the first byte in c->snd */
 static inline uint32_t data_seq(const struct tcp_conn *c) { return c->snd_una + (syn_unacked(c) ? 1u : 0u); }
@@ -53,17 +52,17 @@ static inline uint32_t eff_rcv_mss(const struct tcp_conn *c)
     return m;
 }
 /* Lifetime of an orphaned FIN-WAIT-2 (Linux tcp_fin_timeout), separate from TIME-WAIT's 2*MSL */
-static inline uint64_t fin_timeout_us(const struct mtcp_config *cfg)
+static inline uint64_t fin_timeout_us(const struct tcp_cfg *cfg)
 {
     return cfg->fin_timeout_us ? cfg->fin_timeout_us : 2ull * cfg->msl_us;
 }
 static inline uint32_t ts_now(const struct tcp_conn *c, uint64_t now) { return (uint32_t)(now / 1000) + c->ts_offset; }
 static inline int can_send_data_state(int st)
 {
-    return st == MTCP_ST_ESTABLISHED || st == MTCP_ST_CLOSE_WAIT || st == MTCP_ST_FIN_WAIT_1 ||
-           st == MTCP_ST_CLOSING || st == MTCP_ST_LAST_ACK;
+    return st == TCP_ST_ESTABLISHED || st == TCP_ST_CLOSE_WAIT || st == TCP_ST_FIN_WAIT_1 ||
+           st == TCP_ST_CLOSING || st == TCP_ST_LAST_ACK;
 }
-static inline int synchronized_state(int st) { return st >= MTCP_ST_ESTABLISHED; }
+static inline int synchronized_state(int st) { return st >= TCP_ST_ESTABLISHED; }
 static inline uint32_t rcv_wnd_cur(const struct tcp_conn *c)
 {
     return seq_gt(c->rcv_adv, c->rcv_nxt) ? c->rcv_adv - c->rcv_nxt : 0;

@@ -9,8 +9,8 @@
  *          +RFC 3042 limited transmit), peer window), Nagle + sender SWS -> FIN -> ACK if due
  *          -> persist timer when data waits on a closed window
  *     -> tcpi_send_seg (snd_nxt/snd_max, RTT timing + Karn, RTO start) -> tcpi_emit (header +
- *        options: MSS/WS/SACK-perm/TS on SYNs, TS, SACK blocks from buf_ooo_sack, window
- *        advertisement) -> env->tx_begin / wire_tcp_emit / buf_stream_peek_cur (c->snd_cur) / env->tx_commit
+ *        options: MSS/WS/SACK-perm/TS on SYNs, TS, SACK blocks from tcp_buf_ooo_sack, window
+ *        advertisement) -> env->tx_begin / wire_tcp_emit / tcp_buf_stream_peek_cur (c->snd_cur) / env->tx_commit
  *   tcpi_emit_rst: bare RST replies (no connection state touched).
  */
 #include "tcp_int.h"
@@ -31,7 +31,7 @@ void tcpi_emit_rst(const struct tcp_env *env, struct tcp_conn *c, uint32_t seq, 
     size_t h = wire_tcp_emit(p, cap, &t);
     if (!h) return;
     env->tx_commit(env->ctx, c, (uint32_t)h);
-    CNT(env, CTR_RST_OUT);
+    CNT(env, TCP_CTR_RST_OUT);
 }
 
 /* Writes one segment: header (with the options due for this state) + len payload bytes from the
@@ -41,7 +41,7 @@ void tcpi_emit_rst(const struct tcp_env *env, struct tcp_conn *c, uint32_t seq, 
 int tcpi_emit(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, uint32_t seq, uint32_t len,
                 uint8_t *flagsp)
 {
-    const struct mtcp_config *cfg = env->cfg;
+    const struct tcp_cfg *cfg = env->cfg;
     uint8_t flags = *flagsp;
     struct wire_tcp t;
     memset(&t, 0, sizeof t);
@@ -86,7 +86,7 @@ int tcpi_emit(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, uint3
             struct buf_ooo *o = tcpi_ooo_of(env, c, 0);
             if (o) {
                 uint32_t l[WIRE_TCP_MAX_SACK], r[WIRE_TCP_MAX_SACK];
-                uint32_t n = buf_ooo_sack(o, l, r, maxb - t.nsack);
+                uint32_t n = tcp_buf_ooo_sack(o, l, r, maxb - t.nsack);
                 for (uint32_t i = 0; i < n; i++) {
                     t.sack[t.nsack + i].left = l[i];
                     t.sack[t.nsack + i].right = r[i];
@@ -119,7 +119,7 @@ int tcpi_emit(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, uint3
         /* the cursor makes reads at increasing offsets O(1) (a plain peek walks the chunk chain
          * from snd_una: ~flight/chunk_size links per segment) */
         uint32_t ds = data_seq(c);
-        uint32_t got = buf_stream_peek_cur(env->pool, &c->snd, ds, seq - ds, p + h, len, &c->snd_cur);
+        uint32_t got = tcp_buf_stream_peek_cur(env->pool, &c->snd, ds, seq - ds, p + h, len, &c->snd_cur);
         len = got;
     }
     /* TSO super-segment: every segment the link cuts carries this header (options included), so
@@ -156,7 +156,7 @@ int tcpi_send_seg(const struct tcp_env *env, struct tcp_conn *c, uint64_t now, u
     uint32_t end = seq + seglen;
     if (seq_lt(seq, c->snd_max)) {
         /* a retransmission; Karn's algorithm: don't time it (RFC 6298 3) */
-        CNT(env, (flags & WIRE_TCP_SYN) ? CTR_SYN_RETRANS : CTR_RETRANS_SEGS);
+        CNT(env, (flags & WIRE_TCP_SYN) ? TCP_CTR_SYN_RETRANS : TCP_CTR_RETRANS_SEGS);
         c->retransmits++;
         if (c->rtt_active && seq_lt(seq, c->rtt_seq)) c->rtt_active = 0;
         /* TSecr-based samples must not predate this (Karn's rule with timestamps; also for a
@@ -304,7 +304,7 @@ static void output_data(const struct tcp_env *env, struct tcp_conn *c, uint64_t 
         uint32_t len = min32(min32(avail, usable), maxlen);
         if (len > mss) len -= len % mss;
         int fin = (c->flags & TCPF_FIN_QUEUED) &&
-                  (c->state == MTCP_ST_FIN_WAIT_1 || c->state == MTCP_ST_CLOSING || c->state == MTCP_ST_LAST_ACK) &&
+                  (c->state == TCP_ST_FIN_WAIT_1 || c->state == TCP_ST_CLOSING || c->state == TCP_ST_LAST_ACK) &&
                   seq_le(c->snd_nxt, de) && len == avail;
         if (len == 0 && !fin) break;
         /* Nagle (RFC 896, RFC 9293 3.7.4) and sender SWS avoidance (RFC 9293 3.8.6.2.1) for new data */
@@ -348,20 +348,20 @@ void tcp_output(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
 {
     if (c->closed_done) return;
     switch (c->state) {
-    case MTCP_ST_CLOSED:
-    case MTCP_ST_LISTEN:
+    case TCP_ST_CLOSED:
+    case TCP_ST_LISTEN:
         break;
-    case MTCP_ST_SYN_SENT:
+    case TCP_ST_SYN_SENT:
         /* RFC 9293 3.10.1 OPEN: send <SEQ=ISS><CTL=SYN> */
         if (c->snd_nxt == c->iss) (void)tcpi_send_seg(env, c, now, c->iss, 0, WIRE_TCP_SYN);
         break;
-    case MTCP_ST_SYN_RECEIVED:
+    case TCP_ST_SYN_RECEIVED:
         /* RFC 9293 3.10.7.2 / 3.10.7.3: <SEQ=ISS><ACK=RCV.NXT><CTL=SYN,ACK> */
         if (c->snd_nxt == c->iss) (void)tcpi_send_seg(env, c, now, c->iss, 0, WIRE_TCP_SYN | WIRE_TCP_ACK);
         else if (c->flags & TCPF_ACK_NOW) send_ack(env, c, now);
         break;
-    case MTCP_ST_TIME_WAIT:
-    case MTCP_ST_FIN_WAIT_2:
+    case TCP_ST_TIME_WAIT:
+    case TCP_ST_FIN_WAIT_2:
         if (c->flags & TCPF_ACK_NOW) send_ack(env, c, now);
         break;
     default:

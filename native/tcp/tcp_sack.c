@@ -488,6 +488,6 @@ void tcpi_tlp_fire(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
         return;
     }
     c->tlp_end = c->snd_max;
-    CNT(env, CTR_TLP_PROBES);
+    CNT(env, TCP_CTR_TLP_PROBES);
     c->t_rexmit = now + c->rto_us;    /* 7.3: the RTO restarts after the probe */
 }

@@ -8,7 +8,7 @@
  *     -> TIME-WAIT / orphan FIN-WAIT-2 end -> tcpi_conn_closed -> env->closed
  *     -> delayed ACK -> ACK_NOW -> env->want_output
  *     -> on_rto: persist probe (RFC 9293 3.8.6.1) | SYN/SYN-ACK/data retransmission with
- *        backoff (RFC 6298 5.5-5.7), cc_on_rto, go-back-N, give up -> ETIMEDOUT
+ *        backoff (RFC 6298 5.5-5.7), tcp_cc_on_rto, go-back-N, give up -> ETIMEDOUT
  *     -> on_keepalive (RFC 1122 4.2.3.6) -> probe | give up -> RST + ETIMEDOUT
  *     -> t_rack: RACK reordering timer -> tcpi_rack_detect (tcp_sack.c) -> recovery + output
  *     -> t_tlp: tail loss probe -> tcpi_tlp_fire (tcp_sack.c)
@@ -20,7 +20,7 @@
 
 static void on_rto(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
 {
-    const struct mtcp_config *cfg = env->cfg;
+    const struct tcp_cfg *cfg = env->cfg;
     c->t_rexmit = 0;
     if (c->persist) {
         /* RFC 9293 3.8.6.1: zero-window probe; keep probing as long as the peer answers, back
@@ -36,7 +36,7 @@ static void on_rto(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
             return;
         }
         c->retries++;
-        CNT(env, CTR_PERSIST_PROBES);
+        CNT(env, TCP_CTR_PERSIST_PROBES);
         uint32_t ds = data_seq(c);
         if (c->snd.len && c->snd_wnd == 0) {
             uint8_t f = WIRE_TCP_ACK;
@@ -53,15 +53,15 @@ static void on_rto(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
     }
     if (c->snd_una == c->snd_max && !syn_unacked(c)) return;   /* nothing outstanding */
 
-    uint32_t limit = c->state == MTCP_ST_SYN_SENT ? cfg->syn_retries
-                   : c->state == MTCP_ST_SYN_RECEIVED ? cfg->synack_retries : cfg->max_retries;
+    uint32_t limit = c->state == TCP_ST_SYN_SENT ? cfg->syn_retries
+                   : c->state == TCP_ST_SYN_RECEIVED ? cfg->synack_retries : cfg->max_retries;
     if (c->retries >= limit) {
         /* RFC 9293 3.8.3 R2: give up */
         tcpi_conn_die(env, c, ETIMEDOUT);
         return;
     }
     c->retries++;
-    CNT(env, CTR_TIMEOUTS);
+    CNT(env, TCP_CTR_TIMEOUTS);
     /* RFC 6298 5.5: back off; 5.6: restart with the new RTO (done by send_seg) */
     uint64_t rto = (uint64_t)c->rto_us * 2;
     c->rto_us = (uint32_t)(rto > cfg->max_rto_us ? cfg->max_rto_us : rto);
@@ -73,7 +73,7 @@ static void on_rto(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
          * kept, so only unSACKed bytes go again (by NextSeg, from cwnd = 1 SMSS in slow start:
          * rto_rec), not go-back-N over what the peer holds. A second RTO in a row falls back to
          * the RFC 6675 5.1 behaviour below (in case the receiver reneged). */
-        cc_on_rto(&c->cc, now, c->snd_max - c->snd_una);
+        tcp_cc_on_rto(&c->cc, now, c->snd_max - c->snd_una);
         tcpi_rack_mark_all_lost(c);
         c->flags |= TCPF_IN_RECOVERY;
         c->rto_rec = 1;
@@ -84,7 +84,7 @@ static void on_rto(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
         c->rexmit_now = 1;
     } else if (synchronized_state(c->state)) {
         /* RFC 5681 3.1 eq. 4 via cc; RFC 6582 / RFC 6675 5.1: leave recovery, forget SACK info */
-        cc_on_rto(&c->cc, now, c->snd_max - c->snd_una);
+        tcp_cc_on_rto(&c->cc, now, c->snd_max - c->snd_una);
         c->flags &= (uint16_t)~TCPF_IN_RECOVERY;
         c->rec_inflate = 0;
         c->dupacks = 0;
@@ -106,7 +106,7 @@ static void on_rto(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
 static void on_keepalive(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
 {
     c->t_keepalive = 0;
-    if (!(c->flags & TCPF_KEEPALIVE) || !synchronized_state(c->state) || c->state == MTCP_ST_TIME_WAIT) return;
+    if (!(c->flags & TCPF_KEEPALIVE) || !synchronized_state(c->state) || c->state == TCP_ST_TIME_WAIT) return;
     if (c->snd_max != c->snd_una) {                      /* the RTO watches this connection */
         c->t_keepalive = now + c->ka_idle_us;
         return;
@@ -119,7 +119,7 @@ static void on_keepalive(const struct tcp_env *env, struct tcp_conn *c, uint64_t
     /* RFC 9293 3.8.4 / RFC 1122 4.2.3.6: <SEQ=SND.NXT-1> with no data */
     uint8_t f = WIRE_TCP_ACK;
     (void)tcpi_emit(env, c, now, c->snd_una - 1, 0, &f);
-    CNT(env, CTR_KEEPALIVE_PROBES);
+    CNT(env, TCP_CTR_KEEPALIVE_PROBES);
     c->ka_probes++;
     c->t_keepalive = now + c->ka_intvl_us;
 }
@@ -133,7 +133,7 @@ void tcp_timer(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
     if (c->t_timewait && c->t_timewait <= now) {
         /* TIME-WAIT 2 MSL over (RFC 9293 3.10.8), or an orphaned FIN-WAIT-2 gave up */
         c->t_timewait = 0;
-        if (c->state == MTCP_ST_TIME_WAIT || c->state == MTCP_ST_FIN_WAIT_2) {
+        if (c->state == TCP_ST_TIME_WAIT || c->state == TCP_ST_FIN_WAIT_2) {
             tcpi_conn_closed(env, c);
             return;
         }
@@ -142,7 +142,7 @@ void tcp_timer(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
         c->t_delack = 0;
         c->flags &= (uint16_t)~TCPF_DELACK;
         c->flags |= TCPF_ACK_NOW;
-        CNT(env, CTR_DELAYED_ACKS);
+        CNT(env, TCP_CTR_DELAYED_ACKS);
         tcpi_want_output(env, c);
     }
     if (c->t_rexmit && c->t_rexmit <= now) {
@@ -157,7 +157,7 @@ void tcp_timer(const struct tcp_env *env, struct tcp_conn *c, uint64_t now)
         /* RFC 8985 6.3: the reordering window of a segment passed */
         int lost = tcpi_rack_detect(c, now);
         if (lost) {
-            if (env->counters) env->counters[CTR_RACK_LOST] += (uint64_t)lost;
+            if (env->counters) env->counters[TCP_CTR_RACK_LOST] += (uint64_t)lost;
             if (!(c->flags & TCPF_IN_RECOVERY)) tcpi_enter_recovery(env, c, now);
             tcp_output(env, c, now);
             if (c->closed_done) return;

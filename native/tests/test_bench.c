@@ -2,6 +2,7 @@
  * (short runs: this checks the harness, not the speed). */
 #include "ctest.h"
 #include "mtcp.h"
+#include "mtcp_bench.h"
 #include <errno.h>
 
 static void test_bench_args(void)

@@ -2,7 +2,6 @@
  * from the RFC formulas (in double precision) and compared with the integer implementation. */
 #include "ctest.h"
 #include "tcp/cc.h"
-#include "include/mtcp.h"
 #include <math.h>
 
 #define MSS 1000u
@@ -15,7 +14,7 @@ static uint64_t round_trip(struct cc_state *s, uint64_t now, uint32_t rtt_us, ui
     uint32_t n = (w + per_ack - 1) / per_ack;
     for (uint32_t i = 0; i < n; i++) {
         uint32_t a = i + 1 < n ? per_ack : w - (n - 1) * per_ack;
-        cc_on_ack(s, now + (uint64_t)rtt_us * (i + 1) / n, a, rtt_us, s->cwnd);
+        tcp_cc_on_ack(s, now + (uint64_t)rtt_us * (i + 1) / n, a, rtt_us, s->cwnd);
     }
     return now + rtt_us;
 }
@@ -23,23 +22,23 @@ static uint64_t round_trip(struct cc_state *s, uint64_t now, uint32_t rtt_us, ui
 static void test_init(void)
 {
     struct cc_state s;
-    cc_init(&s, MTCP_CC_CUBIC, 1460, 10);
-    CHECK_EQ(s.algo, MTCP_CC_CUBIC);
+    tcp_cc_init(&s, TCP_CC_CUBIC, 1460, 10);
+    CHECK_EQ(s.algo, TCP_CC_CUBIC);
     CHECK_EQ(s.cwnd, 14600);            /* RFC 6928 IW10 */
     CHECK(s.ssthresh >= 0x7fffffffu);
     CHECK_EQ(s.epoch_start_us, 0);
-    cc_init(&s, MTCP_CC_RENO, 536, 4);
-    CHECK_EQ(s.algo, MTCP_CC_RENO);
+    tcp_cc_init(&s, TCP_CC_RENO, 536, 4);
+    CHECK_EQ(s.algo, TCP_CC_RENO);
     CHECK_EQ(s.cwnd, 2144);
-    CHECK(strcmp(cc_name(MTCP_CC_CUBIC), "cubic") == 0);
-    CHECK(strcmp(cc_name(MTCP_CC_RENO), "reno") == 0);
+    CHECK(strcmp(tcp_cc_name(TCP_CC_CUBIC), "cubic") == 0);
+    CHECK(strcmp(tcp_cc_name(TCP_CC_RENO), "reno") == 0);
 }
 
 static void test_slow_start(void)
 {
     for (int algo = 0; algo < 2; algo++) {
         struct cc_state s;
-        cc_init(&s, algo, MSS, 10);
+        tcp_cc_init(&s, algo, MSS, 10);
         uint64_t now = 1000000;
         uint32_t want = 10 * MSS;
         for (int r = 0; r < 8; r++) {           /* doubles per RTT, delayed ACKs (2 MSS each) */
@@ -47,19 +46,19 @@ static void test_slow_start(void)
             want *= 2;
             CHECK_EQ(s.cwnd, want);
         }
-        cc_init(&s, algo, MSS, 10);
+        tcp_cc_init(&s, algo, MSS, 10);
         for (int r = 0; r < 5; r++)             /* and with an ACK per segment */
             now = round_trip(&s, now, 50000, MSS);
         CHECK_EQ(s.cwnd, 320 * MSS);
         /* appropriate byte counting: a stretch ACK for 10 segments grows cwnd by 2 MSS only */
-        cc_init(&s, algo, MSS, 10);
-        cc_on_ack(&s, now, 10 * MSS, 50000, s.cwnd);
+        tcp_cc_init(&s, algo, MSS, 10);
+        tcp_cc_on_ack(&s, now, 10 * MSS, 50000, s.cwnd);
         CHECK_EQ(s.cwnd, 12 * MSS);
         /* not cwnd-limited (application-limited sender): no growth */
-        cc_on_ack(&s, now, 2 * MSS, 50000, 3 * MSS);
+        tcp_cc_on_ack(&s, now, 2 * MSS, 50000, 3 * MSS);
         CHECK_EQ(s.cwnd, 12 * MSS);
         /* an ACK for nothing changes nothing */
-        cc_on_ack(&s, now, 0, 50000, s.cwnd);
+        tcp_cc_on_ack(&s, now, 0, 50000, s.cwnd);
         CHECK_EQ(s.cwnd, 12 * MSS);
     }
 }
@@ -67,12 +66,12 @@ static void test_slow_start(void)
 static void test_reno_avoidance(void)
 {
     struct cc_state s;
-    cc_init(&s, MTCP_CC_RENO, MSS, 10);
+    tcp_cc_init(&s, TCP_CC_RENO, MSS, 10);
     s.cwnd = 100 * MSS;
-    cc_on_congestion(&s, 0, 100 * MSS);        /* ssthresh = flight/2 */
+    tcp_cc_on_congestion(&s, 0, 100 * MSS);        /* ssthresh = flight/2 */
     CHECK_EQ(s.ssthresh, 50 * MSS);
     CHECK_EQ(s.cwnd, 50 * MSS);
-    cc_on_recovery_exit(&s, 0);
+    tcp_cc_on_recovery_exit(&s, 0);
     CHECK_EQ(s.cwnd, 50 * MSS);
     uint64_t now = 0;
     for (uint32_t r = 1; r <= 30; r++) {        /* ~1 MSS per RTT, both ACK patterns */
@@ -80,10 +79,10 @@ static void test_reno_avoidance(void)
         CHECK_EQ(s.cwnd, (50 + r) * MSS);
     }
     /* slow start stops at ssthresh and hands the rest to congestion avoidance */
-    cc_init(&s, MTCP_CC_RENO, MSS, 10);
+    tcp_cc_init(&s, TCP_CC_RENO, MSS, 10);
     s.ssthresh = 11 * MSS;
     s.cwnd = 10 * MSS + MSS / 2;
-    cc_on_ack(&s, now, 2 * MSS, 1000, s.cwnd);
+    tcp_cc_on_ack(&s, now, 2 * MSS, 1000, s.cwnd);
     CHECK_EQ(s.cwnd, 11 * MSS);
     CHECK_EQ(s.bytes_acked, MSS + MSS / 2);
 }
@@ -91,15 +90,15 @@ static void test_reno_avoidance(void)
 static void test_reno_loss(void)
 {
     struct cc_state s;
-    cc_init(&s, MTCP_CC_RENO, MSS, 10);
+    tcp_cc_init(&s, TCP_CC_RENO, MSS, 10);
     s.cwnd = 64 * MSS;
-    cc_on_congestion(&s, 0, 40 * MSS);           /* flight, not cwnd, sets ssthresh */
+    tcp_cc_on_congestion(&s, 0, 40 * MSS);           /* flight, not cwnd, sets ssthresh */
     CHECK_EQ(s.ssthresh, 20 * MSS);
     CHECK_EQ(s.cwnd, 20 * MSS);
-    cc_on_congestion(&s, 0, 3 * MSS);            /* floor 2*SMSS */
+    tcp_cc_on_congestion(&s, 0, 3 * MSS);            /* floor 2*SMSS */
     CHECK_EQ(s.ssthresh, 2 * MSS);
     s.cwnd = 64 * MSS;
-    cc_on_rto(&s, 0, 64 * MSS);                  /* RTO: 1 MSS, ssthresh = flight/2 */
+    tcp_cc_on_rto(&s, 0, 64 * MSS);                  /* RTO: 1 MSS, ssthresh = flight/2 */
     CHECK_EQ(s.cwnd, MSS);
     CHECK_EQ(s.ssthresh, 32 * MSS);
     /* after the RTO: slow start again up to ssthresh, then linear */
@@ -118,27 +117,27 @@ static void test_reno_loss(void)
 static void test_cubic_loss(void)
 {
     struct cc_state s;
-    cc_init(&s, MTCP_CC_CUBIC, MSS, 10);
+    tcp_cc_init(&s, TCP_CC_CUBIC, MSS, 10);
     s.cwnd = 100 * MSS;
-    cc_on_congestion(&s, 5000000, 100 * MSS);    /* beta = 0.7 */
+    tcp_cc_on_congestion(&s, 5000000, 100 * MSS);    /* beta = 0.7 */
     CHECK_EQ(s.ssthresh, 70 * MSS);
     CHECK_EQ(s.cwnd, 70 * MSS);
     CHECK_EQ(s.w_max, 100 * MSS);
     CHECK_EQ(s.epoch_start_us, 0);
     /* a second loss below the previous W_max: fast convergence, W_max = cwnd (1+beta)/2 */
     s.cwnd = 80 * MSS;
-    cc_on_congestion(&s, 6000000, 80 * MSS);
+    tcp_cc_on_congestion(&s, 6000000, 80 * MSS);
     CHECK_EQ(s.w_max, 68 * MSS);
     CHECK_EQ(s.ssthresh, 56 * MSS);
     CHECK_EQ(s.cwnd, 56 * MSS);
     /* floor of 2 MSS */
-    cc_on_congestion(&s, 6000000, 2 * MSS);
+    tcp_cc_on_congestion(&s, 6000000, 2 * MSS);
     CHECK_EQ(s.ssthresh, 2 * MSS);
     /* RTO: 1 MSS; ssthresh by beta_cubic (RFC 9438 4.8); epoch reset */
     s.cwnd = 100 * MSS;
-    cc_on_ack(&s, 7000000, MSS, 10000, s.cwnd);  /* starts an epoch */
+    tcp_cc_on_ack(&s, 7000000, MSS, 10000, s.cwnd);  /* starts an epoch */
     CHECK(s.epoch_start_us != 0);
-    cc_on_rto(&s, 7100000, 100 * MSS);
+    tcp_cc_on_rto(&s, 7100000, 100 * MSS);
     CHECK_EQ(s.cwnd, MSS);
     CHECK_EQ(s.ssthresh, 70 * MSS);
     CHECK_EQ(s.epoch_start_us, 0);
@@ -147,14 +146,14 @@ static void test_cubic_loss(void)
     while (s.cwnd < s.ssthresh)
         now = round_trip(&s, now, 10000, MSS);
     CHECK_EQ(s.cwnd, 70 * MSS);
-    cc_on_ack(&s, now, MSS, 10000, s.cwnd);
+    tcp_cc_on_ack(&s, now, MSS, 10000, s.cwnd);
     CHECK_EQ(s.k_ms, 0);
     CHECK_EQ(s.w_max, 70 * MSS);
     CHECK(s.cwnd >= 70 * MSS);
     /* recovery exit */
     s.cwnd = 10 * MSS;
     s.ssthresh = 40 * MSS;
-    cc_on_recovery_exit(&s, now);
+    tcp_cc_on_recovery_exit(&s, now);
     CHECK_EQ(s.cwnd, 40 * MSS);
 }
 
@@ -166,9 +165,9 @@ static double w_cubic(double t, double k, double wmax) { return 0.4 * (t - k) * 
 static void cubic_curve(uint32_t mss, uint32_t wmax_seg)
 {
     struct cc_state s;
-    cc_init(&s, MTCP_CC_CUBIC, mss, 10);
+    tcp_cc_init(&s, TCP_CC_CUBIC, mss, 10);
     s.cwnd = wmax_seg * mss;
-    cc_on_congestion(&s, 1000000, s.cwnd);
+    tcp_cc_on_congestion(&s, 1000000, s.cwnd);
     const double wmax = wmax_seg, cwnd0 = 0.7 * wmax_seg;
     CHECK_EQ(s.cwnd, (uint32_t)(0.7 * wmax_seg * mss));
     const double K = cbrt((wmax - cwnd0) / 0.4);          /* eq. 2 */
@@ -228,9 +227,9 @@ static void test_cubic_curve(void)
 static void test_cubic_reno_friendly(void)
 {
     struct cc_state s;
-    cc_init(&s, MTCP_CC_CUBIC, MSS, 10);
+    tcp_cc_init(&s, TCP_CC_CUBIC, MSS, 10);
     s.cwnd = 100 * MSS;
-    cc_on_congestion(&s, 1000000, s.cwnd);
+    tcp_cc_on_congestion(&s, 1000000, s.cwnd);
     const double K = cbrt(30 / 0.4);
     const uint32_t rtt = 10000;
     uint64_t t0 = 2000000, now = t0;
@@ -253,11 +252,11 @@ static void test_cubic_reno_friendly(void)
 static void test_set_mss(void)
 {
     struct cc_state s;
-    cc_init(&s, MTCP_CC_CUBIC, 1460, 10);
-    cc_set_mss(&s, 1200);
+    tcp_cc_init(&s, TCP_CC_CUBIC, 1460, 10);
+    tcp_cc_set_mss(&s, 1200);
     CHECK_EQ(s.mss, 1200);
     CHECK_EQ(s.cwnd, 14600);
-    cc_on_rto(&s, 0, 14600);
+    tcp_cc_on_rto(&s, 0, 14600);
     CHECK_EQ(s.cwnd, 1200);
     CHECK(s.ssthresh >= 2400);
 }

@@ -187,18 +187,18 @@ static void test_siphash(void) {
     for (int i = 0; i < 16; i++) key[i] = (uint8_t)i;
     for (int i = 0; i < 64; i++) msg[i] = (uint8_t)i;
     /* reference vectors from the SipHash paper / reference implementation (vectors.h) */
-    CHECK(siphash24(key, msg, 0) == 0x726fdb47dd0e0e31ULL);
-    CHECK(siphash24(key, msg, 1) == 0x74f839c593dc67fdULL);
-    CHECK(siphash24(key, msg, 15) == 0xa129ca6149be45e5ULL);
-    CHECK(siphash24(key, msg, 8) == 0x93f5f5799a932462ULL);
+    CHECK(eng_siphash24(key, msg, 0) == 0x726fdb47dd0e0e31ULL);
+    CHECK(eng_siphash24(key, msg, 1) == 0x74f839c593dc67fdULL);
+    CHECK(eng_siphash24(key, msg, 15) == 0xa129ca6149be45e5ULL);
+    CHECK(eng_siphash24(key, msg, 8) == 0x93f5f5799a932462ULL);
     /* ISN: keyed, 4-tuple dependent, advances with the 4 us clock */
-    uint32_t a = isn_make(key, MTCP_AF_INET, IP_E, 1000, IP_P, 80, 0);
-    uint32_t b = isn_make(key, MTCP_AF_INET, IP_E, 1001, IP_P, 80, 0);
-    uint32_t c = isn_make(key, MTCP_AF_INET, IP_E, 1000, IP_P, 80, 4000);
+    uint32_t a = eng_isn_make(key, MTCP_AF_INET, IP_E, 1000, IP_P, 80, 0);
+    uint32_t b = eng_isn_make(key, MTCP_AF_INET, IP_E, 1001, IP_P, 80, 0);
+    uint32_t c = eng_isn_make(key, MTCP_AF_INET, IP_E, 1000, IP_P, 80, 4000);
     CHECK(a != b);
     CHECK_EQ((uint32_t)(c - a), 1000);
     key[0] ^= 1;
-    CHECK(isn_make(key, MTCP_AF_INET, IP_E, 1000, IP_P, 80, 0) != a);
+    CHECK(eng_isn_make(key, MTCP_AF_INET, IP_E, 1000, IP_P, 80, 0) != a);
 }
 
 struct wt { struct wheel_node wn; uint64_t deadline; uint64_t fired_at; int fired; };
@@ -208,11 +208,11 @@ static struct wheel W;
 static void wfire(void *ctx, uint32_t idx) { (void)ctx; wts[idx].fired++; wts[idx].fired_at = wnow; }
 
 static void test_wheel(void) {
-    wheel_init(&W, wts, sizeof wts[0], offsetof(struct wt, wn));
+    eng_wheel_init(&W, wts, sizeof wts[0], offsetof(struct wt, wn));
     for (int i = 0; i < 2000; i++) { wts[i].wn.next = wts[i].wn.prev = NONE32; }
     wnow = 5000000;
-    wheel_start(&W, wnow);
-    CHECK_EQ(wheel_next_deadline(&W), -1);
+    eng_wheel_start(&W, wnow);
+    CHECK_EQ(eng_wheel_next_deadline(&W), -1);
     uint64_t seed = 7;
     for (int i = 0; i < 2000; i++) {
         seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
@@ -225,14 +225,14 @@ static void test_wheel(void) {
         default: d = r % 8000000000ULL; break;       /* up to 2.2 h (keepalive) */
         }
         wts[i].deadline = wnow + d + 1;
-        wheel_insert(&W, (uint32_t)i, wts[i].deadline);
+        eng_wheel_insert(&W, (uint32_t)i, wts[i].deadline);
     }
     /* remove every 10th */
-    for (int i = 0; i < 2000; i += 10) wheel_remove(&W, (uint32_t)i);
+    for (int i = 0; i < 2000; i += 10) eng_wheel_remove(&W, (uint32_t)i);
     uint64_t end = wnow + 8100000000ULL;
     int early = 0, late = 0, bad_next = 0;
     while (wnow < end) {
-        int64_t nd = wheel_next_deadline(&W);
+        int64_t nd = eng_wheel_next_deadline(&W);
         /* the lower bound must not be later than any pending deadline */
         uint64_t minp = UINT64_MAX;
         if ((wnow / 7) % 50 == 0)
@@ -242,7 +242,7 @@ static void test_wheel(void) {
         uint64_t step = (nd > (int64_t)wnow) ? (uint64_t)nd - wnow : 1000;
         if (step > 3000000000ULL) step = 3000000000ULL;
         wnow += step;
-        wheel_advance(&W, wnow, wfire, NULL);
+        eng_wheel_advance(&W, wnow, wfire, NULL);
     }
     int fired = 0;
     for (int i = 0; i < 2000; i++) {
@@ -257,12 +257,12 @@ static void test_wheel(void) {
     CHECK_EQ(late, 0);
     CHECK_EQ(bad_next, 0);
     CHECK_EQ(W.n0 + W.n1, 0);
-    CHECK_EQ(wheel_next_deadline(&W), -1);
+    CHECK_EQ(eng_wheel_next_deadline(&W), -1);
     /* re-arm from inside the callback path: insert at "now" fires next tick, not in a loop */
-    wheel_insert(&W, 1, wnow);
+    eng_wheel_insert(&W, 1, wnow);
     wts[1].fired = 0;
     wnow += 1000;
-    CHECK_EQ(wheel_advance(&W, wnow, wfire, NULL), 1);
+    CHECK_EQ(eng_wheel_advance(&W, wnow, wfire, NULL), 1);
 }
 
 static void test_config(void) {
@@ -772,7 +772,7 @@ static void test_syncookies(void) {
     CHECK_EQ(ci.state, MTCP_ST_ESTABLISHED);
     CHECK_EQ(ci.mss, 1360 - 12);       /* largest cookie MSS <= the peer's 1400, minus timestamps */
     CHECK_EQ(ci.flags & 7, 7);         /* sack, timestamps, wscale */
-    struct conn *k = conn_get(e, cid);
+    struct conn *k = eng_conn_get(e, cid);
     CHECK(k && k->tcp.snd_wscale == 7);
     CHECK(k && k->tcp.snd_wnd == 512u << 7);
     uint8_t buf[16];
@@ -864,11 +864,11 @@ static void test_many(void) {
     /* every 4-tuple found in O(1) */
     int found = 0;
     for (int i = 0; i < N; i++) {
-        struct conn *k = conn_lookup(e, MTCP_AF_INET, IP_E, 80, IP_P, (uint16_t)(10000 + i));
+        struct conn *k = eng_conn_lookup(e, MTCP_AF_INET, IP_E, 80, IP_P, (uint16_t)(10000 + i));
         if (k && k->tcp.state == MTCP_ST_ESTABLISHED) found++;
     }
     CHECK_EQ(found, N);
-    CHECK(conn_lookup(e, MTCP_AF_INET, IP_E, 80, IP_P, 9999) == NULL);
+    CHECK(eng_conn_lookup(e, MTCP_AF_INET, IP_E, 80, IP_P, 9999) == NULL);
     /* ss-like listing pages through all of them */
     mtcp_cid page[256], after = 0;
     uint32_t total = 0, got;

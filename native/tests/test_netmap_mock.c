@@ -150,17 +150,17 @@ static void test_layout_and_queue(void)
     CHECK_EQ(sizeof(struct netmap_slot), 16);
     CHECK_EQ(offsetof(struct netmap_ring, sem), 128);
     CHECK_EQ(offsetof(struct netmap_ring, slot), 256);
-    mtcp_link *l = netmap_link_attach(-1, m.mem, m.memsize, 0, 1, mock_sync, &m, 0, err, sizeof(err));
+    mtcp_link *l = link_netmap_attach(-1, m.mem, m.memsize, 0, 1, mock_sync, &m, 0, err, sizeof(err));
     CHECK(l != NULL);
     if (!l) { fprintf(stderr, "%s\n", err); return; }
     CHECK_EQ(l->tx.num_slots, NSLOTS);
     CHECK_EQ(link_ring_space(&l->tx), NSLOTS - 1);
     CHECK(l->tx.slot[0].buf == (uint8_t *)NETMAP_BUF(m.tx[1], m.tx[1]->slot[0].buf_idx));
     mtcp_link_close(l);
-    CHECK(netmap_link_attach(-1, m.mem, m.memsize, 0, 2, mock_sync, &m, 0, err, sizeof(err)) == NULL);
+    CHECK(link_netmap_attach(-1, m.mem, m.memsize, 0, 2, mock_sync, &m, 0, err, sizeof(err)) == NULL);
     CHECK(strstr(err, "no queue 2") != NULL);
     *(uint32_t *)&m.tx[0]->num_slots = 48;
-    CHECK(netmap_link_attach(-1, m.mem, m.memsize, 0, 0, mock_sync, &m, 0, err, sizeof(err)) == NULL);
+    CHECK(link_netmap_attach(-1, m.mem, m.memsize, 0, 0, mock_sync, &m, 0, err, sizeof(err)) == NULL);
     CHECK(strstr(err, "powers of two") != NULL);
     free(m.mem);
     /* the real constructor explains what is missing */
@@ -174,7 +174,7 @@ static void test_tx_wrap_and_partial_completion(void)
     static struct mock m;
     char err[200];
     mock_init(&m, 0);
-    mtcp_link *l = netmap_link_attach(-1, m.mem, m.memsize, 0, 0, mock_sync, &m, 0, err, sizeof(err));
+    mtcp_link *l = link_netmap_attach(-1, m.mem, m.memsize, 0, 0, mock_sync, &m, 0, err, sizeof(err));
     CHECK(l != NULL);
     m.tx_complete_max = 5;                   /* the "NIC" completes 5 frames per sync */
     uint32_t seq = 0, full_seen = 0;
@@ -210,7 +210,7 @@ static void test_rx_wrap_release_and_swaps(void)
     char err[200];
     mock_init(&m, 1);
     m.swap_rx_bufs = 1;
-    mtcp_link *l = netmap_link_attach(-1, m.mem, m.memsize, 0, 1, mock_sync, &m, 0, err, sizeof(err));
+    mtcp_link *l = link_netmap_attach(-1, m.mem, m.memsize, 0, 1, mock_sync, &m, 0, err, sizeof(err));
     CHECK(l != NULL);
     m.inject_end = 5000;
     uint32_t expect = 0, bad = 0, max_held = 0;

@@ -410,7 +410,7 @@ static void test_old_ack_no_state(void) {
     t.tsval = 1020;
     mtcp_engine_input(e, 23000, f, tcp4(f, MAC_P, IP_P, &t, NULL, 0));
     drain(e, 23000);
-    struct conn *k = conn_get(e, cid);
+    struct conn *k = eng_conn_get(e, cid);
     CHECK(k != NULL);
     struct tcp_conn before = k->tcp;
     struct mtcp_conn_info i0, i1;

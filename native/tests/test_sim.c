@@ -266,11 +266,11 @@ static int run_case(const struct simcfg *sc, uint64_t seed) {
                     fprintf(stderr, "      %s: state %u mss %u srtt %u rto %u cwnd %u ssth %u snd_wnd %u rcv_wnd %u unacked %u sndbuf %u rcvbuf %u rexmit %u flags %x\n",
                             side ? "B" : "A", ci.state, ci.mss, ci.srtt_us, ci.rto_us, ci.cwnd, ci.ssthresh, ci.snd_wnd,
                             ci.rcv_wnd, ci.unacked, ci.sndbuf_used, ci.rcvbuf_used, ci.retransmits, ci.flags);
-                    struct conn *k = conn_get(E, sd->cid);
+                    struct conn *k = eng_conn_get(E, sd->cid);
                     if (k) fprintf(stderr, "         una %u nxt %u max %u rcv_nxt %u rcv_adv %u t_rexmit %llu persist %u retries %u wheel %d now %llu\n",
                                    k->tcp.snd_una, k->tcp.snd_nxt, k->tcp.snd_max, k->tcp.rcv_nxt, k->tcp.rcv_adv,
                                    (unsigned long long)k->tcp.t_rexmit, k->tcp.persist, k->tcp.retries,
-                                   wheel_linked(&E->wheel, conn_idx(E, k)), (unsigned long long)now);
+                                   eng_wheel_linked(&E->wheel, conn_idx(E, k)), (unsigned long long)now);
                     if (k) fprintf(stderr, "         ts_now %u ts_recent %u last_ack_sent %u\n",
                                    (uint32_t)(now / 1000) + k->tcp.ts_offset, k->tcp.ts_recent, k->tcp.last_ack_sent);
                 }

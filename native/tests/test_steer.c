@@ -168,7 +168,7 @@ static void test_function(void)
     /* active opens: local port in the ephemeral range decides */
     for (uint16_t p = 32768; p < 32800; p++) {
         mk_tcp4(f, ip, 80, p, 5, 0);
-        CHECK_EQ(steer_frame(f, 54, 2, 32768, 60999, &kind), p % 2);
+        CHECK_EQ(link_steer_frame(f, 54, 2, 32768, 60999, &kind), p % 2);
         CHECK_EQ(kind, STEER_TCP);
         CHECK_EQ(mtcp_steer_flow(MTCP_AF_INET, ip, 80, p, 3, 32768, 60999), p % 3);
     }
@@ -176,28 +176,28 @@ static void test_function(void)
     int hist[2] = {0, 0};
     for (uint16_t p = 40000; p < 40400; p += 2) {           /* Linux connect() prefers even ports */
         mk_tcp4(f, ip, p, 8080, 5, 0);
-        uint32_t q = steer_frame(f, 54, 2, 32768, 60999, &kind);
+        uint32_t q = link_steer_frame(f, 54, 2, 32768, 60999, &kind);
         CHECK_EQ(q, mtcp_steer_flow(MTCP_AF_INET, ip, p, 8080, 2, 32768, 60999));
         hist[q]++;
     }
     CHECK(hist[0] > 60 && hist[1] > 60);
     uint8_t ip6[16] = {0x20, 0x01, 0x0d, 0xb8, [15] = 1};
     mk_tcp6(f, ip6, 45678, 8080, 6);
-    CHECK_EQ(steer_frame(f, 74, 4, 32768, 60999, &kind), mtcp_steer_flow(MTCP_AF_INET6, ip6, 45678, 8080, 4, 32768, 60999));
+    CHECK_EQ(link_steer_frame(f, 74, 4, 32768, 60999, &kind), mtcp_steer_flow(MTCP_AF_INET6, ip6, 45678, 8080, 4, 32768, 60999));
     /* neighbour replies are flagged; everything not TCP is queue 0 */
     mk_arp(f, 2);
-    CHECK_EQ(steer_frame(f, 42, 4, 32768, 60999, &kind), 0);
+    CHECK_EQ(link_steer_frame(f, 42, 4, 32768, 60999, &kind), 0);
     CHECK_EQ(kind, STEER_NEIGH);
     mk_arp(f, 1);
-    steer_frame(f, 42, 4, 32768, 60999, &kind);
+    link_steer_frame(f, 42, 4, 32768, 60999, &kind);
     CHECK_EQ(kind, STEER_OTHER);
     mk_tcp6(f, ip6, 1, 2, 58);
-    steer_frame(f, 74, 4, 32768, 60999, &kind);
+    link_steer_frame(f, 74, 4, 32768, 60999, &kind);
     CHECK_EQ(kind, STEER_NEIGH);
-    CHECK_EQ(steer_frame(f, 10, 4, 32768, 60999, &kind), 0);  /* runt */
+    CHECK_EQ(link_steer_frame(f, 10, 4, 32768, 60999, &kind), 0);  /* runt */
     /* nq = 1: always 0 */
     mk_tcp4(f, ip, 80, 40001, 5, 0);
-    CHECK_EQ(steer_frame(f, 54, 1, 32768, 60999, &kind), 0);
+    CHECK_EQ(link_steer_frame(f, 54, 1, 32768, 60999, &kind), 0);
 }
 
 static void test_cbpf_matches_c(void)
@@ -211,12 +211,12 @@ static void test_cbpf_matches_c(void)
         int32_t net = qi < 6 ? STEER_NET_FANOUT : SKF_NET_OFF;
         for (uint32_t i = 0; i < nq; i++) slots[i] = i;
         for (uint32_t i = nq; i > 1; i--) { uint32_t j = rnd() % i, t = slots[i - 1]; slots[i - 1] = slots[j]; slots[j] = t; }
-        int n = steer_build_cbpf(prog, STEER_PROG_MAX, nq, 32768, 60999, slots, net);
+        int n = link_steer_build_cbpf(prog, STEER_PROG_MAX, nq, 32768, 60999, slots, net);
         CHECK(n > 0);
         for (int k = 0; k < 3000; k++) {
             uint32_t len = mk_random(f, 32768, 60999);
             int kind;
-            uint32_t want = slots[steer_frame(f, len, nq, 32768, 60999, &kind)];
+            uint32_t want = slots[link_steer_frame(f, len, nq, 32768, 60999, &kind)];
             int64_t got = cbpf_run(prog, n, f, len);
             runs++;
             if (got != (int64_t)want && mismatches++ < 5)
@@ -225,7 +225,7 @@ static void test_cbpf_matches_c(void)
     }
     CHECK_EQ(mismatches, 0);
     CHECK(runs == 36000);
-    CHECK_EQ(steer_build_cbpf(prog, 8, 2, 32768, 60999, NULL, 0), -E2BIG);
+    CHECK_EQ(link_steer_build_cbpf(prog, 8, 2, 32768, 60999, NULL, 0), -E2BIG);
 }
 
 static void test_ebpf_matches_c(void)
@@ -241,10 +241,10 @@ static void test_ebpf_matches_c(void)
         uint32_t nq = nqs[qi % 5], slots[8];
         int32_t net = qi < 5 ? 0 : SKF_NET_OFF;
         for (uint32_t i = 0; i < nq; i++) slots[i] = (i + 1) % nq;   /* a rotation */
-        int n = steer_build_ebpf(prog, STEER_PROG_MAX, nq, 32768, 60999, slots, net);
+        int n = link_steer_build_ebpf(prog, STEER_PROG_MAX, nq, 32768, 60999, slots, net);
         CHECK(n > 0);
         log[0] = 0;
-        int pfd = steer_load_ebpf(prog, n, log, sizeof(log));
+        int pfd = link_steer_load_ebpf(prog, n, log, sizeof(log));
         if (pfd == -EPERM || pfd == -EACCES) {
             fprintf(stderr, "  (eBPF load not permitted: kernel check of the TAP program skipped)\n");
             return;
@@ -255,7 +255,7 @@ static void test_ebpf_matches_c(void)
         for (int k = 0; k < 1500; k++) {
             uint32_t len = mk_random(f, 32768, 60999), got = 0;
             int kind;
-            uint32_t want = slots[steer_frame(f, len, nq, 32768, 60999, &kind)];
+            uint32_t want = slots[link_steer_frame(f, len, nq, 32768, 60999, &kind)];
             int rc = ebpf_test_run(pfd, f, len, &got);
             if (rc == -EPERM || rc == -524 /* ENOTSUPP */ || rc == -EINVAL) {
                 fprintf(stderr, "  (BPF_PROG_TEST_RUN unavailable: %s)\n", strerror(-rc));
@@ -270,8 +270,8 @@ static void test_ebpf_matches_c(void)
     }
     CHECK_EQ(mismatches, 0);
     CHECK_EQ(loaded, 10);
-    CHECK(steer_build_ebpf(prog, STEER_PROG_MAX, 2, 32768, 60999, NULL, STEER_NET_TAP) > 0);
-    int pfd = steer_load_ebpf(prog, steer_build_ebpf(prog, STEER_PROG_MAX, 16, 32768, 60999, NULL, STEER_NET_TAP),
+    CHECK(link_steer_build_ebpf(prog, STEER_PROG_MAX, 2, 32768, 60999, NULL, STEER_NET_TAP) > 0);
+    int pfd = link_steer_load_ebpf(prog, link_steer_build_ebpf(prog, STEER_PROG_MAX, 16, 32768, 60999, NULL, STEER_NET_TAP),
                               log, sizeof(log));
     CHECK(pfd >= 0);                                   /* the TAP variant passes the verifier */
     if (pfd >= 0) close(pfd);
