@@ -42,7 +42,6 @@ struct tap_link {
     int fd;
     uint32_t queue, offload;
     uint32_t tx_hwcur;
-    uint32_t rx_hwhead;               /* RX head as of the last rxsync */
     uint64_t tx_now;                  /* now_us of the last txsync */
     uint64_t rx_frames, tx_frames, rx_errors, tx_errors, writes_refused;
     char ifname[IFNAMSIZ];
@@ -53,8 +52,6 @@ static int tap_rxsync(struct mtcp_link *l, uint64_t now)
     struct tap_link *t = (struct tap_link *)l;
     struct link_ring *r = &l->rx;
     int n = 0;
-    link_ring_recycle(r, t->rx_hwhead, r->head, r->tail);
-    t->rx_hwhead = r->head;
     while (link_ring_next(r, r->tail) != r->head) {
         struct link_slot *s = &r->slot[r->tail];
         struct virtio_net_hdr vh;
@@ -155,7 +152,6 @@ static int tap_txsync(struct mtcp_link *l, uint64_t now)
         t->tx_frames++;
         n++;
     }
-    link_ring_recycle(r, t->tx_hwcur, i, r->head);
     t->tx_hwcur = i;
     t->tx_now = now;
     r->tail = (i + r->mask) & r->mask;
