@@ -3,7 +3,8 @@
  * functions of mtcp.h that are not backend specific (mtcp_link_close, mtcp_link_fd).
  *
  * link_rings_alloc() makes one allocation: [rx slots][tx slots][pad][buffers]. Buffers are
- * 64-byte aligned, buf_size rounded up to 64; the block is freed through rx.slot, so a
+ * 64-byte aligned, buf_size rounded up to 64 (a stride of a multiple of 4 KiB gets one more
+ * cache line between buffers, see below); the block is freed through rx.slot, so a
  * backend must never replace rx.slot. buf_size == 0 allocates slot arrays only (backends
  * whose buffers live in a kernel mmap, e.g. AF_PACKET/AF_XDP, point slot->buf themselves).
  *
@@ -23,9 +24,13 @@ int link_rings_alloc(struct mtcp_link *l, uint32_t rx_slots, uint32_t tx_slots, 
     if (rx_slots > (1u << 20) || tx_slots > (1u << 20) || buf_size > (1u << 20))
         return -EINVAL;
     uint32_t bs = (buf_size + 63u) & ~63u;
+    /* Buffers one power-of-two size apart put every frame's headers into the same cache set
+     * (a 64 KiB stride maps every buffer to one L1 set and one L2 set): small frames then
+     * evict each other's headers. A stride one cache line longer spreads them over the sets. */
+    size_t stride = bs && (bs & 4095u) == 0 ? (size_t)bs + 64u : bs;
     size_t nslots = (size_t)rx_slots + tx_slots;
     size_t head = nslots * sizeof(struct link_slot);
-    size_t total = head + 64 + (size_t)bs * nslots;
+    size_t total = head + 64 + stride * nslots;
     uint8_t *block = calloc(1, total);
     if (!block)
         return -ENOMEM;
@@ -36,7 +41,7 @@ int link_rings_alloc(struct mtcp_link *l, uint32_t rx_slots, uint32_t tx_slots, 
         area = (uint8_t *)((a + 63) & ~(uintptr_t)63);
     }
     for (size_t i = 0; i < nslots; i++)
-        slots[i].buf = area ? area + i * bs : NULL;
+        slots[i].buf = area ? area + i * stride : NULL;
 
     l->rx.num_slots = rx_slots;
     l->rx.mask = rx_slots - 1;

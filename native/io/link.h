@@ -61,6 +61,26 @@ struct link_ring {
 static inline uint32_t link_ring_next(const struct link_ring *r, uint32_t i) { return (i + 1) & r->mask; }
 static inline uint32_t link_ring_space(const struct link_ring *r) { return (r->tail - r->head) & r->mask; }
 
+/* Keep slot buffers warm (backends whose buffers are ours, not a kernel mmap). Buffers of up to
+ * 64 KiB sit a page or more apart, so a ring that walks all its slots touches a new page and a
+ * cold cache line with every small frame. The slots just given back, [from, to), hold buffers
+ * touched a moment ago: move those buffers to the slots written next, from `next` on, so that a
+ * small set of buffers circulates. Buffers are not fixed to a slot and every slot involved is
+ * free; the ranges never overlap (only the free slots in [next, from - 1) take part). */
+static inline void link_ring_recycle(struct link_ring *r, uint32_t from, uint32_t to, uint32_t next)
+{
+    uint32_t n = (to - from) & r->mask;
+    uint32_t room = (from - next - 1) & r->mask;
+    if (n > room)
+        n = room;
+    for (uint32_t k = 0; k < n; k++) {
+        struct link_slot *x = &r->slot[(from + k) & r->mask], *y = &r->slot[(next + k) & r->mask];
+        uint8_t *b = x->buf;
+        x->buf = y->buf;
+        y->buf = b;
+    }
+}
+
 struct mtcp_link;
 
 /* Frame counters of a link (mtcp_link_stats; order = MTCP_LINK_STAT_*). */

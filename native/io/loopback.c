@@ -145,6 +145,7 @@ static int lo_rxsync(struct mtcp_link *l, uint64_t now)
     struct link_ring *r = &l->rx;
     uint32_t old = r->tail;
     pthread_mutex_lock(&a->rxmu);
+    link_ring_recycle(r, a->hwhead, r->head, a->hwtail);
     a->hwhead = r->head;
     r->tail = a->hwtail;
     if (a->efd_signaled) {
@@ -214,6 +215,7 @@ static int lo_txsync(struct mtcp_link *l, uint64_t now)
     }
     if (shared)
         pthread_rwlock_unlock(&lo_lock);
+    link_ring_recycle(t, first, end, end);
     a->tx_hwcur = end;
     t->tail = (end + t->mask) & t->mask;
     return sent;

@@ -41,6 +41,38 @@ static void test_ring_arith(void)
     link_rings_free(&l);
 }
 
+/* ---- buffer recycling: the given-back buffers move to the slots written next ---- */
+static void test_ring_recycle(void)
+{
+    struct mtcp_link l;
+    memset(&l, 0, sizeof(l));
+    CHECK_EQ(link_rings_alloc(&l, 8, 8, 65536), 0);
+    struct link_ring *r = &l.tx;
+    /* a 64 KiB buffer size gets one more cache line between buffers */
+    CHECK_EQ((size_t)(r->slot[1].buf - r->slot[0].buf), 65536u + 64u);
+    uint8_t *orig[8];
+    for (uint32_t i = 0; i < 8; i++) orig[i] = r->slot[i].buf;
+    /* slots 2,3,4 sent, 5.. written next: 2<->5, 3<->6, 4<->7 */
+    link_ring_recycle(r, 2, 5, 5);
+    CHECK(r->slot[5].buf == orig[2] && r->slot[6].buf == orig[3] && r->slot[7].buf == orig[4]);
+    CHECK(r->slot[2].buf == orig[5] && r->slot[3].buf == orig[6] && r->slot[4].buf == orig[7]);
+    CHECK(r->slot[0].buf == orig[0] && r->slot[1].buf == orig[1]);
+    /* wrap-around; room limited to the free slots before `from - 1`: [6, 7) is one slot */
+    for (uint32_t i = 0; i < 8; i++) orig[i] = r->slot[i].buf;
+    link_ring_recycle(r, 0, 4, 6);
+    CHECK(r->slot[6].buf == orig[0] && r->slot[0].buf == orig[6]);
+    for (uint32_t i = 1; i < 8; i++)
+        if (i != 6) CHECK(r->slot[i].buf == orig[i]);
+    /* nothing given back, or no room: nothing moves */
+    link_ring_recycle(r, 3, 3, 4);
+    link_ring_recycle(r, 3, 5, 2);
+    CHECK(r->slot[6].buf == orig[0] && r->slot[2].buf == orig[2] && r->slot[3].buf == orig[3]);
+    /* every buffer is still held by exactly one slot */
+    for (uint32_t i = 0; i < 8; i++)
+        for (uint32_t j = i + 1; j < 8; j++) CHECK(r->slot[i].buf != r->slot[j].buf);
+    link_rings_free(&l);
+}
+
 /* ---- sim pair ---- */
 struct seqcheck { uint32_t next; int bad; uint32_t len; };
 static void check_eth_seq(const struct link_slot *s, void *arg)
@@ -545,6 +577,7 @@ static void test_pcap(void)
 int main(void)
 {
     RUN(test_ring_arith);
+    RUN(test_ring_recycle);
     RUN(test_sim_both_ways);
     RUN(test_sim_ring_full);
     RUN(test_loopback_routing);
