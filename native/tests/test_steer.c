@@ -1,6 +1,6 @@
 /* test_steer.c — flow steering (io/steer.c): the C steering function, the classic BPF fanout
  * program (run on a small cBPF interpreter here; the kernel runs it in the netns tests of
- * tests/test_workers.py), the eBPF TAP program (run in the kernel with BPF_PROG_TEST_RUN when
+ * tests/workers/test_workers.py), the eBPF TAP program (run in the kernel with BPF_PROG_TEST_RUN when
  * the process may load BPF, else reported as skipped), claim_port steering, the misdirected
  * filter and the shared-memory hand-off between two wrappers over sim links. */
 #include <errno.h>
@@ -236,7 +236,7 @@ static void test_ebpf_matches_c(void)
     uint32_t nqs[] = {1, 2, 3, 4, 8};
     int loaded = 0, mismatches = 0;
     /* BPF_PROG_TEST_RUN hands a socket filter the skb at its network header (the TAP path has it
-     * at the mac header: STEER_NET_TAP, checked end to end by tests/test_workers.py) */
+     * at the mac header: STEER_NET_TAP, checked end to end by tests/workers/test_workers.py) */
     for (size_t qi = 0; qi < 2 * sizeof(nqs) / sizeof(nqs[0]); qi++) {
         uint32_t nq = nqs[qi % 5], slots[8];
         int32_t net = qi < 5 ? 0 : SKF_NET_OFF;
